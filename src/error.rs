@@ -1,0 +1,144 @@
+//! One error type for the whole daemon, and the one table that maps it to an errno.
+//!
+//! Every layer returns `Error`; `fuse.rs` turns it into an errno with `errno()`.
+//! A new variant must choose its errno here (the match is exhaustive).
+
+use std::fmt;
+use std::io;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No such file or directory entry.
+    NotFound,
+    /// The entry exists (create, link, mkdir, RENAME_NOREPLACE, XATTR_CREATE).
+    Exists,
+    NotDir,
+    IsDir,
+    NotEmpty,
+    /// Bad argument from the caller (rename into own subtree, bad flags).
+    Invalid(&'static str),
+    NameTooLong,
+    /// An extended attribute is not there.
+    NoXattr,
+    /// The value does not fit the caller's buffer.
+    Range,
+    /// The namespace of an xattr is not supported (security.*, trusted.*, system.*).
+    XattrNotSupported,
+    /// Operation not permitted on this kind of object or attribute.
+    NotPermitted,
+    /// Stored bytes failed their checksum or a record is malformed.
+    Corrupt(String),
+    /// The tier or the disk under it is full.
+    NoSpace,
+    FileTooBig,
+    /// sled failed.
+    Meta(sled::Error),
+    Io(io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno a user sees for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::Exists => libc::EEXIST,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NoXattr => libc::ENODATA,
+            Error::Range => libc::ERANGE,
+            Error::XattrNotSupported => libc::EOPNOTSUPP,
+            Error::NotPermitted => libc::EPERM,
+            Error::Corrupt(_) => libc::EIO,
+            Error::NoSpace => libc::ENOSPC,
+            Error::FileTooBig => libc::EFBIG,
+            Error::Meta(sled::Error::Io(e)) | Error::Io(e) => io_errno(e),
+            Error::Meta(_) => libc::EIO,
+        }
+    }
+
+    /// Errors worth a log line: the ones that mean something broke, not a user mistake.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt(_) | Error::Meta(_) | Error::Io(_) | Error::NoSpace
+        )
+    }
+}
+
+fn io_errno(e: &io::Error) -> i32 {
+    match e.raw_os_error() {
+        Some(n) => n,
+        None if e.kind() == io::ErrorKind::NotFound => libc::ENOENT,
+        None => libc::EIO,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => write!(f, "no such file or directory"),
+            Error::Exists => write!(f, "already exists"),
+            Error::NotDir => write!(f, "not a directory"),
+            Error::IsDir => write!(f, "is a directory"),
+            Error::NotEmpty => write!(f, "directory not empty"),
+            Error::Invalid(why) => write!(f, "invalid argument: {why}"),
+            Error::NameTooLong => write!(f, "name longer than 255 bytes"),
+            Error::NoXattr => write!(f, "no such attribute"),
+            Error::Range => write!(f, "buffer too small"),
+            Error::XattrNotSupported => write!(f, "attribute namespace not supported"),
+            Error::NotPermitted => write!(f, "operation not permitted"),
+            Error::Corrupt(what) => write!(f, "corrupt data: {what}"),
+            Error::NoSpace => write!(f, "no space left on the tier"),
+            Error::FileTooBig => write!(f, "file too large"),
+            Error::Meta(e) => write!(f, "metadata store: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            Error::NoSpace
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => Error::from(io),
+            other => Error::Meta(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_from_io_stays_enospc() {
+        let e = Error::from(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.errno(), libc::ENOSPC);
+        let e = Error::from(sled::Error::Io(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(e.errno(), libc::ENOSPC);
+    }
+
+    #[test]
+    fn corrupt_is_eio() {
+        assert_eq!(Error::Corrupt("x".into()).errno(), libc::EIO);
+        assert!(Error::Corrupt("x".into()).is_fault());
+        assert!(!Error::NotFound.is_fault());
+    }
+}

@@ -1,0 +1,804 @@
+//! TierFs: the POSIX semantics of a tierfs mount, with no fuser types.
+//!
+//! Owns names, permissions-related bookkeeping, link counts, open handles,
+//! kernel lookup counts, xattr dispatch and timestamps. File content goes
+//! through `Tiers`, metadata through `Meta`. Lock order: a file's content
+//! lock (inside `Tiers`) before `Meta::lock`, never the other way round.
+
+mod xattr;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::meta::{Dirent, Inode, Kind, Meta, Time, Txn, ROOT_INO};
+use crate::tier::Tiers;
+
+pub use xattr::XattrFlags;
+
+/// Longest name in a directory, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Who is asking: from the request header.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A time given to setattr.
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    Now,
+    At(Time),
+}
+
+/// The fields of a setattr request; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Time>,
+}
+
+/// Filesystem-wide numbers for statfs.
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+struct Handle {
+    ino: u64,
+    append: bool,
+}
+
+/// Settings of a mounted TierFs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub hot_budget: u64,
+    pub writeback_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hot_budget: 256 << 20,
+            writeback_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct TierFs {
+    meta: Arc<Meta>,
+    tiers: Arc<Tiers>,
+    store_dir: PathBuf,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// Open handles per inode (an unlinked inode lives while it has any).
+    open_counts: Mutex<HashMap<u64, u32>>,
+    /// The kernel's lookup count per inode (it lives while it has any).
+    lookups: Mutex<HashMap<u64, u64>>,
+    inode_count: AtomicU64,
+    writeback: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(Error::Invalid("not a valid file name"));
+    }
+    Ok(())
+}
+
+impl TierFs {
+    /// Opens the store's metadata and tiers (`STORE/meta`, `STORE/warm`),
+    /// removes files that were unlinked but still open at the last stop, and
+    /// starts the write-back thread.
+    pub fn open_store(store_dir: &Path, opts: &Options) -> Result<TierFs> {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
+        let tiers = Arc::new(Tiers::open(
+            meta.clone(),
+            &store_dir.join("warm"),
+            opts.hot_budget,
+        )?);
+        let fs = TierFs {
+            inode_count: AtomicU64::new(meta.count_inodes()),
+            meta,
+            tiers,
+            store_dir: store_dir.to_path_buf(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            open_counts: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            writeback: Mutex::new(None),
+        };
+        for ino in fs.meta.orphans()? {
+            fs.purge(ino)?;
+        }
+        fs.start_writeback(opts.writeback_interval);
+        Ok(fs)
+    }
+
+    fn start_writeback(&self, interval: Duration) {
+        let (tx, rx) = bounded::<()>(1);
+        let tiers = self.tiers.clone();
+        let meta = self.meta.clone();
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || loop {
+                let stop = matches!(
+                    rx.recv_timeout(interval),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+                );
+                if stop {
+                    return;
+                }
+                if let Err(e) = tiers.flush_all().and_then(|_| meta.flush()) {
+                    log::error!("write-back failed: {e}");
+                    continue;
+                }
+                loop {
+                    match tiers.compact_once() {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            log::error!("segment compaction failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            })
+            .expect("spawn write-back thread");
+        *self.writeback.lock() = Some((tx, thread));
+    }
+
+    /// Writes back everything and stops the write-back thread (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        if let Some((tx, thread)) = self.writeback.lock().take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        self.tiers.flush_all()?;
+        // No kernel references survive an unmount: unlinked files go now.
+        for ino in self.meta.orphans()? {
+            self.purge(ino)?;
+        }
+        self.meta.flush()
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// A path for log lines about `ino`.
+    pub fn describe(&self, ino: u64) -> String {
+        format!("inode {ino} ({})", self.meta.path_of(ino).display())
+    }
+
+    fn count_lookup(&self, ino: u64) {
+        if ino != ROOT_INO {
+            *self.lookups.lock().entry(ino).or_default() += 1;
+        }
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        let gone = {
+            let mut l = self.lookups.lock();
+            match l.get_mut(&ino) {
+                Some(c) => {
+                    *c = c.saturating_sub(n);
+                    if *c == 0 {
+                        l.remove(&ino);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        if gone {
+            self.purge_if_unused(ino);
+        }
+    }
+
+    fn purge_if_unused(&self, ino: u64) {
+        if self.lookups.lock().contains_key(&ino) || self.open_counts.lock().contains_key(&ino) {
+            return;
+        }
+        match self.meta.inode(ino) {
+            Ok(i) if i.nlink == 0 => {
+                if let Err(e) = self.purge(ino) {
+                    log::error!("freeing unlinked inode {ino}: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn purge(&self, ino: u64) -> Result<()> {
+        let t = self.meta.purge_txn(ino)?;
+        self.tiers.purge(ino, t)?;
+        self.inode_count.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode> {
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+        let inode = self.meta.inode(d.ino)?;
+        self.count_lookup(inode.ino);
+        Ok(inode)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Inode> {
+        self.meta.inode(ino)
+    }
+
+    pub fn setattr(&self, caller: Caller, ino: u64, a: SetAttr) -> Result<Inode> {
+        let now = Time::now();
+        if let Some(size) = a.size {
+            let inode = self.meta.inode(ino)?;
+            match inode.kind {
+                Kind::File => {}
+                Kind::Dir => return Err(Error::IsDir),
+                _ => return Err(Error::Invalid("truncate of a special file")),
+            }
+            self.tiers.truncate(ino, inode.size, size)?;
+        }
+        let _g = self.meta.lock.lock();
+        let mut inode = self.meta.inode(ino)?;
+        if let Some(size) = a.size {
+            inode.size = size;
+            inode.mtime = now;
+            inode.ctime = now;
+            if caller.uid != 0 {
+                clear_setid(&mut inode);
+            }
+        }
+        if let Some(mode) = a.mode {
+            inode.perm = (mode & 0o7777) as u16;
+            inode.ctime = now;
+        }
+        let chown = a.uid.is_some_and(|u| u != inode.uid) || a.gid.is_some_and(|g| g != inode.gid);
+        if let Some(uid) = a.uid {
+            inode.uid = uid;
+            inode.ctime = now;
+        }
+        if let Some(gid) = a.gid {
+            inode.gid = gid;
+            inode.ctime = now;
+        }
+        if chown && inode.kind != Kind::Dir && a.mode.is_none() {
+            clear_setid(&mut inode);
+        }
+        let resolve = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        if let Some(t) = a.atime {
+            inode.atime = resolve(t);
+            inode.ctime = now;
+        }
+        if let Some(t) = a.mtime {
+            inode.mtime = resolve(t);
+            inode.ctime = now;
+        }
+        if let Some(t) = a.ctime {
+            inode.ctime = t;
+        }
+        let mut t = Txn::default();
+        t.put_inode(&inode);
+        self.meta.commit(t)?;
+        Ok(inode)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        self.meta.symlink(ino)
+    }
+
+    /// Creates a directory entry for a new inode of `kind`.
+    fn make_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+        symlink: Option<&[u8]>,
+    ) -> Result<Inode> {
+        check_name(name)?;
+        let _g = self.meta.lock.lock();
+        let mut dir = self.meta.inode(parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        if dir.nlink == 0 {
+            return Err(Error::NotFound);
+        }
+        if self.meta.lookup(parent, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let ino = self.meta.next_ino()?;
+        let mut perm = (perm & 0o7777) as u16;
+        let mut gid = caller.gid;
+        if dir.perm & libc::S_ISGID as u16 != 0 {
+            // BSD group semantics of a setgid directory, as every Linux fs does.
+            gid = dir.gid;
+            if kind == Kind::Dir {
+                perm |= libc::S_ISGID as u16;
+            }
+        }
+        let mut inode = Inode::new(ino, kind, perm, caller.uid, gid);
+        inode.rdev = rdev;
+        let mut t = Txn::default();
+        if kind == Kind::Dir {
+            inode.parent = parent;
+            dir.nlink += 1;
+        }
+        if let Some(target) = symlink {
+            inode.size = target.len() as u64;
+            t.put_symlink(ino, target);
+        }
+        dir.mtime = inode.ctime;
+        dir.ctime = inode.ctime;
+        t.put_inode(&inode);
+        t.put_inode(&dir);
+        t.put_dirent(
+            parent,
+            name,
+            Dirent {
+                ino,
+                seq: self.meta.next_id()?,
+                kind,
+            },
+        );
+        self.meta.commit(t)?;
+        self.inode_count.fetch_add(1, Ordering::Relaxed);
+        self.count_lookup(ino);
+        Ok(inode)
+    }
+
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<Inode> {
+        let kind = Kind::from_mode(mode).ok_or(Error::Invalid("unknown file type"))?;
+        if kind == Kind::Dir || kind == Kind::Symlink {
+            return Err(Error::Invalid("mknod of a directory or symlink"));
+        }
+        self.make_node(caller, parent, name, kind, mode & !umask, rdev, None)
+    }
+
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Result<Inode> {
+        self.make_node(caller, parent, name, Kind::Dir, mode & !umask, 0, None)
+    }
+
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Inode> {
+        if target.len() >= libc::PATH_MAX as usize {
+            return Err(Error::NameTooLong);
+        }
+        self.make_node(caller, parent, name, Kind::Symlink, 0o777, 0, Some(target))
+    }
+
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Inode, u64)> {
+        let inode = self.make_node(caller, parent, name, Kind::File, mode & !umask, 0, None)?;
+        let fh = self.open(inode.ino, flags)?;
+        Ok((inode, fh))
+    }
+
+    /// Removes the entry `name` (not a directory when `dir` is false, only an
+    /// empty directory when it is true).
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        let ino = {
+            let _g = self.meta.lock.lock();
+            let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+            let mut victim = self.meta.inode(d.ino)?;
+            let mut p = self.meta.inode(parent)?;
+            let now = Time::now();
+            match (dir, victim.kind == Kind::Dir) {
+                (false, true) => return Err(Error::IsDir),
+                (true, false) => return Err(Error::NotDir),
+                (true, true) => {
+                    if !self.meta.dir_is_empty(d.ino)? {
+                        return Err(Error::NotEmpty);
+                    }
+                    victim.nlink = 0;
+                    p.nlink -= 1;
+                }
+                (false, false) => victim.nlink = victim.nlink.saturating_sub(1),
+            }
+            victim.ctime = now;
+            p.mtime = now;
+            p.ctime = now;
+            let mut t = Txn::default();
+            t.del_dirent(parent, name, d.seq);
+            t.put_inode(&p);
+            t.put_inode(&victim);
+            if victim.nlink == 0 {
+                t.put_orphan(victim.ino);
+            }
+            self.meta.commit(t)?;
+            (victim.nlink == 0).then_some(victim.ino)
+        };
+        if let Some(ino) = ino {
+            self.purge_if_unused(ino);
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
+        check_name(newname)?;
+        let inode = {
+            let _g = self.meta.lock.lock();
+            let mut inode = self.meta.inode(ino)?;
+            if inode.kind == Kind::Dir {
+                return Err(Error::NotPermitted);
+            }
+            let mut p = self.meta.inode(newparent)?;
+            if p.kind != Kind::Dir {
+                return Err(Error::NotDir);
+            }
+            if self.meta.lookup(newparent, newname)?.is_some() {
+                return Err(Error::Exists);
+            }
+            let now = Time::now();
+            let mut t = Txn::default();
+            if inode.nlink == 0 {
+                t.del_orphan(ino);
+            }
+            inode.nlink += 1;
+            inode.ctime = now;
+            p.mtime = now;
+            p.ctime = now;
+            t.put_inode(&inode);
+            t.put_inode(&p);
+            t.put_dirent(
+                newparent,
+                newname,
+                Dirent {
+                    ino,
+                    seq: self.meta.next_id()?,
+                    kind: inode.kind,
+                },
+            );
+            self.meta.commit(t)?;
+            inode
+        };
+        self.count_lookup(ino);
+        Ok(inode)
+    }
+
+    /// True when `dir` is `ancestor` or lies below it.
+    fn is_within(&self, mut dir: u64, ancestor: u64) -> Result<bool> {
+        for _ in 0..100_000 {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = self.meta.inode(dir)?.parent;
+        }
+        Err(Error::Corrupt("directory parent chain has a loop".into()))
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        check_name(newname)?;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(Error::Invalid("unsupported rename flags"));
+        }
+        let orphan = {
+            let _g = self.meta.lock.lock();
+            let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+            let dst = self.meta.lookup(newparent, newname)?;
+            if exchange && dst.is_none() {
+                return Err(Error::NotFound);
+            }
+            if let Some(d) = dst {
+                if noreplace {
+                    return Err(Error::Exists);
+                }
+                if d.ino == src.ino {
+                    return Ok(());
+                }
+            }
+            if src.kind == Kind::Dir && self.is_within(newparent, src.ino)? {
+                return Err(Error::Invalid("cannot move a directory into itself"));
+            }
+            let now = Time::now();
+            let mut t = Txn::default();
+            // The parents, loaded once even when they are the same directory.
+            let mut dirs: HashMap<u64, Inode> = HashMap::new();
+            for p in [parent, newparent] {
+                if let std::collections::hash_map::Entry::Vacant(e) = dirs.entry(p) {
+                    e.insert(self.meta.inode(p)?);
+                }
+            }
+            let mut orphan = None;
+            let mut moved = self.meta.inode(src.ino)?;
+            moved.ctime = now;
+            t.del_dirent(parent, name, src.seq);
+            if src.kind == Kind::Dir {
+                moved.parent = newparent;
+                dirs.get_mut(&parent).unwrap().nlink -= 1;
+                dirs.get_mut(&newparent).unwrap().nlink += 1;
+            }
+            if let Some(d) = dst {
+                let mut other = self.meta.inode(d.ino)?;
+                other.ctime = now;
+                t.del_dirent(newparent, newname, d.seq);
+                if exchange {
+                    if d.kind == Kind::Dir {
+                        if self.is_within(parent, d.ino)? {
+                            return Err(Error::Invalid("cannot move a directory into itself"));
+                        }
+                        other.parent = parent;
+                        dirs.get_mut(&newparent).unwrap().nlink -= 1;
+                        dirs.get_mut(&parent).unwrap().nlink += 1;
+                    }
+                    t.put_dirent(
+                        parent,
+                        name,
+                        Dirent {
+                            seq: self.meta.next_id()?,
+                            ..d
+                        },
+                    );
+                } else {
+                    match (src.kind == Kind::Dir, d.kind == Kind::Dir) {
+                        (true, false) => return Err(Error::NotDir),
+                        (false, true) => return Err(Error::IsDir),
+                        (true, true) => {
+                            if !self.meta.dir_is_empty(d.ino)? {
+                                return Err(Error::NotEmpty);
+                            }
+                            other.nlink = 0;
+                            dirs.get_mut(&newparent).unwrap().nlink -= 1;
+                        }
+                        (false, false) => other.nlink = other.nlink.saturating_sub(1),
+                    }
+                    if other.nlink == 0 {
+                        t.put_orphan(other.ino);
+                        orphan = Some(other.ino);
+                    }
+                }
+                t.put_inode(&other);
+            }
+            t.put_dirent(
+                newparent,
+                newname,
+                Dirent {
+                    seq: self.meta.next_id()?,
+                    ..src
+                },
+            );
+            t.put_inode(&moved);
+            for d in dirs.values_mut() {
+                d.mtime = now;
+                d.ctime = now;
+                t.put_inode(d);
+            }
+            self.meta.commit(t)?;
+            orphan
+        };
+        if let Some(ino) = orphan {
+            self.purge_if_unused(ino);
+        }
+        Ok(())
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let inode = self.meta.inode(ino)?;
+        if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
+            return Err(Error::IsDir);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            },
+        );
+        *self.open_counts.lock().entry(ino).or_default() += 1;
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) {
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return;
+        };
+        let last = {
+            let mut oc = self.open_counts.lock();
+            let c = oc.entry(h.ino).or_default();
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                oc.remove(&h.ino);
+                true
+            } else {
+                false
+            }
+        };
+        if last {
+            self.purge_if_unused(h.ino);
+        }
+    }
+
+    pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let inode = self.meta.inode(ino)?;
+        self.tiers.read(ino, off, size, inode.size)
+    }
+
+    pub fn write(&self, caller: Caller, ino: u64, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
+        let append = self.handles.lock().get(&fh).is_some_and(|h| h.append);
+        let inode = self.meta.inode(ino)?;
+        let off = if append { inode.size } else { off };
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or(Error::FileTooBig)?;
+        self.tiers.write(ino, off, data, inode.size)?;
+        let _g = self.meta.lock.lock();
+        let mut inode = self.meta.inode(ino)?;
+        inode.size = inode.size.max(end);
+        let now = Time::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        if caller.uid != 0 {
+            clear_setid(&mut inode);
+        }
+        let mut t = Txn::default();
+        t.put_inode(&inode);
+        self.meta.commit(t)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Makes the file's bytes and all metadata so far durable.
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        self.tiers.flush(ino)?;
+        self.meta.flush()
+    }
+
+    /// Makes all metadata so far durable.
+    pub fn fsyncdir(&self) -> Result<()> {
+        self.meta.flush()
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<()> {
+        if self.meta.inode(ino)?.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        Ok(())
+    }
+
+    /// Lists `ino` from the kernel's `offset`, calling `add(ino, next offset,
+    /// kind, name)` until it answers true (buffer full). Offsets stay valid
+    /// while entries are added and removed: they are sequence numbers.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
+    ) -> Result<()> {
+        let dir = self.meta.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        if offset == 0 && add(ino, 1, Kind::Dir, b".") {
+            return Ok(());
+        }
+        if offset <= 1 && add(dir.parent.max(ROOT_INO), 2, Kind::Dir, b"..") {
+            return Ok(());
+        }
+        let from = offset.saturating_sub(2);
+        for r in self.meta.dir_entries(ino, from) {
+            let (seq, name, child, kind) = r?;
+            if add(child, seq + 3, kind, &name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let path = CString::new(self.store_dir.as_os_str().as_bytes())
+            .map_err(|_| Error::Invalid("store path"))?;
+        // SAFETY: statvfs fills the zeroed struct we pass; the path is NUL-terminated.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let frsize = s.f_frsize as u64;
+        let used = self.inode_count.load(Ordering::Relaxed);
+        let ffree = (u32::MAX as u64).saturating_sub(used);
+        Ok(StatFs {
+            blocks: s.f_blocks as u64 * frsize / 4096,
+            bfree: s.f_bfree as u64 * frsize / 4096,
+            bavail: s.f_bavail as u64 * frsize / 4096,
+            files: used + ffree,
+            ffree,
+            bsize: 4096,
+            namelen: NAME_MAX as u32,
+        })
+    }
+}
+
+fn clear_setid(inode: &mut Inode) {
+    // As Linux does for a writer without CAP_FSETID: setuid always, setgid
+    // only when group-executable (otherwise it marks mandatory locking).
+    inode.perm &= !(libc::S_ISUID as u16);
+    if inode.perm & libc::S_IXGRP as u16 != 0 {
+        inode.perm &= !(libc::S_ISGID as u16);
+    }
+}

@@ -1,0 +1,14 @@
+//! tierfs: a FUSE filesystem that keeps memories on hot, warm and cold tiers.
+//!
+//! Request flow: `fuse` (fuser adapter) → `fs::TierFs` (POSIX semantics) →
+//! `meta` (sled: names, inodes, xattrs, chunk index) and `tier` (content).
+//! See docs/ARCHITECTURE.md.
+
+pub mod error;
+pub mod fs;
+pub mod fsck;
+pub mod fuse;
+pub mod meta;
+pub mod mount;
+pub mod store;
+pub mod tier;

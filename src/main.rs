@@ -1,0 +1,124 @@
+//! The `tierfs` command: clap parsing into typed configs; nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tierfs::fs::Options;
+use tierfs::mount::MountConfig;
+
+/// tierfs: a filesystem that keeps memories on hot (RAM), warm (mmap'd
+/// segments) and cold (zstd packs) tiers.
+///
+/// Exit codes: 0 ok; 1 the mount failed, or fsck found problems; 2 usage error.
+#[derive(Parser)]
+#[command(name = "tierfs", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount STORE on MOUNTPOINT (STORE is created if it does not exist).
+    ///
+    /// Returns once the mount answers; the daemon logs to STORE/tierfs.log.
+    /// Unmount with `fusermount3 -u MOUNTPOINT` (or SIGTERM to the daemon).
+    ///
+    /// Example: tierfs mount ~/.tierfs-store ~/memories
+    Mount {
+        /// The store directory (metadata, segments, lock, log).
+        store: PathBuf,
+        /// An existing, empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long)]
+        foreground: bool,
+        /// Mount options, comma separated: allow_other, allow_root, ro, nosuid, nodev, noexec.
+        #[arg(short = 'o', value_delimiter = ',')]
+        options: Vec<String>,
+        /// RAM for the hot cache of file chunks (e.g. 256MiB).
+        #[arg(long, default_value = "256MiB")]
+        hot_budget: bytesize::ByteSize,
+        /// How soon written data is written back to disk without an fsync.
+        #[arg(long, default_value = "5s")]
+        writeback: humantime::Duration,
+        /// Request threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
+    /// Check every chunk and link of an unmounted STORE.
+    ///
+    /// Exit 0 when clean, 1 with the problems listed, 2 when it cannot run.
+    Fsck {
+        /// The store directory.
+        store: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount {
+            store,
+            mountpoint,
+            foreground,
+            options,
+            hot_budget,
+            writeback,
+            threads,
+        } => {
+            let cfg = MountConfig {
+                store,
+                mountpoint,
+                foreground,
+                options,
+                threads,
+                fs: Options {
+                    hot_budget: hot_budget.as_u64(),
+                    writeback_interval: writeback.into(),
+                },
+            };
+            match tierfs::mount::run(&cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("tierfs: {msg}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Fsck { store } => fsck(&store),
+    }
+}
+
+fn fsck(store: &std::path::Path) -> ExitCode {
+    let _lock = match tierfs::store::Store::lock(store) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("tierfs fsck: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match tierfs::fsck::check(store) {
+        Ok(r) if r.problems.is_empty() => {
+            println!(
+                "{}: clean ({} inodes, {} chunks checked)",
+                store.display(),
+                r.inodes,
+                r.chunks
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            for p in &r.problems {
+                println!("{p}");
+            }
+            println!("{}: {} problems", store.display(), r.problems.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("tierfs fsck: {}: {e}", store.display());
+            ExitCode::from(2)
+        }
+    }
+}

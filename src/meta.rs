@@ -1,0 +1,719 @@
+//! Metadata in sled: inode records, directory entries, xattrs, symlink targets,
+//! chunk placement and orphans, all in one tree so that one `apply_batch` is
+//! atomic across them. Byte layouts are in docs/FORMAT.md.
+//!
+//! This module owns key and value encodings and nothing else: it knows no
+//! POSIX rules (that is `fs`) and reads no file content (that is `tier`).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+pub const ROOT_INO: u64 = 1;
+/// Version of the metadata encoding; bumped on any incompatible change.
+pub const META_VERSION: u32 = 1;
+
+// Key tags: the first byte of every key.
+const TAG_META: u8 = b'M';
+const TAG_INODE: u8 = b'I';
+const TAG_DIRENT: u8 = b'D';
+const TAG_DIRSEQ: u8 = b'S';
+const TAG_XATTR: u8 = b'X';
+const TAG_CHUNK: u8 = b'C';
+const TAG_SYMLINK: u8 = b'L';
+const TAG_ORPHAN: u8 = b'O';
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    fn to_u8(self) -> u8 {
+        match self {
+            Kind::File => 1,
+            Kind::Dir => 2,
+            Kind::Symlink => 3,
+            Kind::Fifo => 4,
+            Kind::Socket => 5,
+            Kind::CharDev => 6,
+            Kind::BlockDev => 7,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Kind> {
+        Ok(match v {
+            1 => Kind::File,
+            2 => Kind::Dir,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::Socket,
+            6 => Kind::CharDev,
+            7 => Kind::BlockDev,
+            _ => return Err(Error::Corrupt(format!("unknown inode kind {v}"))),
+        })
+    }
+
+    /// The kind for the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+}
+
+/// A timestamp as stored: seconds and nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Time {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+impl Time {
+    pub fn now() -> Time {
+        Time::from_system(SystemTime::now())
+    }
+
+    pub fn from_system(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut secs = -(d.as_secs() as i64);
+                let mut nsecs = d.subsec_nanos();
+                if nsecs > 0 {
+                    secs -= 1;
+                    nsecs = 1_000_000_000 - nsecs;
+                }
+                Time { secs, nsecs }
+            }
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.secs >= 0 {
+            UNIX_EPOCH + Duration::new(self.secs as u64, self.nsecs)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.secs.unsigned_abs())
+                + Duration::from_nanos(self.nsecs as u64)
+        }
+    }
+}
+
+/// Which tier holds a file's bytes. Only `Warm` exists on disk so far; the
+/// byte is stored in every inode record so that tier moves slot in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Hot,
+    Warm,
+    Cold,
+}
+
+impl Tier {
+    fn to_u8(self) -> u8 {
+        match self {
+            Tier::Hot => 0,
+            Tier::Warm => 1,
+            Tier::Cold => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Result<Tier> {
+        Ok(match v {
+            0 => Tier::Hot,
+            1 => Tier::Warm,
+            2 => Tier::Cold,
+            _ => return Err(Error::Corrupt(format!("unknown tier {v}"))),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        }
+    }
+}
+
+/// One inode record. `perm` holds the low 12 mode bits (with setuid, setgid, sticky).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub ino: u64,
+    pub kind: Kind,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub rdev: u32,
+    pub size: u64,
+    /// For directories: the parent directory (the root is its own parent). 0 otherwise.
+    pub parent: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub crtime: Time,
+    pub tier: Tier,
+}
+
+// Inode record layout (little-endian), 96 bytes:
+//   0 u8 version (1)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
+//  16 u32 rdev  20 u32 reserved  24 u64 size  32 u64 parent
+//  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
+//  88 u8 tier  89..96 reserved
+const INODE_LEN: usize = 96;
+const INODE_REC_VERSION: u8 = 1;
+
+impl Inode {
+    pub fn new(ino: u64, kind: Kind, perm: u16, uid: u32, gid: u32) -> Inode {
+        let now = Time::now();
+        Inode {
+            ino,
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            rdev: 0,
+            size: 0,
+            parent: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            tier: Tier::Warm,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; INODE_LEN] {
+        let mut b = [0u8; INODE_LEN];
+        b[0] = INODE_REC_VERSION;
+        b[1] = self.kind.to_u8();
+        b[2..4].copy_from_slice(&self.perm.to_le_bytes());
+        b[4..8].copy_from_slice(&self.uid.to_le_bytes());
+        b[8..12].copy_from_slice(&self.gid.to_le_bytes());
+        b[12..16].copy_from_slice(&self.nlink.to_le_bytes());
+        b[16..20].copy_from_slice(&self.rdev.to_le_bytes());
+        b[24..32].copy_from_slice(&self.size.to_le_bytes());
+        b[32..40].copy_from_slice(&self.parent.to_le_bytes());
+        for (i, t) in [self.atime, self.mtime, self.ctime, self.crtime]
+            .iter()
+            .enumerate()
+        {
+            let o = 40 + i * 12;
+            b[o..o + 8].copy_from_slice(&t.secs.to_le_bytes());
+            b[o + 8..o + 12].copy_from_slice(&t.nsecs.to_le_bytes());
+        }
+        b[88] = self.tier.to_u8();
+        b
+    }
+
+    pub fn decode(ino: u64, b: &[u8]) -> Result<Inode> {
+        if b.len() != INODE_LEN || b[0] != INODE_REC_VERSION {
+            return Err(Error::Corrupt(format!("inode {ino}: bad record")));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let time_at = |o: usize| Time {
+            secs: u64_at(o) as i64,
+            nsecs: u32_at(o + 8),
+        };
+        Ok(Inode {
+            ino,
+            kind: Kind::from_u8(b[1])?,
+            perm: u16::from_le_bytes([b[2], b[3]]),
+            uid: u32_at(4),
+            gid: u32_at(8),
+            nlink: u32_at(12),
+            rdev: u32_at(16),
+            size: u64_at(24),
+            parent: u64_at(32),
+            atime: time_at(40),
+            mtime: time_at(52),
+            ctime: time_at(64),
+            crtime: time_at(76),
+            tier: Tier::from_u8(b[88])?,
+        })
+    }
+}
+
+/// A directory entry: the child and the sequence number that orders the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dirent {
+    pub ino: u64,
+    pub seq: u64,
+    pub kind: Kind,
+}
+
+/// Where one chunk of a file is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub tier: Tier,
+    pub len: u32,
+    /// Segment id (warm) or pack id (cold).
+    pub seg: u64,
+    /// Byte offset of the record header in the segment.
+    pub off: u64,
+    pub version: u64,
+    pub crc: u32,
+}
+
+// ChunkLoc layout (little-endian), 40 bytes:
+//   0 u8 tier  1..4 reserved  4 u32 len  8 u64 seg  16 u64 off  24 u64 version
+//  32 u32 crc  36..40 reserved
+const CHUNKLOC_LEN: usize = 40;
+
+impl ChunkLoc {
+    pub fn encode(&self) -> [u8; CHUNKLOC_LEN] {
+        let mut b = [0u8; CHUNKLOC_LEN];
+        b[0] = self.tier.to_u8();
+        b[4..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.seg.to_le_bytes());
+        b[16..24].copy_from_slice(&self.off.to_le_bytes());
+        b[24..32].copy_from_slice(&self.version.to_le_bytes());
+        b[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ChunkLoc> {
+        if b.len() != CHUNKLOC_LEN {
+            return Err(Error::Corrupt("bad chunk location record".into()));
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        Ok(ChunkLoc {
+            tier: Tier::from_u8(b[0])?,
+            len: u32_at(4),
+            seg: u64_at(8),
+            off: u64_at(16),
+            version: u64_at(24),
+            crc: u32_at(32),
+        })
+    }
+}
+
+fn key_ino(tag: u8, ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = tag;
+    k[1..9].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+fn key_ino_u64(tag: u8, ino: u64, x: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = tag;
+    k[1..9].copy_from_slice(&ino.to_be_bytes());
+    k[9..17].copy_from_slice(&x.to_be_bytes());
+    k
+}
+
+fn key_ino_name(tag: u8, ino: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + name.len());
+    k.extend_from_slice(&key_ino(tag, ino));
+    k.extend_from_slice(name);
+    k
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+/// A set of metadata changes applied atomically by `Meta::commit`.
+#[derive(Default)]
+pub struct Txn {
+    batch: sled::Batch,
+}
+
+impl Txn {
+    pub fn put_inode(&mut self, inode: &Inode) {
+        self.batch
+            .insert(&key_ino(TAG_INODE, inode.ino), &inode.encode()[..]);
+    }
+    pub fn del_inode(&mut self, ino: u64) {
+        self.batch.remove(&key_ino(TAG_INODE, ino));
+    }
+    pub fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent) {
+        let mut v = [0u8; 17];
+        v[0..8].copy_from_slice(&d.ino.to_be_bytes());
+        v[8..16].copy_from_slice(&d.seq.to_be_bytes());
+        v[16] = d.kind.to_u8();
+        self.batch
+            .insert(key_ino_name(TAG_DIRENT, parent, name), &v[..]);
+        let mut s = Vec::with_capacity(9 + name.len());
+        s.extend_from_slice(&d.ino.to_be_bytes());
+        s.push(d.kind.to_u8());
+        s.extend_from_slice(name);
+        self.batch
+            .insert(&key_ino_u64(TAG_DIRSEQ, parent, d.seq), s);
+    }
+    pub fn del_dirent(&mut self, parent: u64, name: &[u8], seq: u64) {
+        self.batch.remove(key_ino_name(TAG_DIRENT, parent, name));
+        self.batch.remove(&key_ino_u64(TAG_DIRSEQ, parent, seq));
+    }
+    pub fn put_symlink(&mut self, ino: u64, target: &[u8]) {
+        self.batch.insert(&key_ino(TAG_SYMLINK, ino), target);
+    }
+    pub fn put_xattr(&mut self, ino: u64, name: &[u8], value: &[u8]) {
+        self.batch.insert(key_ino_name(TAG_XATTR, ino, name), value);
+    }
+    pub fn del_xattr(&mut self, ino: u64, name: &[u8]) {
+        self.batch.remove(key_ino_name(TAG_XATTR, ino, name));
+    }
+    pub fn put_chunk(&mut self, ino: u64, idx: u64, loc: &ChunkLoc) {
+        self.batch
+            .insert(&key_ino_u64(TAG_CHUNK, ino, idx), &loc.encode()[..]);
+    }
+    pub fn del_chunk(&mut self, ino: u64, idx: u64) {
+        self.batch.remove(&key_ino_u64(TAG_CHUNK, ino, idx));
+    }
+    pub fn put_orphan(&mut self, ino: u64) {
+        self.batch.insert(&key_ino(TAG_ORPHAN, ino), &[][..]);
+    }
+    pub fn del_orphan(&mut self, ino: u64) {
+        self.batch.remove(&key_ino(TAG_ORPHAN, ino));
+    }
+}
+
+/// The metadata store.
+pub struct Meta {
+    db: sled::Db,
+    /// Held for every read-modify-write of metadata, so that two requests never
+    /// interleave their reads and their batch. Reads alone take no lock.
+    pub lock: Mutex<()>,
+}
+
+impl Meta {
+    /// Opens (or creates) the metadata store in `dir`, creating the root directory.
+    pub fn open(dir: &Path, uid: u32, gid: u32) -> Result<Meta> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let meta = Meta {
+            db,
+            lock: Mutex::new(()),
+        };
+        match meta.db.get(meta_key("version"))? {
+            Some(v) => {
+                let v =
+                    u32::from_le_bytes(v.as_ref().try_into().map_err(|_| {
+                        Error::Corrupt("metadata version record is malformed".into())
+                    })?);
+                if v != META_VERSION {
+                    return Err(Error::Corrupt(format!(
+                        "metadata format version {v}, this tierfs reads version {META_VERSION}"
+                    )));
+                }
+            }
+            None => {
+                let mut root = Inode::new(ROOT_INO, Kind::Dir, 0o755, uid, gid);
+                root.parent = ROOT_INO;
+                let mut t = Txn::default();
+                t.put_inode(&root);
+                t.batch
+                    .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..]);
+                meta.commit(t)?;
+                meta.flush()?;
+            }
+        }
+        Ok(meta)
+    }
+
+    pub fn commit(&self, t: Txn) -> Result<()> {
+        self.db.apply_batch(t.batch)?;
+        Ok(())
+    }
+
+    /// Makes every earlier change durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A number never handed out before, not even across crashes.
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// A fresh inode number (never reused).
+    pub fn next_ino(&self) -> Result<u64> {
+        Ok(self.next_id()? + ROOT_INO + 1)
+    }
+
+    pub fn inode(&self, ino: u64) -> Result<Inode> {
+        match self.db.get(key_ino(TAG_INODE, ino))? {
+            Some(v) => Inode::decode(ino, &v),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    pub fn inodes(&self) -> impl Iterator<Item = Result<Inode>> + '_ {
+        self.db.scan_prefix([TAG_INODE]).map(|r| {
+            let (k, v) = r?;
+            Inode::decode(be_u64(&k[1..]), &v)
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dirent>> {
+        Ok(self
+            .db
+            .get(key_ino_name(TAG_DIRENT, parent, name))?
+            .map(|v| decode_dirent(&v))
+            .transpose()?)
+    }
+
+    /// Entries of `dir` in sequence order, starting at sequence `from`:
+    /// `(seq, name, child ino, kind)`.
+    pub fn dir_entries(
+        &self,
+        dir: u64,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>, u64, Kind)>> + '_ {
+        let start = key_ino_u64(TAG_DIRSEQ, dir, from).to_vec();
+        let end = key_ino(TAG_DIRSEQ, dir + 1).to_vec();
+        self.db.range(start..end).map(|r| {
+            let (k, v) = r?;
+            if v.len() < 9 {
+                return Err(Error::Corrupt("bad directory sequence record".into()));
+            }
+            Ok((
+                be_u64(&k[9..]),
+                v[9..].to_vec(),
+                be_u64(&v[0..8]),
+                Kind::from_u8(v[8])?,
+            ))
+        })
+    }
+
+    /// Every directory entry: `(parent, name, entry)`; for fsck and path lookups.
+    pub fn all_dirents(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>, Dirent)>> + '_ {
+        self.db.scan_prefix([TAG_DIRENT]).map(|r| {
+            let (k, v) = r?;
+            Ok((be_u64(&k[1..9]), k[9..].to_vec(), decode_dirent(&v)?))
+        })
+    }
+
+    pub fn dir_is_empty(&self, dir: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix(key_ino(TAG_DIRENT, dir))
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
+    pub fn symlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.db.get(key_ino(TAG_SYMLINK, ino))? {
+            Some(v) => Ok(v.to_vec()),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get(key_ino_name(TAG_XATTR, ino, name))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.db
+            .scan_prefix(key_ino(TAG_XATTR, ino))
+            .map(|r| Ok(r?.0[9..].to_vec()))
+            .collect()
+    }
+
+    pub fn chunk(&self, ino: u64, idx: u64) -> Result<Option<ChunkLoc>> {
+        self.db
+            .get(key_ino_u64(TAG_CHUNK, ino, idx))?
+            .map(|v| ChunkLoc::decode(&v))
+            .transpose()
+    }
+
+    /// Chunks of `ino` with index >= `from`.
+    pub fn chunks_from(&self, ino: u64, from: u64) -> Result<Vec<(u64, ChunkLoc)>> {
+        let start = key_ino_u64(TAG_CHUNK, ino, from).to_vec();
+        let end = key_ino(TAG_CHUNK, ino + 1).to_vec();
+        self.db
+            .range(start..end)
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((be_u64(&k[9..]), ChunkLoc::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Every chunk of every file: `(ino, idx, loc)`.
+    pub fn all_chunks(&self) -> impl Iterator<Item = Result<(u64, u64, ChunkLoc)>> + '_ {
+        self.db.scan_prefix([TAG_CHUNK]).map(|r| {
+            let (k, v) = r?;
+            Ok((be_u64(&k[1..9]), be_u64(&k[9..17]), ChunkLoc::decode(&v)?))
+        })
+    }
+
+    /// Replaces the location of a chunk only if it still is `old` (compaction).
+    pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {
+        let r = self.db.compare_and_swap(
+            key_ino_u64(TAG_CHUNK, ino, idx),
+            Some(&old.encode()[..]),
+            Some(&new.encode()[..]),
+        )?;
+        Ok(r.is_ok())
+    }
+
+    pub fn orphans(&self) -> Result<Vec<u64>> {
+        self.db
+            .scan_prefix([TAG_ORPHAN])
+            .map(|r| Ok(be_u64(&r?.0[1..])))
+            .collect()
+    }
+
+    /// Deletes everything the store keeps for `ino` except its chunks (the
+    /// caller frees those, because their space accounting lives in the tiers).
+    pub fn purge_txn(&self, ino: u64) -> Result<Txn> {
+        let mut t = Txn::default();
+        t.del_inode(ino);
+        t.del_orphan(ino);
+        t.batch.remove(&key_ino(TAG_SYMLINK, ino));
+        for name in self.xattr_names(ino)? {
+            t.del_xattr(ino, &name);
+        }
+        Ok(t)
+    }
+
+    /// Counts inode records (for statfs); O(n), used at start-up only.
+    pub fn count_inodes(&self) -> u64 {
+        self.db.scan_prefix([TAG_INODE]).count() as u64
+    }
+
+    /// A path for `ino` relative to the mount root, for log lines. Slow
+    /// (scans directory entries); only used on errors.
+    pub fn path_of(&self, ino: u64) -> PathBuf {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                break;
+            }
+            let found = self
+                .all_dirents()
+                .filter_map(|r| r.ok())
+                .find(|(_, _, d)| d.ino == cur);
+            match found {
+                Some((parent, name, _)) => {
+                    parts.push(name);
+                    cur = parent;
+                }
+                None => return PathBuf::from(format!("<unlinked inode {ino}>")),
+            }
+        }
+        let mut p = PathBuf::from("/");
+        for part in parts.iter().rev() {
+            p.push(std::ffi::OsStr::from_bytes(part));
+        }
+        p
+    }
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![TAG_META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn decode_dirent(v: &[u8]) -> Result<Dirent> {
+    if v.len() != 17 {
+        return Err(Error::Corrupt("bad directory entry record".into()));
+    }
+    Ok(Dirent {
+        ino: be_u64(&v[0..8]),
+        seq: be_u64(&v[8..16]),
+        kind: Kind::from_u8(v[16])?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_roundtrip() {
+        let mut i = Inode::new(42, Kind::File, 0o4755, 1000, 100);
+        i.size = 123456789;
+        i.nlink = 3;
+        i.mtime = Time { secs: -5, nsecs: 7 };
+        assert_eq!(Inode::decode(42, &i.encode()).unwrap(), i);
+    }
+
+    #[test]
+    fn time_roundtrip_before_epoch() {
+        let t = Time {
+            secs: -2,
+            nsecs: 500,
+        };
+        assert_eq!(Time::from_system(t.to_system()), t);
+        let t = Time {
+            secs: 1_700_000_000,
+            nsecs: 999_999_999,
+        };
+        assert_eq!(Time::from_system(t.to_system()), t);
+    }
+
+    #[test]
+    fn chunkloc_roundtrip() {
+        let l = ChunkLoc {
+            tier: Tier::Warm,
+            len: 1 << 20,
+            seg: 7,
+            off: 4096,
+            version: 99,
+            crc: 0xdead_beef,
+        };
+        assert_eq!(ChunkLoc::decode(&l.encode()).unwrap(), l);
+    }
+
+    #[test]
+    fn dirents_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(dir.path(), 0, 0).unwrap();
+        let mut t = Txn::default();
+        for (i, name) in ["b", "a", "c"].iter().enumerate() {
+            t.put_dirent(
+                ROOT_INO,
+                name.as_bytes(),
+                Dirent {
+                    ino: 10 + i as u64,
+                    seq: i as u64,
+                    kind: Kind::File,
+                },
+            );
+        }
+        m.commit(t).unwrap();
+        let names: Vec<_> = m
+            .dir_entries(ROOT_INO, 1)
+            .map(|r| String::from_utf8(r.unwrap().1).unwrap())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(m.lookup(ROOT_INO, b"c").unwrap().unwrap().ino, 12);
+        assert!(!m.dir_is_empty(ROOT_INO).unwrap());
+    }
+}

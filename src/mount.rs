@@ -1,0 +1,306 @@
+//! `tierfs mount`: checks, daemonising, the FUSE session, and clean unmount
+//! on SIGTERM/SIGINT/SIGHUP or `fusermount3 -u`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use crate::fs::{Options, TierFs};
+use crate::fuse::FuseAdapter;
+use crate::store::{self, Store};
+
+/// Everything `tierfs mount` needs, already parsed.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub store: PathBuf,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    /// `-o` options, one per entry.
+    pub options: Vec<String>,
+    pub threads: usize,
+    pub fs: Options,
+}
+
+/// Kernel mount options and who may use the mount, from `-o`.
+fn fuse_config(cfg: &MountConfig, store: &Path) -> Result<Config, String> {
+    let mut c = Config::default();
+    c.mount_options = vec![
+        MountOption::FSName(store.display().to_string()),
+        MountOption::CUSTOM("subtype=tierfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    for o in &cfg.options {
+        match o.as_str() {
+            "allow_other" => c.acl = SessionACL::All,
+            "allow_root" => c.acl = SessionACL::RootAndOwner,
+            "ro" => c.mount_options.push(MountOption::RO),
+            "rw" => c.mount_options.push(MountOption::RW),
+            "nosuid" => c.mount_options.push(MountOption::NoSuid),
+            "suid" => c.mount_options.push(MountOption::Suid),
+            "nodev" => c.mount_options.push(MountOption::NoDev),
+            "dev" => c.mount_options.push(MountOption::Dev),
+            "noexec" => c.mount_options.push(MountOption::NoExec),
+            "exec" => c.mount_options.push(MountOption::Exec),
+            "noatime" | "atime" | "relatime" | "default_permissions" | "defaults" | "" => {}
+            other => return Err(format!("unknown mount option -o {other}")),
+        }
+    }
+    c.n_threads = Some(cfg.threads.max(1));
+    Ok(c)
+}
+
+/// One line of /proc/self/mountinfo: mount point, filesystem type, source.
+struct MountEntry {
+    point: PathBuf,
+    fstype: String,
+    source: String,
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 1 && b.len() >= i + 4 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn mounts() -> Vec<MountEntry> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            Some(MountEntry {
+                point: PathBuf::from(unescape(point)),
+                fstype: r.next()?.to_string(),
+                source: unescape(r.next()?),
+            })
+        })
+        .collect()
+}
+
+/// The mountpoint, made absolute, once it is known to be usable.
+fn check_mountpoint(mp: &Path, store: &Path) -> Result<PathBuf, String> {
+    let abs = std::path::absolute(mp).map_err(|e| format!("{}: {e}", mp.display()))?;
+    match std::fs::metadata(&abs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("mountpoint {} is not a directory", abs.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("mountpoint {} does not exist", abs.display()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A mount whose daemon died (kill -9, crash). Ours: clear it and go on.
+            let dead = mounts().into_iter().find(|m| m.point == abs);
+            match dead {
+                Some(m) if Path::new(&m.source) == store => {
+                    log::warn!("clearing the dead mount of {} on {}", store.display(), abs.display());
+                    let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
+                        .map_err(|_| "mountpoint path has a NUL byte".to_string())?;
+                    // SAFETY: plain syscall with a NUL-terminated path.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+                _ => {
+                    return Err(format!(
+                        "mountpoint {} is a dead mount (its daemon died): run `fusermount3 -u {}` first",
+                        abs.display(),
+                        abs.display()
+                    ))
+                }
+            }
+        }
+        Err(e) => return Err(format!("mountpoint {}: {e}", abs.display())),
+    }
+    let canon = std::fs::canonicalize(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+    if let Some(m) = mounts().into_iter().find(|m| m.point == canon) {
+        return Err(format!(
+            "mountpoint {} is already in use ({} from {})",
+            canon.display(),
+            m.fstype,
+            m.source
+        ));
+    }
+    Ok(canon)
+}
+
+/// `tierfs mount`: returns once the mount answers (or with the reason it cannot).
+pub fn run(cfg: &MountConfig) -> Result<(), String> {
+    let store =
+        std::path::absolute(&cfg.store).map_err(|e| format!("{}: {e}", cfg.store.display()))?;
+    let mountpoint = check_mountpoint(&cfg.mountpoint, &store)?;
+    store::create_or_check(&store)?;
+    let store = std::fs::canonicalize(&store).map_err(|e| format!("{}: {e}", store.display()))?;
+    if cfg.foreground {
+        return serve(cfg, &store, &mountpoint, None);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two fds on success.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the fds are fresh and owned here from now on.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no thread has been started yet in this process, so the child
+    // gets a consistent copy of everything.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(rd);
+            // SAFETY: plain syscall; we are the child and not a group leader.
+            unsafe { libc::setsid() };
+            let mut ready = File::from(wr);
+            let code = match serve(cfg, &store, &mountpoint, Some(&mut ready)) {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = ready.write_all(msg.as_bytes());
+                    log::error!("{msg}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        _child => {
+            drop(wr);
+            // One line: "OK" once the mount answers, or the reason it failed.
+            let mut answer = String::new();
+            let _ = BufReader::new(File::from(rd)).read_line(&mut answer);
+            if answer.starts_with("OK") {
+                Ok(())
+            } else if answer.is_empty() {
+                Err(format!(
+                    "the tierfs daemon exited before the mount was ready; see {}",
+                    store.join(store::LOG_FILE).display()
+                ))
+            } else {
+                Err(answer.trim().to_string())
+            }
+        }
+    }
+}
+
+fn init_logging(log_file: Option<&Path>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(path) = log_file {
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            b.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    let _ = b.try_init();
+}
+
+fn serve(
+    cfg: &MountConfig,
+    store_dir: &Path,
+    mountpoint: &Path,
+    ready: Option<&mut File>,
+) -> Result<(), String> {
+    let daemon = ready.is_some();
+    init_logging(daemon.then(|| store_dir.join(store::LOG_FILE)).as_deref());
+    let mut store = Store::lock(store_dir)?;
+    store.set_pid(std::process::id());
+    let fs = TierFs::open_store(store_dir, &cfg.fs)
+        .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
+    let config = fuse_config(cfg, store_dir)?;
+    let mut session = Session::new(FuseAdapter::new(fs), mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    log::info!(
+        "mounted {} on {} (pid {})",
+        store_dir.display(),
+        mountpoint.display(),
+        std::process::id()
+    );
+    if let Some(ready) = ready {
+        detach_stdio();
+        let _ = ready.write_all(b"OK\n");
+    }
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("signal handler: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!(
+                        "unmount of {} failed ({e}); detaching it lazily",
+                        mp.display()
+                    );
+                    if let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_bytes()) {
+                        // SAFETY: plain syscall with a NUL-terminated path.
+                        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+    let result = session.run();
+    log::info!("unmounted {}; store flushed", mountpoint.display());
+    drop(store);
+    result.map_err(|e| format!("session ended with an error: {e}"))
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::unix::io::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn unknown_option_is_refused() {
+        let cfg = MountConfig {
+            store: "/s".into(),
+            mountpoint: "/m".into(),
+            foreground: true,
+            options: vec!["allow_other".into(), "bogus".into()],
+            threads: 2,
+            fs: Options::default(),
+        };
+        let err = fuse_config(&cfg, Path::new("/s")).unwrap_err();
+        assert!(err.contains("bogus"));
+    }
+}

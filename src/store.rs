@@ -1,0 +1,164 @@
+//! A store directory: its layout, its format version, and the lock that keeps
+//! a second daemon (or fsck) out while one has it mounted.
+//!
+//! Layout: `FORMAT` (text: the store format), `tierfs.lock` (flock, holds the
+//! daemon's pid), `tierfs.log` (log of a daemonised mount), `meta/` (sled),
+//! `warm/` (segment files).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The store format this tierfs reads and writes.
+pub const STORE_FORMAT: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "tierfs.lock";
+pub const LOG_FILE: &str = "tierfs.log";
+
+/// An opened, locked store directory. Dropping it releases the lock.
+pub struct Store {
+    pub dir: PathBuf,
+    lock: File,
+}
+
+fn format_text() -> String {
+    format!("tierfs store\nformat {STORE_FORMAT}\n")
+}
+
+/// Creates `dir` (mode 0700) and writes its FORMAT file if it is new;
+/// refuses a directory that holds something else or a newer format.
+pub fn create_or_check(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(format!("{}: not a directory", dir.display())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create store {}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    }
+    let format_path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&format_path) {
+        Ok(text) => {
+            let version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("format "))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            match version {
+                Some(STORE_FORMAT) => Ok(()),
+                Some(v) => Err(format!(
+                    "{}: store format {v} is unknown to this tierfs (it reads format {STORE_FORMAT})",
+                    dir.display()
+                )),
+                None => Err(format!(
+                    "{}: FORMAT file is unreadable; not a tierfs store?",
+                    dir.display()
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nonempty = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .next()
+                .is_some();
+            if nonempty {
+                return Err(format!(
+                    "{}: not empty and not a tierfs store (no FORMAT file); refusing to use it",
+                    dir.display()
+                ));
+            }
+            let mut f = File::create(&format_path)
+                .map_err(|e| format!("{}: {e}", format_path.display()))?;
+            f.write_all(format_text().as_bytes())
+                .and_then(|_| f.sync_all())
+                .and_then(|_| File::open(dir)?.sync_all())
+                .map_err(|e| format!("{}: {e}", format_path.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", format_path.display())),
+    }
+}
+
+impl Store {
+    /// Checks the store and takes its lock, writing our pid into it.
+    pub fn lock(dir: &Path) -> Result<Store, String> {
+        create_or_check(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut pid = String::new();
+            let _ = lock.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(format!(
+                "{} is already in use by tierfs pid {} (see {})",
+                dir.display(),
+                if pid.is_empty() { "?" } else { pid },
+                path.display()
+            ));
+        }
+        lock.set_len(0)
+            .and_then(|_| lock.rewind())
+            .and_then(|_| writeln!(lock, "{}", std::process::id()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            lock,
+        })
+    }
+
+    /// Writes a new pid into the lock file (after daemonising).
+    pub fn set_pid(&mut self, pid: u32) {
+        let _ = self
+            .lock
+            .set_len(0)
+            .and_then(|_| self.lock.rewind())
+            .and_then(|_| writeln!(self.lock, "{pid}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("store");
+        let _held = Store::lock(&s).unwrap();
+        let err = Store::lock(&s).err().unwrap();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("FORMAT"), "tierfs store\nformat 99\n").unwrap();
+        let err = create_or_check(dir.path()).unwrap_err();
+        assert!(err.contains("format 99"), "{err}");
+    }
+
+    #[test]
+    fn foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert!(create_or_check(dir.path())
+            .unwrap_err()
+            .contains("not a tierfs store"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Hot tier: file chunks held in RAM within a byte budget.
+//!
+//! Owns the bytes and the dirty flag of cached chunks and their LRU order.
+//! No locking and no I/O here: `Tiers` wraps it in a mutex and decides what
+//! to write back and when.
+
+use std::collections::BTreeMap;
+
+type Key = (u64, u64);
+
+struct HotChunk {
+    data: Vec<u8>,
+    dirty: bool,
+    tick: u64,
+}
+
+pub struct HotCache {
+    chunks: BTreeMap<Key, HotChunk>,
+    /// LRU order: tick of last use → chunk.
+    lru: BTreeMap<u64, Key>,
+    /// Dirty chunk count per inode.
+    dirty: BTreeMap<u64, usize>,
+    bytes: u64,
+    tick: u64,
+    budget: u64,
+}
+
+impl HotCache {
+    pub fn new(budget: u64) -> HotCache {
+        HotCache {
+            chunks: BTreeMap::new(),
+            lru: BTreeMap::new(),
+            dirty: BTreeMap::new(),
+            bytes: 0,
+            tick: 0,
+            budget,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn over_budget(&self) -> bool {
+        self.bytes > self.budget
+    }
+
+    fn touch(&mut self, key: Key) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(c) = self.chunks.get_mut(&key) {
+            self.lru.remove(&c.tick);
+            c.tick = tick;
+            self.lru.insert(tick, key);
+        }
+    }
+
+    /// Copies `len` bytes at `off` within the chunk into `out` (zeros past
+    /// the chunk's data). False when the chunk is not cached.
+    pub fn read_into(&mut self, ino: u64, idx: u64, off: usize, out: &mut [u8]) -> bool {
+        let Some(c) = self.chunks.get(&(ino, idx)) else {
+            return false;
+        };
+        let avail = c.data.len().saturating_sub(off).min(out.len());
+        out[..avail].copy_from_slice(&c.data[off..off + avail]);
+        out[avail..].fill(0);
+        self.touch((ino, idx));
+        true
+    }
+
+    pub fn contains(&self, ino: u64, idx: u64) -> bool {
+        self.chunks.contains_key(&(ino, idx))
+    }
+
+    /// Caches a clean copy unless the chunk is cached already.
+    pub fn insert_clean(&mut self, ino: u64, idx: u64, data: Vec<u8>) {
+        if self.chunks.contains_key(&(ino, idx)) {
+            return;
+        }
+        self.insert(ino, idx, data, false);
+    }
+
+    fn insert(&mut self, ino: u64, idx: u64, data: Vec<u8>, dirty: bool) {
+        self.tick += 1;
+        self.bytes += data.capacity() as u64;
+        if dirty {
+            *self.dirty.entry(ino).or_default() += 1;
+        }
+        self.lru.insert(self.tick, (ino, idx));
+        if let Some(old) = self.chunks.insert(
+            (ino, idx),
+            HotChunk {
+                data,
+                dirty,
+                tick: self.tick,
+            },
+        ) {
+            self.forget_chunk(ino, &old);
+        }
+    }
+
+    fn forget_chunk(&mut self, ino: u64, c: &HotChunk) {
+        self.bytes -= c.data.capacity() as u64;
+        self.lru.remove(&c.tick);
+        if c.dirty {
+            self.dec_dirty(ino);
+        }
+    }
+
+    fn dec_dirty(&mut self, ino: u64) {
+        if let Some(n) = self.dirty.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                self.dirty.remove(&ino);
+            }
+        }
+    }
+
+    /// Changes a cached chunk's bytes with `f` and marks it dirty. False when
+    /// the chunk is not cached.
+    pub fn modify(&mut self, ino: u64, idx: u64, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let Some(c) = self.chunks.get_mut(&(ino, idx)) else {
+            return false;
+        };
+        let before = c.data.capacity() as u64;
+        f(&mut c.data);
+        let after = c.data.capacity() as u64;
+        let was_dirty = std::mem::replace(&mut c.dirty, true);
+        self.bytes = self.bytes + after - before;
+        if !was_dirty {
+            *self.dirty.entry(ino).or_default() += 1;
+        }
+        self.touch((ino, idx));
+        true
+    }
+
+    /// Inserts a chunk's new bytes as dirty.
+    pub fn insert_dirty(&mut self, ino: u64, idx: u64, data: Vec<u8>) {
+        self.insert(ino, idx, data, true);
+    }
+
+    pub fn has_dirty(&self, ino: u64) -> bool {
+        self.dirty.contains_key(&ino)
+    }
+
+    pub fn dirty_inodes(&self) -> Vec<u64> {
+        self.dirty.keys().copied().collect()
+    }
+
+    /// Indexes of the dirty chunks of `ino`.
+    pub fn dirty_chunks(&self, ino: u64) -> Vec<u64> {
+        self.chunks
+            .range((ino, 0)..=(ino, u64::MAX))
+            .filter(|(_, c)| c.dirty)
+            .map(|((_, idx), _)| *idx)
+            .collect()
+    }
+
+    /// A copy of a chunk's bytes.
+    pub fn copy(&self, ino: u64, idx: u64) -> Option<Vec<u8>> {
+        self.chunks.get(&(ino, idx)).map(|c| c.data.clone())
+    }
+
+    pub fn mark_clean(&mut self, ino: u64, idx: u64) {
+        if let Some(c) = self.chunks.get_mut(&(ino, idx)) {
+            if std::mem::replace(&mut c.dirty, false) {
+                self.dec_dirty(ino);
+            }
+        }
+    }
+
+    /// Drops the chunks of `ino` with index >= `from`.
+    pub fn remove_from(&mut self, ino: u64, from: u64) {
+        let keys: Vec<Key> = self
+            .chunks
+            .range((ino, from)..=(ino, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.forget_chunk(ino, &c);
+            }
+        }
+    }
+
+    /// Evicts clean chunks, least recently used first, until within budget.
+    pub fn evict(&mut self) {
+        if !self.over_budget() {
+            return;
+        }
+        let victims: Vec<Key> = {
+            let mut need = self.bytes - self.budget;
+            let mut v = Vec::new();
+            for key in self.lru.values() {
+                if need == 0 {
+                    break;
+                }
+                let c = &self.chunks[key];
+                if !c.dirty {
+                    need = need.saturating_sub(c.data.capacity() as u64);
+                    v.push(*key);
+                }
+            }
+            v
+        };
+        for k in victims {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.forget_chunk(k.0, &c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_chunks_survive_eviction() {
+        let mut h = HotCache::new(100);
+        h.insert_dirty(1, 0, vec![1; 80]);
+        h.insert_clean(2, 0, vec![2; 80]);
+        h.evict();
+        assert!(h.contains(1, 0));
+        assert!(!h.contains(2, 0));
+        h.mark_clean(1, 0);
+        assert!(!h.has_dirty(1));
+        h.insert_clean(3, 0, vec![3; 80]);
+        h.evict();
+        assert!(!h.contains(1, 0), "least recently used goes first");
+        assert!(h.contains(3, 0));
+    }
+
+    #[test]
+    fn read_past_data_gives_zeros() {
+        let mut h = HotCache::new(1000);
+        h.insert_dirty(1, 0, vec![9; 4]);
+        let mut out = [7u8; 8];
+        assert!(h.read_into(1, 0, 2, &mut out));
+        assert_eq!(out, [9, 9, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn byte_accounting_follows_changes() {
+        let mut h = HotCache::new(1 << 20);
+        h.insert_dirty(1, 0, Vec::with_capacity(10));
+        h.insert_dirty(1, 1, Vec::with_capacity(10));
+        h.modify(1, 0, |d| d.reserve_exact(100));
+        assert!(h.bytes() >= 110);
+        h.remove_from(1, 0);
+        assert_eq!(h.bytes(), 0);
+        assert!(!h.has_dirty(1));
+    }
+}

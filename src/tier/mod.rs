@@ -1,0 +1,422 @@
+//! File content: chunks on the tiers, found through the chunk index in `meta`.
+//!
+//! `Tiers` owns every byte of file content: reads, writes, truncation,
+//! write-back of dirty chunks, freeing and segment compaction. It knows
+//! inode numbers and sizes, never names or permissions (that is `fs`).
+//!
+//! Writes land in the hot cache as dirty chunks. `flush` appends them to the
+//! warm tier, fdatasyncs the segments and only then points the index at the
+//! new records: the index never names bytes that a crash could lose.
+
+pub mod hot;
+pub mod warm;
+
+use std::path::Path;
+
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+
+use crate::error::{Error, Result};
+use crate::meta::{ChunkLoc, Meta, Txn};
+use hot::HotCache;
+use warm::Warm;
+
+/// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
+pub const CHUNK_SIZE: u64 = 1 << 20;
+
+const FILE_LOCK_SHARDS: usize = 64;
+
+pub struct Tiers {
+    meta: std::sync::Arc<Meta>,
+    warm: Warm,
+    hot: Mutex<HotCache>,
+    /// Serialises content changes per file (sharded by inode number); reads
+    /// take it shared so that they never cache bytes a truncate just dropped.
+    file_locks: Vec<RwLock<()>>,
+}
+
+fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    // (chunk index, offset in chunk, offset in buffer, length)
+    let end = off + len;
+    let mut pos = off;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let idx = pos / CHUNK_SIZE;
+        let in_chunk = (pos % CHUNK_SIZE) as usize;
+        let n = ((CHUNK_SIZE - pos % CHUNK_SIZE).min(end - pos)) as usize;
+        let item = (idx, in_chunk, (pos - off) as usize, n);
+        pos += n as u64;
+        Some(item)
+    })
+}
+
+impl Tiers {
+    pub fn open(meta: std::sync::Arc<Meta>, warm_dir: &Path, hot_budget: u64) -> Result<Tiers> {
+        let warm = Warm::open(warm_dir)?;
+        for r in meta.all_chunks() {
+            let (_, _, loc) = r?;
+            warm.add_live(&loc);
+        }
+        let tiers = Tiers {
+            meta,
+            warm,
+            hot: Mutex::new(HotCache::new(hot_budget)),
+            file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
+        };
+        Ok(tiers)
+    }
+
+    fn lock(&self, ino: u64) -> &RwLock<()> {
+        &self.file_locks[(ino as usize) % FILE_LOCK_SHARDS]
+    }
+
+    /// Loads chunk `idx` of `ino` from its durable copy (None: a hole).
+    fn load(&self, ino: u64, idx: u64) -> Result<Option<Vec<u8>>> {
+        let Some(loc) = self.meta.chunk(ino, idx)? else {
+            return Ok(None);
+        };
+        let mut data = Vec::with_capacity(loc.len as usize);
+        self.warm.read(&loc, &mut data)?;
+        Ok(Some(data))
+    }
+
+    /// Reads `size` bytes at `off` of a file that is `file_size` long.
+    pub fn read(&self, ino: u64, off: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
+        if off >= file_size {
+            return Ok(Vec::new());
+        }
+        let len = (size as u64).min(file_size - off);
+        let mut buf = vec![0u8; len as usize];
+        let _g = self.lock(ino).read();
+        for (idx, in_chunk, at, n) in chunk_span(off, len) {
+            let out = &mut buf[at..at + n];
+            if self.hot.lock().read_into(ino, idx, in_chunk, out) {
+                continue;
+            }
+            match self.load(ino, idx)? {
+                Some(data) => {
+                    let avail = data.len().saturating_sub(in_chunk).min(n);
+                    out[..avail].copy_from_slice(&data[in_chunk..in_chunk + avail]);
+                    out[avail..].fill(0);
+                    let mut hot = self.hot.lock();
+                    hot.insert_clean(ino, idx, data);
+                    hot.evict();
+                }
+                None => out.fill(0),
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `off` into a file that was `file_size` long before.
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], file_size: u64) -> Result<()> {
+        let g = self.lock(ino).write();
+        for (idx, in_chunk, at, n) in chunk_span(off, data.len() as u64) {
+            let src = &data[at..at + n];
+            let put = |d: &mut Vec<u8>| {
+                if d.len() < in_chunk + n {
+                    d.resize(in_chunk + n, 0);
+                }
+                d[in_chunk..in_chunk + n].copy_from_slice(src);
+            };
+            if self.hot.lock().modify(ino, idx, put) {
+                continue;
+            }
+            // Bytes of the chunk past the old end of file are never trusted
+            // (a crash may have left them): the chunk keeps only what the
+            // file holds.
+            let valid = file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
+            let mut d = if in_chunk == 0 && n >= valid {
+                Vec::with_capacity(n)
+            } else {
+                let mut d = self.load(ino, idx)?.unwrap_or_default();
+                d.truncate(valid);
+                d
+            };
+            put(&mut d);
+            self.hot.lock().insert_dirty(ino, idx, d);
+        }
+        if self.hot.lock().over_budget() {
+            self.flush_locked(ino, &g)?;
+            self.hot.lock().evict();
+        }
+        Ok(())
+    }
+
+    /// Changes the length of a file from `old_size` to `new_size`; bytes past
+    /// the shorter of the two are dropped, so a later grow reads zeros.
+    pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
+        let _g = self.lock(ino).write();
+        let keep = old_size.min(new_size);
+        let first_dropped = keep.div_ceil(CHUNK_SIZE);
+        self.drop_chunks_from(ino, first_dropped)?;
+        let tail = (keep % CHUNK_SIZE) as usize;
+        if tail != 0 {
+            let idx = keep / CHUNK_SIZE;
+            let trim = |d: &mut Vec<u8>| d.truncate(tail);
+            if !self.hot.lock().modify(ino, idx, trim) {
+                if let Some(mut d) = self.load(ino, idx)? {
+                    if d.len() > tail {
+                        d.truncate(tail);
+                        self.hot.lock().insert_dirty(ino, idx, d);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_chunks_from(&self, ino: u64, from: u64) -> Result<()> {
+        self.hot.lock().remove_from(ino, from);
+        let gone = self.meta.chunks_from(ino, from)?;
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut t = Txn::default();
+        for (idx, _) in &gone {
+            t.del_chunk(ino, *idx);
+        }
+        self.meta.commit(t)?;
+        for (_, loc) in &gone {
+            self.warm.free(loc);
+        }
+        Ok(())
+    }
+
+    /// Deletes all content of `ino`, together with the metadata in `t`.
+    pub fn purge(&self, ino: u64, mut t: Txn) -> Result<()> {
+        let _g = self.lock(ino).write();
+        self.hot.lock().remove_from(ino, 0);
+        let gone = self.meta.chunks_from(ino, 0)?;
+        for (idx, _) in &gone {
+            t.del_chunk(ino, *idx);
+        }
+        self.meta.commit(t)?;
+        for (_, loc) in &gone {
+            self.warm.free(loc);
+        }
+        Ok(())
+    }
+
+    /// Makes the content of `ino` durable (not the metadata: see `Meta::flush`).
+    pub fn flush(&self, ino: u64) -> Result<()> {
+        if !self.hot.lock().has_dirty(ino) {
+            return Ok(());
+        }
+        let g = self.lock(ino).write();
+        self.flush_locked(ino, &g)
+    }
+
+    fn flush_locked(&self, ino: u64, _held: &RwLockWriteGuard<'_, ()>) -> Result<()> {
+        let dirty = self.hot.lock().dirty_chunks(ino);
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut written: Vec<(u64, ChunkLoc)> = Vec::with_capacity(dirty.len());
+        for idx in dirty {
+            // One chunk copied at a time: flushing a huge file never doubles its RAM.
+            let Some(data) = self.hot.lock().copy(ino, idx) else {
+                continue;
+            };
+            let version = self.meta.next_id()?;
+            written.push((idx, self.warm.append(ino, idx, version, &data)?));
+        }
+        self.warm.sync()?;
+        let mut t = Txn::default();
+        let mut old = Vec::new();
+        for (idx, loc) in &written {
+            if let Some(prev) = self.meta.chunk(ino, *idx)? {
+                old.push(prev);
+            }
+            t.put_chunk(ino, *idx, loc);
+        }
+        self.meta.commit(t)?;
+        for prev in &old {
+            self.warm.free(prev);
+        }
+        let mut hot = self.hot.lock();
+        for (idx, _) in &written {
+            hot.mark_clean(ino, *idx);
+        }
+        Ok(())
+    }
+
+    /// Writes back every dirty chunk (the write-back thread, and unmount).
+    pub fn flush_all(&self) -> Result<()> {
+        let inodes = self.hot.lock().dirty_inodes();
+        for ino in inodes {
+            self.flush(ino)?;
+        }
+        self.hot.lock().evict();
+        Ok(())
+    }
+
+    pub fn hot_over_budget(&self) -> bool {
+        self.hot.lock().over_budget()
+    }
+
+    /// Bytes the hot cache holds.
+    pub fn hot_bytes(&self) -> u64 {
+        self.hot.lock().bytes()
+    }
+
+    /// Live record bytes and segment file bytes of the warm tier.
+    pub fn warm_usage(&self) -> (u64, u64) {
+        self.warm.usage()
+    }
+
+    /// Copies the live records of one mostly-dead segment elsewhere and
+    /// deletes it. Returns false when no segment needed it.
+    pub fn compact_once(&self) -> Result<bool> {
+        let Some(id) = self.warm.compaction_candidate() else {
+            return Ok(false);
+        };
+        let Some(scan) = self.warm.scan(id) else {
+            return Ok(false);
+        };
+        let mut moved = Vec::new();
+        let mut data = Vec::new();
+        for (off, h) in scan.records {
+            let _g = self.lock(h.ino).write();
+            let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+                continue;
+            };
+            if loc.seg != id || loc.off != off {
+                continue;
+            }
+            self.warm.read(&loc, &mut data)?;
+            let new = self.warm.append(h.ino, h.chunk, loc.version, &data)?;
+            moved.push((h.ino, h.chunk, loc, new));
+        }
+        self.warm.sync()?;
+        for (ino, idx, old, new) in &moved {
+            if self.meta.swap_chunk(*ino, *idx, old, new)? {
+                self.warm.free(old);
+            } else {
+                self.warm.free(new);
+            }
+        }
+        // The index must no longer name the old segment on disk before it goes.
+        self.meta.flush()?;
+        self.warm.remove(id)?;
+        log::info!(
+            "compacted segment {id:016x}: {} live chunks moved",
+            moved.len()
+        );
+        Ok(true)
+    }
+
+    /// Checks every indexed chunk against its record (for fsck): returns
+    /// `(ino, chunk index, problem)` for each bad one.
+    pub fn verify_all(&self) -> Result<Vec<(u64, u64, Error)>> {
+        let mut bad = Vec::new();
+        let mut buf = Vec::new();
+        for r in self.meta.all_chunks() {
+            let (ino, idx, loc) = r?;
+            if let Err(e) = self.warm.read(&loc, &mut buf) {
+                bad.push((ino, idx, e));
+            }
+        }
+        Ok(bad)
+    }
+
+    pub fn warm(&self) -> &Warm {
+        &self.warm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn open(dir: &Path, budget: u64) -> Tiers {
+        let meta = Arc::new(Meta::open(&dir.join("meta"), 0, 0).unwrap());
+        Tiers::open(meta, &dir.join("warm"), budget).unwrap()
+    }
+
+    #[test]
+    fn spans_cover_chunk_boundaries() {
+        let v: Vec<_> = chunk_span(CHUNK_SIZE - 2, 5).collect();
+        assert_eq!(v, vec![(0, (CHUNK_SIZE - 2) as usize, 0, 2), (1, 0, 2, 3)]);
+    }
+
+    #[test]
+    fn write_flush_reopen_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 1 << 30);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        t.write(7, 0, &data, 0).unwrap();
+        t.flush(7).unwrap();
+        t.meta.flush().unwrap();
+        drop(t);
+        let t = open(dir.path(), 1 << 30);
+        assert_eq!(t.read(7, 0, 3_000_000, 3_000_000).unwrap(), data);
+        assert_eq!(
+            t.read(7, 1_048_570, 10, 3_000_000).unwrap(),
+            &data[1_048_570..1_048_580]
+        );
+    }
+
+    #[test]
+    fn truncate_then_grow_reads_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 1 << 30);
+        t.write(3, 0, &[5u8; 100], 0).unwrap();
+        t.flush(3).unwrap();
+        t.truncate(3, 100, 10).unwrap();
+        t.truncate(3, 10, 100).unwrap();
+        let r = t.read(3, 0, 100, 100).unwrap();
+        assert_eq!(&r[..10], &[5u8; 10]);
+        assert!(r[10..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn small_budget_writes_back_and_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 4 << 20);
+        let chunk = vec![0xabu8; CHUNK_SIZE as usize];
+        for i in 0..32u64 {
+            t.write(9, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE).unwrap();
+            assert!(
+                t.hot_bytes() <= 6 << 20,
+                "hot cache grew to {}",
+                t.hot_bytes()
+            );
+        }
+        let size = 32 * CHUNK_SIZE;
+        let r = t.read(9, 17 * CHUNK_SIZE + 5, 10, size).unwrap();
+        assert_eq!(r, vec![0xab; 10]);
+    }
+
+    #[test]
+    fn compaction_keeps_live_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 1 << 30);
+        let chunk = vec![1u8; CHUNK_SIZE as usize];
+        // File 1 fills segment 1 and spills into segment 2; deleting it
+        // leaves only file 2's one chunk live in the sealed segment 1.
+        t.write(2, 0, b"survivor", 0).unwrap();
+        t.flush(2).unwrap();
+        for i in 0..70 {
+            t.write(1, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE).unwrap();
+        }
+        t.flush(1).unwrap();
+        t.truncate(1, 70 * CHUNK_SIZE, 0).unwrap();
+        while t.warm.segment_ids().len() > 1 {
+            if !t.compact_once().unwrap() {
+                break;
+            }
+        }
+        assert!(
+            !t.warm.segment_ids().contains(&1),
+            "segment 1 was reclaimed"
+        );
+        let t2 = {
+            drop(t);
+            open(dir.path(), 1 << 30)
+        };
+        assert_eq!(t2.read(2, 0, 8, 8).unwrap(), b"survivor");
+    }
+}

@@ -1,0 +1,487 @@
+//! Warm tier: append-only segment files, read through memory maps.
+//!
+//! Owns the segment files in `STORE/warm/` and the live-byte count of each.
+//! It knows records, not files: which chunk a record belongs to is the
+//! caller's business (the chunk index in `meta`).
+//!
+//! Segments have a fixed size, reserved with `posix_fallocate` when created
+//! (so a write into one never meets a full disk, and a mapped page is never
+//! past the end of the file), and are mapped once. Records are only ever
+//! appended to the active segment; a sealed segment is only read, and deleted
+//! whole by compaction once its live records were copied elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::{Mmap, UncheckedAdvice};
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::meta::{ChunkLoc, Tier};
+
+/// Size of every segment file.
+pub const SEG_SIZE: u64 = 64 << 20;
+
+// Segment header, 64 bytes at offset 0:
+//   0  [u8; 8] magic "TIERSEG\0"
+//   8  u32     format version (1)
+//  12  u32     reserved
+//  16  u64     segment id
+//  24  [u8;40] reserved (zero)
+pub const SEG_HEADER_LEN: u64 = 64;
+const SEG_MAGIC: &[u8; 8] = b"TIERSEG\0";
+const SEG_VERSION: u32 = 1;
+
+// Record header, 40 bytes, then `len` data bytes, then zero padding to 8:
+//   0 u32 magic "TCHK"
+//   4 u32 len       data bytes that follow the header
+//   8 u64 ino
+//  16 u64 chunk     chunk index within the file
+//  24 u64 version   never repeats; the highest wins when rebuilding the index
+//  32 u32 crc       CRC-32C of bytes 0..32 of this header and of the data
+//  36 u32 reserved
+pub const REC_HEADER_LEN: u64 = 40;
+const REC_MAGIC: u32 = u32::from_le_bytes(*b"TCHK");
+
+/// Bytes a record with `len` data bytes takes in a segment.
+pub fn record_size(len: u32) -> u64 {
+    (REC_HEADER_LEN + len as u64 + 7) & !7
+}
+
+/// A record header as found in a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub len: u32,
+    pub ino: u64,
+    pub chunk: u64,
+    pub version: u64,
+    pub crc: u32,
+}
+
+impl RecordHeader {
+    fn encode(&self) -> [u8; REC_HEADER_LEN as usize] {
+        let mut b = [0u8; REC_HEADER_LEN as usize];
+        b[0..4].copy_from_slice(&REC_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        b[16..24].copy_from_slice(&self.chunk.to_le_bytes());
+        b[24..32].copy_from_slice(&self.version.to_le_bytes());
+        b[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<RecordHeader> {
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        if b.len() < REC_HEADER_LEN as usize || u32_at(0) != REC_MAGIC {
+            return None;
+        }
+        Some(RecordHeader {
+            len: u32_at(4),
+            ino: u64_at(8),
+            chunk: u64_at(16),
+            version: u64_at(24),
+            crc: u32_at(32),
+        })
+    }
+}
+
+/// The checksum of a record: its header fields and its data.
+pub fn record_crc(header_fields: &[u8], data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header_fields[0..32]), data)
+}
+
+struct Segment {
+    id: u64,
+    file: File,
+    map: Mmap,
+}
+
+impl Segment {
+    /// The record at `off`, checked against its checksum. `None` when there is
+    /// no valid record there (end of the written part, or a torn write).
+    fn record(&self, off: u64) -> Option<(RecordHeader, &[u8])> {
+        let off = off as usize;
+        let end = self.map.len();
+        if off + REC_HEADER_LEN as usize > end {
+            return None;
+        }
+        let hb = &self.map[off..off + REC_HEADER_LEN as usize];
+        let h = RecordHeader::decode(hb)?;
+        let data_start = off + REC_HEADER_LEN as usize;
+        let data_end = data_start.checked_add(h.len as usize)?;
+        if data_end > end {
+            return None;
+        }
+        let data = &self.map[data_start..data_end];
+        if record_crc(hb, data) != h.crc {
+            return None;
+        }
+        Some((h, data))
+    }
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.seg"))
+}
+
+struct Active {
+    seg: Arc<Segment>,
+    tail: u64,
+}
+
+pub struct Warm {
+    dir: PathBuf,
+    segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    active: Mutex<Active>,
+    /// Segments appended to since their last fdatasync.
+    unsynced: Mutex<BTreeSet<u64>>,
+    /// Bytes of records the chunk index points at, per segment.
+    live: Mutex<HashMap<u64, u64>>,
+}
+
+/// What the scan of one segment found: its valid records, in order, and where
+/// the valid part ends.
+pub struct SegmentScan {
+    pub id: u64,
+    pub records: Vec<(u64, RecordHeader)>,
+    pub end: u64,
+}
+
+impl Warm {
+    /// Opens every segment in `dir` (creating the first one in a new store)
+    /// and finds where the active segment's valid records end.
+    pub fn open(dir: &Path) -> Result<Warm> {
+        std::fs::create_dir_all(dir)?;
+        let mut segs = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            else {
+                continue;
+            };
+            segs.insert(id, Arc::new(open_segment(dir, id)?));
+        }
+        let (seg, tail) = match segs.iter().next_back() {
+            Some((_, seg)) => {
+                let seg = seg.clone();
+                let tail = scan_records(&seg).end;
+                (seg, tail)
+            }
+            None => {
+                let seg = Arc::new(create_segment(dir, 1)?);
+                segs.insert(1, seg.clone());
+                (seg, SEG_HEADER_LEN)
+            }
+        };
+        Ok(Warm {
+            dir: dir.to_path_buf(),
+            segs: RwLock::new(segs),
+            active: Mutex::new(Active { seg, tail }),
+            unsynced: Mutex::new(BTreeSet::new()),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Appends one chunk's bytes; durable only after `sync`.
+    pub fn append(&self, ino: u64, chunk: u64, version: u64, data: &[u8]) -> Result<ChunkLoc> {
+        let len = u32::try_from(data.len()).map_err(|_| Error::FileTooBig)?;
+        let size = record_size(len);
+        let mut h = RecordHeader {
+            len,
+            ino,
+            chunk,
+            version,
+            crc: 0,
+        };
+        let hb = h.encode();
+        h.crc = record_crc(&hb, data);
+        let hb = h.encode();
+
+        let mut active = self.active.lock();
+        if active.tail + size > SEG_SIZE {
+            let id = active.seg.id + 1;
+            let seg = Arc::new(create_segment(&self.dir, id)?);
+            self.segs.write().insert(id, seg.clone());
+            *active = Active {
+                seg,
+                tail: SEG_HEADER_LEN,
+            };
+        }
+        let off = active.tail;
+        active.seg.file.write_all_at(&hb, off)?;
+        active.seg.file.write_all_at(data, off + REC_HEADER_LEN)?;
+        active.tail += size;
+        let seg = active.seg.id;
+        drop(active);
+        self.unsynced.lock().insert(seg);
+        *self.live.lock().entry(seg).or_default() += size;
+        Ok(ChunkLoc {
+            tier: Tier::Warm,
+            len,
+            seg,
+            off,
+            version,
+            crc: h.crc,
+        })
+    }
+
+    /// Makes every earlier `append` durable.
+    pub fn sync(&self) -> Result<()> {
+        let ids = std::mem::take(&mut *self.unsynced.lock());
+        for id in ids {
+            let seg = self.segs.read().get(&id).cloned();
+            if let Some(seg) = seg {
+                seg.file.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the data of the chunk at `loc` into `out`, after checking it.
+    pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        let seg = self.segs.read().get(&loc.seg).cloned().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "segment {:016x} is missing (chunk at offset {})",
+                loc.seg, loc.off
+            ))
+        })?;
+        let Some((h, data)) = seg.record(loc.off) else {
+            return Err(Error::Corrupt(format!(
+                "segment {:016x} offset {}: record fails its checksum",
+                loc.seg, loc.off
+            )));
+        };
+        if h.len != loc.len || h.version != loc.version || h.crc != loc.crc {
+            return Err(Error::Corrupt(format!(
+                "segment {:016x} offset {}: record is not the indexed one",
+                loc.seg, loc.off
+            )));
+        }
+        out.clear();
+        out.extend_from_slice(data);
+        if data.len() >= 256 << 10 {
+            // The bytes now live in the hot cache; drop the mapping's pages so
+            // that reading a huge file does not grow our RSS by its size.
+            // SAFETY: the map is read-only and file-backed: DONTNEED only drops
+            // our page-table entries, later reads fault the pages in again.
+            let _ = unsafe {
+                seg.map.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    loc.off as usize,
+                    data.len() + REC_HEADER_LEN as usize,
+                )
+            };
+        }
+        Ok(())
+    }
+
+    /// Counts a record as live (at start-up, from the chunk index).
+    pub fn add_live(&self, loc: &ChunkLoc) {
+        *self.live.lock().entry(loc.seg).or_default() += record_size(loc.len);
+    }
+
+    /// The record at `loc` is no longer referenced.
+    pub fn free(&self, loc: &ChunkLoc) {
+        let mut live = self.live.lock();
+        if let Some(v) = live.get_mut(&loc.seg) {
+            *v = v.saturating_sub(record_size(loc.len));
+        }
+    }
+
+    /// A sealed segment less than half full of live records, if any.
+    pub fn compaction_candidate(&self) -> Option<u64> {
+        let active = self.active.lock().seg.id;
+        let live = self.live.lock();
+        self.segs
+            .read()
+            .keys()
+            .copied()
+            .filter(|id| *id != active)
+            .find(|id| live.get(id).copied().unwrap_or(0) * 2 < SEG_SIZE)
+    }
+
+    /// Every valid record of segment `id`.
+    pub fn scan(&self, id: u64) -> Option<SegmentScan> {
+        let seg = self.segs.read().get(&id).cloned()?;
+        Some(scan_records(&seg))
+    }
+
+    pub fn segment_ids(&self) -> Vec<u64> {
+        self.segs.read().keys().copied().collect()
+    }
+
+    /// Deletes a segment that nothing references any more.
+    pub fn remove(&self, id: u64) -> Result<()> {
+        if self.active.lock().seg.id == id {
+            return Ok(());
+        }
+        self.segs.write().remove(&id);
+        self.live.lock().remove(&id);
+        self.unsynced.lock().remove(&id);
+        std::fs::remove_file(seg_path(&self.dir, id))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Bytes of live records and bytes of segment files.
+    pub fn usage(&self) -> (u64, u64) {
+        let live = self.live.lock().values().sum();
+        (live, self.segs.read().len() as u64 * SEG_SIZE)
+    }
+}
+
+fn scan_records(seg: &Segment) -> SegmentScan {
+    let mut off = SEG_HEADER_LEN;
+    let mut records = Vec::new();
+    while let Some((h, _)) = seg.record(off) {
+        records.push((off, h));
+        off += record_size(h.len);
+    }
+    SegmentScan {
+        id: seg.id,
+        records,
+        end: off,
+    }
+}
+
+fn open_segment(dir: &Path, id: u64) -> Result<Segment> {
+    let path = seg_path(dir, id);
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let len = file.metadata()?.len();
+    let mut header = [0u8; SEG_HEADER_LEN as usize];
+    if len < SEG_HEADER_LEN || file.read_exact_at(&mut header, 0).is_err() {
+        return Err(Error::Corrupt(format!("{}: too short", path.display())));
+    }
+    if &header[0..8] != SEG_MAGIC {
+        return Err(Error::Corrupt(format!(
+            "{}: not a tierfs segment",
+            path.display()
+        )));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+    if version != SEG_VERSION {
+        return Err(Error::Corrupt(format!(
+            "{}: segment format {version}, this tierfs reads {SEG_VERSION}",
+            path.display()
+        )));
+    }
+    // SAFETY: segment files are only appended to by this process (the store
+    // lock keeps other tierfs processes out) at offsets past every record that
+    // has been read, and never truncated while mapped.
+    let map = unsafe { Mmap::map(&file)? };
+    Ok(Segment { id, file, map })
+}
+
+fn create_segment(dir: &Path, id: u64) -> Result<Segment> {
+    let path = seg_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    // SAFETY: plain syscall on an fd we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
+    if rc != 0 {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
+    }
+    let mut header = [0u8; SEG_HEADER_LEN as usize];
+    header[0..8].copy_from_slice(SEG_MAGIC);
+    header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&id.to_le_bytes());
+    file.write_all_at(&header, 0)?;
+    file.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    drop(file);
+    open_segment(dir, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let a = w.append(5, 0, 1, b"hello").unwrap();
+        let b = w.append(5, 1, 2, &vec![7u8; 300_000]).unwrap();
+        w.sync().unwrap();
+        let mut out = Vec::new();
+        w.read(&a, &mut out).unwrap();
+        assert_eq!(out, b"hello");
+        w.read(&b, &mut out).unwrap();
+        assert_eq!(out.len(), 300_000);
+        drop(w);
+        let w = Warm::open(dir.path()).unwrap();
+        let c = w.append(6, 0, 3, b"x").unwrap();
+        assert_eq!(
+            c.off,
+            b.off + record_size(b.len),
+            "appends continue after the tail"
+        );
+        let scan = w.scan(1).unwrap();
+        assert_eq!(scan.records.len(), 3);
+    }
+
+    #[test]
+    fn flipped_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let a = w.append(5, 0, 1, b"hello world").unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(seg_path(dir.path(), 1))
+            .unwrap();
+        f.write_all_at(b"J", a.off + REC_HEADER_LEN + 1).unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn torn_tail_is_ignored_and_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let a = w.append(5, 0, 1, b"kept").unwrap();
+        let b = w.append(5, 1, 2, b"torn record").unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(seg_path(dir.path(), 1))
+            .unwrap();
+        f.write_all_at(&[0xff; 4], b.off + REC_HEADER_LEN).unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let c = w.append(7, 0, 3, b"new").unwrap();
+        assert_eq!(c.off, b.off);
+        let mut out = Vec::new();
+        w.read(&a, &mut out).unwrap();
+        assert_eq!(out, b"kept");
+    }
+
+    #[test]
+    fn segments_roll_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Warm::open(dir.path()).unwrap();
+        let chunk = vec![1u8; 1 << 20];
+        let mut last = None;
+        for i in 0..70 {
+            last = Some(w.append(9, i, i, &chunk).unwrap());
+        }
+        assert_eq!(last.unwrap().seg, 2);
+        assert_eq!(w.segment_ids(), vec![1, 2]);
+    }
+}
