@@ -61,9 +61,7 @@ impl HotCache {
         let Some(c) = self.chunks.get(&(ino, idx)) else {
             return false;
         };
-        let avail = c.data.len().saturating_sub(off).min(out.len());
-        out[..avail].copy_from_slice(&c.data[off..off + avail]);
-        out[avail..].fill(0);
+        copy_or_zero(&c.data, off, out);
         self.touch((ino, idx));
         true
     }
@@ -211,6 +209,15 @@ impl HotCache {
     }
 }
 
+/// Copies `data[off..]` into `out`, filling with zeros where `data` ends.
+pub fn copy_or_zero(data: &[u8], off: usize, out: &mut [u8]) {
+    let avail = data.len().saturating_sub(off).min(out.len());
+    if avail > 0 {
+        out[..avail].copy_from_slice(&data[off..off + avail]);
+    }
+    out[avail..].fill(0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +245,8 @@ mod tests {
         let mut out = [7u8; 8];
         assert!(h.read_into(1, 0, 2, &mut out));
         assert_eq!(out, [9, 9, 0, 0, 0, 0, 0, 0]);
+        assert!(h.read_into(1, 0, 100, &mut out), "offset past the data");
+        assert_eq!(out, [0; 8]);
     }
 
     #[test]

@@ -96,9 +96,7 @@ impl Tiers {
             }
             match self.load(ino, idx)? {
                 Some(data) => {
-                    let avail = data.len().saturating_sub(in_chunk).min(n);
-                    out[..avail].copy_from_slice(&data[in_chunk..in_chunk + avail]);
-                    out[avail..].fill(0);
+                    hot::copy_or_zero(&data, in_chunk, out);
                     let mut hot = self.hot.lock();
                     hot.insert_clean(ino, idx, data);
                     hot.evict();

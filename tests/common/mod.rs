@@ -1,0 +1,207 @@
+//! Test guard: a real tierfs mount of a fresh store, unmounted on drop (also
+//! when the test panics), with helpers to remount, kill -9 and run tools.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TIERFS: &str = env!("CARGO_BIN_EXE_tierfs");
+
+pub struct Mounted {
+    pub tmp: tempfile::TempDir,
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+    /// stderr of the daemon (its log), appended across remounts.
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn detach(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain syscall with a NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+impl Mounted {
+    pub fn new() -> Mounted {
+        Mounted::with_args(&[])
+    }
+
+    /// A fresh store mounted with extra `tierfs mount` arguments.
+    pub fn with_args(args: &[&str]) -> Mounted {
+        let tmp = tempfile::Builder::new()
+            .prefix("tierfs-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let store = base.join("store");
+        let mnt = base.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut m = Mounted {
+            log: base.join("daemon.log"),
+            tmp,
+            store,
+            mnt,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        m.start();
+        m
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(TIERFS)
+            .arg("mount")
+            .arg("--foreground")
+            .arg(&self.store)
+            .arg(&self.mnt)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !is_mounted(&self.mnt) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!(
+                    "tierfs mount exited ({status}) before mounting:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "mount timed out");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Clean unmount: SIGTERM, then wait for the daemon to flush and exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                eprintln!("tierfs did not exit after SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if is_mounted(&self.mnt) {
+            detach(&self.mnt);
+        }
+    }
+
+    pub fn remount(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// Kills the daemon with SIGKILL (a crash) and clears the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        detach(&self.mnt);
+    }
+
+    /// Runs `bash -c script` in the mount directory.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.mnt)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a script that must succeed; returns its stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tierfs fsck` on the (unmounted) store.
+    pub fn fsck(&self) -> Output {
+        Command::new(TIERFS)
+            .arg("fsck")
+            .arg(&self.store)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The errno of a failed std::io call.
+pub fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+pub fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
