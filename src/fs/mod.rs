@@ -68,7 +68,6 @@ pub struct StatFs {
 
 struct Handle {
     ino: u64,
-    append: bool,
 }
 
 /// Settings of a mounted TierFs.
@@ -246,24 +245,34 @@ impl TierFs {
         Ok(())
     }
 
+    /// The inode as the kernel must see it: with the size of writes not yet
+    /// durable (the record on disk keeps the durable size until then).
+    fn inode(&self, ino: u64) -> Result<Inode> {
+        let mut inode = self.meta.inode(ino)?;
+        if let Some(size) = self.tiers.pending_size(ino) {
+            inode.size = inode.size.max(size);
+        }
+        Ok(inode)
+    }
+
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode> {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
         let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
-        let inode = self.meta.inode(d.ino)?;
+        let inode = self.inode(d.ino)?;
         self.count_lookup(inode.ino);
         Ok(inode)
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Inode> {
-        self.meta.inode(ino)
+        self.inode(ino)
     }
 
     pub fn setattr(&self, caller: Caller, ino: u64, a: SetAttr) -> Result<Inode> {
         let now = Time::now();
         if let Some(size) = a.size {
-            let inode = self.meta.inode(ino)?;
+            let inode = self.inode(ino)?;
             match inode.kind {
                 Kind::File => {}
                 Kind::Dir => return Err(Error::IsDir),
@@ -315,6 +324,10 @@ impl TierFs {
         let mut t = Txn::default();
         t.put_inode(&inode);
         self.meta.commit(t)?;
+        drop(_g);
+        if let Some(size) = self.tiers.pending_size(ino) {
+            inode.size = inode.size.max(size);
+        }
         Ok(inode)
     }
 
@@ -526,7 +539,7 @@ impl TierFs {
             inode
         };
         self.count_lookup(ino);
-        Ok(inode)
+        self.inode(inode.ino)
     }
 
     /// True when `dir` is `ancestor` or lies below it.
@@ -664,13 +677,7 @@ impl TierFs {
             return Err(Error::IsDir);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(
-            fh,
-            Handle {
-                ino,
-                append: flags & libc::O_APPEND != 0,
-            },
-        );
+        self.handles.lock().insert(fh, Handle { ino });
         *self.open_counts.lock().entry(ino).or_default() += 1;
         Ok(fh)
     }
@@ -696,22 +703,22 @@ impl TierFs {
     }
 
     pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
-        let inode = self.meta.inode(ino)?;
+        let inode = self.inode(ino)?;
         self.tiers.read(ino, off, size, inode.size)
     }
 
-    pub fn write(&self, caller: Caller, ino: u64, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
-        let append = self.handles.lock().get(&fh).is_some_and(|h| h.append);
-        let inode = self.meta.inode(ino)?;
-        let off = if append { inode.size } else { off };
-        let end = off
-            .checked_add(data.len() as u64)
+    /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
+    /// end of file, under its inode lock, so appends from several processes
+    /// never overlap.
+    pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
+        let inode = self.inode(ino)?;
+        off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
         self.tiers.write(ino, off, data, inode.size)?;
+        // The size grows durably with the data, in `Tiers::flush`.
         let _g = self.meta.lock.lock();
         let mut inode = self.meta.inode(ino)?;
-        inode.size = inode.size.max(end);
         let now = Time::now();
         inode.mtime = now;
         inode.ctime = now;

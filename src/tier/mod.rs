@@ -11,6 +11,7 @@
 pub mod hot;
 pub mod warm;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
@@ -32,6 +33,11 @@ pub struct Tiers {
     /// Serialises content changes per file (sharded by inode number); reads
     /// take it shared so that they never cache bytes a truncate just dropped.
     file_locks: Vec<RwLock<()>>,
+    /// File sizes grown by writes whose chunks are not durable yet. The inode
+    /// record keeps the old size until `flush` commits the chunks and the new
+    /// size in one batch, so a crash never leaves a file longer than its data
+    /// (no zeros at the end of an append-only log).
+    pending_size: Mutex<HashMap<u64, u64>>,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -63,6 +69,7 @@ impl Tiers {
             warm,
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
+            pending_size: Mutex::new(HashMap::new()),
         };
         Ok(tiers)
     }
@@ -135,6 +142,12 @@ impl Tiers {
             put(&mut d);
             self.hot.lock().insert_dirty(ino, idx, d);
         }
+        let end = off + data.len() as u64;
+        if end > file_size {
+            let mut pending = self.pending_size.lock();
+            let p = pending.entry(ino).or_default();
+            *p = (*p).max(end);
+        }
         if self.hot.lock().over_budget() {
             self.flush_locked(ino, &g)?;
             self.hot.lock().evict();
@@ -144,8 +157,10 @@ impl Tiers {
 
     /// Changes the length of a file from `old_size` to `new_size`; bytes past
     /// the shorter of the two are dropped, so a later grow reads zeros.
+    /// The caller then records `new_size` in the inode itself.
     pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
         let _g = self.lock(ino).write();
+        self.pending_size.lock().remove(&ino);
         let keep = old_size.min(new_size);
         let first_dropped = keep.div_ceil(CHUNK_SIZE);
         self.drop_chunks_from(ino, first_dropped)?;
@@ -186,6 +201,7 @@ impl Tiers {
     pub fn purge(&self, ino: u64, mut t: Txn) -> Result<()> {
         let _g = self.lock(ino).write();
         self.hot.lock().remove_from(ino, 0);
+        self.pending_size.lock().remove(&ino);
         let gone = self.meta.chunks_from(ino, 0)?;
         for (idx, _) in &gone {
             t.del_chunk(ino, *idx);
@@ -197,9 +213,15 @@ impl Tiers {
         Ok(())
     }
 
-    /// Makes the content of `ino` durable (not the metadata: see `Meta::flush`).
+    /// The size of `ino` counting writes not yet durable, if they grew it.
+    pub fn pending_size(&self, ino: u64) -> Option<u64> {
+        self.pending_size.lock().get(&ino).copied()
+    }
+
+    /// Makes the content of `ino` durable, and its size with it (the rest of
+    /// the metadata: see `Meta::flush`).
     pub fn flush(&self, ino: u64) -> Result<()> {
-        if !self.hot.lock().has_dirty(ino) {
+        if !self.hot.lock().has_dirty(ino) && !self.pending_size.lock().contains_key(&ino) {
             return Ok(());
         }
         let g = self.lock(ino).write();
@@ -208,9 +230,6 @@ impl Tiers {
 
     fn flush_locked(&self, ino: u64, _held: &RwLockWriteGuard<'_, ()>) -> Result<()> {
         let dirty = self.hot.lock().dirty_chunks(ino);
-        if dirty.is_empty() {
-            return Ok(());
-        }
         let mut written: Vec<(u64, ChunkLoc)> = Vec::with_capacity(dirty.len());
         for idx in dirty {
             // One chunk copied at a time: flushing a huge file never doubles its RAM.
@@ -229,7 +248,21 @@ impl Tiers {
             }
             t.put_chunk(ino, *idx, loc);
         }
-        self.meta.commit(t)?;
+        {
+            // Lock order: this file's content lock (held) before Meta::lock.
+            let _m = self.meta.lock.lock();
+            if let Some(size) = self.pending_size.lock().remove(&ino) {
+                match self.meta.inode(ino) {
+                    Ok(mut inode) if size > inode.size => {
+                        inode.size = size;
+                        t.put_inode(&inode);
+                    }
+                    Ok(_) | Err(Error::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.meta.commit(t)?;
+        }
         for prev in &old {
             self.warm.free(prev);
         }
@@ -242,7 +275,10 @@ impl Tiers {
 
     /// Writes back every dirty chunk (the write-back thread, and unmount).
     pub fn flush_all(&self) -> Result<()> {
-        let inodes = self.hot.lock().dirty_inodes();
+        let mut inodes = self.hot.lock().dirty_inodes();
+        inodes.extend(self.pending_size.lock().keys().copied());
+        inodes.sort_unstable();
+        inodes.dedup();
         for ino in inodes {
             self.flush(ino)?;
         }

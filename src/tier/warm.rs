@@ -140,6 +140,9 @@ pub struct Warm {
     active: Mutex<Active>,
     /// Segments appended to since their last fdatasync.
     unsynced: Mutex<BTreeSet<u64>>,
+    /// Held through a whole `sync`, so that a caller who finds nothing left
+    /// to sync still waits for the fdatasync another caller has in flight.
+    sync_lock: Mutex<()>,
     /// Bytes of records the chunk index points at, per segment.
     live: Mutex<HashMap<u64, u64>>,
 }
@@ -187,6 +190,7 @@ impl Warm {
             segs: RwLock::new(segs),
             active: Mutex::new(Active { seg, tail }),
             unsynced: Mutex::new(BTreeSet::new()),
+            sync_lock: Mutex::new(()),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -236,6 +240,7 @@ impl Warm {
 
     /// Makes every earlier `append` durable.
     pub fn sync(&self) -> Result<()> {
+        let _g = self.sync_lock.lock();
         let ids = std::mem::take(&mut *self.unsynced.lock());
         for id in ids {
             let seg = self.segs.read().get(&id).cloned();

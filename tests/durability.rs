@@ -1,0 +1,261 @@
+//! Durability through a real mount: kill -9, write-back, corruption, huge files.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{pattern, Mounted};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the writers know is durable: whole files, and a synced prefix of
+/// each writer's journal (appended to across rounds).
+#[derive(Default)]
+struct Synced {
+    files: Vec<(String, u64, usize)>,
+    journals: [Vec<u8>; 2],
+}
+
+fn writer(
+    mnt: std::path::PathBuf,
+    w: usize,
+    round: u32,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    synced: Arc<Mutex<Synced>>,
+) {
+    let mut rng = Rng(seed | 1);
+    let mut journal = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(mnt.join(format!("journal-{w}")))
+    {
+        Ok(f) => f,
+        Err(_) => return,
+    };
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let name = format!("r{round}-f{i}");
+        let len = match rng.below(4) {
+            0 => rng.below(100) as usize,
+            1 => rng.below(64 << 10) as usize,
+            _ => rng.below(2_500_000) as usize,
+        };
+        let fseed = rng.next();
+        let data = pattern(fseed, len);
+        let ok = (|| -> std::io::Result<()> {
+            let mut f = File::create(mnt.join(&name))?;
+            for piece in data.chunks(100_000) {
+                f.write_all(piece)?;
+            }
+            f.sync_all()
+        })();
+        if ok.is_err() {
+            return;
+        }
+        synced.lock().unwrap().files.push((name, fseed, len));
+        let line = format!("entry {round} {i}\n");
+        if journal.write_all(line.as_bytes()).is_err() || journal.sync_data().is_err() {
+            return;
+        }
+        synced.lock().unwrap().journals[w].extend_from_slice(line.as_bytes());
+    }
+}
+
+#[test]
+fn fsynced_data_survives_kill9_at_random_moments() {
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let mut m = Mounted::new();
+    let synced = Arc::new(Mutex::new(Synced::default()));
+    for round in 0..8 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..2)
+            .map(|w| {
+                let (mnt, stop, synced) = (m.mnt.clone(), stop.clone(), synced.clone());
+                let s = rng.next();
+                std::thread::spawn(move || writer(mnt, w, round * 10 + w as u32, s, stop, synced))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        m.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().unwrap();
+        }
+        m.start();
+        let s = synced.lock().unwrap();
+        for (name, fseed, len) in &s.files {
+            let got = fs::read(m.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), *len, "{name} length");
+            assert!(got == pattern(*fseed, *len), "{name} content");
+        }
+        for (w, synced_lines) in s.journals.iter().enumerate() {
+            let journal = fs::read(m.path(&format!("journal-{w}"))).unwrap_or_default();
+            if !journal.starts_with(synced_lines) {
+                let at = journal
+                    .iter()
+                    .zip(synced_lines.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(journal.len().min(synced_lines.len()));
+                panic!(
+                    "journal-{w} lost synced lines (round {round}): {} bytes on disk, {} synced, first difference at {at}: disk {:?} vs synced {:?}",
+                    journal.len(),
+                    synced_lines.len(),
+                    String::from_utf8_lossy(&journal[at.saturating_sub(20)..(at + 40).min(journal.len())]),
+                    String::from_utf8_lossy(&synced_lines[at.saturating_sub(20)..(at + 40).min(synced_lines.len())]),
+                );
+            }
+        }
+        drop(s);
+        m.stop();
+        let out = m.fsck();
+        assert!(
+            out.status.success(),
+            "fsck after round {round}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        m.start();
+    }
+    assert!(synced.lock().unwrap().files.len() > 8, "the writers got work done");
+}
+
+#[test]
+fn unsynced_writes_are_written_back_within_the_interval() {
+    let mut m = Mounted::with_args(&["--writeback", "1s"]);
+    let data = pattern(11, 300_000);
+    fs::write(m.path("lazy"), &data).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    m.kill9();
+    m.start();
+    assert_eq!(fs::read(m.path("lazy")).unwrap(), data);
+}
+
+#[test]
+fn a_corrupt_chunk_is_eio_for_that_file_only_and_fsck_finds_it() {
+    let mut m = Mounted::new();
+    fs::create_dir(m.path("dir")).unwrap();
+    let bad = pattern(21, 5000);
+    let good = pattern(22, 5000);
+    fs::write(m.path("dir/victim"), &bad).unwrap();
+    fs::write(m.path("fine"), &good).unwrap();
+    m.stop();
+    // Flip one byte of the victim's record in the segment.
+    let seg_dir = m.store.join("warm");
+    let mut flipped = false;
+    for e in fs::read_dir(&seg_dir).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
+        if let Some(pos) = bytes.windows(64).position(|w| w == &bad[1000..1064]) {
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(&[bytes[pos] ^ 0xff], pos as u64).unwrap();
+            flipped = true;
+        }
+    }
+    assert!(flipped, "found the victim's bytes in a segment");
+    m.start();
+    let err = fs::read(m.path("dir/victim")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(fs::read(m.path("fine")).unwrap(), good);
+    assert!(fs::metadata(m.path("dir/victim")).is_ok(), "stat still works");
+    let log = m.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("/dir/victim") && l.contains("checksum")),
+        "log names the file:\n{log}"
+    );
+    m.stop();
+    let out = m.fsck();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("/dir/victim"), "{report}");
+    assert!(!report.contains("/fine"), "{report}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_4gib_file_with_bounded_memory() {
+    let gib: u64 = std::env::var("TIERFS_TEST_BIG_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let budget_mib = 256;
+    let m = Mounted::with_args(&["--hot-budget", "256MiB"]);
+    let pid = m.pid();
+    let limit_kib = (budget_mib + 256) * 1024;
+    let mut peak = 0;
+    let chunk = |i: u64| {
+        let mut b = vec![(i % 251) as u8; 1 << 20];
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        b
+    };
+    let t0 = Instant::now();
+    let mut f = File::create(m.path("huge")).unwrap();
+    for i in 0..gib * 1024 {
+        f.write_all(&chunk(i)).unwrap();
+        if i % 64 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let write_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let mut f = File::open(m.path("huge")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..gib * 1024 {
+        f.read_exact(&mut buf).unwrap();
+        assert!(buf == chunk(i), "chunk {i} differs");
+        if i % 64 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    let read_s = t0.elapsed().as_secs_f64();
+    let f = OpenOptions::new().write(true).open(m.path("huge")).unwrap();
+    f.set_len((1 << 30) + 5).unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(m.path("huge")).unwrap().len(), (1 << 30) + 5);
+    peak = peak.max(rss_kib(pid));
+    eprintln!(
+        "{gib} GiB: write {:.0} MiB/s, read {:.0} MiB/s, peak RSS {} MiB",
+        (gib * 1024) as f64 / write_s,
+        (gib * 1024) as f64 / read_s,
+        peak / 1024
+    );
+    assert!(
+        peak < limit_kib,
+        "daemon RSS peaked at {} MiB, over the hot budget + 256 MiB",
+        peak / 1024
+    );
+    fs::remove_file(m.path("huge")).unwrap();
+}
