@@ -111,7 +111,12 @@ fn check_mountpoint(mp: &Path, store: &Path) -> Result<PathBuf, String> {
             let dead = mounts().into_iter().find(|m| m.point == abs);
             match dead {
                 Some(m) if Path::new(&m.source) == store => {
-                    log::warn!("clearing the dead mount of {} on {}", store.display(), abs.display());
+                    // Logging starts later (in the daemon); tell the user directly.
+                    eprintln!(
+                        "tierfs: clearing the dead mount of {} on {}",
+                        store.display(),
+                        abs.display()
+                    );
                     let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
                         .map_err(|_| "mountpoint path has a NUL byte".to_string())?;
                     // SAFETY: plain syscall with a NUL-terminated path.

@@ -139,7 +139,10 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         );
         m.start();
     }
-    assert!(synced.lock().unwrap().files.len() > 8, "the writers got work done");
+    assert!(
+        synced.lock().unwrap().files.len() > 8,
+        "the writers got work done"
+    );
 }
 
 #[test]
@@ -180,10 +183,14 @@ fn a_corrupt_chunk_is_eio_for_that_file_only_and_fsck_finds_it() {
     let err = fs::read(m.path("dir/victim")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     assert_eq!(fs::read(m.path("fine")).unwrap(), good);
-    assert!(fs::metadata(m.path("dir/victim")).is_ok(), "stat still works");
+    assert!(
+        fs::metadata(m.path("dir/victim")).is_ok(),
+        "stat still works"
+    );
     let log = m.log_text();
     assert!(
-        log.lines().any(|l| l.contains("/dir/victim") && l.contains("checksum")),
+        log.lines()
+            .any(|l| l.contains("/dir/victim") && l.contains("checksum")),
         "log names the file:\n{log}"
     );
     m.stop();

@@ -92,7 +92,10 @@ fn mv_rm_find_grep_ln_truncate_stat_du() {
     m.sh_ok("truncate -s 10M sparse && [ $(stat -c %s sparse) = 10485760 ]");
     m.sh_ok("[ \"$(head -c 4096 sparse | tr -d '\\0' | wc -c)\" = 0 ]");
     let du = m.sh_ok("du -sk src | cut -f1");
-    assert!(du.trim().parse::<u64>().unwrap() >= 2900, "du counts big.bin: {du}");
+    assert!(
+        du.trim().parse::<u64>().unwrap() >= 2900,
+        "du counts big.bin: {du}"
+    );
     m.sh_ok("getfattr -d moved/a.md | grep -q 'user.topic=\"rust\"'");
     m.sh_ok("setfattr -x user.topic moved/a.md && ! getfattr -n user.topic moved/a.md 2>/dev/null");
     m.sh_ok("rm -r moved src && [ -z \"$(ls -A | grep -v -e sparse -e '^s$' -e '^h$')\" ]");

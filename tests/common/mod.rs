@@ -81,7 +81,9 @@ impl Mounted {
             .unwrap();
         self.child = Some(child);
         let t0 = Instant::now();
-        while !is_mounted(&self.mnt) {
+        // Mounted and answering (a dead mount left by kill -9 is mounted but
+        // answers ENOTCONN until the new daemon replaces it).
+        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 panic!(
@@ -138,11 +140,16 @@ impl Mounted {
 
     /// Kills the daemon with SIGKILL (a crash) and clears the dead mount.
     pub fn kill9(&mut self) {
+        self.kill9_leaving_dead_mount();
+        detach(&self.mnt);
+    }
+
+    /// Kills the daemon with SIGKILL; its dead mount stays (ENOTCONN).
+    pub fn kill9_leaving_dead_mount(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        detach(&self.mnt);
     }
 
     /// Runs `bash -c script` in the mount directory.
