@@ -474,11 +474,10 @@ impl Meta {
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dirent>> {
-        Ok(self
-            .db
+        self.db
             .get(key_ino_name(TAG_DIRENT, parent, name))?
             .map(|v| decode_dirent(&v))
-            .transpose()?)
+            .transpose()
     }
 
     /// Entries of `dir` in sequence order, starting at sequence `from`:

@@ -95,6 +95,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// path → (is a directory, bytes, link count, user xattrs)
+type Tree = BTreeMap<String, (bool, Vec<u8>, u64, BTreeMap<String, Vec<u8>>)>;
+
 #[derive(Clone, Debug, PartialEq)]
 enum Node {
     File(u64),
@@ -316,7 +319,7 @@ impl Model {
     }
 
     /// What the tree should look like: path → (is dir, bytes, nlink, xattrs).
-    fn expected(&self) -> BTreeMap<String, (bool, Vec<u8>, u64, BTreeMap<String, Vec<u8>>)> {
+    fn expected(&self) -> Tree {
         let mut links: BTreeMap<u64, u64> = BTreeMap::new();
         for n in self.names.values() {
             if let Node::File(i) = n {
@@ -433,7 +436,7 @@ fn xattrs_of(p: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn real_tree(m: &Mounted) -> BTreeMap<String, (bool, Vec<u8>, u64, BTreeMap<String, Vec<u8>>)> {
+fn real_tree(m: &Mounted) -> Tree {
     let mut out = BTreeMap::new();
     let mut stack = vec![String::new()];
     while let Some(dir) = stack.pop() {

@@ -66,6 +66,14 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// What `make_node` creates.
+struct NewNode<'a> {
+    kind: Kind,
+    perm: u32,
+    rdev: u32,
+    symlink: Option<&'a [u8]>,
+}
+
 struct Handle {
     ino: u64,
 }
@@ -335,17 +343,20 @@ impl TierFs {
         self.meta.symlink(ino)
     }
 
-    /// Creates a directory entry for a new inode of `kind`.
+    /// Creates a directory entry for a new inode.
     fn make_node(
         &self,
         caller: Caller,
         parent: u64,
         name: &[u8],
-        kind: Kind,
-        perm: u32,
-        rdev: u32,
-        symlink: Option<&[u8]>,
+        new: NewNode<'_>,
     ) -> Result<Inode> {
+        let NewNode {
+            kind,
+            perm,
+            rdev,
+            symlink,
+        } = new;
         check_name(name)?;
         let _g = self.meta.lock.lock();
         let mut dir = self.meta.inode(parent)?;
@@ -411,7 +422,18 @@ impl TierFs {
         if kind == Kind::Dir || kind == Kind::Symlink {
             return Err(Error::Invalid("mknod of a directory or symlink"));
         }
-        self.make_node(caller, parent, name, kind, mode & !umask, rdev, None)
+        let perm = mode & !umask;
+        self.make_node(
+            caller,
+            parent,
+            name,
+            NewNode {
+                kind,
+                perm,
+                rdev,
+                symlink: None,
+            },
+        )
     }
 
     pub fn mkdir(
@@ -422,7 +444,13 @@ impl TierFs {
         mode: u32,
         umask: u32,
     ) -> Result<Inode> {
-        self.make_node(caller, parent, name, Kind::Dir, mode & !umask, 0, None)
+        let new = NewNode {
+            kind: Kind::Dir,
+            perm: mode & !umask,
+            rdev: 0,
+            symlink: None,
+        };
+        self.make_node(caller, parent, name, new)
     }
 
     pub fn symlink(
@@ -435,7 +463,13 @@ impl TierFs {
         if target.len() >= libc::PATH_MAX as usize {
             return Err(Error::NameTooLong);
         }
-        self.make_node(caller, parent, name, Kind::Symlink, 0o777, 0, Some(target))
+        let new = NewNode {
+            kind: Kind::Symlink,
+            perm: 0o777,
+            rdev: 0,
+            symlink: Some(target),
+        };
+        self.make_node(caller, parent, name, new)
     }
 
     pub fn create(
@@ -447,7 +481,13 @@ impl TierFs {
         umask: u32,
         flags: i32,
     ) -> Result<(Inode, u64)> {
-        let inode = self.make_node(caller, parent, name, Kind::File, mode & !umask, 0, None)?;
+        let new = NewNode {
+            kind: Kind::File,
+            perm: mode & !umask,
+            rdev: 0,
+            symlink: None,
+        };
+        let inode = self.make_node(caller, parent, name, new)?;
         let fh = self.open(inode.ino, flags)?;
         Ok((inode, fh))
     }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages tierfs and its tests use, when they are missing:
+# fuse3 (fusermount3), attr (getfattr/setfattr), rsync. Needs root for apt-get.
+set -euo pipefail
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v getfattr >/dev/null 2>&1 || need+=(attr)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${need[*]}; install them as root (apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+  echo "installing ${need[*]} ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "/dev/fuse is missing: this machine cannot mount FUSE filesystems" >&2
+  exit 2
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install a Rust toolchain (rustup)" >&2
+  exit 2
+fi
