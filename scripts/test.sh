@@ -17,8 +17,10 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test --workspace 2>&1 | tee /tmp/tierfs-test.$$.log
-status=${PIPESTATUS[0]}
+set +e
+cargo test --workspace --no-fail-fast
+status=$?
+set -e
 
 # Never leave a mount behind, whatever happened above.
 stale=$(awk '$3 ~ /^fuse(\.tierfs)?$/ && $2 ~ /tierfs-(test|cli)-/ {print $2}' /proc/self/mounts)
@@ -26,5 +28,4 @@ for m in $stale; do
   echo "scripts/test.sh: clearing stale test mount $m" >&2
   umount -l "$m" || true
 done
-rm -f /tmp/tierfs-test.$$.log
 exit "$status"
