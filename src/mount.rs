@@ -222,8 +222,8 @@ fn serve(
 ) -> Result<(), String> {
     let daemon = ready.is_some();
     init_logging(daemon.then(|| store_dir.join(store::LOG_FILE)).as_deref());
-    let mut store = Store::lock(store_dir)?;
-    store.set_pid(std::process::id());
+    // Taken here, in the daemon, so the lock file names the daemon's pid.
+    let store = Store::lock(store_dir)?;
     let fs = TierFs::open_store(store_dir, &cfg.fs)
         .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
     let config = fuse_config(cfg, store_dir)?;

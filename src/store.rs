@@ -20,7 +20,8 @@ pub const LOG_FILE: &str = "tierfs.log";
 /// An opened, locked store directory. Dropping it releases the lock.
 pub struct Store {
     pub dir: PathBuf,
-    lock: File,
+    /// Held only for its flock: closing the file releases the lock.
+    _lock: File,
 }
 
 fn format_text() -> String {
@@ -115,17 +116,8 @@ impl Store {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            lock,
+            _lock: lock,
         })
-    }
-
-    /// Writes a new pid into the lock file (after daemonising).
-    pub fn set_pid(&mut self, pid: u32) {
-        let _ = self
-            .lock
-            .set_len(0)
-            .and_then(|_| self.lock.rewind())
-            .and_then(|_| writeln!(self.lock, "{pid}"));
     }
 }
 

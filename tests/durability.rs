@@ -267,3 +267,37 @@ fn a_4gib_file_with_bounded_memory() {
     );
     fs::remove_file(m.path("huge")).unwrap();
 }
+
+#[test]
+fn space_of_deleted_files_is_reclaimed() {
+    let mut m = Mounted::with_args(&["--writeback", "1s"]);
+    let segments = |m: &Mounted| fs::read_dir(m.store.join("warm")).unwrap().count();
+    let keep = pattern(31, 10_000);
+    fs::write(m.path("keep"), &keep).unwrap();
+    let mut f = File::create(m.path("big")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..150 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let before = segments(&m);
+    assert!(
+        before >= 3,
+        "150 MiB spans several 64 MiB segments ({before})"
+    );
+    fs::remove_file(m.path("big")).unwrap();
+    let t0 = Instant::now();
+    while segments(&m) >= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "segments of the deleted file were not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(segments(&m) <= 2, "{} segments left", segments(&m));
+    m.remount();
+    assert_eq!(fs::read(m.path("keep")).unwrap(), keep);
+    m.stop();
+    assert!(m.fsck().status.success());
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -105,7 +105,14 @@ pub struct TierFs {
     /// The kernel's lookup count per inode (it lives while it has any).
     lookups: Mutex<HashMap<u64, u64>>,
     inode_count: AtomicU64,
-    writeback: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    writeback: Mutex<Option<Writeback>>,
+}
+
+/// The write-back thread: its wake-up channel, its stop flag, its handle.
+struct Writeback {
+    tx: Sender<()>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
@@ -151,16 +158,16 @@ impl TierFs {
 
     fn start_writeback(&self, interval: Duration) {
         let (tx, rx) = bounded::<()>(1);
+        let stop = Arc::new(AtomicBool::new(false));
         let tiers = self.tiers.clone();
         let meta = self.meta.clone();
+        let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("writeback".into())
             .spawn(move || loop {
-                let stop = matches!(
-                    rx.recv_timeout(interval),
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected)
-                );
-                if stop {
+                // Woken early by a writer that found the hot cache over budget.
+                let _ = rx.recv_timeout(interval);
+                if stopping.load(Ordering::Acquire) {
                     return;
                 }
                 if let Err(e) = tiers.flush_all().and_then(|_| meta.flush()) {
@@ -179,14 +186,16 @@ impl TierFs {
                 }
             })
             .expect("spawn write-back thread");
-        *self.writeback.lock() = Some((tx, thread));
+        self.tiers.set_writeback_wake(tx.clone());
+        *self.writeback.lock() = Some(Writeback { tx, stop, thread });
     }
 
     /// Writes back everything and stops the write-back thread (unmount).
     pub fn shutdown(&self) -> Result<()> {
-        if let Some((tx, thread)) = self.writeback.lock().take() {
-            drop(tx);
-            let _ = thread.join();
+        if let Some(w) = self.writeback.lock().take() {
+            w.stop.store(true, Ordering::Release);
+            let _ = w.tx.try_send(());
+            let _ = w.thread.join();
         }
         self.tiers.flush_all()?;
         // No kernel references survive an unmount: unlinked files go now.

@@ -38,6 +38,8 @@ pub struct Tiers {
     /// size in one batch, so a crash never leaves a file longer than its data
     /// (no zeros at the end of an append-only log).
     pending_size: Mutex<HashMap<u64, u64>>,
+    /// Wakes the write-back thread early when the hot cache is over budget.
+    writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -70,6 +72,7 @@ impl Tiers {
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
+            writeback_wake: Mutex::new(None),
         };
         Ok(tiers)
     }
@@ -149,10 +152,20 @@ impl Tiers {
             *p = (*p).max(end);
         }
         if self.hot.lock().over_budget() {
+            // Back-pressure: the writer writes back its own file now, and the
+            // write-back thread is woken for everyone else's dirty chunks.
+            if let Some(tx) = self.writeback_wake.lock().as_ref() {
+                let _ = tx.try_send(());
+            }
             self.flush_locked(ino, &g)?;
             self.hot.lock().evict();
         }
         Ok(())
+    }
+
+    /// Where to wake the write-back thread (set once it runs).
+    pub fn set_writeback_wake(&self, tx: crossbeam_channel::Sender<()>) {
+        *self.writeback_wake.lock() = Some(tx);
     }
 
     /// Changes the length of a file from `old_size` to `new_size`; bytes past
