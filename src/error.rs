@@ -32,6 +32,10 @@ pub enum Error {
     /// The tier or the disk under it is full.
     NoSpace,
     FileTooBig,
+    /// The file kept changing while it was being moved.
+    Busy,
+    /// A configuration (policy) file is wrong; the message says how.
+    Config(String),
     /// sled failed.
     Meta(sled::Error),
     Io(io::Error),
@@ -57,6 +61,8 @@ impl Error {
             Error::Corrupt(_) => libc::EIO,
             Error::NoSpace => libc::ENOSPC,
             Error::FileTooBig => libc::EFBIG,
+            Error::Busy => libc::EBUSY,
+            Error::Config(_) => libc::EINVAL,
             Error::Meta(sled::Error::Io(e)) | Error::Io(e) => io_errno(e),
             Error::Meta(_) => libc::EIO,
         }
@@ -96,6 +102,8 @@ impl fmt::Display for Error {
             Error::Corrupt(what) => write!(f, "corrupt data: {what}"),
             Error::NoSpace => write!(f, "no space left on the tier"),
             Error::FileTooBig => write!(f, "file too large"),
+            Error::Busy => write!(f, "file kept changing during the move"),
+            Error::Config(msg) => write!(f, "{msg}"),
             Error::Meta(e) => write!(f, "metadata store: {e}"),
             Error::Io(e) => write!(f, "{e}"),
         }

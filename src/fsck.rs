@@ -20,7 +20,7 @@ pub fn check(store_dir: &Path) -> Result<Report> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-    let tiers = Tiers::open(meta.clone(), &store_dir.join("warm"), 64 << 20)?;
+    let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20)?;
     let mut problems = Vec::new();
 
     let mut inodes = HashMap::new();

@@ -23,11 +23,11 @@ use crate::tier::CHUNK_SIZE;
 const TTL: Duration = Duration::from_secs(1);
 
 pub struct FuseAdapter {
-    fs: TierFs,
+    fs: std::sync::Arc<TierFs>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: TierFs) -> FuseAdapter {
+    pub fn new(fs: std::sync::Arc<TierFs>) -> FuseAdapter {
         FuseAdapter { fs }
     }
 

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tierfs::fs::Options;
 use tierfs::mount::MountConfig;
 
 /// tierfs: a filesystem that keeps memories on hot (RAM), warm (mmap'd
@@ -37,12 +36,16 @@ enum Command {
         /// Mount options, comma separated: allow_other, allow_root, ro, nosuid, nodev, noexec.
         #[arg(short = 'o', value_delimiter = ',')]
         options: Vec<String>,
-        /// RAM for the hot cache of file chunks (e.g. 256MiB).
-        #[arg(long, default_value = "256MiB")]
-        hot_budget: bytesize::ByteSize,
-        /// How soon written data is written back to disk without an fsync.
-        #[arg(long, default_value = "5s")]
-        writeback: humantime::Duration,
+        /// The policy file (default STORE/policy.toml, written with defaults
+        /// if missing). Edits are picked up while mounted.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Override the policy's hot budget (e.g. 256MiB).
+        #[arg(long)]
+        hot_budget: Option<bytesize::ByteSize>,
+        /// Override the policy's write-back interval (e.g. 5s).
+        #[arg(long)]
+        writeback: Option<humantime::Duration>,
         /// Request threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             mountpoint,
             foreground,
             options,
+            policy,
             hot_budget,
             writeback,
             threads,
@@ -74,10 +78,9 @@ fn main() -> ExitCode {
                 foreground,
                 options,
                 threads,
-                fs: Options {
-                    hot_budget: hot_budget.as_u64(),
-                    writeback_interval: writeback.into(),
-                },
+                policy,
+                hot_budget: hot_budget.map(|b| b.as_u64()),
+                writeback: writeback.map(Into::into),
             };
             match tierfs::mount::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ const TAG_XATTR: u8 = b'X';
 const TAG_CHUNK: u8 = b'C';
 const TAG_SYMLINK: u8 = b'L';
 const TAG_ORPHAN: u8 = b'O';
+const TAG_ACCESS: u8 = b'A';
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -120,9 +121,8 @@ impl Time {
     }
 }
 
-/// Which tier holds a file's bytes. Only `Warm` exists on disk so far; the
-/// byte is stored in every inode record so that tier moves slot in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which tier holds a file's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
     Hot,
     Warm,
@@ -145,6 +145,15 @@ impl Tier {
             _ => return Err(Error::Corrupt(format!("unknown tier {v}"))),
         })
     }
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "hot" => Some(Tier::Hot),
+            "warm" => Some(Tier::Warm),
+            "cold" => Some(Tier::Cold),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tier::Hot => "hot",
@@ -172,13 +181,15 @@ pub struct Inode {
     pub ctime: Time,
     pub crtime: Time,
     pub tier: Tier,
+    /// The tier a user pinned this file (or directory: its new files) to.
+    pub pin: Option<Tier>,
 }
 
 // Inode record layout (little-endian), 96 bytes:
 //   0 u8 version (1)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
 //  16 u32 rdev  20 u32 reserved  24 u64 size  32 u64 parent
 //  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
-//  88 u8 tier  89..96 reserved
+//  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90..96 reserved
 const INODE_LEN: usize = 96;
 const INODE_REC_VERSION: u8 = 1;
 
@@ -200,6 +211,7 @@ impl Inode {
             ctime: now,
             crtime: now,
             tier: Tier::Warm,
+            pin: None,
         }
     }
 
@@ -223,6 +235,7 @@ impl Inode {
             b[o + 8..o + 12].copy_from_slice(&t.nsecs.to_le_bytes());
         }
         b[88] = self.tier.to_u8();
+        b[89] = self.pin.map_or(0, |t| t.to_u8() + 1);
         b
     }
 
@@ -251,6 +264,10 @@ impl Inode {
             ctime: time_at(64),
             crtime: time_at(76),
             tier: Tier::from_u8(b[88])?,
+            pin: match b[89] {
+                0 => None,
+                v => Some(Tier::from_u8(v - 1)?),
+            },
         })
     }
 }
@@ -267,7 +284,10 @@ pub struct Dirent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkLoc {
     pub tier: Tier,
+    /// Bytes of the chunk.
     pub len: u32,
+    /// Bytes of its record's data (the zstd frame when cold; `len` when warm).
+    pub stored: u32,
     /// Segment id (warm) or pack id (cold).
     pub seg: u64,
     /// Byte offset of the record header in the segment.
@@ -278,7 +298,7 @@ pub struct ChunkLoc {
 
 // ChunkLoc layout (little-endian), 40 bytes:
 //   0 u8 tier  1..4 reserved  4 u32 len  8 u64 seg  16 u64 off  24 u64 version
-//  32 u32 crc  36..40 reserved
+//  32 u32 crc  36 u32 stored (bytes of the record's data)
 const CHUNKLOC_LEN: usize = 40;
 
 impl ChunkLoc {
@@ -290,6 +310,7 @@ impl ChunkLoc {
         b[16..24].copy_from_slice(&self.off.to_le_bytes());
         b[24..32].copy_from_slice(&self.version.to_le_bytes());
         b[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        b[36..40].copy_from_slice(&self.stored.to_le_bytes());
         b
     }
 
@@ -306,6 +327,7 @@ impl ChunkLoc {
             off: u64_at(16),
             version: u64_at(24),
             crc: u32_at(32),
+            stored: u32_at(36),
         })
     }
 }
@@ -383,6 +405,9 @@ impl Txn {
     }
     pub fn del_chunk(&mut self, ino: u64, idx: u64) {
         self.batch.remove(&key_ino_u64(TAG_CHUNK, ino, idx));
+    }
+    pub fn put_access(&mut self, ino: u64, record: &[u8]) {
+        self.batch.insert(&key_ino(TAG_ACCESS, ino), record);
     }
     pub fn put_orphan(&mut self, ino: u64) {
         self.batch.insert(&key_ino(TAG_ORPHAN, ino), &[][..]);
@@ -579,6 +604,17 @@ impl Meta {
         Ok(r.is_ok())
     }
 
+    /// Every persisted access record: `(ino, record)`.
+    pub fn access_records(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.db
+            .scan_prefix([TAG_ACCESS])
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((be_u64(&k[1..]), v.to_vec()))
+            })
+            .collect()
+    }
+
     pub fn orphans(&self) -> Result<Vec<u64>> {
         self.db
             .scan_prefix([TAG_ORPHAN])
@@ -593,6 +629,7 @@ impl Meta {
         t.del_inode(ino);
         t.del_orphan(ino);
         t.batch.remove(&key_ino(TAG_SYMLINK, ino));
+        t.batch.remove(&key_ino(TAG_ACCESS, ino));
         for name in self.xattr_names(ino)? {
             t.del_xattr(ino, &name);
         }
@@ -659,6 +696,8 @@ mod tests {
         let mut i = Inode::new(42, Kind::File, 0o4755, 1000, 100);
         i.size = 123456789;
         i.nlink = 3;
+        i.pin = Some(Tier::Cold);
+        i.tier = Tier::Hot;
         i.mtime = Time { secs: -5, nsecs: 7 };
         assert_eq!(Inode::decode(42, &i.encode()).unwrap(), i);
     }
@@ -682,6 +721,7 @@ mod tests {
         let l = ChunkLoc {
             tier: Tier::Warm,
             len: 1 << 20,
+            stored: 1000,
             seg: 7,
             off: 4096,
             version: 99,

@@ -22,7 +22,10 @@ pub struct MountConfig {
     /// `-o` options, one per entry.
     pub options: Vec<String>,
     pub threads: usize,
-    pub fs: Options,
+    /// The policy file; STORE/policy.toml when not given.
+    pub policy: Option<PathBuf>,
+    pub hot_budget: Option<u64>,
+    pub writeback: Option<std::time::Duration>,
 }
 
 /// Kernel mount options and who may use the mount, from `-o`.
@@ -224,7 +227,15 @@ fn serve(
     init_logging(daemon.then(|| store_dir.join(store::LOG_FILE)).as_deref());
     // Taken here, in the daemon, so the lock file names the daemon's pid.
     let store = Store::lock(store_dir)?;
-    let fs = TierFs::open_store(store_dir, &cfg.fs)
+    let opts = Options {
+        policy_path: match &cfg.policy {
+            Some(p) => std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => store_dir.join("policy.toml"),
+        },
+        hot_budget: cfg.hot_budget,
+        writeback_interval: cfg.writeback,
+    };
+    let fs = TierFs::open_store(store_dir, &opts)
         .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
     let config = fuse_config(cfg, store_dir)?;
     let mut session = Session::new(FuseAdapter::new(fs), mountpoint, &config)
@@ -303,7 +314,9 @@ mod tests {
             foreground: true,
             options: vec!["allow_other".into(), "bogus".into()],
             threads: 2,
-            fs: Options::default(),
+            policy: None,
+            hot_budget: None,
+            writeback: None,
         };
         let err = fuse_config(&cfg, Path::new("/s")).unwrap_err();
         assert!(err.contains("bogus"));

@@ -571,7 +571,8 @@ fn user_xattrs_follow_the_linux_rules() {
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .collect();
-    let want: HashSet<&[u8]> = [&b"user.color"[..], b"user.empty", b"user.big"].into();
+    let want: HashSet<&[u8]> =
+        [&b"user.tier"[..], b"user.color", b"user.empty", b"user.big"].into();
     assert_eq!(names, want);
     let name = std::ffi::CString::new("user.color").unwrap();
     // SAFETY: valid path and name.

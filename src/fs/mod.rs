@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::meta::{Dirent, Inode, Kind, Meta, Time, Txn, ROOT_INO};
+use crate::migrate::{AccessLog, Migrator, Shared};
+use crate::policy::Policy;
 use crate::tier::Tiers;
 
 pub use xattr::XattrFlags;
@@ -81,17 +83,11 @@ struct Handle {
 /// Settings of a mounted TierFs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub hot_budget: u64,
-    pub writeback_interval: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            hot_budget: 256 << 20,
-            writeback_interval: Duration::from_secs(5),
-        }
-    }
+    /// The policy file, written with defaults if missing, reloaded when edited.
+    pub policy_path: PathBuf,
+    /// Command-line overrides of the policy's hot budget and write-back interval.
+    pub hot_budget: Option<u64>,
+    pub writeback_interval: Option<Duration>,
 }
 
 pub struct TierFs {
@@ -106,6 +102,14 @@ pub struct TierFs {
     lookups: Mutex<HashMap<u64, u64>>,
     inode_count: AtomicU64,
     writeback: Mutex<Option<Writeback>>,
+    opts: Options,
+    shared: Arc<Shared>,
+    migrator: Migrator,
+    access: AccessLog,
+    /// Reads served per tier (hot, warm, cold).
+    hits: [AtomicU64; 3],
+    policy_loaded: Mutex<(SystemTime, Option<String>)>,
+    _policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 /// The write-back thread: its wake-up channel, its stop flag, its handle.
@@ -129,16 +133,26 @@ impl TierFs {
     /// Opens the store's metadata and tiers (`STORE/meta`, `STORE/warm`),
     /// removes files that were unlinked but still open at the last stop, and
     /// starts the write-back thread.
-    pub fn open_store(store_dir: &Path, opts: &Options) -> Result<TierFs> {
+    pub fn open_store(store_dir: &Path, opts: &Options) -> Result<Arc<TierFs>> {
+        let policy = with_overrides(
+            Policy::load_or_create(&opts.policy_path).map_err(Error::Config)?,
+            opts,
+        );
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-        let tiers = Arc::new(Tiers::open(
-            meta.clone(),
-            &store_dir.join("warm"),
-            opts.hot_budget,
-        )?);
+        let tiers = Arc::new(Tiers::open(meta.clone(), store_dir, policy.hot.budget.0)?);
+        tiers.set_zstd_level(policy.cold.zstd_level);
+        let shared = Arc::new(Shared::new(&meta, policy)?);
+        let (migrator, access) = Migrator::start(meta.clone(), tiers.clone(), shared.clone());
         let fs = TierFs {
+            opts: opts.clone(),
+            shared,
+            migrator,
+            access,
+            hits: Default::default(),
+            policy_loaded: Mutex::new((SystemTime::now(), None)),
+            _policy_watch: Mutex::new(None),
             inode_count: AtomicU64::new(meta.count_inodes()),
             meta,
             tiers,
@@ -152,21 +166,55 @@ impl TierFs {
         for ino in fs.meta.orphans()? {
             fs.purge(ino)?;
         }
-        fs.start_writeback(opts.writeback_interval);
+        fs.start_writeback();
+        let fs = Arc::new(fs);
+        let weak = Arc::downgrade(&fs);
+        let watcher = crate::policy::watch(&opts.policy_path, move || {
+            if let Some(fs) = weak.upgrade() {
+                fs.reload_policy();
+            }
+        });
+        match watcher {
+            Ok(w) => *fs._policy_watch.lock() = Some(w),
+            Err(e) => log::warn!("policy changes will not be seen until remount: {e}"),
+        }
         Ok(fs)
     }
 
-    fn start_writeback(&self, interval: Duration) {
+    /// Re-reads the policy file; a bad one is logged and the old policy stays.
+    pub fn reload_policy(&self) {
+        let path = &self.opts.policy_path;
+        match Policy::load(path) {
+            Ok(p) => {
+                let p = with_overrides(p, &self.opts);
+                if *self.shared.policy() == p {
+                    return;
+                }
+                self.tiers.set_hot_budget(p.hot.budget.0);
+                self.tiers.set_zstd_level(p.cold.zstd_level);
+                *self.shared.policy.write() = Arc::new(p);
+                *self.policy_loaded.lock() = (SystemTime::now(), None);
+                log::info!("policy {} reloaded", path.display());
+            }
+            Err(e) => {
+                log::error!("policy edit rejected, the previous policy stays in force: {e}");
+                self.policy_loaded.lock().1 = Some(e);
+            }
+        }
+    }
+
+    fn start_writeback(&self) {
         let (tx, rx) = bounded::<()>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let tiers = self.tiers.clone();
         let meta = self.meta.clone();
+        let shared = self.shared.clone();
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("writeback".into())
             .spawn(move || loop {
                 // Woken early by a writer that found the hot cache over budget.
-                let _ = rx.recv_timeout(interval);
+                let _ = rx.recv_timeout(shared.policy().writeback.interval.0);
                 if stopping.load(Ordering::Acquire) {
                     return;
                 }
@@ -192,6 +240,8 @@ impl TierFs {
 
     /// Writes back everything and stops the write-back thread (unmount).
     pub fn shutdown(&self) -> Result<()> {
+        self._policy_watch.lock().take();
+        self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
             w.stop.store(true, Ordering::Release);
             let _ = w.tx.try_send(());
@@ -295,7 +345,7 @@ impl TierFs {
                 Kind::Dir => return Err(Error::IsDir),
                 _ => return Err(Error::Invalid("truncate of a special file")),
             }
-            self.tiers.truncate(ino, inode.size, size)?;
+            self.tiers.truncate(ino, inode.size, size, inode.tier)?;
         }
         let _g = self.meta.lock.lock();
         let mut inode = self.meta.inode(ino)?;
@@ -390,6 +440,12 @@ impl TierFs {
         }
         let mut inode = Inode::new(ino, kind, perm, caller.uid, gid);
         inode.rdev = rdev;
+        // A directory's pin is inherited by what is created in it; a new
+        // file starts on its pinned tier (hot only if it fits: it is empty).
+        inode.pin = dir.pin;
+        if let (Some(pin), Kind::File) = (dir.pin, kind) {
+            inode.tier = pin;
+        }
         let mut t = Txn::default();
         if kind == Kind::Dir {
             inode.parent = parent;
@@ -725,6 +781,12 @@ impl TierFs {
         if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
             return Err(Error::IsDir);
         }
+        // One open is one access. Opens always reach the daemon (reads served
+        // from the kernel's page cache do not), and counting every read or
+        // write request would make a file written once look busy.
+        if inode.kind == Kind::File {
+            self.access.record(ino);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, Handle { ino });
         *self.open_counts.lock().entry(ino).or_default() += 1;
@@ -753,7 +815,8 @@ impl TierFs {
 
     pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
-        self.tiers.read(ino, off, size, inode.size)
+        self.hits[inode.tier as usize].fetch_add(1, Ordering::Relaxed);
+        self.tiers.read(ino, off, size, inode.size, inode.tier)
     }
 
     /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
@@ -764,7 +827,7 @@ impl TierFs {
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
-        self.tiers.write(ino, off, data, inode.size)?;
+        self.tiers.write(ino, off, data, inode.size, inode.tier)?;
         // The size grows durably with the data, in `Tiers::flush`.
         let _g = self.meta.lock.lock();
         let mut inode = self.meta.inode(ino)?;
@@ -848,6 +911,16 @@ impl TierFs {
             namelen: NAME_MAX as u32,
         })
     }
+}
+
+fn with_overrides(mut p: Policy, opts: &Options) -> Policy {
+    if let Some(b) = opts.hot_budget {
+        p.hot.budget = crate::policy::Bytes(b);
+    }
+    if let Some(w) = opts.writeback_interval {
+        p.writeback.interval = crate::policy::Span(w);
+    }
+    p
 }
 
 fn clear_setid(inode: &mut Inode) {

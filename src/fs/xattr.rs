@@ -1,13 +1,18 @@
-//! Extended attributes: which namespaces are stored, and the create/replace rules.
+//! Extended attributes: the `user.tier*` contract (see `crate::xattr`),
+//! which namespaces are stored, and the create/replace rules.
 //!
-//! `user.*` is stored verbatim in the metadata store. `security.*`,
+//! Other `user.*` names are stored verbatim in the metadata store and kept
+//! across tier moves. `security.*`,
 //! `trusted.*` and `system.*` are answered at once without a lookup (ENODATA
 //! on get, EOPNOTSUPP on set) so that the kernel's `security.capability`
 //! probe on every write costs nothing.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use super::TierFs;
 use crate::error::{Error, Result};
-use crate::meta::{Time, Txn};
+use crate::meta::{Inode, Kind, Tier, Time, Txn, ROOT_INO};
+use crate::xattr as names;
 
 /// Largest value, as Linux's XATTR_SIZE_MAX.
 pub const XATTR_VALUE_MAX: usize = 64 * 1024;
@@ -48,8 +53,214 @@ fn namespace(name: &[u8]) -> Result<Namespace> {
     }
 }
 
+/// A tier name as a user writes it (a trailing newline from `echo` is fine).
+fn parse_tier(value: &[u8]) -> Option<Tier> {
+    let v = std::str::from_utf8(value).ok()?;
+    Tier::parse(v.strip_suffix('\n').unwrap_or(v))
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 impl TierFs {
+    /// Moves a file to `to` now and returns once the move is durable; the
+    /// outcome (or why it could not be done) is what `user.tier.why` says.
+    pub fn move_to(&self, ino: u64, to: Tier, because: &str) -> Result<()> {
+        let inode = self.meta.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Err(Error::Invalid("only regular files have a tier"));
+        }
+        match self.tiers.move_file(ino, to) {
+            Ok(moved) => {
+                if moved {
+                    let when = humantime::format_rfc3339_seconds(SystemTime::now());
+                    self.shared.set_why(ino, format!("{because} at {when}"));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let why = match &e {
+                    Error::FileTooBig => format!(
+                        "{because}, but the file ({} bytes) is larger than the hot budget ({} bytes)",
+                        inode.size,
+                        self.tiers.hot_budget()
+                    ),
+                    Error::NoSpace => format!("{because}, but the {} tier is full", to.name()),
+                    Error::Busy => format!("{because}, but the file kept changing during the move"),
+                    other => format!("{because}, but the move failed: {other}"),
+                };
+                self.shared.set_why(ino, why);
+                Err(e)
+            }
+        }
+    }
+
+    fn tier_get(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        let file_only = |v: String| {
+            if inode.kind == Kind::File {
+                Ok(v.into_bytes())
+            } else {
+                Err(Error::NoXattr)
+            }
+        };
+        let policy = self.shared.policy();
+        let stats = self.shared.stats(ino);
+        let half_life = policy.promote.window.0.as_secs_f64();
+        match name {
+            names::TIER => file_only(inode.tier.name().to_string()),
+            names::PIN => inode
+                .pin
+                .map(|p| p.name().as_bytes().to_vec())
+                .ok_or(Error::NoXattr),
+            names::WHY => {
+                let why = self.shared.why.lock().get(&ino).cloned();
+                file_only(crate::migrate::explain(
+                    &inode,
+                    stats.as_ref(),
+                    why.as_deref(),
+                    &policy,
+                    now_secs(),
+                ))
+            }
+            names::HEAT => file_only(format!(
+                "{:.3}",
+                stats.map_or(0.0, |s| s.heat_at(now_secs(), half_life))
+            )),
+            names::ACCESSED => {
+                let t = stats.map_or(inode.atime.max(inode.mtime).to_system(), |s| {
+                    UNIX_EPOCH + std::time::Duration::from_secs_f64(s.last)
+                });
+                file_only(humantime::format_rfc3339_seconds(t).to_string())
+            }
+            names::ACCESSES => file_only(stats.map_or(0, |s| s.count).to_string()),
+            names::STORED => file_only(self.tiers.stored_bytes(ino)?.to_string()),
+            names::STATS if ino == ROOT_INO => Ok(self.stats_json()?.into_bytes()),
+            names::POLICY if ino == ROOT_INO => Ok(self.policy_text().into_bytes()),
+            _ => Err(Error::NoXattr),
+        }
+    }
+
+    fn tier_set(&self, ino: u64, name: &str, value: &[u8]) -> Result<()> {
+        match name {
+            names::TIER => {
+                let to =
+                    parse_tier(value).ok_or(Error::Invalid("user.tier takes hot, warm or cold"))?;
+                self.move_to(ino, to, &format!("moved to {} by user.tier", to.name()))
+            }
+            names::PIN => {
+                if value == b"none" || value == b"none\n" {
+                    return self.unpin(ino);
+                }
+                let pin = parse_tier(value).ok_or(Error::Invalid(
+                    "user.tier.pin takes hot, warm, cold or none",
+                ))?;
+                let inode = {
+                    let _g = self.meta.lock.lock();
+                    let mut inode = self.meta.inode(ino)?;
+                    if !matches!(inode.kind, Kind::File | Kind::Dir) {
+                        return Err(Error::NotPermitted);
+                    }
+                    inode.pin = Some(pin);
+                    let mut t = Txn::default();
+                    t.put_inode(&inode);
+                    self.meta.commit(t)?;
+                    inode
+                };
+                if inode.kind == Kind::File {
+                    self.move_to(
+                        ino,
+                        pin,
+                        &format!("pinned to {} by user.tier.pin", pin.name()),
+                    )?;
+                }
+                self.meta.flush()
+            }
+            names::MIGRATE if ino == ROOT_INO => {
+                let r = self.migrator.run_cycle()?;
+                log::info!(
+                    "migration cycle on request: {} moved, {} failed",
+                    r.moved.len(),
+                    r.failed.len()
+                );
+                Ok(())
+            }
+            n if names::READ_ONLY.contains(&n) || n == names::MIGRATE => Err(Error::NotPermitted),
+            _ => Err(Error::Invalid("unknown user.tier attribute")),
+        }
+    }
+
+    fn unpin(&self, ino: u64) -> Result<()> {
+        let _g = self.meta.lock.lock();
+        let mut inode = self.meta.inode(ino)?;
+        if inode.pin.take().is_none() {
+            return Err(Error::NoXattr);
+        }
+        let mut t = Txn::default();
+        t.put_inode(&inode);
+        self.meta.commit(t)
+    }
+
+    /// `user.tier.stats`: files and bytes per tier, hits, migrations, errors, queue.
+    fn stats_json(&self) -> Result<String> {
+        let mut files = [0u64; 3];
+        let mut bytes = [0u64; 3];
+        for r in self.meta.inodes() {
+            let i: Inode = r?;
+            if i.kind == Kind::File && i.nlink > 0 {
+                let size = i.size.max(self.tiers.pending_size(i.ino).unwrap_or(0));
+                files[i.tier as usize] += 1;
+                bytes[i.tier as usize] += size;
+            }
+        }
+        let ((warm_live, warm_files), (cold_live, cold_files)) = self.tiers.usage();
+        let (cache, pinned) = self.tiers.hot_bytes();
+        let policy = self.shared.policy();
+        let c = &self.shared.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let (loaded_at, error) = self.policy_loaded.lock().clone();
+        let v = serde_json::json!({
+            "tiers": {
+                "hot": {"files": files[0], "bytes": bytes[0], "stored": pinned,
+                        "budget": policy.hot.budget.0, "cache_bytes": cache, "hits": load(&self.hits[0])},
+                "warm": {"files": files[1], "bytes": bytes[1], "stored": warm_live,
+                         "segment_bytes": warm_files, "budget": policy.warm.budget.0, "hits": load(&self.hits[1])},
+                "cold": {"files": files[2], "bytes": bytes[2], "stored": cold_live,
+                         "pack_bytes": cold_files, "hits": load(&self.hits[2])},
+            },
+            "migrations": {"done": load(&c.migrations), "failed": load(&c.failed),
+                           "queued": load(&c.queued), "cycles": load(&c.cycles)},
+            "access_events": {"queued": self.access.queued(), "dropped": load(&c.dropped_events)},
+            "policy": {"file": self.opts.policy_path.display().to_string(),
+                       "loaded": humantime::format_rfc3339_seconds(loaded_at).to_string(),
+                       "last_rejected_edit": error},
+        });
+        Ok(v.to_string())
+    }
+
+    /// `user.tier.policy`: where the policy comes from, and the policy in force.
+    fn policy_text(&self) -> String {
+        let (loaded_at, error) = self.policy_loaded.lock().clone();
+        let mut s = format!(
+            "# from {} (loaded {})\n",
+            self.opts.policy_path.display(),
+            humantime::format_rfc3339_seconds(loaded_at)
+        );
+        if let Some(e) = error {
+            s.push_str(&format!("# last edit rejected, not in force: {e}\n"));
+        }
+        s.push_str(&self.shared.policy().render());
+        s
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if names::is_reserved(name) {
+            return self.tier_get(ino, std::str::from_utf8(name).unwrap_or(""));
+        }
         match namespace(name)? {
             Namespace::Unsupported => Err(Error::NoXattr),
             Namespace::User => {
@@ -60,6 +271,9 @@ impl TierFs {
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        if names::is_reserved(name) {
+            return self.tier_set(ino, std::str::from_utf8(name).unwrap_or(""), value);
+        }
         match namespace(name)? {
             Namespace::Unsupported => Err(Error::XattrNotSupported),
             Namespace::User => {
@@ -84,10 +298,21 @@ impl TierFs {
         }
     }
 
-    /// The NUL-terminated names, as listxattr returns them.
+    /// The NUL-terminated names, as listxattr returns them: `user.tier` (files),
+    /// `user.tier.pin` (when set) and the user's own. Computed, read-only
+    /// names are not listed, so that cp -a, rsync -X and tar --xattrs copy
+    /// only what can be set.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        self.meta.inode(ino)?;
+        let inode = self.meta.inode(ino)?;
         let mut out = Vec::new();
+        if inode.kind == Kind::File {
+            out.extend_from_slice(names::TIER.as_bytes());
+            out.push(0);
+        }
+        if inode.pin.is_some() {
+            out.extend_from_slice(names::PIN.as_bytes());
+            out.push(0);
+        }
         for name in self.meta.xattr_names(ino)? {
             out.extend_from_slice(&name);
             out.push(0);
@@ -96,6 +321,12 @@ impl TierFs {
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        if name == names::PIN.as_bytes() {
+            return self.unpin(ino);
+        }
+        if names::is_reserved(name) {
+            return Err(Error::NotPermitted);
+        }
         match namespace(name)? {
             Namespace::Unsupported => Err(Error::NoXattr),
             Namespace::User => {

@@ -11,6 +11,8 @@ type Key = (u64, u64);
 struct HotChunk {
     data: Vec<u8>,
     dirty: bool,
+    /// Part of a hot-tier file: never evicted.
+    pinned: bool,
     tick: u64,
 }
 
@@ -21,6 +23,7 @@ pub struct HotCache {
     /// Dirty chunk count per inode.
     dirty: BTreeMap<u64, usize>,
     bytes: u64,
+    pinned_bytes: u64,
     tick: u64,
     budget: u64,
 }
@@ -32,6 +35,7 @@ impl HotCache {
             lru: BTreeMap::new(),
             dirty: BTreeMap::new(),
             bytes: 0,
+            pinned_bytes: 0,
             tick: 0,
             budget,
         }
@@ -43,6 +47,32 @@ impl HotCache {
 
     pub fn over_budget(&self) -> bool {
         self.bytes > self.budget
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
+
+    /// Bytes held for hot-tier files.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned_bytes
+    }
+
+    /// Marks every cached chunk of `ino` as part of a hot-tier file (or not).
+    pub fn set_pinned(&mut self, ino: u64, pinned: bool) {
+        let mut delta: i64 = 0;
+        for (_, c) in self.chunks.range_mut((ino, 0)..=(ino, u64::MAX)) {
+            if c.pinned != pinned {
+                c.pinned = pinned;
+                let n = c.data.capacity() as i64;
+                delta += if pinned { n } else { -n };
+            }
+        }
+        self.pinned_bytes = (self.pinned_bytes as i64 + delta) as u64;
     }
 
     fn touch(&mut self, key: Key) {
@@ -71,16 +101,19 @@ impl HotCache {
     }
 
     /// Caches a clean copy unless the chunk is cached already.
-    pub fn insert_clean(&mut self, ino: u64, idx: u64, data: Vec<u8>) {
+    pub fn insert_clean(&mut self, ino: u64, idx: u64, data: Vec<u8>, pinned: bool) {
         if self.chunks.contains_key(&(ino, idx)) {
             return;
         }
-        self.insert(ino, idx, data, false);
+        self.insert(ino, idx, data, false, pinned);
     }
 
-    fn insert(&mut self, ino: u64, idx: u64, data: Vec<u8>, dirty: bool) {
+    fn insert(&mut self, ino: u64, idx: u64, data: Vec<u8>, dirty: bool, pinned: bool) {
         self.tick += 1;
         self.bytes += data.capacity() as u64;
+        if pinned {
+            self.pinned_bytes += data.capacity() as u64;
+        }
         if dirty {
             *self.dirty.entry(ino).or_default() += 1;
         }
@@ -90,6 +123,7 @@ impl HotCache {
             HotChunk {
                 data,
                 dirty,
+                pinned,
                 tick: self.tick,
             },
         ) {
@@ -99,6 +133,9 @@ impl HotCache {
 
     fn forget_chunk(&mut self, ino: u64, c: &HotChunk) {
         self.bytes -= c.data.capacity() as u64;
+        if c.pinned {
+            self.pinned_bytes -= c.data.capacity() as u64;
+        }
         self.lru.remove(&c.tick);
         if c.dirty {
             self.dec_dirty(ino);
@@ -125,6 +162,9 @@ impl HotCache {
         let after = c.data.capacity() as u64;
         let was_dirty = std::mem::replace(&mut c.dirty, true);
         self.bytes = self.bytes + after - before;
+        if c.pinned {
+            self.pinned_bytes = self.pinned_bytes + after - before;
+        }
         if !was_dirty {
             *self.dirty.entry(ino).or_default() += 1;
         }
@@ -133,8 +173,8 @@ impl HotCache {
     }
 
     /// Inserts a chunk's new bytes as dirty.
-    pub fn insert_dirty(&mut self, ino: u64, idx: u64, data: Vec<u8>) {
-        self.insert(ino, idx, data, true);
+    pub fn insert_dirty(&mut self, ino: u64, idx: u64, data: Vec<u8>, pinned: bool) {
+        self.insert(ino, idx, data, true, pinned);
     }
 
     pub fn has_dirty(&self, ino: u64) -> bool {
@@ -194,7 +234,7 @@ impl HotCache {
                     break;
                 }
                 let c = &self.chunks[key];
-                if !c.dirty {
+                if !c.dirty && !c.pinned {
                     need = need.saturating_sub(c.data.capacity() as u64);
                     v.push(*key);
                 }
@@ -223,16 +263,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pinned_chunks_are_never_evicted() {
+        let mut h = HotCache::new(100);
+        h.insert_clean(1, 0, vec![1; 80], true);
+        h.insert_clean(2, 0, vec![2; 80], false);
+        h.evict();
+        assert!(h.contains(1, 0));
+        assert!(!h.contains(2, 0));
+        assert_eq!(h.pinned_bytes(), 80);
+        h.set_pinned(1, false);
+        assert_eq!(h.pinned_bytes(), 0);
+        h.insert_clean(3, 0, vec![3; 80], false);
+        h.evict();
+        assert!(!h.contains(1, 0));
+    }
+
+    #[test]
     fn dirty_chunks_survive_eviction() {
         let mut h = HotCache::new(100);
-        h.insert_dirty(1, 0, vec![1; 80]);
-        h.insert_clean(2, 0, vec![2; 80]);
+        h.insert_dirty(1, 0, vec![1; 80], false);
+        h.insert_clean(2, 0, vec![2; 80], false);
         h.evict();
         assert!(h.contains(1, 0));
         assert!(!h.contains(2, 0));
         h.mark_clean(1, 0);
         assert!(!h.has_dirty(1));
-        h.insert_clean(3, 0, vec![3; 80]);
+        h.insert_clean(3, 0, vec![3; 80], false);
         h.evict();
         assert!(!h.contains(1, 0), "least recently used goes first");
         assert!(h.contains(3, 0));
@@ -241,7 +297,7 @@ mod tests {
     #[test]
     fn read_past_data_gives_zeros() {
         let mut h = HotCache::new(1000);
-        h.insert_dirty(1, 0, vec![9; 4]);
+        h.insert_dirty(1, 0, vec![9; 4], false);
         let mut out = [7u8; 8];
         assert!(h.read_into(1, 0, 2, &mut out));
         assert_eq!(out, [9, 9, 0, 0, 0, 0, 0, 0]);
@@ -252,8 +308,8 @@ mod tests {
     #[test]
     fn byte_accounting_follows_changes() {
         let mut h = HotCache::new(1 << 20);
-        h.insert_dirty(1, 0, Vec::with_capacity(10));
-        h.insert_dirty(1, 1, Vec::with_capacity(10));
+        h.insert_dirty(1, 0, Vec::with_capacity(10), false);
+        h.insert_dirty(1, 1, Vec::with_capacity(10), false);
         h.modify(1, 0, |d| d.reserve_exact(100));
         assert!(h.bytes() >= 110);
         h.remove_from(1, 0);

@@ -1,34 +1,45 @@
 //! File content: chunks on the tiers, found through the chunk index in `meta`.
 //!
 //! `Tiers` owns every byte of file content: reads, writes, truncation,
-//! write-back of dirty chunks, freeing and segment compaction. It knows
-//! inode numbers and sizes, never names or permissions (that is `fs`).
+//! write-back of dirty chunks, moves between tiers, freeing and compaction.
+//! It knows inode numbers, sizes and tiers, never names or permissions
+//! (that is `fs`).
 //!
-//! Writes land in the hot cache as dirty chunks. `flush` appends them to the
-//! warm tier, fdatasyncs the segments and only then points the index at the
-//! new records: the index never names bytes that a crash could lose.
+//! * warm: chunk bytes in `SegmentStore` records (`STORE/warm/*.seg`);
+//! * cold: one zstd frame per chunk in `SegmentStore` records (`STORE/cold/*.pack`),
+//!   so a random read decompresses one chunk, never the whole file;
+//! * hot: the file's chunks pinned in the RAM cache, with their durable copy
+//!   in warm segments (a crash never loses a synced byte of a hot file).
+//!
+//! Writes land in the hot cache as dirty chunks. `flush` writes them to the
+//! file's own tier, syncs, and only then points the index at the new records:
+//! the index never names bytes that a crash could lose.
 
 pub mod hot;
-pub mod warm;
+pub mod segment;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::meta::{ChunkLoc, Meta, Txn};
+use crate::meta::{ChunkLoc, Meta, Tier, Txn};
 use hot::HotCache;
-use warm::Warm;
+use segment::{SegmentStore, COLD, WARM};
 
 /// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 
 const FILE_LOCK_SHARDS: usize = 64;
+/// How often a move is retried when the file changes under it.
+const MOVE_ATTEMPTS: usize = 5;
 
 pub struct Tiers {
     meta: std::sync::Arc<Meta>,
-    warm: Warm,
+    warm: SegmentStore,
+    cold: SegmentStore,
     hot: Mutex<HotCache>,
     /// Serialises content changes per file (sharded by inode number); reads
     /// take it shared so that they never cache bytes a truncate just dropped.
@@ -40,6 +51,7 @@ pub struct Tiers {
     pending_size: Mutex<HashMap<u64, u64>>,
     /// Wakes the write-back thread early when the hot cache is over budget.
     writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    zstd_level: AtomicI32,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -59,40 +71,124 @@ fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, us
     })
 }
 
+/// The segment store that holds a tier's records (hot files keep theirs warm).
+fn store_tier(t: Tier) -> Tier {
+    match t {
+        Tier::Hot | Tier::Warm => Tier::Warm,
+        Tier::Cold => Tier::Cold,
+    }
+}
+
+/// Bytes and stored bytes of the content of one tier.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TierUsage {
+    pub live: u64,
+    pub files_bytes: u64,
+}
+
 impl Tiers {
-    pub fn open(meta: std::sync::Arc<Meta>, warm_dir: &Path, hot_budget: u64) -> Result<Tiers> {
-        let warm = Warm::open(warm_dir)?;
+    pub fn open(meta: std::sync::Arc<Meta>, store_dir: &Path, hot_budget: u64) -> Result<Tiers> {
+        let warm = SegmentStore::open(&store_dir.join("warm"), WARM)?;
+        let cold = SegmentStore::open(&store_dir.join("cold"), COLD)?;
         for r in meta.all_chunks() {
             let (_, _, loc) = r?;
-            warm.add_live(&loc);
+            match loc.tier {
+                Tier::Cold => cold.add_live(&loc),
+                Tier::Hot | Tier::Warm => warm.add_live(&loc),
+            }
         }
-        let tiers = Tiers {
+        Ok(Tiers {
             meta,
             warm,
+            cold,
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
             writeback_wake: Mutex::new(None),
-        };
-        Ok(tiers)
+            zstd_level: AtomicI32::new(3),
+        })
+    }
+
+    pub fn set_zstd_level(&self, level: i32) {
+        self.zstd_level.store(level, Ordering::Relaxed);
     }
 
     fn lock(&self, ino: u64) -> &RwLock<()> {
         &self.file_locks[(ino as usize) % FILE_LOCK_SHARDS]
     }
 
-    /// Loads chunk `idx` of `ino` from its durable copy (None: a hole).
-    fn load(&self, ino: u64, idx: u64) -> Result<Option<Vec<u8>>> {
-        let Some(loc) = self.meta.chunk(ino, idx)? else {
-            return Ok(None);
-        };
-        let mut data = Vec::with_capacity(loc.len as usize);
-        self.warm.read(&loc, &mut data)?;
-        Ok(Some(data))
+    fn store(&self, tier: Tier) -> &SegmentStore {
+        match store_tier(tier) {
+            Tier::Cold => &self.cold,
+            _ => &self.warm,
+        }
     }
 
-    /// Reads `size` bytes at `off` of a file that is `file_size` long.
-    pub fn read(&self, ino: u64, off: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
+    /// The bytes of the chunk at `loc`, checked (and decompressed when cold).
+    fn read_loc(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        let mut raw = Vec::with_capacity(loc.stored as usize);
+        self.store(loc.tier).read(loc, &mut raw)?;
+        if loc.tier != Tier::Cold {
+            return Ok(raw);
+        }
+        let data = zstd::bulk::decompress(&raw, loc.len as usize).map_err(|e| {
+            Error::Corrupt(format!(
+                "pack {:016x} offset {}: zstd frame does not decompress: {e}",
+                loc.seg, loc.off
+            ))
+        })?;
+        if data.len() != loc.len as usize {
+            return Err(Error::Corrupt(format!(
+                "pack {:016x} offset {}: frame holds {} bytes, expected {}",
+                loc.seg,
+                loc.off,
+                data.len(),
+                loc.len
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Appends a chunk to the records of `tier`; durable after `sync(tier)`.
+    fn append(
+        &self,
+        tier: Tier,
+        ino: u64,
+        idx: u64,
+        version: u64,
+        data: &[u8],
+    ) -> Result<ChunkLoc> {
+        if store_tier(tier) != Tier::Cold {
+            return self.warm.append(ino, idx, version, data);
+        }
+        let level = self.zstd_level.load(Ordering::Relaxed);
+        let frame = zstd::bulk::compress(data, level)?;
+        let mut loc = self.cold.append(ino, idx, version, &frame)?;
+        loc.len = data.len() as u32;
+        Ok(loc)
+    }
+
+    fn free(&self, loc: &ChunkLoc) {
+        self.store(loc.tier).free(loc);
+    }
+
+    /// Loads chunk `idx` of `ino` from its durable copy (None: a hole).
+    fn load(&self, ino: u64, idx: u64) -> Result<Option<Vec<u8>>> {
+        match self.meta.chunk(ino, idx)? {
+            Some(loc) => Ok(Some(self.read_loc(&loc)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads `size` bytes at `off` of a file that is `file_size` long and on `tier`.
+    pub fn read(
+        &self,
+        ino: u64,
+        off: u64,
+        size: u32,
+        file_size: u64,
+        tier: Tier,
+    ) -> Result<Vec<u8>> {
         if off >= file_size {
             return Ok(Vec::new());
         }
@@ -108,7 +204,7 @@ impl Tiers {
                 Some(data) => {
                     hot::copy_or_zero(&data, in_chunk, out);
                     let mut hot = self.hot.lock();
-                    hot.insert_clean(ino, idx, data);
+                    hot.insert_clean(ino, idx, data, tier == Tier::Hot);
                     hot.evict();
                 }
                 None => out.fill(0),
@@ -118,7 +214,7 @@ impl Tiers {
     }
 
     /// Writes `data` at `off` into a file that was `file_size` long before.
-    pub fn write(&self, ino: u64, off: u64, data: &[u8], file_size: u64) -> Result<()> {
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], file_size: u64, tier: Tier) -> Result<()> {
         let g = self.lock(ino).write();
         for (idx, in_chunk, at, n) in chunk_span(off, data.len() as u64) {
             let src = &data[at..at + n];
@@ -143,7 +239,7 @@ impl Tiers {
                 d
             };
             put(&mut d);
-            self.hot.lock().insert_dirty(ino, idx, d);
+            self.hot.lock().insert_dirty(ino, idx, d, tier == Tier::Hot);
         }
         let end = off + data.len() as u64;
         if end > file_size {
@@ -171,7 +267,7 @@ impl Tiers {
     /// Changes the length of a file from `old_size` to `new_size`; bytes past
     /// the shorter of the two are dropped, so a later grow reads zeros.
     /// The caller then records `new_size` in the inode itself.
-    pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
+    pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64, tier: Tier) -> Result<()> {
         let _g = self.lock(ino).write();
         self.pending_size.lock().remove(&ino);
         let keep = old_size.min(new_size);
@@ -185,7 +281,7 @@ impl Tiers {
                 if let Some(mut d) = self.load(ino, idx)? {
                     if d.len() > tail {
                         d.truncate(tail);
-                        self.hot.lock().insert_dirty(ino, idx, d);
+                        self.hot.lock().insert_dirty(ino, idx, d, tier == Tier::Hot);
                     }
                 }
             }
@@ -205,7 +301,7 @@ impl Tiers {
         }
         self.meta.commit(t)?;
         for (_, loc) in &gone {
-            self.warm.free(loc);
+            self.free(loc);
         }
         Ok(())
     }
@@ -221,7 +317,7 @@ impl Tiers {
         }
         self.meta.commit(t)?;
         for (_, loc) in &gone {
-            self.warm.free(loc);
+            self.free(loc);
         }
         Ok(())
     }
@@ -243,6 +339,12 @@ impl Tiers {
 
     fn flush_locked(&self, ino: u64, _held: &RwLockWriteGuard<'_, ()>) -> Result<()> {
         let dirty = self.hot.lock().dirty_chunks(ino);
+        // Dirty chunks go to the file's own tier (compressed when cold).
+        let tier = match self.meta.inode(ino) {
+            Ok(i) => i.tier,
+            Err(Error::NotFound) => Tier::Warm,
+            Err(e) => return Err(e),
+        };
         let mut written: Vec<(u64, ChunkLoc)> = Vec::with_capacity(dirty.len());
         for idx in dirty {
             // One chunk copied at a time: flushing a huge file never doubles its RAM.
@@ -250,9 +352,11 @@ impl Tiers {
                 continue;
             };
             let version = self.meta.next_id()?;
-            written.push((idx, self.warm.append(ino, idx, version, &data)?));
+            written.push((idx, self.append(tier, ino, idx, version, &data)?));
         }
-        self.warm.sync()?;
+        if !written.is_empty() {
+            self.store(tier).sync()?;
+        }
         let mut t = Txn::default();
         let mut old = Vec::new();
         for (idx, loc) in &written {
@@ -277,7 +381,7 @@ impl Tiers {
             self.meta.commit(t)?;
         }
         for prev in &old {
-            self.warm.free(prev);
+            self.free(prev);
         }
         let mut hot = self.hot.lock();
         for (idx, _) in &written {
@@ -299,56 +403,176 @@ impl Tiers {
         Ok(())
     }
 
+    /// Whether a file of `size` bytes fits the hot tier next to what is
+    /// pinned there already (`already` of which are this file's own).
+    pub fn check_hot_room(&self, size: u64, already_hot: bool) -> Result<()> {
+        let hot = self.hot.lock();
+        if size > hot.budget() {
+            return Err(Error::FileTooBig);
+        }
+        let pinned = if already_hot { 0 } else { hot.pinned_bytes() };
+        if pinned + size > hot.budget() {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Moves the content of `ino` to tier `to`: the new copy is written and
+    /// synced, then the chunk locations and the inode's tier are committed in
+    /// one batch and flushed, then the old copy is freed. A write during the
+    /// move wins: the move starts over from the new bytes. Returns false
+    /// when the file was on `to` already.
+    pub fn move_file(&self, ino: u64, to: Tier) -> Result<bool> {
+        for _ in 0..MOVE_ATTEMPTS {
+            self.flush(ino)?;
+            let inode = self.meta.inode(ino)?;
+            let from = inode.tier;
+            if from == to {
+                return Ok(false);
+            }
+            if to == Tier::Hot {
+                self.check_hot_room(inode.size, false)?;
+            }
+            let chunks = self.meta.chunks_from(ino, 0)?;
+            // Copy without holding the file's lock: reads and writes go on.
+            let mut copies = Vec::new();
+            if store_tier(from) != store_tier(to) {
+                for (idx, loc) in &chunks {
+                    let data = self.read_loc(loc)?;
+                    copies.push((*idx, self.append(to, ino, *idx, loc.version, &data)?));
+                }
+                self.store(to).sync()?;
+            }
+            let g = self.lock(ino).write();
+            let unchanged = !self.hot.lock().has_dirty(ino)
+                && !self.pending_size.lock().contains_key(&ino)
+                && self.meta.chunks_from(ino, 0)? == chunks;
+            if !unchanged {
+                drop(g);
+                for (_, loc) in &copies {
+                    self.free(loc);
+                }
+                continue;
+            }
+            {
+                let _m = self.meta.lock.lock();
+                let mut inode = self.meta.inode(ino)?;
+                inode.tier = to;
+                let mut t = Txn::default();
+                t.put_inode(&inode);
+                for (idx, loc) in &copies {
+                    t.put_chunk(ino, *idx, loc);
+                }
+                self.meta.commit(t)?;
+            }
+            self.meta.flush()?;
+            if !copies.is_empty() {
+                for (_, loc) in &chunks {
+                    self.free(loc);
+                }
+            }
+            if to == Tier::Hot {
+                for (idx, _) in &chunks {
+                    if !self.hot.lock().contains(ino, *idx) {
+                        let data = self.load(ino, *idx)?.unwrap_or_default();
+                        self.hot.lock().insert_clean(ino, *idx, data, true);
+                    }
+                }
+                self.hot.lock().set_pinned(ino, true);
+            } else {
+                let mut hot = self.hot.lock();
+                hot.set_pinned(ino, false);
+                hot.evict();
+            }
+            return Ok(true);
+        }
+        Err(Error::Busy)
+    }
+
+    /// Bytes the chunks of `ino` take on their tier (compressed when cold).
+    pub fn stored_bytes(&self, ino: u64) -> Result<u64> {
+        Ok(self
+            .meta
+            .chunks_from(ino, 0)?
+            .iter()
+            .map(|(_, l)| segment::record_size(l.stored))
+            .sum())
+    }
+
     pub fn hot_over_budget(&self) -> bool {
         self.hot.lock().over_budget()
     }
 
-    /// Bytes the hot cache holds.
-    pub fn hot_bytes(&self) -> u64 {
-        self.hot.lock().bytes()
+    /// Bytes the hot cache holds, and of those, bytes of hot-tier files.
+    pub fn hot_bytes(&self) -> (u64, u64) {
+        let h = self.hot.lock();
+        (h.bytes(), h.pinned_bytes())
     }
 
-    /// Live record bytes and segment file bytes of the warm tier.
-    pub fn warm_usage(&self) -> (u64, u64) {
-        self.warm.usage()
+    pub fn hot_budget(&self) -> u64 {
+        self.hot.lock().budget()
     }
 
-    /// Copies the live records of one mostly-dead segment elsewhere and
-    /// deletes it. Returns false when no segment needed it.
+    pub fn set_hot_budget(&self, budget: u64) {
+        let mut hot = self.hot.lock();
+        hot.set_budget(budget);
+        hot.evict();
+    }
+
+    /// Live record bytes and file bytes of the warm and cold segment stores.
+    pub fn usage(&self) -> ((u64, u64), (u64, u64)) {
+        (self.warm.usage(), self.cold.usage())
+    }
+
+    /// Copies the live records of one mostly-dead segment (warm or cold)
+    /// elsewhere and deletes it. Returns false when none needed it.
     pub fn compact_once(&self) -> Result<bool> {
-        let Some(id) = self.warm.compaction_candidate() else {
+        for store in [&self.warm, &self.cold] {
+            if self.compact_store(store)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn compact_store(&self, store: &SegmentStore) -> Result<bool> {
+        let Some(id) = store.compaction_candidate() else {
             return Ok(false);
         };
-        let Some(scan) = self.warm.scan(id) else {
+        let Some(scan) = store.scan(id) else {
             return Ok(false);
         };
         let mut moved = Vec::new();
-        let mut data = Vec::new();
+        let mut raw = Vec::new();
         for (off, h) in scan.records {
             let _g = self.lock(h.ino).write();
             let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
                 continue;
             };
-            if loc.seg != id || loc.off != off {
+            if store_tier(loc.tier) != store_tier(store.tier()) || loc.seg != id || loc.off != off {
                 continue;
             }
-            self.warm.read(&loc, &mut data)?;
-            let new = self.warm.append(h.ino, h.chunk, loc.version, &data)?;
+            // Records move as they are: a cold frame stays compressed.
+            store.read(&loc, &mut raw)?;
+            let mut new = store.append(h.ino, h.chunk, loc.version, &raw)?;
+            new.len = loc.len;
+            new.tier = loc.tier;
             moved.push((h.ino, h.chunk, loc, new));
         }
-        self.warm.sync()?;
+        store.sync()?;
         for (ino, idx, old, new) in &moved {
             if self.meta.swap_chunk(*ino, *idx, old, new)? {
-                self.warm.free(old);
+                store.free(old);
             } else {
-                self.warm.free(new);
+                store.free(new);
             }
         }
         // The index must no longer name the old segment on disk before it goes.
         self.meta.flush()?;
-        self.warm.remove(id)?;
+        store.remove(id)?;
         log::info!(
-            "compacted segment {id:016x}: {} live chunks moved",
+            "compacted {} segment {id:016x}: {} live chunks moved",
+            store.tier().name(),
             moved.len()
         );
         Ok(true)
@@ -358,18 +582,13 @@ impl Tiers {
     /// `(ino, chunk index, problem)` for each bad one.
     pub fn verify_all(&self) -> Result<Vec<(u64, u64, Error)>> {
         let mut bad = Vec::new();
-        let mut buf = Vec::new();
         for r in self.meta.all_chunks() {
             let (ino, idx, loc) = r?;
-            if let Err(e) = self.warm.read(&loc, &mut buf) {
+            if let Err(e) = self.read_loc(&loc) {
                 bad.push((ino, idx, e));
             }
         }
         Ok(bad)
-    }
-
-    pub fn warm(&self) -> &Warm {
-        &self.warm
     }
 }
 
@@ -380,7 +599,7 @@ mod tests {
 
     fn open(dir: &Path, budget: u64) -> Tiers {
         let meta = Arc::new(Meta::open(&dir.join("meta"), 0, 0).unwrap());
-        Tiers::open(meta, &dir.join("warm"), budget).unwrap()
+        Tiers::open(meta, dir, budget).unwrap()
     }
 
     #[test]
@@ -394,14 +613,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = open(dir.path(), 1 << 30);
         let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
-        t.write(7, 0, &data, 0).unwrap();
+        t.write(7, 0, &data, 0, Tier::Warm).unwrap();
         t.flush(7).unwrap();
         t.meta.flush().unwrap();
         drop(t);
         let t = open(dir.path(), 1 << 30);
-        assert_eq!(t.read(7, 0, 3_000_000, 3_000_000).unwrap(), data);
         assert_eq!(
-            t.read(7, 1_048_570, 10, 3_000_000).unwrap(),
+            t.read(7, 0, 3_000_000, 3_000_000, Tier::Warm).unwrap(),
+            data
+        );
+        assert_eq!(
+            t.read(7, 1_048_570, 10, 3_000_000, Tier::Warm).unwrap(),
             &data[1_048_570..1_048_580]
         );
     }
@@ -410,11 +632,11 @@ mod tests {
     fn truncate_then_grow_reads_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let t = open(dir.path(), 1 << 30);
-        t.write(3, 0, &[5u8; 100], 0).unwrap();
+        t.write(3, 0, &[5u8; 100], 0, Tier::Warm).unwrap();
         t.flush(3).unwrap();
-        t.truncate(3, 100, 10).unwrap();
-        t.truncate(3, 10, 100).unwrap();
-        let r = t.read(3, 0, 100, 100).unwrap();
+        t.truncate(3, 100, 10, Tier::Warm).unwrap();
+        t.truncate(3, 10, 100, Tier::Warm).unwrap();
+        let r = t.read(3, 0, 100, 100, Tier::Warm).unwrap();
         assert_eq!(&r[..10], &[5u8; 10]);
         assert!(r[10..].iter().all(|b| *b == 0));
     }
@@ -425,16 +647,60 @@ mod tests {
         let t = open(dir.path(), 4 << 20);
         let chunk = vec![0xabu8; CHUNK_SIZE as usize];
         for i in 0..32u64 {
-            t.write(9, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE).unwrap();
+            t.write(9, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE, Tier::Warm)
+                .unwrap();
             assert!(
-                t.hot_bytes() <= 6 << 20,
-                "hot cache grew to {}",
+                t.hot_bytes().0 <= 6 << 20,
+                "hot cache grew to {:?}",
                 t.hot_bytes()
             );
         }
         let size = 32 * CHUNK_SIZE;
-        let r = t.read(9, 17 * CHUNK_SIZE + 5, 10, size).unwrap();
+        let r = t
+            .read(9, 17 * CHUNK_SIZE + 5, 10, size, Tier::Warm)
+            .unwrap();
         assert_eq!(r, vec![0xab; 10]);
+    }
+
+    #[test]
+    fn moves_between_all_tiers_keep_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 64 << 20);
+        let meta = t.meta.clone();
+        let mut inode = crate::meta::Inode::new(50, crate::meta::Kind::File, 0o644, 0, 0);
+        let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+        inode.size = data.len() as u64;
+        let mut txn = Txn::default();
+        txn.put_inode(&inode);
+        meta.commit(txn).unwrap();
+        t.write(50, 0, &data, 0, Tier::Warm).unwrap();
+        for to in [
+            Tier::Cold,
+            Tier::Hot,
+            Tier::Cold,
+            Tier::Warm,
+            Tier::Hot,
+            Tier::Warm,
+        ] {
+            assert!(t.move_file(50, to).unwrap());
+            assert_eq!(meta.inode(50).unwrap().tier, to);
+            for (_, loc) in meta.chunks_from(50, 0).unwrap() {
+                assert_eq!(store_tier(loc.tier), store_tier(to));
+            }
+            let size = data.len() as u64;
+            assert_eq!(
+                t.read(50, 0, size as u32, size, to).unwrap(),
+                data,
+                "{to:?}"
+            );
+        }
+        assert!(!t.move_file(50, Tier::Warm).unwrap(), "already there");
+        let (_, cold) = t.usage();
+        assert_eq!(cold.0, 0, "cold copies are dead once the file left");
+        assert!(matches!(
+            t.check_hot_room(65 << 20, false),
+            Err(Error::FileTooBig)
+        ));
     }
 
     #[test]
@@ -444,13 +710,14 @@ mod tests {
         let chunk = vec![1u8; CHUNK_SIZE as usize];
         // File 1 fills segment 1 and spills into segment 2; deleting it
         // leaves only file 2's one chunk live in the sealed segment 1.
-        t.write(2, 0, b"survivor", 0).unwrap();
+        t.write(2, 0, b"survivor", 0, Tier::Warm).unwrap();
         t.flush(2).unwrap();
         for i in 0..70 {
-            t.write(1, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE).unwrap();
+            t.write(1, i * CHUNK_SIZE, &chunk, i * CHUNK_SIZE, Tier::Warm)
+                .unwrap();
         }
         t.flush(1).unwrap();
-        t.truncate(1, 70 * CHUNK_SIZE, 0).unwrap();
+        t.truncate(1, 70 * CHUNK_SIZE, 0, Tier::Warm).unwrap();
         while t.warm.segment_ids().len() > 1 {
             if !t.compact_once().unwrap() {
                 break;
@@ -464,6 +731,6 @@ mod tests {
             drop(t);
             open(dir.path(), 1 << 30)
         };
-        assert_eq!(t2.read(2, 0, 8, 8).unwrap(), b"survivor");
+        assert_eq!(t2.read(2, 0, 8, 8, Tier::Warm).unwrap(), b"survivor");
     }
 }

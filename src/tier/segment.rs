@@ -1,8 +1,11 @@
-//! Warm tier: append-only segment files, read through memory maps.
+//! Append-only segment files of self-describing records, read through
+//! memory maps: the warm tier (`STORE/warm/*.seg`, records hold chunk bytes)
+//! and the cold tier (`STORE/cold/*.pack`, records hold one zstd frame per
+//! chunk) are both a `SegmentStore`.
 //!
-//! Owns the segment files in `STORE/warm/` and the live-byte count of each.
-//! It knows records, not files: which chunk a record belongs to is the
-//! caller's business (the chunk index in `meta`).
+//! Owns the files in its directory and the live-byte count of each. It knows
+//! records, not files: which chunk a record belongs to is the caller's
+//! business (the chunk index in `meta`), and so is what the bytes mean.
 //!
 //! Segments have a fixed size, reserved with `posix_fallocate` when created
 //! (so a write into one never meets a full disk, and a mapped page is never
@@ -27,14 +30,35 @@ use crate::meta::{ChunkLoc, Tier};
 pub const SEG_SIZE: u64 = 64 << 20;
 
 // Segment header, 64 bytes at offset 0:
-//   0  [u8; 8] magic "TIERSEG\0"
+//   0  [u8; 8] magic: "TIERSEG\0" (warm) or "TIERPAK\0" (cold)
 //   8  u32     format version (1)
 //  12  u32     reserved
 //  16  u64     segment id
 //  24  [u8;40] reserved (zero)
 pub const SEG_HEADER_LEN: u64 = 64;
-const SEG_MAGIC: &[u8; 8] = b"TIERSEG\0";
 const SEG_VERSION: u32 = 1;
+
+/// What kind of segment files a store holds.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentFormat {
+    pub magic: &'static [u8; 8],
+    /// File name extension, without the dot.
+    pub ext: &'static str,
+    /// The tier recorded in the locations it hands out.
+    pub tier: Tier,
+}
+
+pub const WARM: SegmentFormat = SegmentFormat {
+    magic: b"TIERSEG\0",
+    ext: "seg",
+    tier: Tier::Warm,
+};
+
+pub const COLD: SegmentFormat = SegmentFormat {
+    magic: b"TIERPAK\0",
+    ext: "pack",
+    tier: Tier::Cold,
+};
 
 // Record header, 40 bytes, then `len` data bytes, then zero padding to 8:
 //   0 u32 magic "TCHK"
@@ -125,8 +149,8 @@ impl Segment {
     }
 }
 
-fn seg_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.seg"))
+fn seg_path(dir: &Path, fmt: &SegmentFormat, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.{}", fmt.ext))
 }
 
 struct Active {
@@ -134,8 +158,9 @@ struct Active {
     tail: u64,
 }
 
-pub struct Warm {
+pub struct SegmentStore {
     dir: PathBuf,
+    fmt: SegmentFormat,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
     active: Mutex<Active>,
     /// Segments appended to since their last fdatasync.
@@ -155,10 +180,10 @@ pub struct SegmentScan {
     pub end: u64,
 }
 
-impl Warm {
+impl SegmentStore {
     /// Opens every segment in `dir` (creating the first one in a new store)
     /// and finds where the active segment's valid records end.
-    pub fn open(dir: &Path) -> Result<Warm> {
+    pub fn open(dir: &Path, fmt: SegmentFormat) -> Result<SegmentStore> {
         std::fs::create_dir_all(dir)?;
         let mut segs = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
@@ -166,12 +191,13 @@ impl Warm {
             let name = entry.file_name();
             let Some(id) = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.strip_suffix(fmt.ext))
+                .and_then(|n| n.strip_suffix('.'))
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
             else {
                 continue;
             };
-            segs.insert(id, Arc::new(open_segment(dir, id)?));
+            segs.insert(id, Arc::new(open_segment(dir, &fmt, id)?));
         }
         let (seg, tail) = match segs.iter().next_back() {
             Some((_, seg)) => {
@@ -180,13 +206,14 @@ impl Warm {
                 (seg, tail)
             }
             None => {
-                let seg = Arc::new(create_segment(dir, 1)?);
+                let seg = Arc::new(create_segment(dir, &fmt, 1)?);
                 segs.insert(1, seg.clone());
                 (seg, SEG_HEADER_LEN)
             }
         };
-        Ok(Warm {
+        Ok(SegmentStore {
             dir: dir.to_path_buf(),
+            fmt,
             segs: RwLock::new(segs),
             active: Mutex::new(Active { seg, tail }),
             unsynced: Mutex::new(BTreeSet::new()),
@@ -213,7 +240,7 @@ impl Warm {
         let mut active = self.active.lock();
         if active.tail + size > SEG_SIZE {
             let id = active.seg.id + 1;
-            let seg = Arc::new(create_segment(&self.dir, id)?);
+            let seg = Arc::new(create_segment(&self.dir, &self.fmt, id)?);
             self.segs.write().insert(id, seg.clone());
             *active = Active {
                 seg,
@@ -229,8 +256,9 @@ impl Warm {
         self.unsynced.lock().insert(seg);
         *self.live.lock().entry(seg).or_default() += size;
         Ok(ChunkLoc {
-            tier: Tier::Warm,
+            tier: self.fmt.tier,
             len,
+            stored: len,
             seg,
             off,
             version,
@@ -251,7 +279,8 @@ impl Warm {
         Ok(())
     }
 
-    /// Copies the data of the chunk at `loc` into `out`, after checking it.
+    /// Copies the stored bytes of the record at `loc` into `out`, after
+    /// checking them against their checksum and the location.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
         let seg = self.segs.read().get(&loc.seg).cloned().ok_or_else(|| {
             Error::Corrupt(format!(
@@ -265,7 +294,7 @@ impl Warm {
                 loc.seg, loc.off
             )));
         };
-        if h.len != loc.len || h.version != loc.version || h.crc != loc.crc {
+        if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
             return Err(Error::Corrupt(format!(
                 "segment {:016x} offset {}: record is not the indexed one",
                 loc.seg, loc.off
@@ -291,14 +320,14 @@ impl Warm {
 
     /// Counts a record as live (at start-up, from the chunk index).
     pub fn add_live(&self, loc: &ChunkLoc) {
-        *self.live.lock().entry(loc.seg).or_default() += record_size(loc.len);
+        *self.live.lock().entry(loc.seg).or_default() += record_size(loc.stored);
     }
 
     /// The record at `loc` is no longer referenced.
     pub fn free(&self, loc: &ChunkLoc) {
         let mut live = self.live.lock();
         if let Some(v) = live.get_mut(&loc.seg) {
-            *v = v.saturating_sub(record_size(loc.len));
+            *v = v.saturating_sub(record_size(loc.stored));
         }
     }
 
@@ -332,9 +361,14 @@ impl Warm {
         self.segs.write().remove(&id);
         self.live.lock().remove(&id);
         self.unsynced.lock().remove(&id);
-        std::fs::remove_file(seg_path(&self.dir, id))?;
+        std::fs::remove_file(seg_path(&self.dir, &self.fmt, id))?;
         File::open(&self.dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// The tier of the records this store holds.
+    pub fn tier(&self) -> Tier {
+        self.fmt.tier
     }
 
     /// Bytes of live records and bytes of segment files.
@@ -358,15 +392,15 @@ fn scan_records(seg: &Segment) -> SegmentScan {
     }
 }
 
-fn open_segment(dir: &Path, id: u64) -> Result<Segment> {
-    let path = seg_path(dir, id);
+fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
+    let path = seg_path(dir, fmt, id);
     let file = OpenOptions::new().read(true).write(true).open(&path)?;
     let len = file.metadata()?.len();
     let mut header = [0u8; SEG_HEADER_LEN as usize];
     if len < SEG_HEADER_LEN || file.read_exact_at(&mut header, 0).is_err() {
         return Err(Error::Corrupt(format!("{}: too short", path.display())));
     }
-    if &header[0..8] != SEG_MAGIC {
+    if &header[0..8] != fmt.magic {
         return Err(Error::Corrupt(format!(
             "{}: not a tierfs segment",
             path.display()
@@ -386,8 +420,8 @@ fn open_segment(dir: &Path, id: u64) -> Result<Segment> {
     Ok(Segment { id, file, map })
 }
 
-fn create_segment(dir: &Path, id: u64) -> Result<Segment> {
-    let path = seg_path(dir, id);
+fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
+    let path = seg_path(dir, fmt, id);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -401,14 +435,14 @@ fn create_segment(dir: &Path, id: u64) -> Result<Segment> {
         return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
     }
     let mut header = [0u8; SEG_HEADER_LEN as usize];
-    header[0..8].copy_from_slice(SEG_MAGIC);
+    header[0..8].copy_from_slice(fmt.magic);
     header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&id.to_le_bytes());
     file.write_all_at(&header, 0)?;
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
     drop(file);
-    open_segment(dir, id)
+    open_segment(dir, fmt, id)
 }
 
 #[cfg(test)]
@@ -418,7 +452,7 @@ mod tests {
     #[test]
     fn append_read_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let a = w.append(5, 0, 1, b"hello").unwrap();
         let b = w.append(5, 1, 2, &vec![7u8; 300_000]).unwrap();
         w.sync().unwrap();
@@ -428,7 +462,7 @@ mod tests {
         w.read(&b, &mut out).unwrap();
         assert_eq!(out.len(), 300_000);
         drop(w);
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let c = w.append(6, 0, 3, b"x").unwrap();
         assert_eq!(
             c.off,
@@ -442,16 +476,16 @@ mod tests {
     #[test]
     fn flipped_byte_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let a = w.append(5, 0, 1, b"hello world").unwrap();
         w.sync().unwrap();
         drop(w);
         let f = OpenOptions::new()
             .write(true)
-            .open(seg_path(dir.path(), 1))
+            .open(seg_path(dir.path(), &WARM, 1))
             .unwrap();
         f.write_all_at(b"J", a.off + REC_HEADER_LEN + 1).unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let mut out = Vec::new();
         assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
     }
@@ -459,17 +493,17 @@ mod tests {
     #[test]
     fn torn_tail_is_ignored_and_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let a = w.append(5, 0, 1, b"kept").unwrap();
         let b = w.append(5, 1, 2, b"torn record").unwrap();
         w.sync().unwrap();
         drop(w);
         let f = OpenOptions::new()
             .write(true)
-            .open(seg_path(dir.path(), 1))
+            .open(seg_path(dir.path(), &WARM, 1))
             .unwrap();
         f.write_all_at(&[0xff; 4], b.off + REC_HEADER_LEN).unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let c = w.append(7, 0, 3, b"new").unwrap();
         assert_eq!(c.off, b.off);
         let mut out = Vec::new();
@@ -480,7 +514,7 @@ mod tests {
     #[test]
     fn segments_roll_over() {
         let dir = tempfile::tempdir().unwrap();
-        let w = Warm::open(dir.path()).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
         let chunk = vec![1u8; 1 << 20];
         let mut last = None;
         for i in 0..70 {

@@ -1,0 +1,37 @@
+//! The xattr contract of a tierfs mount (DESIGN §1): names and value formats.
+//! mountctl reads and writes these same names.
+
+/// Where a file is now: `hot`, `warm` or `cold`. Set it to move the file now.
+pub const TIER: &str = "user.tier";
+/// The tier a file or directory is pinned to. `none` (or removing it) unpins.
+pub const PIN: &str = "user.tier.pin";
+/// Read-only: one line, why the file is where it is and what would move it next.
+pub const WHY: &str = "user.tier.why";
+/// Read-only: the access score the policy uses.
+pub const HEAT: &str = "user.tier.heat";
+/// Read-only: last access, RFC 3339.
+pub const ACCESSED: &str = "user.tier.accessed";
+/// Read-only: access count.
+pub const ACCESSES: &str = "user.tier.accesses";
+/// Read-only: bytes the file takes on its tier (compressed size when cold).
+pub const STORED: &str = "user.tier.stored";
+/// Mount root, read-only: JSON with files and bytes per tier, hits, migrations, errors, queue.
+pub const STATS: &str = "user.tier.stats";
+/// Mount root, read-only: the effective policy.
+pub const POLICY: &str = "user.tier.policy";
+/// Mount root, set only: any value runs one migration cycle now.
+pub const MIGRATE: &str = "user.tier.migrate";
+
+/// Every name of the contract; other `user.tier.*` names are refused (EINVAL)
+/// rather than stored, so that a typo is an error, not a silent no-op.
+pub const ALL: [&str; 10] = [
+    TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE,
+];
+
+/// Names that can only be read.
+pub const READ_ONLY: [&str; 7] = [WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY];
+
+/// True for names in the reserved `user.tier` namespace.
+pub fn is_reserved(name: &[u8]) -> bool {
+    name == TIER.as_bytes() || name.starts_with(b"user.tier.")
+}
