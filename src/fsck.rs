@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::meta::{Kind, Meta, ROOT_INO};
-use crate::tier::Tiers;
+use crate::tier::{store_tier, Tiers};
 
 /// What fsck found: one line per problem, empty when the store is clean.
 pub struct Report {
@@ -90,10 +90,19 @@ pub fn check(store_dir: &Path) -> Result<Report> {
     // Content: every chunk belongs to a file and reads back with a good checksum.
     let mut chunks = 0;
     for r in meta.all_chunks() {
-        let (ino, idx, _) = r?;
+        let (ino, idx, loc) = r?;
         chunks += 1;
-        if !inodes.contains_key(&ino) {
-            problems.push(format!("chunk {idx} belongs to missing inode {ino}"));
+        match inodes.get(&ino) {
+            None => problems.push(format!("chunk {idx} belongs to missing inode {ino}")),
+            // Every chunk of a file lies on the file's tier: a file is never
+            // on two tiers at once, nor half moved.
+            Some(i) if store_tier(i.tier) != store_tier(loc.tier) => problems.push(format!(
+                "{}: chunk {idx} is {} but the file is {}",
+                meta.path_of(ino).display(),
+                loc.tier.name(),
+                i.tier.name()
+            )),
+            Some(_) => {}
         }
     }
     for (ino, idx, e) in tiers.verify_all()? {

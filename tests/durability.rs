@@ -90,15 +90,58 @@ fn fsynced_data_survives_kill9_at_random_moments() {
     let mut rng = Rng(seed | 1);
     let mut m = Mounted::new();
     let synced = Arc::new(Mutex::new(Synced::default()));
+    let moves = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for round in 0..8 {
         let stop = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..2)
+        let mut handles: Vec<_> = (0..2)
             .map(|w| {
                 let (mnt, stop, synced) = (m.mnt.clone(), stop.clone(), synced.clone());
                 let s = rng.next();
                 std::thread::spawn(move || writer(mnt, w, round * 10 + w as u32, s, stop, synced))
             })
             .collect();
+        // A mover: forced tier moves of synced files, while the writers write.
+        {
+            let (mnt, stop, synced) = (m.mnt.clone(), stop.clone(), synced.clone());
+            let moves = moves.clone();
+            let mut r = Rng(rng.next() | 1);
+            handles.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let name = {
+                        let s = synced.lock().unwrap();
+                        if s.files.is_empty() {
+                            None
+                        } else {
+                            Some(s.files[r.below(s.files.len() as u64) as usize].0.clone())
+                        }
+                    };
+                    let Some(name) = name else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let tier = ["hot", "warm", "cold"][r.below(3) as usize];
+                    let p = common::cstr(&mnt.join(&name));
+                    // SAFETY: NUL-terminated path, name and a value of known length.
+                    let rc = unsafe {
+                        libc::setxattr(
+                            p.as_ptr(),
+                            c"user.tier".as_ptr(),
+                            tier.as_ptr().cast(),
+                            tier.len(),
+                            0,
+                        )
+                    };
+                    if rc == 0 {
+                        moves.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let e = std::io::Error::last_os_error().raw_os_error();
+                        if e == Some(libc::ENOTCONN) {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
         std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
         m.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -144,6 +187,9 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         synced.lock().unwrap().files.len() > 8,
         "the writers got work done"
     );
+    let moves = moves.load(Ordering::Relaxed);
+    eprintln!("{moves} forced tier moves during the crash rounds");
+    assert!(moves > 8, "the mover got work done ({moves})");
 }
 
 #[test]

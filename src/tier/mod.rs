@@ -72,7 +72,7 @@ fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, us
 }
 
 /// The segment store that holds a tier's records (hot files keep theirs warm).
-fn store_tier(t: Tier) -> Tier {
+pub fn store_tier(t: Tier) -> Tier {
     match t {
         Tier::Hot | Tier::Warm => Tier::Warm,
         Tier::Cold => Tier::Cold,

@@ -1,0 +1,361 @@
+//! Tiers through a real mount, steered with the real setfattr/getfattr.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{pattern, Mounted};
+
+fn tier(m: &Mounted, rel: &str) -> String {
+    m.sh_ok(&format!("getfattr --only-values -n user.tier '{rel}'"))
+}
+
+fn set_tier(m: &Mounted, rel: &str, t: &str) {
+    m.sh_ok(&format!("setfattr -n user.tier -v {t} '{rel}'"));
+}
+
+/// A policy file with the defaults changed by `edits` (key = value lines
+/// replaced by their prefix), written next to the store.
+fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = tierfs::policy::DEFAULT_FILE.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join("policy.toml");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn wait_for(m: &Mounted, rel: &str, want: &str, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = tier(m, rel);
+        if got == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{rel} is {got}, expected {want}; why: {}",
+            m.sh_ok(&format!("getfattr --only-values -n user.tier.why '{rel}'"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_transition_keeps_bytes_inode_xattrs_links_and_mtime() {
+    let m = Mounted::new();
+    for (i, size) in [0usize, 1, 4096, (1 << 20) + 1, 64 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{i}");
+        let data = pattern(i as u64, size);
+        fs::write(m.path(&name), &data).unwrap();
+        m.sh_ok(&format!(
+            "setfattr -n user.note -v kept {name} && ln {name} {name}.link"
+        ));
+        let before = fs::metadata(m.path(&name)).unwrap();
+        for t in ["hot", "warm", "cold", "warm", "hot", "cold", "hot"] {
+            set_tier(&m, &name, t);
+            assert_eq!(tier(&m, &name), t, "{name}");
+            let md = fs::metadata(m.path(&name)).unwrap();
+            assert_eq!(md.ino(), before.ino());
+            assert_eq!(md.nlink(), 2);
+            assert_eq!(
+                (md.mtime(), md.mtime_nsec()),
+                (before.mtime(), before.mtime_nsec())
+            );
+            assert_eq!(
+                (md.ctime(), md.ctime_nsec()),
+                (before.ctime(), before.ctime_nsec())
+            );
+            assert_eq!(md.len(), size as u64);
+            assert!(
+                fs::read(m.path(&name)).unwrap() == data,
+                "{name} bytes on {t}"
+            );
+            assert_eq!(
+                m.sh_ok(&format!("getfattr --only-values -n user.note {name}")),
+                "kept"
+            );
+        }
+        // Cold bytes are compressed; stored size is reported.
+        set_tier(&m, &name, "cold");
+        let stored: u64 = m
+            .sh_ok(&format!(
+                "getfattr --only-values -n user.tier.stored {name}"
+            ))
+            .parse()
+            .unwrap();
+        if size > 0 {
+            assert!(stored > 0);
+        }
+    }
+    let mut m = m;
+    m.remount();
+    for (i, size) in [0usize, 1, 4096, (1 << 20) + 1, 64 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{i}");
+        assert_eq!(tier(&m, &name), "cold");
+        assert!(fs::read(m.path(&name)).unwrap() == pattern(i as u64, size));
+    }
+    m.stop();
+    let out = m.fsck();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_values_and_read_only_attributes() {
+    let m = Mounted::with_args(&["--hot-budget", "4MiB"]);
+    fs::write(m.path("f"), b"x").unwrap();
+    let err = |cmd: &str| String::from_utf8_lossy(&m.sh(cmd).stderr).into_owned();
+    assert!(err("setfattr -n user.tier -v lukewarm f").contains("Invalid argument"));
+    assert!(err("setfattr -n user.tier.pin -v tepid f").contains("Invalid argument"));
+    for ro in ["why", "heat", "accessed", "accesses", "stored"] {
+        assert!(
+            err(&format!("setfattr -n user.tier.{ro} -v 1 f")).contains("Operation not permitted"),
+            "{ro}"
+        );
+    }
+    assert!(err("setfattr -n user.tier.stats -v 1 .").contains("Operation not permitted"));
+    assert!(
+        err("setfattr -n user.tier.pinn -v hot f").contains("Invalid argument"),
+        "typos are refused"
+    );
+    assert!(err("setfattr -x user.tier f").contains("Operation not permitted"));
+    // Larger than the hot budget: EFBIG, and why says so.
+    fs::write(m.path("big"), vec![1u8; 5 << 20]).unwrap();
+    assert!(err("setfattr -n user.tier -v hot big").contains("too large"));
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why big");
+    assert!(why.contains("larger than the hot budget"), "{why}");
+    assert_eq!(tier(&m, "big"), "warm");
+    // Listing shows only what can be set.
+    let listed = m.sh_ok("getfattr -d -m - f");
+    assert!(listed.contains("user.tier=\"warm\""));
+    assert!(!listed.contains("user.tier.why"));
+    m.sh_ok("setfattr -n user.tier.pin -v cold f");
+    assert!(m.sh_ok("getfattr -d f").contains("user.tier.pin=\"cold\""));
+    m.sh_ok("setfattr -x user.tier.pin f");
+    assert!(!m.sh_ok("getfattr -d f").contains("user.tier.pin"));
+    assert!(err("getfattr -n user.tier.pin f").contains("No such attribute"));
+}
+
+#[test]
+fn pins_hold_and_directories_pass_them_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        &[
+            ("idle = \"10m\"", "idle = \"1s\""),
+            ("interval = \"30s\"", "interval = \"300ms\""),
+        ],
+    );
+    let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
+    m.sh_ok("mkdir archive && setfattr -n user.tier.pin -v cold archive && echo old > archive/a && mkdir archive/sub && echo older > archive/sub/b");
+    assert_eq!(tier(&m, "archive/a"), "cold");
+    assert_eq!(tier(&m, "archive/sub/b"), "cold");
+    assert_eq!(
+        m.sh_ok("getfattr --only-values -n user.tier.pin archive/sub"),
+        "cold"
+    );
+    m.sh_ok("echo hot > keep && setfattr -n user.tier.pin -v hot keep");
+    assert_eq!(tier(&m, "keep"), "hot");
+    m.sh_ok("echo loose > loose && setfattr -n user.tier -v hot loose");
+    // The unpinned hot file goes warm after 1 s idle; the pinned one stays.
+    wait_for(&m, "loose", "warm", Duration::from_secs(15));
+    m.sh_ok("setfattr -n user.tier.migrate -v now .");
+    assert_eq!(tier(&m, "keep"), "hot");
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why keep");
+    assert!(why.contains("pinned to hot"), "{why}");
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why loose");
+    assert!(why.contains("not accessed for"), "{why}");
+    assert_eq!(fs::read(m.path("keep")).unwrap(), b"hot\n");
+}
+
+#[test]
+fn automatic_demotion_and_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        &[
+            ("idle = \"10m\"", "idle = \"1s\""),
+            ("idle = \"1day\"", "idle = \"2s\""),
+            ("interval = \"30s\"", "interval = \"300ms\""),
+            ("warm_to = \"hot\"", "warm_to = \"none\""),
+            ("after = 3", "after = 2"),
+        ],
+    );
+    let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
+    let data = pattern(5, 300_000);
+    fs::write(m.path("memo"), &data).unwrap();
+    set_tier(&m, "memo", "hot");
+    wait_for(&m, "memo", "warm", Duration::from_secs(15));
+    wait_for(&m, "memo", "cold", Duration::from_secs(15));
+    assert!(fs::read(m.path("memo")).unwrap() == data);
+    // Two opens within the window bring it back to warm.
+    for _ in 0..2 {
+        let mut s = Vec::new();
+        File::open(m.path("memo"))
+            .unwrap()
+            .read_to_end(&mut s)
+            .unwrap();
+    }
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(tier(&m, "memo"), "warm");
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why memo");
+    assert!(
+        why.contains("accessed") && why.contains("times within"),
+        "{why}"
+    );
+    let accesses: u64 = m
+        .sh_ok("getfattr --only-values -n user.tier.accesses memo")
+        .parse()
+        .unwrap();
+    assert!(accesses >= 2);
+    let stats = m.sh_ok("getfattr --only-values -n user.tier.stats .");
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(v["migrations"]["done"].as_u64().unwrap() >= 3, "{stats}");
+}
+
+#[test]
+fn policy_edits_apply_live_and_bad_edits_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        &[("interval = \"30s\"", "interval = \"300ms\"")],
+    );
+    let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
+    fs::write(m.path("f"), b"data").unwrap();
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(tier(&m, "f"), "warm", "warm idle is a day by default");
+    // A typo: rejected, the old policy stays and says so.
+    let good = fs::read_to_string(&policy).unwrap();
+    fs::write(&policy, good.replace("idle = \"1day\"", "idel = \"1s\"")).unwrap();
+    let t0 = Instant::now();
+    while !m
+        .sh_ok("getfattr --only-values -n user.tier.policy .")
+        .contains("rejected")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the bad edit was not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m
+        .sh_ok("getfattr --only-values -n user.tier.policy .")
+        .contains("idle = \"1day\""));
+    assert!(m.log_text().contains("idel"), "the log names the mistake");
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(tier(&m, "f"), "warm");
+    // A good edit (saved the way editors do: write a copy, rename it over).
+    let tmp = dir.path().join(".policy.toml.swp");
+    fs::write(&tmp, good.replace("idle = \"1day\"", "idle = \"1s\"")).unwrap();
+    fs::rename(&tmp, &policy).unwrap();
+    wait_for(&m, "f", "cold", Duration::from_secs(15));
+}
+
+#[test]
+fn open_files_move_and_writes_during_a_move_win() {
+    let m = Mounted::new();
+    let data = pattern(7, 8 << 20);
+    fs::write(m.path("open"), &data).unwrap();
+    let mut r = File::open(m.path("open")).unwrap();
+    let mut w = OpenOptions::new().write(true).open(m.path("open")).unwrap();
+    let mut head = vec![0u8; 1000];
+    r.read_exact(&mut head).unwrap();
+    set_tier(&m, "open", "cold");
+    // The handles keep working across the move.
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest == data[1000..]);
+    w.seek(SeekFrom::Start(5)).unwrap();
+    w.write_all(b"AFTER-MOVE").unwrap();
+    w.sync_all().unwrap();
+    set_tier(&m, "open", "hot");
+    let got = fs::read(m.path("open")).unwrap();
+    assert_eq!(&got[5..15], b"AFTER-MOVE");
+    drop((r, w));
+
+    // A writer hammering the file while it moves back and forth: every write
+    // it finished is there at the end.
+    let path = m.path("open");
+    let writer = std::thread::spawn(move || {
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        for i in 0..400u64 {
+            f.write_all_at(&i.to_le_bytes(), i * 20_000).unwrap();
+        }
+    });
+    for t in ["warm", "cold", "warm", "cold", "hot", "warm"] {
+        let out = m.sh(&format!("setfattr -n user.tier -v {t} open"));
+        // EBUSY is allowed when the writer wins every attempt; nothing else.
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("busy"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    writer.join().unwrap();
+    let got = fs::read(m.path("open")).unwrap();
+    for i in 0..400u64 {
+        let at = (i * 20_000) as usize;
+        assert_eq!(&got[at..at + 8], &i.to_le_bytes(), "write {i} lost");
+    }
+    let mut m = m;
+    m.remount();
+    let again = fs::read(m.path("open")).unwrap();
+    assert!(again == got);
+}
+
+#[test]
+fn a_corrupt_cold_frame_is_eio_for_that_file_only() {
+    let mut m = Mounted::new();
+    let bad = pattern(41, 200_000);
+    let good = pattern(42, 200_000);
+    fs::write(m.path("victim"), &bad).unwrap();
+    fs::write(m.path("fine"), &good).unwrap();
+    set_tier(&m, "victim", "cold");
+    set_tier(&m, "fine", "cold");
+    m.stop();
+    // Flip a byte in the middle of the first frame of the first pack.
+    let pack = fs::read_dir(m.store.join("cold"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .unwrap();
+    let mut b = [0u8; 1];
+    let at = 64 + 40 + 1000; // segment header + record header + into the frame
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x55], at).unwrap();
+    drop(f);
+    m.start();
+    let err = fs::read(m.path("victim")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(fs::read(m.path("fine")).unwrap() == good);
+    assert!(
+        m.log_text().lines().any(|l| l.contains("/victim")),
+        "{}",
+        m.log_text()
+    );
+    m.stop();
+    let out = m.fsck();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/victim"));
+}
