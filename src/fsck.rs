@@ -1,29 +1,34 @@
-//! Offline check of a store: every indexed chunk against its record, and
-//! every link between inodes, directory entries and chunks.
+//! Offline check of a store: every indexed chunk against its record, every
+//! chunk on its file's tier, and every link between inodes, directory entries
+//! and chunks; and, with `--repair`, the fixes the self-describing records
+//! allow.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::meta::{Kind, Meta, ROOT_INO};
-use crate::tier::{store_tier, Tiers};
+use crate::meta::{Dirent, Inode, Kind, Meta, Txn, ROOT_INO};
+use crate::tier::{store_tier, Tiers, CHUNK_SIZE};
 
-/// What fsck found: one line per problem, empty when the store is clean.
+/// What fsck found (and, repairing, what it changed).
 pub struct Report {
     pub problems: Vec<String>,
+    pub repairs: Vec<String>,
     pub inodes: u64,
     pub chunks: u64,
 }
 
-pub fn check(store_dir: &Path) -> Result<Report> {
+pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
     let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20)?;
     let mut problems = Vec::new();
+    let mut repairs = Vec::new();
+    let mut fix = Txn::default();
 
-    let mut inodes = HashMap::new();
+    let mut inodes: HashMap<u64, Inode> = HashMap::new();
     for r in meta.inodes() {
         let i = r?;
         inodes.insert(i.ino, i);
@@ -35,19 +40,29 @@ pub fn check(store_dir: &Path) -> Result<Report> {
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for r in meta.all_dirents() {
         let (parent, name, d) = r?;
-        let name = String::from_utf8_lossy(&name);
+        let shown = String::from_utf8_lossy(&name).into_owned();
         match inodes.get(&parent) {
             Some(p) if p.kind == Kind::Dir => {}
             _ => problems.push(format!(
-                "entry {name:?} is in {parent}, which is not a directory"
+                "entry {shown:?} is in {parent}, which is not a directory"
             )),
         }
         match inodes.get(&d.ino) {
-            None => problems.push(format!(
-                "{}: entry points at missing inode {}",
-                meta.path_of(parent).join(&*name).display(),
-                d.ino
-            )),
+            None => {
+                problems.push(format!(
+                    "{}: entry points at missing inode {}",
+                    meta.path_of(parent).join(&shown).display(),
+                    d.ino
+                ));
+                if repair {
+                    fix.del_dirent(parent, &name, d.seq);
+                    repairs.push(format!(
+                        "removed the entry {shown:?} of missing inode {}",
+                        d.ino
+                    ));
+                }
+                continue;
+            }
             Some(i) if i.kind != d.kind => problems.push(format!(
                 "{}: entry kind differs from its inode",
                 meta.path_of(d.ino).display()
@@ -59,6 +74,8 @@ pub fn check(store_dir: &Path) -> Result<Report> {
             *subdirs.entry(parent).or_default() += 1;
         }
     }
+    let mut fixed: HashMap<u64, Inode> = HashMap::new();
+    let mut lost = Vec::new();
     for i in inodes.values() {
         if i.ino == ROOT_INO || orphans.contains(&i.ino) {
             continue;
@@ -67,6 +84,7 @@ pub fn check(store_dir: &Path) -> Result<Report> {
         let expect = if i.kind == Kind::Dir { 1 } else { i.nlink };
         if links == 0 {
             problems.push(format!("inode {} is not in any directory", i.ino));
+            lost.push(i.ino);
         } else if links != expect {
             problems.push(format!(
                 "{}: link count {} but {} entries name it",
@@ -74,6 +92,12 @@ pub fn check(store_dir: &Path) -> Result<Report> {
                 i.nlink,
                 links
             ));
+            if repair {
+                let mut i = i.clone();
+                i.nlink = links;
+                repairs.push(format!("inode {}: link count set to {links}", i.ino));
+                fixed.insert(i.ino, i);
+            }
         }
     }
     for i in inodes.values().filter(|i| i.kind == Kind::Dir) {
@@ -84,32 +108,164 @@ pub fn check(store_dir: &Path) -> Result<Report> {
                 meta.path_of(i.ino).display(),
                 i.nlink
             ));
+            if repair {
+                let mut i = fixed.remove(&i.ino).unwrap_or_else(|| i.clone());
+                i.nlink = expect;
+                repairs.push(format!("directory {}: link count set to {expect}", i.ino));
+                fixed.insert(i.ino, i);
+            }
         }
     }
 
-    // Content: every chunk belongs to a file and reads back with a good checksum.
+    // Content: every chunk belongs to a file, lies on the file's tier, and
+    // reads back with a good checksum.
     let mut chunks = 0;
     for r in meta.all_chunks() {
         let (ino, idx, loc) = r?;
         chunks += 1;
         match inodes.get(&ino) {
-            None => problems.push(format!("chunk {idx} belongs to missing inode {ino}")),
-            // Every chunk of a file lies on the file's tier: a file is never
-            // on two tiers at once, nor half moved.
-            Some(i) if store_tier(i.tier) != store_tier(loc.tier) => problems.push(format!(
-                "{}: chunk {idx} is {} but the file is {}",
-                meta.path_of(ino).display(),
-                loc.tier.name(),
-                i.tier.name()
-            )),
+            None => {
+                problems.push(format!("chunk {idx} belongs to missing inode {ino}"));
+                if repair {
+                    fix.del_chunk(ino, idx);
+                    repairs.push(format!("removed chunk {idx} of missing inode {ino}"));
+                }
+            }
+            // A file is never on two tiers at once, nor half moved.
+            Some(i) if store_tier(i.tier) != store_tier(loc.tier) => {
+                problems.push(format!(
+                    "{}: chunk {idx} is {} but the file is {}",
+                    meta.path_of(ino).display(),
+                    loc.tier.name(),
+                    i.tier.name()
+                ));
+                if repair {
+                    let mut i = fixed.remove(&ino).unwrap_or_else(|| i.clone());
+                    i.tier = loc.tier;
+                    repairs.push(format!(
+                        "inode {ino}: tier set to {}, where its chunks are",
+                        loc.tier.name()
+                    ));
+                    fixed.insert(ino, i);
+                }
+            }
             Some(_) => {}
         }
     }
-    for (ino, idx, e) in tiers.verify_all()? {
-        problems.push(format!("{}: chunk {idx}: {e}", meta.path_of(ino).display()));
+    let bad = tiers.verify_all()?;
+    let records = if repair && !bad.is_empty() {
+        tiers.scan_records()
+    } else {
+        HashMap::new()
+    };
+    for (ino, idx, e) in bad {
+        let path = meta.path_of(ino);
+        problems.push(format!("{}: chunk {idx}: {e}", path.display()));
+        if !repair || !inodes.contains_key(&ino) {
+            continue;
+        }
+        let current = meta.chunk(ino, idx)?;
+        // The newest other valid record of this chunk (a copy a move left
+        // behind, an older write), or nothing: then the chunk becomes a hole.
+        let best = records
+            .get(&(ino, idx))
+            .into_iter()
+            .flatten()
+            .filter(|l| Some(**l) != current && l.len as u64 <= CHUNK_SIZE)
+            .max_by_key(|l| l.version);
+        match best {
+            Some(loc) => {
+                fix.put_chunk(ino, idx, loc);
+                repairs.push(format!(
+                    "{}: chunk {idx} now read from the {} record of version {} (segment {:016x})",
+                    path.display(),
+                    loc.tier.name(),
+                    loc.version,
+                    loc.seg
+                ));
+                if let Some(i) = inodes.get(&ino) {
+                    if store_tier(i.tier) != store_tier(loc.tier) {
+                        let mut i = fixed.remove(&ino).unwrap_or_else(|| i.clone());
+                        i.tier = loc.tier;
+                        fixed.insert(ino, i);
+                    }
+                }
+            }
+            None => {
+                fix.del_chunk(ino, idx);
+                repairs.push(format!(
+                    "{}: chunk {idx} had no good copy left: its {} bytes now read as zeros (LOST)",
+                    path.display(),
+                    CHUNK_SIZE
+                ));
+            }
+        }
+    }
+    if repair && !lost.is_empty() {
+        let lost_dirs = lost.iter().filter(|i| inodes[i].kind == Kind::Dir).count() as u32;
+        let lf = match meta.lookup(ROOT_INO, b"lost+found")? {
+            Some(d) => {
+                let mut dir = fixed.remove(&d.ino).unwrap_or(meta.inode(d.ino)?);
+                dir.nlink += lost_dirs;
+                fixed.insert(d.ino, dir);
+                d.ino
+            }
+            None => {
+                let ino = meta.next_ino()?;
+                let mut dir = Inode::new(ino, Kind::Dir, 0o700, uid, gid);
+                dir.parent = ROOT_INO;
+                dir.nlink += lost_dirs;
+                let mut root = fixed
+                    .remove(&ROOT_INO)
+                    .unwrap_or_else(|| inodes[&ROOT_INO].clone());
+                root.nlink += 1;
+                fixed.insert(ROOT_INO, root);
+                fixed.insert(ino, dir);
+                let seq = meta.next_id()?;
+                fix.put_dirent(
+                    ROOT_INO,
+                    b"lost+found",
+                    Dirent {
+                        ino,
+                        seq,
+                        kind: Kind::Dir,
+                    },
+                );
+                ino
+            }
+        };
+        for ino in lost {
+            let mut i = fixed.remove(&ino).unwrap_or_else(|| inodes[&ino].clone());
+            if i.kind == Kind::Dir {
+                i.parent = lf;
+            } else {
+                i.nlink = 1;
+            }
+            let name = format!("#{ino}");
+            let seq = meta.next_id()?;
+            fix.put_dirent(
+                lf,
+                name.as_bytes(),
+                Dirent {
+                    ino,
+                    seq,
+                    kind: i.kind,
+                },
+            );
+            repairs.push(format!("inode {ino} linked in as /lost+found/{name}"));
+            fixed.insert(ino, i);
+        }
+    }
+    if repair {
+        for i in fixed.values() {
+            fix.put_inode(i);
+        }
+        meta.commit(fix)?;
+        meta.flush()?;
     }
     Ok(Report {
         problems,
+        repairs,
         inodes: inodes.len() as u64,
         chunks,
     })

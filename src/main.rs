@@ -53,9 +53,16 @@ enum Command {
     /// Check every chunk and link of an unmounted STORE.
     ///
     /// Exit 0 when clean, 1 with the problems listed, 2 when it cannot run.
+    /// With --repair: exit 0 when every problem was repaired (each repair is
+    /// listed; chunks with no good copy left become holes and are named).
     Fsck {
         /// The store directory.
         store: PathBuf,
+        /// Fix what the self-describing records allow: bad chunks from
+        /// their newest good copy, link counts, dangling entries, tiers,
+        /// unreferenced inodes into /lost+found.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -90,11 +97,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Fsck { store } => fsck(&store),
+        Command::Fsck { store, repair } => fsck(&store, repair),
     }
 }
 
-fn fsck(store: &std::path::Path) -> ExitCode {
+fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
     let _lock = match tierfs::store::Store::lock(store) {
         Ok(l) => l,
         Err(msg) => {
@@ -102,7 +109,7 @@ fn fsck(store: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match tierfs::fsck::check(store) {
+    match tierfs::fsck::check(store, repair) {
         Ok(r) if r.problems.is_empty() => {
             println!(
                 "{}: clean ({} inodes, {} chunks checked)",
@@ -117,7 +124,33 @@ fn fsck(store: &std::path::Path) -> ExitCode {
                 println!("{p}");
             }
             println!("{}: {} problems", store.display(), r.problems.len());
-            ExitCode::from(1)
+            if !repair {
+                return ExitCode::from(1);
+            }
+            for fix in &r.repairs {
+                println!("repaired: {fix}");
+            }
+            // Run the check again: a repair that did not take is reported.
+            match tierfs::fsck::check(store, false) {
+                Ok(again) if again.problems.is_empty() => {
+                    println!(
+                        "{}: clean after {} repairs",
+                        store.display(),
+                        r.repairs.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(again) => {
+                    for p in &again.problems {
+                        println!("still: {p}");
+                    }
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("tierfs fsck: {}: {e}", store.display());
+                    ExitCode::from(2)
+                }
+            }
         }
         Err(e) => {
             eprintln!("tierfs fsck: {}: {e}", store.display());

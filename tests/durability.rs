@@ -347,3 +347,64 @@ fn space_of_deleted_files_is_reclaimed() {
     m.stop();
     assert!(m.fsck().status.success());
 }
+
+#[test]
+fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
+    let mut m = Mounted::new();
+    let saved = pattern(51, 300_000);
+    let doomed = pattern(52, 300_000);
+    fs::write(m.path("saved"), &saved).unwrap();
+    fs::write(m.path("doomed"), &doomed).unwrap();
+    // The move to cold and back leaves a second (dead) copy of "saved".
+    for t in ["cold", "warm"] {
+        let out = m.sh(&format!("setfattr -n user.tier -v {t} saved"));
+        assert!(out.status.success());
+    }
+    m.stop();
+    // Corrupt the live warm record of both files.
+    let seg_dir = m.store.join("warm");
+    for needle in [&saved[5000..5064], &doomed[5000..5064]] {
+        let mut hit = false;
+        for e in fs::read_dir(&seg_dir).unwrap() {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            // The last copy in the segment is the live one.
+            if let Some(pos) = bytes.windows(64).rposition(|w| w == needle) {
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(&[bytes[pos] ^ 0xff], pos as u64).unwrap();
+                hit = true;
+            }
+        }
+        assert!(hit);
+    }
+    assert_eq!(m.fsck().status.code(), Some(1));
+    let out = std::process::Command::new(common::TIERFS)
+        .args(["fsck", "--repair"])
+        .arg(&m.store)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("/saved: chunk 0 now read from the cold record"),
+        "{report}"
+    );
+    assert!(
+        report.contains("/doomed: chunk 0 had no good copy left"),
+        "{report}"
+    );
+    assert!(m.fsck().status.success());
+    m.start();
+    assert!(
+        fs::read(m.path("saved")).unwrap() == saved,
+        "repaired from the cold copy"
+    );
+    assert_eq!(
+        m.sh_ok("getfattr --only-values -n user.tier saved"),
+        "cold",
+        "the file is where its good copy is"
+    );
+    let d = fs::read(m.path("doomed")).unwrap();
+    assert_eq!(d.len(), doomed.len());
+    assert!(d.iter().all(|b| *b == 0), "the lost chunk reads as zeros");
+}

@@ -578,6 +578,40 @@ impl Tiers {
         Ok(true)
     }
 
+    /// Every valid record in every segment and pack, by (inode, chunk), as
+    /// locations the index could point at (fsck --repair).
+    pub fn scan_records(&self) -> HashMap<(u64, u64), Vec<ChunkLoc>> {
+        let mut found: HashMap<(u64, u64), Vec<ChunkLoc>> = HashMap::new();
+        for store in [&self.warm, &self.cold] {
+            for id in store.segment_ids() {
+                let Some(scan) = store.scan(id) else { continue };
+                for (off, h) in scan.records {
+                    let mut loc = ChunkLoc {
+                        tier: store.tier(),
+                        len: h.len,
+                        stored: h.len,
+                        seg: id,
+                        off,
+                        version: h.version,
+                        crc: h.crc,
+                    };
+                    if store.tier() == Tier::Cold {
+                        let mut raw = Vec::new();
+                        if store.read(&loc, &mut raw).is_err() {
+                            continue;
+                        }
+                        match zstd::bulk::decompress(&raw, CHUNK_SIZE as usize) {
+                            Ok(d) => loc.len = d.len() as u32,
+                            Err(_) => continue,
+                        }
+                    }
+                    found.entry((h.ino, h.chunk)).or_default().push(loc);
+                }
+            }
+        }
+        found
+    }
+
     /// Checks every indexed chunk against its record (for fsck): returns
     /// `(ino, chunk index, problem)` for each bad one.
     pub fn verify_all(&self) -> Result<Vec<(u64, u64, Error)>> {
