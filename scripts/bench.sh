@@ -1,12 +1,75 @@
 #!/usr/bin/env bash
-# Small-file benchmark, side by side in one run: tierfs, tmpfs and a plain
-# directory on the disk. ROUNDS rounds, interleaved; prints medians and the
-# ratio tierfs/baseline. Reads come after a remount of tierfs / a drop of the
-# page cache, so they are served by the daemon, not the kernel cache.
+# Benchmarks, with their baselines in the same run.
 #
 #   scripts/bench.sh [N_FILES] [FILE_SIZE] [ROUNDS]
+#       small files on tierfs, tmpfs and a plain directory on the disk,
+#       interleaved rounds, medians and ratios tierfs/baseline.
+#   scripts/bench.sh tiers [N_FILES]
+#       N text memories of 4 KiB: migration passes warm→hot, hot→warm,
+#       warm→cold (one cycle each), reads while warm and while cold next to
+#       the same files on tmpfs, and cold bytes next to `tar c | zstd -3`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = tiers ]; then
+  n=${2:-100000}
+  scripts/deps.sh
+  command -v zstd >/dev/null || { apt-get install -y -qq zstd >/dev/null; }
+  cargo build --release -q --bin tierfs --example tierbench
+  work=$PWD/target/bench-tiers
+  rm -rf "$work"
+  mkdir -p "$work/mnt" "$work/tmpfs"
+  mount -t tmpfs -o size=4G tmpfs "$work/tmpfs"
+  trap 'fusermount3 -u "$work/mnt" 2>/dev/null || true; umount "$work/tmpfs" 2>/dev/null || true' EXIT
+  # Only the cycles the benchmark asks for, promotion on the first access, no
+  # rate limit in the way, room for every file in RAM; tierbench changes the
+  # idle times to 1 s (a live edit) before the demotion passes.
+  cat > "$work/policy.toml" <<'TOML'
+[hot]
+budget = "2GiB"
+high_watermark = 0.9
+low_watermark = 0.7
+idle = "1h"
+[warm]
+budget = "64GiB"
+high_watermark = 0.9
+low_watermark = 0.7
+idle = "1h"
+[promote]
+cold_to = "warm"
+warm_to = "hot"
+after = 1
+window = "10m"
+[migration]
+rate = "100GiB"
+interval = "1h"
+[cold]
+zstd_level = 3
+[writeback]
+interval = "5s"
+TOML
+  target/release/tierfs mount "$work/store" "$work/mnt" --policy "$work/policy.toml"
+  out=$(target/release/examples/tierbench "$work/mnt" "$n" "$work/tmpfs/copy" "$work/policy.toml")
+  stats=$(getfattr --only-values -n user.tier.stats "$work/mnt")
+  cold_stored=$(echo "$stats" | grep -o '"cold":{[^}]*}' | grep -o '"stored":[0-9]*' | cut -d: -f2)
+  solid=$(tar c -C "$work/tmpfs/copy" . | zstd -3 -q -c | wc -c)
+  raw=$(du -sb --apparent-size "$work/tmpfs/copy" | cut -f1)
+  get() { echo "$out" | awk -v k="$1" '$1 == k {print $2}'; }
+  printf '%d memories of 4 KiB, %s cores, kernel %s\n' "$n" "$(nproc)" "$(uname -r)"
+  printf 'migration pass warm→hot   %8s s\n' "$(get pass_warm_to_hot_s)"
+  printf 'migration pass hot→warm   %8s s\n' "$(get pass_hot_to_warm_s)"
+  printf 'migration pass warm→cold  %8s s\n' "$(get pass_warm_to_cold_s)"
+  printf 'read, warm      %10s files/s\n' "$(get read_warm_files_per_s)"
+  printf 'read, cold      %10s files/s\n' "$(get read_cold_files_per_s)"
+  printf 'read, tmpfs     %10s files/s\n' "$(get read_copy_files_per_s)"
+  awk -v w="$(get read_warm_files_per_s)" -v c="$(get read_cold_files_per_s)" -v t="$(get read_copy_files_per_s)" \
+    'BEGIN { printf "warm/tmpfs %.2f   cold/tmpfs %.2f\n", w/t, c/t }'
+  printf 'bytes: raw %d, tierfs cold (per-chunk zstd -3, no dictionary, with record headers) %d, tar|zstd -3 %d\n' \
+    "$raw" "$cold_stored" "$solid"
+  awk -v c="$cold_stored" -v s="$solid" 'BEGIN { printf "tierfs cold / solid tar|zstd: %.2f\n", c/s }'
+  exit 0
+fi
+
 n=${1:-10000}
 size=${2:-4096}
 rounds=${3:-5}

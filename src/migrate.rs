@@ -329,35 +329,54 @@ impl Worker {
         let started = Instant::now();
         let mut moved_bytes = 0u64;
         let mut full: HashSet<Tier> = HashSet::new();
-        for (inode, to, reason) in plan {
-            self.shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            if full.contains(&to) {
-                continue; // back off: that tier said it is full this cycle
-            }
-            match self.tiers.move_file(inode.ino, to) {
-                Ok(true) => {
-                    self.shared
-                        .counters
-                        .migrations
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.shared.set_why(
-                        inode.ino,
-                        format!("{reason}: moved {} → {}", inode.tier.name(), to.name()),
-                    );
-                    report.moved.push((inode.ino, inode.tier, to, reason));
-                    moved_bytes += inode.size;
+        let mut plan = plan.into_iter().peekable();
+        while plan.peek().is_some() {
+            // A batch: up to 1,024 files or 64 MiB, one sync and one metadata
+            // flush for all of them; the rate limit is kept between batches.
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0u64;
+            while let Some((inode, to, _)) = plan.peek() {
+                if batch.len() >= 1024 || (batch_bytes >= 64 << 20 && !batch.is_empty()) {
+                    break;
                 }
-                Ok(false) => {}
-                Err(Error::NotFound) => {}
-                Err(e) => {
-                    if matches!(e, Error::NoSpace | Error::FileTooBig) {
-                        full.insert(to);
+                if full.contains(to) {
+                    plan.next();
+                    self.shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                    continue; // back off: that tier said it is full this cycle
+                }
+                batch_bytes += inode.size;
+                batch.push(plan.next().unwrap());
+            }
+            let moves: Vec<(u64, Tier)> = batch.iter().map(|(i, to, _)| (i.ino, *to)).collect();
+            let results = self.tiers.move_batch(&moves);
+            for ((inode, to, reason), (_, r)) in batch.into_iter().zip(results) {
+                self.shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                match r {
+                    Ok(true) => {
+                        self.shared
+                            .counters
+                            .migrations
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.shared.set_why(
+                            inode.ino,
+                            format!("{reason}: moved {} → {}", inode.tier.name(), to.name()),
+                        );
+                        report.moved.push((inode.ino, inode.tier, to, reason));
+                        moved_bytes += inode.size;
                     }
-                    self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let why = format!("{reason}, but the move to {} failed: {e}", to.name());
-                    log::warn!("inode {}: {why}", inode.ino);
-                    self.shared.set_why(inode.ino, why.clone());
-                    report.failed.push((inode.ino, to, why));
+                    Ok(false) | Err(Error::NotFound) => {}
+                    // Written to during the move: the next cycle tries again.
+                    Err(Error::Busy) => {}
+                    Err(e) => {
+                        if matches!(e, Error::NoSpace | Error::FileTooBig) {
+                            full.insert(to);
+                        }
+                        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        let why = format!("{reason}, but the move to {} failed: {e}", to.name());
+                        log::warn!("inode {}: {why}", inode.ino);
+                        self.shared.set_why(inode.ino, why.clone());
+                        report.failed.push((inode.ino, to, why));
+                    }
                 }
             }
             // Rate limit: never faster than policy.migration.rate on average.
@@ -453,6 +472,13 @@ pub fn decide(
     let recent = stats.map_or(0, |s| s.recent_accesses(now, window));
     let hot_enough = recent >= p.promote.after;
     let accessed = || format!("accessed {recent} times within {}", fmt_secs(window));
+    // Promote only a file that is fresh by the destination's own idle rule:
+    // otherwise a file just demoted for idleness would bounce straight back.
+    let idle_limit = |t: Tier| match t {
+        Tier::Hot => p.hot.idle.0.as_secs_f64(),
+        _ => p.warm.idle.0.as_secs_f64(),
+    };
+    let promote = |to: Tier| hot_enough && idle < idle_limit(to);
     match inode.tier {
         Tier::Hot if idle > p.hot.idle.0.as_secs_f64() => Some((
             Tier::Warm,
@@ -462,7 +488,7 @@ pub fn decide(
                 fmt_secs(p.hot.idle.0.as_secs_f64())
             ),
         )),
-        Tier::Warm if hot_enough && p.warm_promotion().is_some() => {
+        Tier::Warm if p.warm_promotion().is_some_and(promote) => {
             Some((p.warm_promotion()?, accessed()))
         }
         Tier::Warm if idle > p.warm.idle.0.as_secs_f64() => Some((
@@ -473,7 +499,7 @@ pub fn decide(
                 fmt_secs(p.warm.idle.0.as_secs_f64())
             ),
         )),
-        Tier::Cold if hot_enough => Some((p.cold_promotion(), accessed())),
+        Tier::Cold if promote(p.cold_promotion()) => Some((p.cold_promotion(), accessed())),
         _ => None,
     }
 }
@@ -560,6 +586,29 @@ mod tests {
         assert_eq!(decide(&cold, Some(&s), &p, now).unwrap().0, Tier::Warm);
         let warm = file(Tier::Warm, 0);
         assert_eq!(decide(&warm, Some(&s), &p, now).unwrap().0, Tier::Hot);
+    }
+
+    #[test]
+    fn a_demoted_file_does_not_bounce_back() {
+        let mut p = Policy::default();
+        p.hot.idle = crate::policy::Span(Duration::from_secs(1));
+        p.promote.after = 1;
+        let now = 1_000_000.0;
+        let mut s = AccessStats::default();
+        s.touch(now - 2.0, 600.0);
+        let hot = file(Tier::Hot, 0);
+        assert_eq!(decide(&hot, Some(&s), &p, now).unwrap().0, Tier::Warm);
+        let warm = file(Tier::Warm, 0);
+        assert!(
+            decide(&warm, Some(&s), &p, now).is_none(),
+            "idle for hot: stays warm"
+        );
+        s.touch(now, 600.0);
+        assert_eq!(
+            decide(&warm, Some(&s), &p, now).unwrap().0,
+            Tier::Hot,
+            "a fresh access promotes"
+        );
     }
 
     #[test]

@@ -79,11 +79,34 @@ pub fn store_tier(t: Tier) -> Tier {
     }
 }
 
-/// Bytes and stored bytes of the content of one tier.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TierUsage {
-    pub live: u64,
-    pub files_bytes: u64,
+thread_local! {
+    // zstd contexts are costly to create: one of each per thread, reused.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One zstd frame holding `data` (with its size in the frame header).
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        c.as_mut().expect("just set").1.compress(data)
+    })
+}
+
+/// The bytes of one zstd frame, at most `capacity` of them.
+fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("just set").decompress(frame, capacity)
+    })
 }
 
 impl Tiers {
@@ -131,7 +154,7 @@ impl Tiers {
         if loc.tier != Tier::Cold {
             return Ok(raw);
         }
-        let data = zstd::bulk::decompress(&raw, loc.len as usize).map_err(|e| {
+        let data = decompress(&raw, loc.len as usize).map_err(|e| {
             Error::Corrupt(format!(
                 "pack {:016x} offset {}: zstd frame does not decompress: {e}",
                 loc.seg, loc.off
@@ -162,7 +185,7 @@ impl Tiers {
             return self.warm.append(ino, idx, version, data);
         }
         let level = self.zstd_level.load(Ordering::Relaxed);
-        let frame = zstd::bulk::compress(data, level)?;
+        let frame = compress(data, level)?;
         let mut loc = self.cold.append(ino, idx, version, &frame)?;
         loc.len = data.len() as u32;
         Ok(loc)
@@ -338,44 +361,73 @@ impl Tiers {
     }
 
     fn flush_locked(&self, ino: u64, _held: &RwLockWriteGuard<'_, ()>) -> Result<()> {
-        let dirty = self.hot.lock().dirty_chunks(ino);
-        // Dirty chunks go to the file's own tier (compressed when cold).
-        let tier = match self.meta.inode(ino) {
-            Ok(i) => i.tier,
-            Err(Error::NotFound) => Tier::Warm,
-            Err(e) => return Err(e),
-        };
-        let mut written: Vec<(u64, ChunkLoc)> = Vec::with_capacity(dirty.len());
-        for idx in dirty {
-            // One chunk copied at a time: flushing a huge file never doubles its RAM.
-            let Some(data) = self.hot.lock().copy(ino, idx) else {
-                continue;
+        self.flush_inodes_locked(&[ino])
+    }
+
+    /// Flushes many files with one sync per store and one metadata batch
+    /// each: their lock shards are taken together, in ascending order (so
+    /// two batches never deadlock), for the length of the flush.
+    pub fn flush_many(&self, inos: &[u64]) -> Result<()> {
+        let mut shards: Vec<usize> = inos
+            .iter()
+            .map(|i| (*i as usize) % FILE_LOCK_SHARDS)
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let _guards: Vec<_> = shards.iter().map(|s| self.file_locks[*s].write()).collect();
+        self.flush_inodes_locked(inos)
+    }
+
+    /// The flush itself; the caller holds the content locks of `inos`.
+    fn flush_inodes_locked(&self, inos: &[u64]) -> Result<()> {
+        let mut written: Vec<(u64, Vec<(u64, ChunkLoc)>)> = Vec::with_capacity(inos.len());
+        let mut used = [false; 2];
+        for &ino in inos {
+            let dirty = self.hot.lock().dirty_chunks(ino);
+            // Dirty chunks go to the file's own tier (compressed when cold).
+            let tier = match self.meta.inode(ino) {
+                Ok(i) => i.tier,
+                Err(Error::NotFound) => Tier::Warm,
+                Err(e) => return Err(e),
             };
-            let version = self.meta.next_id()?;
-            written.push((idx, self.append(tier, ino, idx, version, &data)?));
+            let mut locs = Vec::with_capacity(dirty.len());
+            for idx in dirty {
+                // One chunk copied at a time: flushing a huge file never doubles its RAM.
+                let Some(data) = self.hot.lock().copy(ino, idx) else {
+                    continue;
+                };
+                let version = self.meta.next_id()?;
+                locs.push((idx, self.append(tier, ino, idx, version, &data)?));
+                used[(store_tier(tier) == Tier::Cold) as usize] = true;
+            }
+            written.push((ino, locs));
         }
-        if !written.is_empty() {
-            self.store(tier).sync()?;
+        for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
+            if used[i] {
+                store.sync()?;
+            }
         }
         let mut t = Txn::default();
         let mut old = Vec::new();
-        for (idx, loc) in &written {
-            if let Some(prev) = self.meta.chunk(ino, *idx)? {
-                old.push(prev);
-            }
-            t.put_chunk(ino, *idx, loc);
-        }
         {
-            // Lock order: this file's content lock (held) before Meta::lock.
+            // Lock order: the files' content locks (held) before Meta::lock.
             let _m = self.meta.lock.lock();
-            if let Some(size) = self.pending_size.lock().remove(&ino) {
-                match self.meta.inode(ino) {
-                    Ok(mut inode) if size > inode.size => {
-                        inode.size = size;
-                        t.put_inode(&inode);
+            for (ino, locs) in &written {
+                for (idx, loc) in locs {
+                    if let Some(prev) = self.meta.chunk(*ino, *idx)? {
+                        old.push(prev);
                     }
-                    Ok(_) | Err(Error::NotFound) => {}
-                    Err(e) => return Err(e),
+                    t.put_chunk(*ino, *idx, loc);
+                }
+                if let Some(size) = self.pending_size.lock().remove(ino) {
+                    match self.meta.inode(*ino) {
+                        Ok(mut inode) if size > inode.size => {
+                            inode.size = size;
+                            t.put_inode(&inode);
+                        }
+                        Ok(_) | Err(Error::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             self.meta.commit(t)?;
@@ -384,8 +436,10 @@ impl Tiers {
             self.free(prev);
         }
         let mut hot = self.hot.lock();
-        for (idx, _) in &written {
-            hot.mark_clean(ino, *idx);
+        for (ino, locs) in &written {
+            for (idx, _) in locs {
+                hot.mark_clean(*ino, *idx);
+            }
         }
         Ok(())
     }
@@ -396,8 +450,9 @@ impl Tiers {
         inodes.extend(self.pending_size.lock().keys().copied());
         inodes.sort_unstable();
         inodes.dedup();
-        for ino in inodes {
-            self.flush(ino)?;
+        // Batches bound how long a batch holds its lock shards.
+        for batch in inodes.chunks(512) {
+            self.flush_many(batch)?;
         }
         self.hot.lock().evict();
         Ok(())
@@ -424,58 +479,172 @@ impl Tiers {
     /// when the file was on `to` already.
     pub fn move_file(&self, ino: u64, to: Tier) -> Result<bool> {
         for _ in 0..MOVE_ATTEMPTS {
-            self.flush(ino)?;
-            let inode = self.meta.inode(ino)?;
-            let from = inode.tier;
-            if from == to {
-                return Ok(false);
+            match self.move_batch(&[(ino, to)]).pop() {
+                Some((_, Err(Error::Busy))) => continue,
+                Some((_, r)) => return r,
+                None => return Ok(false),
             }
-            if to == Tier::Hot {
-                self.check_hot_room(inode.size, false)?;
-            }
-            let chunks = self.meta.chunks_from(ino, 0)?;
-            // Copy without holding the file's lock: reads and writes go on.
-            let mut copies = Vec::new();
-            if store_tier(from) != store_tier(to) {
-                for (idx, loc) in &chunks {
-                    let data = self.read_loc(loc)?;
-                    copies.push((*idx, self.append(to, ino, *idx, loc.version, &data)?));
+        }
+        Err(Error::Busy)
+    }
+
+    /// Moves many files at once with the protocol of `move_file`, amortised:
+    /// every copy is written, then each store is synced once, then each file
+    /// is committed under its own lock if it did not change meanwhile
+    /// (`Busy` if it did), then the metadata is flushed once and the old
+    /// copies are freed. One result per move, in order.
+    pub fn move_batch(&self, moves: &[(u64, Tier)]) -> Vec<(u64, Result<bool>)> {
+        struct Prepared {
+            to: Tier,
+            chunks: Vec<(u64, ChunkLoc)>,
+            copies: Vec<(u64, ChunkLoc)>,
+        }
+        let mut results: Vec<(u64, Result<bool>)> = Vec::with_capacity(moves.len());
+        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(moves.len());
+        let mut hot_room = {
+            let h = self.hot.lock();
+            h.budget().saturating_sub(h.pinned_bytes())
+        };
+        let mut synced = [false; 2];
+        // Make every file's content durable on its current tier first, in one go.
+        let inos: Vec<u64> = moves.iter().map(|m| m.0).collect();
+        if let Err(e) = self.flush_many(&inos) {
+            let msg = e.to_string();
+            return inos
+                .into_iter()
+                .map(|i| (i, Err(Error::Io(std::io::Error::other(msg.clone())))))
+                .collect();
+        }
+        for &(ino, to) in moves {
+            let r = (|| -> Result<Option<Prepared>> {
+                self.flush(ino)?;
+                let inode = self.meta.inode(ino)?;
+                if inode.tier == to {
+                    return Ok(None);
                 }
-                self.store(to).sync()?;
+                if to == Tier::Hot {
+                    self.check_hot_room(inode.size, false)?;
+                    if inode.size > hot_room {
+                        return Err(Error::NoSpace);
+                    }
+                    hot_room -= inode.size;
+                }
+                let chunks = self.meta.chunks_from(ino, 0)?;
+                // Copy without holding the file's lock: reads and writes go on.
+                let mut copies = Vec::new();
+                if store_tier(inode.tier) != store_tier(to) {
+                    for (idx, loc) in &chunks {
+                        let data = self.read_loc(loc)?;
+                        copies.push((*idx, self.append(to, ino, *idx, loc.version, &data)?));
+                    }
+                    synced[(store_tier(to) == Tier::Cold) as usize] = true;
+                }
+                Ok(Some(Prepared { to, chunks, copies }))
+            })();
+            match r {
+                Ok(p) => {
+                    results.push((ino, Ok(p.is_some())));
+                    prepared.push(p);
+                }
+                Err(e) => {
+                    results.push((ino, Err(e)));
+                    prepared.push(None);
+                }
             }
-            let g = self.lock(ino).write();
-            let unchanged = !self.hot.lock().has_dirty(ino)
-                && !self.pending_size.lock().contains_key(&ino)
-                && self.meta.chunks_from(ino, 0)? == chunks;
-            if !unchanged {
-                drop(g);
-                for (_, loc) in &copies {
+        }
+        for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
+            if synced[i] {
+                if let Err(e) = store.sync() {
+                    // Nothing is committed yet: every move of this batch fails.
+                    let msg = e.to_string();
+                    for (k, p) in prepared.iter().enumerate() {
+                        if let Some(p) = p {
+                            for (_, loc) in &p.copies {
+                                self.free(loc);
+                            }
+                            results[k].1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+                        }
+                    }
+                    return results;
+                }
+            }
+        }
+        // Commit every unchanged file in one metadata batch, holding the lock
+        // shards of the whole batch (ascending, as flush_many) so that no
+        // write slips in between a file's check and the commit.
+        let mut committed = Vec::new();
+        let mut t = Txn::default();
+        {
+            let mut shards: Vec<usize> = prepared
+                .iter()
+                .zip(&results)
+                .filter(|(p, _)| p.is_some())
+                .map(|(_, r)| (r.0 as usize) % FILE_LOCK_SHARDS)
+                .collect();
+            shards.sort_unstable();
+            shards.dedup();
+            let _guards: Vec<_> = shards.iter().map(|s| self.file_locks[*s].write()).collect();
+            let _m = self.meta.lock.lock();
+            for (k, p) in prepared.into_iter().enumerate() {
+                let Some(p) = p else { continue };
+                let ino = results[k].0;
+                let r = (|| -> Result<()> {
+                    let unchanged = !self.hot.lock().has_dirty(ino)
+                        && !self.pending_size.lock().contains_key(&ino)
+                        && self.meta.chunks_from(ino, 0)? == p.chunks;
+                    if !unchanged {
+                        return Err(Error::Busy);
+                    }
+                    let mut inode = self.meta.inode(ino)?;
+                    inode.tier = p.to;
+                    t.put_inode(&inode);
+                    for (idx, loc) in &p.copies {
+                        t.put_chunk(ino, *idx, loc);
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => committed.push((ino, p)),
+                    Err(e) => {
+                        for (_, loc) in &p.copies {
+                            self.free(loc);
+                        }
+                        results[k].1 = Err(e);
+                    }
+                }
+            }
+            if let Err(e) = self.meta.commit(t) {
+                let msg = e.to_string();
+                for (ino, p) in &committed {
+                    for (_, loc) in &p.copies {
+                        self.free(loc);
+                    }
+                    if let Some(r) = results.iter_mut().find(|r| r.0 == *ino) {
+                        r.1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+                    }
+                }
+                return results;
+            }
+        }
+        if let Err(e) = self.meta.flush() {
+            let msg = e.to_string();
+            for r in results.iter_mut().filter(|r| r.1.is_ok()) {
+                r.1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+            }
+            return results;
+        }
+        for (ino, p) in committed {
+            if !p.copies.is_empty() {
+                for (_, loc) in &p.chunks {
                     self.free(loc);
                 }
-                continue;
             }
-            {
-                let _m = self.meta.lock.lock();
-                let mut inode = self.meta.inode(ino)?;
-                inode.tier = to;
-                let mut t = Txn::default();
-                t.put_inode(&inode);
-                for (idx, loc) in &copies {
-                    t.put_chunk(ino, *idx, loc);
-                }
-                self.meta.commit(t)?;
-            }
-            self.meta.flush()?;
-            if !copies.is_empty() {
-                for (_, loc) in &chunks {
-                    self.free(loc);
-                }
-            }
-            if to == Tier::Hot {
-                for (idx, _) in &chunks {
+            if p.to == Tier::Hot {
+                for (idx, _) in &p.chunks {
                     if !self.hot.lock().contains(ino, *idx) {
-                        let data = self.load(ino, *idx)?.unwrap_or_default();
-                        self.hot.lock().insert_clean(ino, *idx, data, true);
+                        if let Ok(Some(data)) = self.load(ino, *idx) {
+                            self.hot.lock().insert_clean(ino, *idx, data, true);
+                        }
                     }
                 }
                 self.hot.lock().set_pinned(ino, true);
@@ -484,9 +653,8 @@ impl Tiers {
                 hot.set_pinned(ino, false);
                 hot.evict();
             }
-            return Ok(true);
         }
-        Err(Error::Busy)
+        results
     }
 
     /// Bytes the chunks of `ino` take on their tier (compressed when cold).
@@ -600,7 +768,7 @@ impl Tiers {
                         if store.read(&loc, &mut raw).is_err() {
                             continue;
                         }
-                        match zstd::bulk::decompress(&raw, CHUNK_SIZE as usize) {
+                        match decompress(&raw, CHUNK_SIZE as usize) {
                             Ok(d) => loc.len = d.len() as u32,
                             Err(_) => continue,
                         }
