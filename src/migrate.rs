@@ -140,6 +140,12 @@ impl Shared {
         self.why.lock().insert(ino, why);
     }
 
+    /// Drops what is known of a deleted file.
+    pub fn forget(&self, ino: u64) {
+        self.table.lock().remove(&ino);
+        self.why.lock().remove(&ino);
+    }
+
     pub fn stats(&self, ino: u64) -> Option<AccessStats> {
         self.table.lock().get(&ino).copied()
     }

@@ -141,6 +141,9 @@ fn bad_values_and_read_only_attributes() {
     let why = m.sh_ok("getfattr --only-values -n user.tier.why big");
     assert!(why.contains("larger than the hot budget"), "{why}");
     assert_eq!(tier(&m, "big"), "warm");
+    // A pin that cannot be honoured is not set.
+    assert!(err("setfattr -n user.tier.pin -v hot big").contains("too large"));
+    assert!(err("getfattr -n user.tier.pin big").contains("No such attribute"));
     // Listing shows only what can be set.
     let listed = m.sh_ok("getfattr -d -m - f");
     assert!(listed.contains("user.tier=\"warm\""));

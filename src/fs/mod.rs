@@ -308,6 +308,7 @@ impl TierFs {
     fn purge(&self, ino: u64) -> Result<()> {
         let t = self.meta.purge_txn(ino)?;
         self.tiers.purge(ino, t)?;
+        self.shared.forget(ino);
         self.inode_count.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }

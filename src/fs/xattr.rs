@@ -159,24 +159,26 @@ impl TierFs {
                 let pin = parse_tier(value).ok_or(Error::Invalid(
                     "user.tier.pin takes hot, warm, cold or none",
                 ))?;
-                let inode = {
+                let set_pin = |pin: Option<Tier>| -> Result<(Inode, Option<Tier>)> {
                     let _g = self.meta.lock.lock();
                     let mut inode = self.meta.inode(ino)?;
                     if !matches!(inode.kind, Kind::File | Kind::Dir) {
                         return Err(Error::NotPermitted);
                     }
-                    inode.pin = Some(pin);
+                    let before = std::mem::replace(&mut inode.pin, pin);
                     let mut t = Txn::default();
                     t.put_inode(&inode);
                     self.meta.commit(t)?;
-                    inode
+                    Ok((inode, before))
                 };
+                let (inode, before) = set_pin(Some(pin))?;
                 if inode.kind == Kind::File {
-                    self.move_to(
-                        ino,
-                        pin,
-                        &format!("pinned to {} by user.tier.pin", pin.name()),
-                    )?;
+                    let because = format!("pinned to {} by user.tier.pin", pin.name());
+                    if let Err(e) = self.move_to(ino, pin, &because) {
+                        // A pin that cannot be honoured is not set: nothing changes.
+                        set_pin(before)?;
+                        return Err(e);
+                    }
                 }
                 self.meta.flush()
             }
