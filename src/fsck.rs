@@ -152,6 +152,9 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
             Some(_) => {}
         }
     }
+    for d in tiers.damaged_dictionaries() {
+        problems.push(d);
+    }
     let bad = tiers.verify_all()?;
     let records = if repair && !bad.is_empty() {
         tiers.scan_records()

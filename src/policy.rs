@@ -98,6 +98,9 @@ pub struct Migration {
 pub struct Cold {
     /// zstd level of cold frames (1 to 19).
     pub zstd_level: i32,
+    /// Compress small chunks with dictionaries trained from the store's own
+    /// small files.
+    pub dictionaries: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,7 +146,10 @@ impl Default for Policy {
                 rate: Bytes(64 << 20),
                 interval: Span(Duration::from_secs(30)),
             },
-            cold: Cold { zstd_level: 3 },
+            cold: Cold {
+                zstd_level: 3,
+                dictionaries: true,
+            },
             writeback: Writeback {
                 interval: Span(Duration::from_secs(5)),
             },
@@ -181,6 +187,7 @@ interval = "30s"         # time between migration cycles
 
 [cold]                   # files in zstd packs
 zstd_level = 3           # 1 (fast) to 19 (small)
+dictionaries = true      # small files share zstd dictionaries trained on this store
 
 [writeback]
 interval = "5s"          # written data reaches disk this soon without fsync

@@ -362,3 +362,61 @@ fn a_corrupt_cold_frame_is_eio_for_that_file_only() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("/victim"));
 }
+
+#[test]
+fn small_cold_files_use_a_trained_dictionary() {
+    let mut m = Mounted::new();
+    // 700 small notes of the same kind, moved cold one by one.
+    m.sh_ok(
+        "mkdir notes && for i in $(seq 1 700); do \
+           printf 'note %d: the user prefers short answers; the standup moved to thursday; \
+project tierfs review number %d is on the calendar for week %d.\\n' $i $((i*7)) $((i%52)) > notes/n$i.md; \
+           printf 'follow-up %d: benchmark results were good, latency budget kept.\\n' $i >> notes/n$i.md; \
+         done && for f in notes/*; do setfattr -n user.tier -v cold $f; done",
+    );
+    let dicts = fs::read_dir(m.store.join("cold/dicts")).unwrap().count();
+    assert!(dicts >= 1, "a dictionary was trained");
+    // Files compressed after training take fewer bytes than without one.
+    let stored: u64 = m
+        .sh_ok("getfattr --only-values -n user.tier.stored notes/n699.md")
+        .parse()
+        .unwrap();
+    let alone = zstd::bulk::compress(&fs::read(m.path("notes/n699.md")).unwrap(), 3)
+        .unwrap()
+        .len() as u64
+        + 40;
+    assert!(
+        stored < alone,
+        "stored {stored} with a dictionary, {alone} without"
+    );
+    m.remount();
+    for i in [1, 350, 699] {
+        let text = fs::read_to_string(m.path(&format!("notes/n{i}.md"))).unwrap();
+        assert!(text.starts_with(&format!("note {i}:")), "{text}");
+    }
+    m.stop();
+    assert!(m.fsck().status.success());
+    // A damaged dictionary: EIO for the files that need it, named by fsck.
+    let dict = fs::read_dir(m.store.join("cold/dicts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut b = fs::read(&dict).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0xff;
+    fs::write(&dict, b).unwrap();
+    let out = m.fsck();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fails its checksum"));
+    m.start();
+    let failures = (1..=700)
+        .filter(|i| fs::read(m.path(&format!("notes/n{i}.md"))).is_err())
+        .count();
+    assert!(failures > 0, "files that need the dictionary answer EIO");
+    assert!(
+        fs::read(m.path("notes/n1.md")).is_ok(),
+        "files compressed before training are fine"
+    );
+}

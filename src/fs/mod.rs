@@ -143,6 +143,7 @@ impl TierFs {
         let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
         let tiers = Arc::new(Tiers::open(meta.clone(), store_dir, policy.hot.budget.0)?);
         tiers.set_zstd_level(policy.cold.zstd_level);
+        tiers.set_dictionaries(policy.cold.dictionaries);
         let shared = Arc::new(Shared::new(&meta, policy)?);
         let (migrator, access) = Migrator::start(meta.clone(), tiers.clone(), shared.clone());
         let fs = TierFs {
@@ -192,6 +193,7 @@ impl TierFs {
                 }
                 self.tiers.set_hot_budget(p.hot.budget.0);
                 self.tiers.set_zstd_level(p.cold.zstd_level);
+                self.tiers.set_dictionaries(p.cold.dictionaries);
                 *self.shared.policy.write() = Arc::new(p);
                 *self.policy_loaded.lock() = (SystemTime::now(), None);
                 log::info!("policy {} reloaded", path.display());

@@ -15,6 +15,7 @@
 //! file's own tier, syncs, and only then points the index at the new records:
 //! the index never names bytes that a crash could lose.
 
+pub mod dict;
 pub mod hot;
 pub mod segment;
 
@@ -40,6 +41,7 @@ pub struct Tiers {
     meta: std::sync::Arc<Meta>,
     warm: SegmentStore,
     cold: SegmentStore,
+    dicts: dict::Dictionaries,
     hot: Mutex<HotCache>,
     /// Serialises content changes per file (sharded by inode number); reads
     /// take it shared so that they never cache bytes a truncate just dropped.
@@ -52,6 +54,7 @@ pub struct Tiers {
     /// Wakes the write-back thread early when the hot cache is over budget.
     writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
     zstd_level: AtomicI32,
+    use_dictionaries: std::sync::atomic::AtomicBool,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -80,32 +83,52 @@ pub fn store_tier(t: Tier) -> Tier {
 }
 
 thread_local! {
-    // zstd contexts are costly to create: one of each per thread, reused.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+    // zstd contexts are costly to create: one of each per thread, reused,
+    // keyed by (dictionary id or 0, level).
+    static COMPRESSOR: std::cell::RefCell<Option<((u32, i32), zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+    static DECOMPRESSOR: std::cell::RefCell<Option<(u32, zstd::bulk::Decompressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// One zstd frame holding `data` (with its size in the frame header).
-fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// One zstd frame holding `data` (with its size, and the dictionary's id
+/// when there is one, in the frame header).
+fn compress(
+    data: &[u8],
+    level: i32,
+    dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
+) -> std::io::Result<Vec<u8>> {
+    let key = (dict.map_or(0, |d| d.0), level);
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        if c.as_ref().is_none_or(|(k, _)| *k != key) {
+            let comp = match dict {
+                Some((_, d)) => zstd::bulk::Compressor::with_dictionary(level, d)?,
+                None => zstd::bulk::Compressor::new(level)?,
+            };
+            *c = Some((key, comp));
         }
         c.as_mut().expect("just set").1.compress(data)
     })
 }
 
 /// The bytes of one zstd frame, at most `capacity` of them.
-fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+fn decompress(
+    frame: &[u8],
+    capacity: usize,
+    dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
+) -> std::io::Result<Vec<u8>> {
+    let key = dict.map_or(0, |d| d.0);
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new()?);
+        if d.as_ref().is_none_or(|(k, _)| *k != key) {
+            let dec = match dict {
+                Some((_, dd)) => zstd::bulk::Decompressor::with_dictionary(dd)?,
+                None => zstd::bulk::Decompressor::new()?,
+            };
+            *d = Some((key, dec));
         }
-        d.as_mut().expect("just set").decompress(frame, capacity)
+        d.as_mut().expect("just set").1.decompress(frame, capacity)
     })
 }
 
@@ -124,16 +147,24 @@ impl Tiers {
             meta,
             warm,
             cold,
+            dicts: dict::Dictionaries::open(&store_dir.join("cold").join("dicts"))?,
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
             writeback_wake: Mutex::new(None),
             zstd_level: AtomicI32::new(3),
+            use_dictionaries: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
     pub fn set_zstd_level(&self, level: i32) {
         self.zstd_level.store(level, Ordering::Relaxed);
+    }
+
+    /// Whether new small cold frames use a trained dictionary (frames that
+    /// name one are always readable).
+    pub fn set_dictionaries(&self, on: bool) {
+        self.use_dictionaries.store(on, Ordering::Relaxed);
     }
 
     fn lock(&self, ino: u64) -> &RwLock<()> {
@@ -154,7 +185,8 @@ impl Tiers {
         if loc.tier != Tier::Cold {
             return Ok(raw);
         }
-        let data = decompress(&raw, loc.len as usize).map_err(|e| {
+        let dict = self.dicts.for_frame(&raw)?;
+        let data = decompress(&raw, loc.len as usize, dict.as_ref()).map_err(|e| {
             Error::Corrupt(format!(
                 "pack {:016x} offset {}: zstd frame does not decompress: {e}",
                 loc.seg, loc.off
@@ -185,7 +217,12 @@ impl Tiers {
             return self.warm.append(ino, idx, version, data);
         }
         let level = self.zstd_level.load(Ordering::Relaxed);
-        let frame = compress(data, level)?;
+        let dict = if self.use_dictionaries.load(Ordering::Relaxed) {
+            self.dicts.for_chunk(data)
+        } else {
+            None
+        };
+        let frame = compress(data, level, dict.as_ref())?;
         let mut loc = self.cold.append(ino, idx, version, &frame)?;
         loc.len = data.len() as u32;
         Ok(loc)
@@ -768,7 +805,10 @@ impl Tiers {
                         if store.read(&loc, &mut raw).is_err() {
                             continue;
                         }
-                        match decompress(&raw, CHUNK_SIZE as usize) {
+                        let Ok(dict) = self.dicts.for_frame(&raw) else {
+                            continue;
+                        };
+                        match decompress(&raw, CHUNK_SIZE as usize, dict.as_ref()) {
                             Ok(d) => loc.len = d.len() as u32,
                             Err(_) => continue,
                         }
@@ -778,6 +818,11 @@ impl Tiers {
             }
         }
         found
+    }
+
+    /// Dictionary files that failed their checksum (for fsck).
+    pub fn damaged_dictionaries(&self) -> Vec<String> {
+        self.dicts.damaged()
     }
 
     /// Checks every indexed chunk against its record (for fsck): returns
