@@ -88,9 +88,19 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         .as_nanos() as u64;
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed | 1);
-    let mut m = Mounted::new();
+    // The migrator moves files on its own too: 1 s idle times, 300 ms cycles.
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("policy.toml");
+    let text = tierfs::policy::DEFAULT_FILE
+        .replace("idle = \"10m\"", "idle = \"1s\"")
+        .replace("idle = \"1day\"", "idle = \"1s\"")
+        .replace("interval = \"30s\"", "interval = \"300ms\"")
+        .replace("after = 3", "after = 1");
+    fs::write(&policy, text).unwrap();
+    let mut m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
     let synced = Arc::new(Mutex::new(Synced::default()));
     let moves = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut auto_moves = 0u64;
     for round in 0..8 {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles: Vec<_> = (0..2)
@@ -142,7 +152,17 @@ fn fsynced_data_survives_kill9_at_random_moments() {
                 }
             }));
         }
-        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
+        // How many moves the migrator made on its own this round, just before the kill.
+        if let Ok(out) = std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", "user.tier.stats"])
+            .arg(&m.mnt)
+            .output()
+        {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                auto_moves += v["migrations"]["done"].as_u64().unwrap_or(0);
+            }
+        }
         m.kill9();
         stop.store(true, Ordering::Relaxed);
         for h in handles {
@@ -188,7 +208,8 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         "the writers got work done"
     );
     let moves = moves.load(Ordering::Relaxed);
-    eprintln!("{moves} forced tier moves during the crash rounds");
+    eprintln!("{moves} forced and {auto_moves} automatic tier moves during the crash rounds");
+    assert!(auto_moves > 0, "the migrator moved files during the rounds");
     assert!(moves > 8, "the mover got work done ({moves})");
 }
 
