@@ -485,26 +485,21 @@ pub fn decide(
         _ => p.warm.idle.0.as_secs_f64(),
     };
     let promote = |to: Tier| hot_enough && idle < idle_limit(to);
-    match inode.tier {
-        Tier::Hot if idle > p.hot.idle.0.as_secs_f64() => Some((
-            Tier::Warm,
+    let idle_for = |limit: Duration, tier: &str| {
+        (idle > limit.as_secs_f64()).then(|| {
             format!(
-                "not accessed for {} (hot idle time {})",
+                "not accessed for {} ({tier} idle time {})",
                 fmt_secs(idle),
-                fmt_secs(p.hot.idle.0.as_secs_f64())
-            ),
-        )),
+                fmt_secs(limit.as_secs_f64())
+            )
+        })
+    };
+    match inode.tier {
+        Tier::Hot => idle_for(p.hot.idle.0, "hot").map(|why| (Tier::Warm, why)),
         Tier::Warm if p.warm_promotion().is_some_and(promote) => {
             Some((p.warm_promotion()?, accessed()))
         }
-        Tier::Warm if idle > p.warm.idle.0.as_secs_f64() => Some((
-            Tier::Cold,
-            format!(
-                "not accessed for {} (warm idle time {})",
-                fmt_secs(idle),
-                fmt_secs(p.warm.idle.0.as_secs_f64())
-            ),
-        )),
+        Tier::Warm => idle_for(p.warm.idle.0, "warm").map(|why| (Tier::Cold, why)),
         Tier::Cold if promote(p.cold_promotion()) => Some((p.cold_promotion(), accessed())),
         _ => None,
     }

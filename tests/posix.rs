@@ -627,13 +627,7 @@ fn remount_keeps_tree_bytes_modes_times_xattrs_links_and_inodes() {
     m.remount();
     assert_eq!(snapshot(&m), before);
     assert_eq!(getxattr(&m.path("hl"), "user.k", 10).unwrap(), b"v");
-    m.stop();
-    let out = m.fsck();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean();
 }
 
 #[test]

@@ -107,13 +107,7 @@ fn every_transition_keeps_bytes_inode_xattrs_links_and_mtime() {
         assert_eq!(tier(&m, &name), "cold");
         assert!(fs::read(m.path(&name)).unwrap() == pattern(i as u64, size));
     }
-    m.stop();
-    let out = m.fsck();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean();
 }
 
 #[test]

@@ -109,7 +109,7 @@ pub struct TierFs {
     /// Reads served per tier (hot, warm, cold).
     hits: [AtomicU64; 3],
     policy_loaded: Mutex<(SystemTime, Option<String>)>,
-    _policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
+    policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 /// The write-back thread: its wake-up channel, its stop flag, its handle.
@@ -153,7 +153,7 @@ impl TierFs {
             access,
             hits: Default::default(),
             policy_loaded: Mutex::new((SystemTime::now(), None)),
-            _policy_watch: Mutex::new(None),
+            policy_watch: Mutex::new(None),
             inode_count: AtomicU64::new(meta.count_inodes()),
             meta,
             tiers,
@@ -176,7 +176,7 @@ impl TierFs {
             }
         });
         match watcher {
-            Ok(w) => *fs._policy_watch.lock() = Some(w),
+            Ok(w) => *fs.policy_watch.lock() = Some(w),
             Err(e) => log::warn!("policy changes will not be seen until remount: {e}"),
         }
         Ok(fs)
@@ -242,7 +242,7 @@ impl TierFs {
 
     /// Writes back everything and stops the write-back thread (unmount).
     pub fn shutdown(&self) -> Result<()> {
-        self._policy_watch.lock().take();
+        self.policy_watch.lock().take();
         self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
             w.stop.store(true, Ordering::Release);

@@ -175,6 +175,17 @@ impl Mounted {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Unmounts and checks that `tierfs fsck` finds the store clean.
+    pub fn assert_fsck_clean(&mut self) {
+        self.stop();
+        let out = self.fsck();
+        assert!(
+            out.status.success(),
+            "fsck: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     /// `tierfs fsck` on the (unmounted) store.
     pub fn fsck(&self) -> Output {
         Command::new(TIERFS)
