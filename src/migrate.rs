@@ -114,6 +114,8 @@ pub struct Shared {
     /// The last decision or failure for a file, for `user.tier.why`.
     pub why: Mutex<HashMap<u64, String>>,
     pub counters: Counters,
+    /// What the last cycle did, for `user.tier.last_cycle`.
+    pub last_cycle: Mutex<CycleReport>,
 }
 
 impl Shared {
@@ -129,6 +131,7 @@ impl Shared {
             table: Mutex::new(table),
             why: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            last_cycle: Mutex::new(CycleReport::default()),
         })
     }
 
@@ -173,14 +176,29 @@ impl AccessLog {
     }
 }
 
-/// A request for one cycle now, answered when it is done.
-type CycleRequest = Sender<CycleReport>;
+/// A request for one cycle now (or, dry, only its plan), answered when done.
+type CycleRequest = (bool, Sender<CycleReport>);
 
-/// What one cycle did.
+/// What one cycle did (or, dry, would do).
 #[derive(Clone, Debug, Default)]
 pub struct CycleReport {
     pub moved: Vec<(u64, Tier, Tier, String)>,
     pub failed: Vec<(u64, Tier, String)>,
+}
+
+impl CycleReport {
+    /// The report as JSON: `{"moved": [{ino, from, to, reason}], "failed": [{ino, to, why}]}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "moved": self.moved.iter().map(|(ino, from, to, why)| serde_json::json!({
+                "ino": ino, "from": from.name(), "to": to.name(), "reason": why,
+            })).collect::<Vec<_>>(),
+            "failed": self.failed.iter().map(|(ino, to, why)| serde_json::json!({
+                "ino": ino, "to": to.name(), "why": why,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
 }
 
 pub struct Migrator {
@@ -225,11 +243,11 @@ impl Migrator {
         )
     }
 
-    /// Runs one cycle now and returns what it did.
-    pub fn run_cycle(&self) -> Result<CycleReport> {
+    /// Runs one cycle now (or, `dry`, only plans it) and returns what it did.
+    pub fn run_cycle(&self, dry: bool) -> Result<CycleReport> {
         let (tx, rx) = bounded(1);
         self.cycle_tx
-            .send(tx)
+            .send((dry, tx))
             .map_err(|_| Error::Invalid("the migrator has stopped"))?;
         rx.recv()
             .map_err(|_| Error::Invalid("the migrator has stopped"))
@@ -264,11 +282,11 @@ impl Worker {
                     }
                 }
                 recv(cycles) -> req => {
-                    if let Ok(reply) = req {
+                    if let Ok((dry, reply)) = req {
                         while let Ok((ino, at)) = events.try_recv() {
                             self.note(ino, at);
                         }
-                        let report = self.cycle();
+                        let report = if dry { self.dry_run() } else { self.cycle() };
                         let _ = reply.send(report);
                     }
                 }
@@ -313,6 +331,24 @@ impl Worker {
         }
         if let Err(e) = self.meta.commit(t) {
             log::warn!("saving access statistics: {e}");
+        }
+    }
+
+    /// What a cycle would move now, moving nothing.
+    fn dry_run(&mut self) -> CycleReport {
+        let policy = self.shared.policy();
+        match self.plan(&policy) {
+            Ok(plan) => CycleReport {
+                moved: plan
+                    .into_iter()
+                    .map(|(i, to, why)| (i.ino, i.tier, to, why))
+                    .collect(),
+                failed: Vec::new(),
+            },
+            Err(e) => {
+                log::error!("planning a migration cycle: {e}");
+                CycleReport::default()
+            }
         }
     }
 
@@ -393,6 +429,7 @@ impl Worker {
         }
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);
         self.shared.counters.queued.store(0, Ordering::Relaxed);
+        *self.shared.last_cycle.lock() = report.clone();
         report
     }
 

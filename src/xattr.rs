@@ -21,15 +21,23 @@ pub const STATS: &str = "user.tier.stats";
 pub const POLICY: &str = "user.tier.policy";
 /// Mount root, set only: any value runs one migration cycle now.
 pub const MIGRATE: &str = "user.tier.migrate";
+/// Mount root, read-only (an extension for mountctl): JSON of what a cycle
+/// would move now, `{"moved": [{"ino", "from", "to", "reason"}], "failed": []}`.
+pub const PLAN: &str = "user.tier.plan";
+/// Mount root, read-only (an extension for mountctl): JSON of what the last
+/// cycle moved and what failed, in the same form as `PLAN`.
+pub const LAST_CYCLE: &str = "user.tier.last_cycle";
 
 /// Every name of the contract; other `user.tier.*` names are refused (EINVAL)
 /// rather than stored, so that a typo is an error, not a silent no-op.
-pub const ALL: [&str; 10] = [
-    TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE,
+pub const ALL: [&str; 12] = [
+    TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE, PLAN, LAST_CYCLE,
 ];
 
 /// Names that can only be read.
-pub const READ_ONLY: [&str; 7] = [WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY];
+pub const READ_ONLY: [&str; 9] = [
+    WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, PLAN, LAST_CYCLE,
+];
 
 /// True for names in the reserved `user.tier` namespace.
 pub fn is_reserved(name: &[u8]) -> bool {

@@ -141,6 +141,12 @@ impl TierFs {
             names::STORED => file_only(self.tiers.stored_bytes(ino)?.to_string()),
             names::STATS if ino == ROOT_INO => Ok(self.stats_json()?.into_bytes()),
             names::POLICY if ino == ROOT_INO => Ok(self.policy_text().into_bytes()),
+            names::PLAN if ino == ROOT_INO => {
+                Ok(self.migrator.run_cycle(true)?.to_json().into_bytes())
+            }
+            names::LAST_CYCLE if ino == ROOT_INO => {
+                Ok(self.shared.last_cycle.lock().to_json().into_bytes())
+            }
             _ => Err(Error::NoXattr),
         }
     }
@@ -183,7 +189,7 @@ impl TierFs {
                 self.meta.flush()
             }
             names::MIGRATE if ino == ROOT_INO => {
-                let r = self.migrator.run_cycle()?;
+                let r = self.migrator.run_cycle(false)?;
                 log::info!(
                     "migration cycle on request: {} moved, {} failed",
                     r.moved.len(),
