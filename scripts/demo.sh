@@ -10,8 +10,9 @@ keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
 scripts/deps.sh
-cargo build --release -q
+cargo build --release -q --workspace
 tierfs=$PWD/target/release/tierfs
+mountctl=$PWD/target/release/mountctl
 
 demo=${TIERFS_DEMO_DIR:-/tmp/tierfs-demo}
 store=$demo/store
@@ -32,17 +33,24 @@ run "setfattr -n user.model -v all-minilm-l6-v2 embeddings/standup.f32"
 run "ln -s ../notes/2026-11-22-standup.md facts/latest-standup"
 run "ls -lR ."
 run "getfattr -R -d ."
+run "setfattr -n user.tier -v cold facts/user.json"
+run "setfattr -n user.tier.pin -v hot notes"
+run "echo 'Decision: ship the migrator on Monday.' > notes/2026-11-22-decision.md"
+run "$mountctl ls -r ."
+run "$mountctl explain facts/user.json"
+run "$mountctl status"
 run "stat -c '%n: inode %i, %s bytes' notes/2026-11-22-standup.md"
 cd /
-run "fusermount3 -u $mnt"
+run "$mountctl unmount $mnt"
 run "$tierfs fsck $store"
 run "$tierfs mount $store $mnt"
 run "cat $mnt/facts/latest-standup"
+run "getfattr -n user.tier --only-values $mnt/facts/user.json; echo"
 run "stat -c '%n: inode %i, %s bytes' $mnt/notes/2026-11-22-standup.md"
 if $keep; then
   echo
   echo "tierfs is mounted at $mnt (store: $store, log: $store/tierfs.log)."
   echo "Unmount with: fusermount3 -u $mnt"
 else
-  run "fusermount3 -u $mnt"
+  run "$mountctl unmount $mnt"
 fi

@@ -66,8 +66,55 @@ enum Command {
     },
 }
 
+/// Arguments in the form mount(8) helpers are called with — `tierfs STORE
+/// MOUNTPOINT [-o OPTS]` (from `mount.fuse3` for `-t fuse.tierfs`) or
+/// `mount.fuse.tierfs STORE MOUNTPOINT [-o OPTS]` — become `tierfs mount ...`,
+/// and the options only mount(8) and systemd care about are dropped.
+fn mount_helper_args(args: Vec<String>) -> Vec<String> {
+    let as_helper = args
+        .first()
+        .is_some_and(|a0| a0.ends_with("mount.fuse.tierfs"));
+    let is_command = |a: &str| matches!(a, "mount" | "fsck" | "help") || a.starts_with('-');
+    if !(as_helper || args.len() >= 3 && !is_command(&args[1])) {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), "mount".to_string()];
+    let mut it = args.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "-o" {
+            let Some(opts) = it.next() else { break };
+            let kept: Vec<&str> = opts
+                .split(',')
+                .filter(|o| {
+                    !(o.starts_with("x-")
+                        || o.starts_with("comment=")
+                        || matches!(
+                            *o,
+                            "_netdev"
+                                | "nofail"
+                                | "noauto"
+                                | "auto"
+                                | "user"
+                                | "users"
+                                | "nouser"
+                                | "defaults"
+                                | "rw"
+                        ))
+                })
+                .collect();
+            if !kept.is_empty() {
+                out.push("-o".into());
+                out.push(kept.join(","));
+            }
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(mount_helper_args(std::env::args().collect()));
     match cli.command {
         Command::Mount {
             store,
@@ -156,5 +203,30 @@ fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
             eprintln!("tierfs fsck: {}: {e}", store.display());
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mount_helper_args;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn mount_helper_calls_become_mount() {
+        assert_eq!(
+            mount_helper_args(v(
+                "tierfs /s /m -o rw,nosuid,_netdev,x-systemd.after=a,allow_other"
+            )),
+            v("tierfs mount /s /m -o nosuid,allow_other")
+        );
+        assert_eq!(
+            mount_helper_args(v("/sbin/mount.fuse.tierfs /s /m -o defaults")),
+            v("/sbin/mount.fuse.tierfs mount /s /m")
+        );
+        assert_eq!(mount_helper_args(v("tierfs fsck /s")), v("tierfs fsck /s"));
+        assert_eq!(mount_helper_args(v("tierfs --help")), v("tierfs --help"));
     }
 }

@@ -176,3 +176,51 @@ fn a_dead_mount_of_the_same_store_is_cleared_on_remount() {
     assert!(m.log_text().contains("clearing the dead mount"));
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"x");
 }
+
+#[test]
+fn the_fuse_mount_helper_convention_works() {
+    // What `mount -t fuse.tierfs STORE MNT -o OPTS` (and an fstab line) runs:
+    // mount.fuse3, which runs `tierfs STORE MNT -o OPTS` from the PATH.
+    let d = dirs();
+    let _guard = Unmount(d.mnt.clone());
+    let bin_dir = std::path::Path::new(TIERFS).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("/sbin/mount.fuse3")
+        .args([
+            &d.store,
+            &d.mnt,
+            "-t",
+            "fuse.tierfs",
+            "-o",
+            "nosuid,_netdev,nofail,x-systemd.requires=a",
+        ])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(&d.mnt))
+        .expect("mounted");
+    assert!(
+        line.contains("fuse.tierfs") && line.contains("nosuid"),
+        "{line}"
+    );
+    std::fs::write(format!("{}/f", d.mnt), b"via fstab").unwrap();
+    let pid = daemon_pid(&d.store);
+    assert!(Command::new("fusermount3")
+        .args(["-u", &d.mnt])
+        .status()
+        .unwrap()
+        .success());
+    wait_gone(pid);
+}

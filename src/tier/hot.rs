@@ -194,6 +194,15 @@ impl HotCache {
             .collect()
     }
 
+    /// Index and length of each dirty chunk of `ino`.
+    pub fn dirty_lengths(&self, ino: u64) -> Vec<(u64, u64)> {
+        self.chunks
+            .range((ino, 0)..=(ino, u64::MAX))
+            .filter(|(_, c)| c.dirty)
+            .map(|((_, idx), c)| (*idx, c.data.len() as u64))
+            .collect()
+    }
+
     /// A copy of a chunk's bytes.
     pub fn copy(&self, ino: u64, idx: u64) -> Option<Vec<u8>> {
         self.chunks.get(&(ino, idx)).map(|c| c.data.clone())

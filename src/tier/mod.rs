@@ -694,14 +694,18 @@ impl Tiers {
         results
     }
 
-    /// Bytes the chunks of `ino` take on their tier (compressed when cold).
+    /// Bytes the chunks of `ino` take on their tier (compressed when cold);
+    /// a chunk not written back yet counts its bytes in RAM.
     pub fn stored_bytes(&self, ino: u64) -> Result<u64> {
-        Ok(self
+        let dirty: HashMap<u64, u64> = self.hot.lock().dirty_lengths(ino).into_iter().collect();
+        let durable: u64 = self
             .meta
             .chunks_from(ino, 0)?
             .iter()
+            .filter(|(idx, _)| !dirty.contains_key(idx))
             .map(|(_, l)| segment::record_size(l.stored))
-            .sum())
+            .sum();
+        Ok(durable + dirty.values().sum::<u64>())
     }
 
     pub fn hot_over_budget(&self) -> bool {
