@@ -57,10 +57,12 @@ fn fuse_config(cfg: &MountConfig, store: &Path) -> Result<Config, String> {
 }
 
 /// One line of /proc/self/mountinfo: mount point, filesystem type, source.
-struct MountEntry {
-    point: PathBuf,
-    fstype: String,
-    source: String,
+#[derive(Clone, Debug)]
+pub struct MountEntry {
+    pub point: PathBuf,
+    pub fstype: String,
+    /// For a tierfs mount: the store directory.
+    pub source: String,
 }
 
 fn unescape(s: &str) -> String {
@@ -82,7 +84,8 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn mounts() -> Vec<MountEntry> {
+/// Every mount of this process's namespace, in mount order (mountctl uses it too).
+pub fn mounts() -> Vec<MountEntry> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

@@ -9,39 +9,14 @@ pub struct TierMount {
     pub store: PathBuf,
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Every tierfs mount of this machine, in mount order.
 pub fn all() -> Vec<TierMount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
-            let mut r = right.split(' ');
-            if r.next()? != "fuse.tierfs" {
-                return None;
-            }
-            Some(TierMount {
-                point: PathBuf::from(unescape(point)),
-                store: PathBuf::from(unescape(r.next()?)),
-            })
+    tierfs::mount::mounts()
+        .into_iter()
+        .filter(|m| m.fstype == "fuse.tierfs")
+        .map(|m| TierMount {
+            point: m.point,
+            store: PathBuf::from(m.source),
         })
         .collect()
 }
