@@ -207,3 +207,22 @@ fn every_subcommand_has_help_with_an_example() {
     let o = Command::new(mountctl_bin()).arg("--help").output().unwrap();
     assert!(stdout(&o).contains("Exit codes"));
 }
+
+#[test]
+fn failures_are_listed_with_their_reason() {
+    let m = Mounted::with_args(&["--hot-budget", "2MiB"]);
+    m.sh_ok("mkdir d && echo small > d/a && head -c 3000000 /dev/urandom > d/big");
+    let o = mountctl(&m, &["move", "hot", "-r", "d"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("failed: d/big") && err.contains("larger than the hot budget"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).contains("moved to hot: 1 of 2 files"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(getfattr(&m, "d/a", "user.tier"), "hot");
+}

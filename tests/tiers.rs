@@ -414,3 +414,39 @@ project tierfs review number %d is on the calendar for week %d.\\n' $i $((i*7)) 
         "files compressed before training are fine"
     );
 }
+
+#[test]
+fn space_of_deleted_cold_files_is_reclaimed() {
+    let m = Mounted::with_args(&["--writeback", "1s"]);
+    let packs = |m: &Mounted| {
+        fs::read_dir(m.store.join("cold"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "pack")
+            })
+            .count()
+    };
+    fs::write(m.path("keep"), pattern(61, 100_000)).unwrap();
+    set_tier(&m, "keep", "cold");
+    // Incompressible, so that it fills several 64 MiB packs when cold.
+    fs::write(m.path("big"), pattern(62, 150 << 20)).unwrap();
+    set_tier(&m, "big", "cold");
+    let before = packs(&m);
+    assert!(before >= 3, "{before} packs");
+    fs::remove_file(m.path("big")).unwrap();
+    let t0 = Instant::now();
+    while packs(&m) >= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "packs of the deleted file were not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(fs::read(m.path("keep")).unwrap() == pattern(61, 100_000));
+    let mut m = m;
+    m.assert_fsck_clean();
+}
