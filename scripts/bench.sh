@@ -4,12 +4,45 @@
 #   scripts/bench.sh [N_FILES] [FILE_SIZE] [ROUNDS]
 #       small files on tierfs, tmpfs and a plain directory on the disk,
 #       interleaved rounds, medians and ratios tierfs/baseline.
+#   scripts/bench.sh latency
+#       p50/p99/max latency of stat + readdir of an unrelated file while a
+#       1 GiB file moves warm→cold and back (python3 times them).
 #   scripts/bench.sh tiers [N_FILES]
 #       N text memories of 4 KiB: migration passes warm→hot, hot→warm,
 #       warm→cold (one cycle each), reads while warm and while cold next to
 #       the same files on tmpfs, and cold bytes next to `tar c | zstd -3`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = latency ]; then
+  scripts/deps.sh
+  cargo build --release -q --bin tierfs
+  work=$PWD/target/bench-latency
+  rm -rf "$work" && mkdir -p "$work/mnt"
+  target/release/tierfs mount "$work/store" "$work/mnt"
+  trap 'fusermount3 -u "$work/mnt" 2>/dev/null || true' EXIT
+  head -c 1073741824 /dev/urandom > "$work/mnt/big"
+  echo small > "$work/mnt/other"
+  MNT="$work/mnt" python3 - <<'PY'
+import os, subprocess, threading, time
+mnt = os.environ["MNT"]
+def sample(stop, out):
+    while not stop.is_set():
+        t = time.perf_counter(); os.stat(mnt + "/other"); os.listdir(mnt)
+        out.append(time.perf_counter() - t); time.sleep(0.001)
+for label, tier in [("1 GiB warm->cold", "cold"), ("1 GiB cold->warm", "warm")]:
+    stop, out = threading.Event(), []
+    th = threading.Thread(target=sample, args=(stop, out)); th.start()
+    t = time.perf_counter()
+    subprocess.run(["setfattr", "-n", "user.tier", "-v", tier, mnt + "/big"], check=True)
+    took = time.perf_counter() - t
+    stop.set(); th.join(); out.sort()
+    q = lambda f: out[min(len(out) - 1, int(f * len(out)))] * 1000
+    print(f"{label}: move {took:.2f}s; stat+readdir of another file: n={len(out)} "
+          f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {out[-1]*1000:.2f} ms")
+PY
+  exit 0
+fi
 
 if [ "${1:-}" = tiers ]; then
   n=${2:-100000}
