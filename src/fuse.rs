@@ -22,6 +22,9 @@ use crate::tier::CHUNK_SIZE;
 /// through this kernel, so its cache never goes stale behind its back.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Set when the final flush at unmount failed; the daemon then exits 1.
+pub static FLUSH_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub struct FuseAdapter {
     fs: std::sync::Arc<TierFs>,
 }
@@ -99,8 +102,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
-        if let Err(e) = self.fs.shutdown() {
-            log::error!("flush at unmount failed: {e}");
+        match self.fs.shutdown() {
+            Ok(()) => log::info!("store flushed"),
+            Err(e) => {
+                FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+                log::error!(
+                    "flush at unmount failed, data written since the last fsync may be lost: {e}"
+                );
+            }
         }
     }
 

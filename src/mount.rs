@@ -280,9 +280,17 @@ fn serve(
         })
         .map_err(|e| format!("spawn: {e}"))?;
     let result = session.run();
-    log::info!("unmounted {}; store flushed", mountpoint.display());
+    log::info!("unmounted {}", mountpoint.display());
     drop(store);
-    result.map_err(|e| format!("session ended with an error: {e}"))
+    result.map_err(|e| format!("session ended with an error: {e}"))?;
+    if crate::fuse::FLUSH_FAILED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(format!(
+            "unmounted {}, but the final flush failed (see {})",
+            mountpoint.display(),
+            store_dir.join(store::LOG_FILE).display()
+        ));
+    }
+    Ok(())
 }
 
 fn detach_stdio() {

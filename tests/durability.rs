@@ -429,3 +429,62 @@ fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
     assert_eq!(d.len(), doomed.len());
     assert!(d.iter().all(|b| *b == 0), "the lost chunk reads as zeros");
 }
+
+/// Writes `name` (20 MiB of `seed`) and fsyncs it: the errno if that failed.
+fn write_synced(m: &Mounted, name: &str, seed: u64) -> Result<(), i32> {
+    let data = pattern(seed, 20 << 20);
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(m.path(name))?;
+        f.write_all(&data)?;
+        f.sync_all()
+    })();
+    r.map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+#[test]
+fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
+    let mut m = Mounted::on_small_disk(300, &["--writeback", "1s"]);
+    let mut synced = Vec::new();
+    let mut full = false;
+    for i in 0..30u64 {
+        match write_synced(&m, &format!("f{i}"), i) {
+            Ok(()) => synced.push(i),
+            Err(e) => {
+                assert_eq!(e, libc::ENOSPC, "a full disk is ENOSPC, never EIO");
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the 300 MiB disk filled up");
+    assert!(synced.len() >= 8, "{} files fit", synced.len());
+    // Nothing already stored is damaged, and the daemon is alive.
+    for i in &synced {
+        assert!(fs::read(m.path(&format!("f{i}"))).unwrap() == pattern(*i, 20 << 20));
+    }
+    // Free space: the oldest files, so that whole segments die and go.
+    for i in &synced[..4] {
+        fs::remove_file(m.path(&format!("f{i}"))).unwrap();
+    }
+    let t0 = Instant::now();
+    loop {
+        match write_synced(&m, "after", 99) {
+            Ok(()) => break,
+            Err(e) => assert_eq!(e, libc::ENOSPC),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "space was not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    m.remount();
+    for i in &synced[4..] {
+        assert!(
+            fs::read(m.path(&format!("f{i}"))).unwrap() == pattern(*i, 20 << 20),
+            "f{i}"
+        );
+    }
+    assert!(fs::read(m.path("after")).unwrap() == pattern(99, 20 << 20));
+    m.assert_fsck_clean();
+}

@@ -885,6 +885,19 @@ fn unmount(mount: &Path) -> Result<ExitCode, Fatal> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    println!("unmounted {}; everything flushed", m.point.display());
+    // Whether the final flush succeeded is in the daemon's log.
+    let log = std::fs::read_to_string(m.store.join("tierfs.log")).unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("store flushed") || l.contains("flush at unmount failed"));
+    if last.is_some_and(|l| l.contains("failed")) {
+        return Err(format!(
+            "unmounted {}, but the final flush FAILED (see {})",
+            m.point.display(),
+            m.store.join("tierfs.log").display()
+        ));
+    }
+    println!("unmounted {}; the daemon has exited", m.point.display());
     Ok(ExitCode::SUCCESS)
 }

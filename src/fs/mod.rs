@@ -221,8 +221,8 @@ impl TierFs {
                     return;
                 }
                 if let Err(e) = tiers.flush_all().and_then(|_| meta.flush()) {
+                    // Compaction still runs: on a full disk it is what frees space.
                     log::error!("write-back failed: {e}");
-                    continue;
                 }
                 loop {
                     match tiers.compact_once() {

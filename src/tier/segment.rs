@@ -162,7 +162,8 @@ pub struct SegmentStore {
     dir: PathBuf,
     fmt: SegmentFormat,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    active: Mutex<Active>,
+    /// The segment appends go to; none until the first append of a new store.
+    active: Mutex<Option<Active>>,
     /// Segments appended to since their last fdatasync.
     unsynced: Mutex<BTreeSet<u64>>,
     /// Held through a whole `sync`, so that a caller who finds nothing left
@@ -199,23 +200,16 @@ impl SegmentStore {
             };
             segs.insert(id, Arc::new(open_segment(dir, &fmt, id)?));
         }
-        let (seg, tail) = match segs.iter().next_back() {
-            Some((_, seg)) => {
-                let seg = seg.clone();
-                let tail = scan_records(&seg).end;
-                (seg, tail)
-            }
-            None => {
-                let seg = Arc::new(create_segment(dir, &fmt, 1)?);
-                segs.insert(1, seg.clone());
-                (seg, SEG_HEADER_LEN)
-            }
-        };
+        // Segments are created when first needed: an empty tier takes no disk.
+        let active = segs.iter().next_back().map(|(_, seg)| Active {
+            tail: scan_records(seg).end,
+            seg: seg.clone(),
+        });
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
             fmt,
             segs: RwLock::new(segs),
-            active: Mutex::new(Active { seg, tail }),
+            active: Mutex::new(active),
             unsynced: Mutex::new(BTreeSet::new()),
             sync_lock: Mutex::new(()),
             live: Mutex::new(HashMap::new()),
@@ -237,22 +231,28 @@ impl SegmentStore {
         h.crc = record_crc(&hb, data);
         let hb = h.encode();
 
-        let mut active = self.active.lock();
-        if active.tail + size > SEG_SIZE {
-            let id = active.seg.id + 1;
+        let mut guard = self.active.lock();
+        if guard.as_ref().is_none_or(|a| a.tail + size > SEG_SIZE) {
+            let id = self
+                .segs
+                .read()
+                .keys()
+                .next_back()
+                .map_or(1, |last| last + 1);
             let seg = Arc::new(create_segment(&self.dir, &self.fmt, id)?);
             self.segs.write().insert(id, seg.clone());
-            *active = Active {
+            *guard = Some(Active {
                 seg,
                 tail: SEG_HEADER_LEN,
-            };
+            });
         }
+        let active = guard.as_mut().expect("just set");
         let off = active.tail;
         active.seg.file.write_all_at(&hb, off)?;
         active.seg.file.write_all_at(data, off + REC_HEADER_LEN)?;
         active.tail += size;
         let seg = active.seg.id;
-        drop(active);
+        drop(guard);
         self.unsynced.lock().insert(seg);
         *self.live.lock().entry(seg).or_default() += size;
         Ok(ChunkLoc {
@@ -331,16 +331,21 @@ impl SegmentStore {
         }
     }
 
-    /// A sealed segment less than half full of live records, if any.
+    /// A sealed segment less than half full of live records, the emptiest
+    /// first (a wholly dead one is freed without copying anything, even on a
+    /// full disk).
     pub fn compaction_candidate(&self) -> Option<u64> {
-        let active = self.active.lock().seg.id;
+        let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
         self.segs
             .read()
             .keys()
             .copied()
-            .filter(|id| *id != active)
-            .find(|id| live.get(id).copied().unwrap_or(0) * 2 < SEG_SIZE)
+            .filter(|id| Some(*id) != active)
+            .map(|id| (live.get(&id).copied().unwrap_or(0), id))
+            .filter(|(l, _)| l * 2 < SEG_SIZE)
+            .min()
+            .map(|(_, id)| id)
     }
 
     /// Every valid record of segment `id`.
@@ -355,7 +360,7 @@ impl SegmentStore {
 
     /// Deletes a segment that nothing references any more.
     pub fn remove(&self, id: u64) -> Result<()> {
-        if self.active.lock().seg.id == id {
+        if self.active.lock().as_ref().is_some_and(|a| a.seg.id == id) {
             return Ok(());
         }
         self.segs.write().remove(&id);
@@ -420,7 +425,23 @@ fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
     Ok(Segment { id, file, map })
 }
 
+/// Free space a new segment must leave on the disk, for the metadata store
+/// (sled) and the fsync of what is already written: a full disk answers
+/// ENOSPC to writers before it starves the metadata.
+pub const DISK_RESERVE: u64 = 32 << 20;
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
+        .then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
 fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
+    if free_bytes(dir).is_some_and(|free| free < SEG_SIZE + DISK_RESERVE) {
+        return Err(Error::NoSpace);
+    }
     let path = seg_path(dir, fmt, id);
     let file = OpenOptions::new()
         .read(true)
@@ -471,6 +492,12 @@ mod tests {
         );
         let scan = w.scan(1).unwrap();
         assert_eq!(scan.records.len(), 3);
+        let empty = tempfile::tempdir().unwrap();
+        let e = SegmentStore::open(empty.path(), COLD).unwrap();
+        assert!(
+            e.segment_ids().is_empty(),
+            "no segment before the first append"
+        );
     }
 
     #[test]

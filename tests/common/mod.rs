@@ -18,6 +18,8 @@ pub struct Mounted {
     pub log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// A size-limited tmpfs the store lives on, unmounted on drop.
+    small_fs: Option<PathBuf>,
 }
 
 pub fn is_mounted(path: &Path) -> bool {
@@ -40,15 +42,37 @@ impl Mounted {
 
     /// A fresh store mounted with extra `tierfs mount` arguments.
     pub fn with_args(args: &[&str]) -> Mounted {
+        Mounted::build(args, None)
+    }
+
+    /// A fresh store on a tmpfs of `mib` MiB (for disk-full tests).
+    pub fn on_small_disk(mib: u64, args: &[&str]) -> Mounted {
+        Mounted::build(args, Some(mib))
+    }
+
+    fn build(args: &[&str], small_disk_mib: Option<u64>) -> Mounted {
         let tmp = tempfile::Builder::new()
             .prefix("tierfs-test-")
             .tempdir_in("/tmp")
             .unwrap();
         let base = std::fs::canonicalize(tmp.path()).unwrap();
-        let store = base.join("store");
+        let mut store = base.join("store");
         let mnt = base.join("mnt");
         std::fs::create_dir(&mnt).unwrap();
+        let small_fs = small_disk_mib.map(|mib| {
+            let dir = base.join("small");
+            std::fs::create_dir(&dir).unwrap();
+            let st = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}M"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mounting a small tmpfs");
+            store = dir.join("store");
+            dir
+        });
         let mut m = Mounted {
+            small_fs,
             log: base.join("daemon.log"),
             tmp,
             store,
@@ -199,6 +223,9 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = self.small_fs.take() {
+            detach(&dir);
+        }
     }
 }
 
