@@ -488,3 +488,50 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
     assert!(fs::read(m.path("after")).unwrap() == pattern(99, 20 << 20));
     m.assert_fsck_clean();
 }
+
+#[test]
+fn torn_tails_of_the_newest_segment_and_pack_are_dropped_and_said() {
+    let mut m = Mounted::new();
+    let warm = pattern(71, 300_000);
+    let cold = pattern(72, 300_000);
+    fs::write(m.path("warm"), &warm).unwrap();
+    fs::write(m.path("cold"), &cold).unwrap();
+    m.sh_ok("setfattr -n user.tier -v cold cold && sync");
+    m.stop();
+    // A torn write after the last record of each store, then the file cut
+    // short (as a crash on a disk without fallocate leaves it).
+    for (dir, ext) in [("warm", "seg"), ("cold", "pack")] {
+        let newest = fs::read_dir(m.store.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .max()
+            .unwrap();
+        let bytes = fs::read(&newest).unwrap();
+        let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let f = OpenOptions::new().write(true).open(&newest).unwrap();
+        f.write_all_at(
+            b"TCHK\x10\x00\x00\x00torn-record-bytes",
+            (end as u64 + 7) & !7,
+        )
+        .unwrap();
+        f.set_len((end as u64 + 4096).max(64 << 10)).unwrap();
+    }
+    m.start();
+    let log = m.log_text();
+    assert!(
+        log.contains("dropped") && log.contains("torn or unsynced write"),
+        "{log}"
+    );
+    assert!(log.contains("extending it"), "{log}");
+    assert!(fs::read(m.path("warm")).unwrap() == warm);
+    assert!(fs::read(m.path("cold")).unwrap() == cold);
+    // Appends go on over the torn bytes, and read back.
+    let more = pattern(73, 3_000_000);
+    fs::write(m.path("more"), &more).unwrap();
+    m.sh_ok("setfattr -n user.tier -v cold more && sync");
+    m.remount();
+    assert!(fs::read(m.path("more")).unwrap() == more);
+    assert!(fs::read(m.path("warm")).unwrap() == warm);
+    m.assert_fsck_clean();
+}

@@ -201,9 +201,23 @@ impl SegmentStore {
             segs.insert(id, Arc::new(open_segment(dir, &fmt, id)?));
         }
         // Segments are created when first needed: an empty tier takes no disk.
-        let active = segs.iter().next_back().map(|(_, seg)| Active {
-            tail: scan_records(seg).end,
-            seg: seg.clone(),
+        let active = segs.iter().next_back().map(|(_, seg)| {
+            let tail = scan_records(seg).end;
+            // What follows the last valid record should be zeros (never
+            // written); anything else is a torn or unsynced write, dropped.
+            let rest = &seg.map[tail as usize..];
+            let garbage = rest.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+            if garbage > 0 {
+                log::warn!(
+                    "{}: valid records end at offset {tail}; dropped {garbage} bytes after it \
+                     (a torn or unsynced write); appends continue at {tail}",
+                    seg_path(dir, &fmt, seg.id).display()
+                );
+            }
+            Active {
+                tail,
+                seg: seg.clone(),
+            }
         });
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
@@ -417,6 +431,20 @@ fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
             "{}: segment format {version}, this tierfs reads {SEG_VERSION}",
             path.display()
         )));
+    }
+    if len < SEG_SIZE {
+        // Cut short (a crash on a disk without fallocate, a copy, damage):
+        // give it back its full size, so that the map covers every offset
+        // an append may use. The records it lost fail their checks.
+        log::warn!(
+            "{}: {len} bytes, expected {SEG_SIZE}: extending it; records past the cut are gone",
+            path.display()
+        );
+        // SAFETY: plain syscall on an fd we own.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
+        if rc != 0 {
+            return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
+        }
     }
     // SAFETY: segment files are only appended to by this process (the store
     // lock keeps other tierfs processes out) at offsets past every record that
