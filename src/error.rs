@@ -68,6 +68,19 @@ impl Error {
         }
     }
 
+    /// The same failure again, for each of several requests it ends (a
+    /// batch): the kind, and so the errno, is kept (ENOSPC stays ENOSPC).
+    pub fn replicate(&self) -> Error {
+        match self {
+            Error::NoSpace => Error::NoSpace,
+            Error::FileTooBig => Error::FileTooBig,
+            Error::Busy => Error::Busy,
+            Error::Corrupt(m) => Error::Corrupt(m.clone()),
+            Error::Config(m) => Error::Config(m.clone()),
+            other => Error::Io(io::Error::from_raw_os_error(other.errno())),
+        }
+    }
+
     /// Errors worth a log line: the ones that mean something broke, not a user mistake.
     pub fn is_fault(&self) -> bool {
         matches!(
@@ -141,6 +154,18 @@ mod tests {
         assert_eq!(e.errno(), libc::ENOSPC);
         let e = Error::from(sled::Error::Io(io::Error::from_raw_os_error(libc::ENOSPC)));
         assert_eq!(e.errno(), libc::ENOSPC);
+    }
+
+    #[test]
+    fn a_replicated_error_keeps_its_errno() {
+        for e in [
+            Error::NoSpace,
+            Error::Io(io::Error::from_raw_os_error(libc::EROFS)),
+            Error::Corrupt("x".into()),
+            Error::Invalid("y"),
+        ] {
+            assert_eq!(e.replicate().errno(), e.errno(), "{e}");
+        }
     }
 
     #[test]

@@ -495,15 +495,14 @@ impl Tiers {
         Ok(())
     }
 
-    /// Whether a file of `size` bytes fits the hot tier next to what is
-    /// pinned there already (`already` of which are this file's own).
-    pub fn check_hot_room(&self, size: u64, already_hot: bool) -> Result<()> {
-        let hot = self.hot.lock();
-        if size > hot.budget() {
+    /// Whether a file of `size` bytes can go hot when `room` bytes of the
+    /// hot budget are still free: EFBIG if it is larger than the whole
+    /// budget, ENOSPC if it only does not fit now.
+    pub fn check_hot_room(&self, size: u64, room: u64) -> Result<()> {
+        if size > self.hot.lock().budget() {
             return Err(Error::FileTooBig);
         }
-        let pinned = if already_hot { 0 } else { hot.pinned_bytes() };
-        if pinned + size > hot.budget() {
+        if size > room {
             return Err(Error::NoSpace);
         }
         Ok(())
@@ -546,11 +545,7 @@ impl Tiers {
         // Make every file's content durable on its current tier first, in one go.
         let inos: Vec<u64> = moves.iter().map(|m| m.0).collect();
         if let Err(e) = self.flush_many(&inos) {
-            let msg = e.to_string();
-            return inos
-                .into_iter()
-                .map(|i| (i, Err(Error::Io(std::io::Error::other(msg.clone())))))
-                .collect();
+            return inos.into_iter().map(|i| (i, Err(e.replicate()))).collect();
         }
         for &(ino, to) in moves {
             let r = (|| -> Result<Option<Prepared>> {
@@ -560,10 +555,7 @@ impl Tiers {
                     return Ok(None);
                 }
                 if to == Tier::Hot {
-                    self.check_hot_room(inode.size, false)?;
-                    if inode.size > hot_room {
-                        return Err(Error::NoSpace);
-                    }
+                    self.check_hot_room(inode.size, hot_room)?;
                     hot_room -= inode.size;
                 }
                 let chunks = self.meta.chunks_from(ino, 0)?;
@@ -593,13 +585,12 @@ impl Tiers {
             if synced[i] {
                 if let Err(e) = store.sync() {
                     // Nothing is committed yet: every move of this batch fails.
-                    let msg = e.to_string();
                     for (k, p) in prepared.iter().enumerate() {
                         if let Some(p) = p {
                             for (_, loc) in &p.copies {
                                 self.free(loc);
                             }
-                            results[k].1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+                            results[k].1 = Err(e.replicate());
                         }
                     }
                     return results;
@@ -651,22 +642,20 @@ impl Tiers {
                 }
             }
             if let Err(e) = self.meta.commit(t) {
-                let msg = e.to_string();
                 for (ino, p) in &committed {
                     for (_, loc) in &p.copies {
                         self.free(loc);
                     }
                     if let Some(r) = results.iter_mut().find(|r| r.0 == *ino) {
-                        r.1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+                        r.1 = Err(e.replicate());
                     }
                 }
                 return results;
             }
         }
         if let Err(e) = self.meta.flush() {
-            let msg = e.to_string();
             for r in results.iter_mut().filter(|r| r.1.is_ok()) {
-                r.1 = Err(Error::Io(std::io::Error::other(msg.clone())));
+                r.1 = Err(e.replicate());
             }
             return results;
         }
@@ -949,7 +938,7 @@ mod tests {
         let (_, cold) = t.usage();
         assert_eq!(cold.0, 0, "cold copies are dead once the file left");
         assert!(matches!(
-            t.check_hot_room(65 << 20, false),
+            t.check_hot_room(65 << 20, u64::MAX),
             Err(Error::FileTooBig)
         ));
     }
