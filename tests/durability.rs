@@ -430,15 +430,20 @@ fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
     assert!(d.iter().all(|b| *b == 0), "the lost chunk reads as zeros");
 }
 
-/// Writes `name` (20 MiB of `seed`) and fsyncs it: the errno if that failed.
-fn write_synced(m: &Mounted, name: &str, seed: u64) -> Result<(), i32> {
+/// Writes `name` (20 MiB of `seed`, 1 MiB per write) and fsyncs it: the
+/// errno if that failed, and how many bytes the writes accepted.
+fn write_synced(m: &Mounted, name: &str, seed: u64) -> Result<(), (i32, usize)> {
     let data = pattern(seed, 20 << 20);
+    let mut done = 0;
     let r = (|| -> std::io::Result<()> {
         let mut f = File::create(m.path(name))?;
-        f.write_all(&data)?;
+        for block in data.chunks(1 << 20) {
+            f.write_all(block)?;
+            done += block.len();
+        }
         f.sync_all()
     })();
-    r.map_err(|e| e.raw_os_error().unwrap_or(-1))
+    r.map_err(|e| (e.raw_os_error().unwrap_or(-1), done))
 }
 
 #[test]
@@ -449,8 +454,21 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
     for i in 0..30u64 {
         match write_synced(&m, &format!("f{i}"), i) {
             Ok(()) => synced.push(i),
-            Err(e) => {
+            Err((e, done)) => {
                 assert_eq!(e, libc::ENOSPC, "a full disk is ENOSPC, never EIO");
+                // The refused write left no trace; the accepted ones are
+                // there and can still be made durable.
+                let name = format!("f{i}");
+                assert_eq!(fs::metadata(m.path(&name)).unwrap().len(), done as u64);
+                let f = OpenOptions::new().write(true).open(m.path(&name)).unwrap();
+                f.sync_all().expect("fsync of the accepted writes");
+                assert!(fs::read(m.path(&name)).unwrap() == pattern(i, 20 << 20)[..done]);
+                // Appending more is refused too, and changes nothing.
+                let mut f = OpenOptions::new().append(true).open(m.path(&name)).unwrap();
+                let e = f.write_all(&vec![1u8; 8 << 20]).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+                assert_eq!(fs::metadata(m.path(&name)).unwrap().len(), done as u64);
+                fs::remove_file(m.path(&name)).unwrap();
                 full = true;
                 break;
             }
@@ -470,7 +488,7 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
     loop {
         match write_synced(&m, "after", 99) {
             Ok(()) => break,
-            Err(e) => assert_eq!(e, libc::ENOSPC),
+            Err((e, _)) => assert_eq!(e, libc::ENOSPC),
         }
         assert!(
             t0.elapsed() < Duration::from_secs(30),

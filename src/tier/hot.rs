@@ -24,6 +24,8 @@ pub struct HotCache {
     dirty: BTreeMap<u64, usize>,
     bytes: u64,
     pinned_bytes: u64,
+    /// Length of the dirty chunks: what write-back still has to store.
+    dirty_bytes: u64,
     tick: u64,
     budget: u64,
 }
@@ -36,6 +38,7 @@ impl HotCache {
             dirty: BTreeMap::new(),
             bytes: 0,
             pinned_bytes: 0,
+            dirty_bytes: 0,
             tick: 0,
             budget,
         }
@@ -43,6 +46,17 @@ impl HotCache {
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty_bytes
+    }
+
+    /// Length of a cached chunk and whether it is dirty.
+    pub fn state(&self, ino: u64, idx: u64) -> Option<(usize, bool)> {
+        self.chunks
+            .get(&(ino, idx))
+            .map(|c| (c.data.len(), c.dirty))
     }
 
     pub fn over_budget(&self) -> bool {
@@ -116,6 +130,7 @@ impl HotCache {
         }
         if dirty {
             *self.dirty.entry(ino).or_default() += 1;
+            self.dirty_bytes += data.len() as u64;
         }
         self.lru.insert(self.tick, (ino, idx));
         if let Some(old) = self.chunks.insert(
@@ -139,6 +154,7 @@ impl HotCache {
         self.lru.remove(&c.tick);
         if c.dirty {
             self.dec_dirty(ino);
+            self.dirty_bytes -= c.data.len() as u64;
         }
     }
 
@@ -158,9 +174,14 @@ impl HotCache {
             return false;
         };
         let before = c.data.capacity() as u64;
+        let len_before = c.data.len() as u64;
         f(&mut c.data);
         let after = c.data.capacity() as u64;
         let was_dirty = std::mem::replace(&mut c.dirty, true);
+        self.dirty_bytes += c.data.len() as u64;
+        if was_dirty {
+            self.dirty_bytes -= len_before;
+        }
         self.bytes = self.bytes + after - before;
         if c.pinned {
             self.pinned_bytes = self.pinned_bytes + after - before;
@@ -211,6 +232,7 @@ impl HotCache {
     pub fn mark_clean(&mut self, ino: u64, idx: u64) {
         if let Some(c) = self.chunks.get_mut(&(ino, idx)) {
             if std::mem::replace(&mut c.dirty, false) {
+                self.dirty_bytes -= c.data.len() as u64;
                 self.dec_dirty(ino);
             }
         }
@@ -270,6 +292,24 @@ pub fn copy_or_zero(data: &[u8], off: usize, out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_bytes_follow_every_change() {
+        let mut h = HotCache::new(1 << 30);
+        h.insert_dirty(1, 0, vec![1; 100], false);
+        h.insert_clean(1, 1, vec![2; 50], false);
+        assert_eq!(h.dirty_bytes(), 100);
+        assert!(h.modify(1, 1, |d| d.resize(70, 0)));
+        assert_eq!(h.dirty_bytes(), 170);
+        assert!(h.modify(1, 0, |d| d.truncate(10)));
+        assert_eq!(h.dirty_bytes(), 80);
+        h.mark_clean(1, 1);
+        assert_eq!(h.dirty_bytes(), 10);
+        h.insert_dirty(1, 0, vec![0; 30], false);
+        assert_eq!(h.dirty_bytes(), 30);
+        h.remove_from(1, 0);
+        assert_eq!((h.dirty_bytes(), h.bytes()), (0, 0));
+    }
 
     #[test]
     fn pinned_chunks_are_never_evicted() {

@@ -276,6 +276,7 @@ impl Tiers {
     /// Writes `data` at `off` into a file that was `file_size` long before.
     pub fn write(&self, ino: u64, off: u64, data: &[u8], file_size: u64, tier: Tier) -> Result<()> {
         let g = self.lock(ino).write();
+        self.reserve(ino, off, data.len() as u64, file_size)?;
         for (idx, in_chunk, at, n) in chunk_span(off, data.len() as u64) {
             let src = &data[at..at + n];
             let put = |d: &mut Vec<u8>| {
@@ -317,6 +318,30 @@ impl Tiers {
             self.hot.lock().evict();
         }
         Ok(())
+    }
+
+    /// Refuses a write with ENOSPC, before it changes anything, when the
+    /// dirty chunks it leaves would not fit on the disk at write-back (as
+    /// delayed allocation does): a write that answered ENOSPC is never seen.
+    fn reserve(&self, ino: u64, off: u64, len: u64, file_size: u64) -> Result<()> {
+        let mut add = 0u64;
+        {
+            let hot = self.hot.lock();
+            for (idx, in_chunk, _, n) in chunk_span(off, len) {
+                let end = (in_chunk + n) as u64;
+                add += match hot.state(ino, idx) {
+                    Some((cur, true)) => end.saturating_sub(cur as u64),
+                    Some((cur, false)) => end.max(cur as u64),
+                    None => end.max(file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE)),
+                };
+            }
+            add += hot.dirty_bytes();
+        }
+        // Most writes fit in what is left of the active segment: no statvfs.
+        if add <= self.warm.room(false) || add <= self.warm.room(true) {
+            return Ok(());
+        }
+        Err(Error::NoSpace)
     }
 
     /// Where to wake the write-back thread (set once it runs).

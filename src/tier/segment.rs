@@ -280,6 +280,22 @@ impl SegmentStore {
         })
     }
 
+    /// Bytes that appends can still take: what is left of the active
+    /// segment, plus every whole new segment the disk has room for beyond
+    /// the reserve. `disk` false leaves the disk out (no statvfs).
+    pub fn room(&self, disk: bool) -> u64 {
+        let tail = self
+            .active
+            .lock()
+            .as_ref()
+            .map_or(0, |a| SEG_SIZE.saturating_sub(a.tail));
+        if !disk {
+            return tail;
+        }
+        let spare = free_bytes(&self.dir).map_or(u64::MAX, |f| f.saturating_sub(DISK_RESERVE));
+        tail.saturating_add(spare / SEG_SIZE * SEG_SIZE)
+    }
+
     /// Makes every earlier `append` durable.
     pub fn sync(&self) -> Result<()> {
         let _g = self.sync_lock.lock();
