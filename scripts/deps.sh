@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages tierfs and its tests use, when they are missing:
-# fuse3 (fusermount3), attr (getfattr/setfattr), rsync. Needs root for apt-get.
+# fuse3 (fusermount3), attr (getfattr/setfattr), rsync, and for the load
+# tests fio and stress-ng. Needs root for apt-get.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

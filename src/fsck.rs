@@ -273,3 +273,47 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         chunks,
     })
 }
+
+/// Copies the newest valid record of every (inode, chunk) in the store's
+/// segments and packs into `dest/<inode>`, without reading the metadata.
+/// Records of deleted files that compaction has not yet dropped come back
+/// too: this is for a store whose metadata is lost. Returns (files, bytes).
+pub fn salvage(store_dir: &Path, dest: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(dest)?;
+    // An empty index of its own: nothing in the store's metadata is read or written.
+    let scratch = dest.join(".tierfs-salvage-meta");
+    let meta = Arc::new(Meta::open(&scratch, 0, 0)?);
+    let tiers = Tiers::open(meta, store_dir, 64 << 20)?;
+    let mut newest: HashMap<(u64, u64), crate::meta::ChunkLoc> = HashMap::new();
+    for (key, locs) in tiers.scan_records() {
+        if let Some(loc) = locs.into_iter().max_by_key(|l| l.version) {
+            newest.insert(key, loc);
+        }
+    }
+    let mut files: HashMap<u64, std::fs::File> = HashMap::new();
+    let mut bytes = 0;
+    let mut keys: Vec<_> = newest.keys().copied().collect();
+    keys.sort_unstable();
+    for (ino, idx) in keys {
+        let data = match tiers.read_record(&newest[&(ino, idx)]) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("inode {ino} chunk {idx}: {e}");
+                continue;
+            }
+        };
+        let f = match files.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(std::fs::File::create(dest.join(ino.to_string()))?)
+            }
+        };
+        f.write_all_at(&data, idx * CHUNK_SIZE)?;
+        bytes += data.len() as u64;
+    }
+    drop(tiers);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = std::fs::remove_file(scratch.with_extension("seal"));
+    Ok((files.len() as u64, bytes))
+}

@@ -61,8 +61,13 @@ enum Command {
         /// Fix what the self-describing records allow: bad chunks from
         /// their newest good copy, link counts, dangling entries, tiers,
         /// unreferenced inodes into /lost+found.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "salvage")]
         repair: bool,
+        /// Copy the newest surviving bytes of every file in the segments and
+        /// packs into DIR, one file per inode number, without the metadata
+        /// (for a store whose metadata is damaged). The store is not changed.
+        #[arg(long, value_name = "DIR")]
+        salvage: Option<PathBuf>,
     },
 }
 
@@ -144,7 +149,36 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Fsck { store, repair } => fsck(&store, repair),
+        Command::Fsck {
+            store,
+            salvage: Some(dest),
+            ..
+        } => salvage(&store, &dest),
+        Command::Fsck { store, repair, .. } => fsck(&store, repair),
+    }
+}
+
+fn salvage(store: &std::path::Path, dest: &std::path::Path) -> ExitCode {
+    let _lock = match tierfs::store::Store::lock(store) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("tierfs fsck: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match tierfs::fsck::salvage(store, dest) {
+        Ok((files, bytes)) => {
+            println!(
+                "{}: {files} files ({bytes} bytes) salvaged into {}",
+                store.display(),
+                dest.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tierfs fsck: {}: {e}", store.display());
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -423,19 +423,91 @@ pub struct Meta {
     /// Held for every read-modify-write of metadata, so that two requests never
     /// interleave their reads and their batch. Reads alone take no lock.
     pub lock: Mutex<()>,
+    /// `STORE/meta.seal`: the last generation sealed (see `seal`).
+    seal_path: PathBuf,
+    /// Serialises seals; holds the generation last sealed.
+    generation: Mutex<u64>,
+}
+
+/// Bytes of `meta.seal`: magic, generation, CRC-32C of the first 12 bytes.
+const SEAL_MAGIC: &[u8; 4] = b"TSEL";
+const SEAL_LEN: usize = 16;
+
+fn read_seal(path: &Path) -> Result<Option<u64>> {
+    let b = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if b.len() != SEAL_LEN
+        || &b[..4] != SEAL_MAGIC
+        || crc32c::crc32c(&b[..12]).to_le_bytes() != b[12..16]
+    {
+        log::warn!("{} is torn or damaged; not used", path.display());
+        return Ok(None);
+    }
+    Ok(Some(u64::from_le_bytes(b[4..12].try_into().unwrap())))
+}
+
+fn write_seal(path: &Path, generation: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; SEAL_LEN];
+    b[..4].copy_from_slice(SEAL_MAGIC);
+    b[4..12].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..12]);
+    b[12..].copy_from_slice(&crc.to_le_bytes());
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // 16 bytes at offset 0: one sector, written whole or not at all.
+    f.write_all_at(&b, 0)?;
+    f.sync_data()?;
+    Ok(())
 }
 
 impl Meta {
-    /// Opens (or creates) the metadata store in `dir`, creating the root directory.
+    /// Opens (or creates) the metadata store in `dir`, creating the root
+    /// directory. Metadata that comes back older than the last seal (sled
+    /// recovers a damaged log by dropping everything after the damage) is
+    /// refused, so a damaged store is never mounted as an emptier one.
     pub fn open(dir: &Path, uid: u32, gid: u32) -> Result<Meta> {
-        let db = sled::Config::new()
+        let seal_path = dir.with_extension("seal");
+        let sealed = read_seal(&seal_path)?;
+        let damaged = |what: String| {
+            Error::Corrupt(format!(
+                "the metadata in {} is damaged: {what}; refusing to use it, so that \
+                 nothing more is lost. The file contents are still in the segments: \
+                 `tierfs fsck {} --salvage DIR` copies them out by inode number",
+                dir.display(),
+                dir.parent().unwrap_or(dir).display()
+            ))
+        };
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(64 << 20)
-            .flush_every_ms(Some(500))
-            .open()?;
+            .flush_every_ms(Some(500));
+        let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+        {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Io(e))) => return Err(e.into()),
+            Ok(Err(e)) => return Err(damaged(format!("sled: {e}"))),
+            Err(_) => return Err(damaged("sled could not read it".into())),
+        };
+        let generation = match db.get(meta_key("generation"))? {
+            Some(v) => u64::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| damaged("malformed generation record".into()))?,
+            ),
+            None => 0,
+        };
         let meta = Meta {
             db,
             lock: Mutex::new(()),
+            seal_path,
+            generation: Mutex::new(generation),
         };
         match meta.db.get(meta_key("version"))? {
             Some(v) => {
@@ -449,6 +521,11 @@ impl Meta {
                     )));
                 }
             }
+            None if sealed.is_some() => {
+                return Err(damaged(
+                    "it came back empty, but it was sealed before".into(),
+                ));
+            }
             None => {
                 let mut root = Inode::new(ROOT_INO, Kind::Dir, 0o755, uid, gid);
                 root.parent = ROOT_INO;
@@ -457,10 +534,30 @@ impl Meta {
                 t.batch
                     .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..]);
                 meta.commit(t)?;
-                meta.flush()?;
             }
         }
+        if let Some(sealed) = sealed.filter(|s| *s > generation) {
+            return Err(damaged(format!(
+                "it recovered only to generation {generation} of {sealed} sealed"
+            )));
+        }
+        meta.seal()?;
         Ok(meta)
+    }
+
+    /// Flushes everything and records that it is durable under a new
+    /// generation number, both in sled and in `meta.seal` outside it. Done at
+    /// open, by write-back and at unmount: a store whose metadata later comes
+    /// back older than its seal is known to be damaged.
+    pub fn seal(&self) -> Result<()> {
+        let mut g = self.generation.lock();
+        let next = *g + 1;
+        self.db
+            .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
+        self.db.flush()?;
+        write_seal(&self.seal_path, next)?;
+        *g = next;
+        Ok(())
     }
 
     pub fn commit(&self, t: Txn) -> Result<()> {
@@ -731,9 +828,41 @@ mod tests {
     }
 
     #[test]
+    fn metadata_older_than_its_seal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        let m = Meta::open(&path, 0, 0).unwrap();
+        m.seal().unwrap();
+        drop(m);
+        // A copy of the metadata as it was, then more sealed work.
+        let old = dir.path().join("old");
+        let copy = |from: &Path, to: &Path| {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+                }
+            }
+        };
+        copy(&path, &old);
+        let m = Meta::open(&path, 0, 0).unwrap();
+        m.seal().unwrap();
+        drop(m);
+        std::fs::remove_dir_all(&path).unwrap();
+        copy(&old, &path);
+        let e = Meta::open(&path, 0, 0).err().expect("refused");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        // Metadata gone altogether is refused too, not recreated empty.
+        std::fs::remove_dir_all(&path).unwrap();
+        let e = Meta::open(&path, 0, 0).err().expect("refused");
+        assert!(e.to_string().contains("came back empty"), "{e}");
+    }
+
+    #[test]
     fn dirents_in_sequence_order() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(dir.path(), 0, 0).unwrap();
+        let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
         let mut t = Txn::default();
         for (i, name) in ["b", "a", "c"].iter().enumerate() {
             t.put_dirent(

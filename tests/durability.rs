@@ -553,3 +553,66 @@ fn torn_tails_of_the_newest_segment_and_pack_are_dropped_and_said() {
     assert!(fs::read(m.path("warm")).unwrap() == warm);
     m.assert_fsck_clean();
 }
+
+#[test]
+fn damaged_metadata_is_refused_never_emptied_and_salvage_gets_the_bytes() {
+    let mut m = Mounted::new();
+    let mut want = Vec::new();
+    for i in 0..200u64 {
+        let data = pattern(1000 + i, 3000 + i as usize * 10);
+        fs::write(m.path(&format!("m{i}")), &data).unwrap();
+        want.push(data);
+    }
+    m.sh_ok("setfattr -n user.tier -v cold m7 m8 m9");
+    m.stop();
+    // Damage sled's log early on: sled's own recovery would keep what comes
+    // before the damage and drop the rest (most of the files).
+    let db = m.store.join("meta/db");
+    let bytes = fs::read(&db).unwrap();
+    let used = bytes.iter().rposition(|b| *b != 0).unwrap();
+    let at = used / 4;
+    let f = OpenOptions::new().write(true).open(&db).unwrap();
+    let flipped: Vec<u8> = bytes[at..at + 64].iter().map(|b| b ^ 0xff).collect();
+    f.write_all_at(&flipped, at as u64).unwrap();
+    drop(f);
+
+    let out = std::process::Command::new(common::TIERFS)
+        .arg("mount")
+        .arg(&m.store)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused: {err}");
+    assert!(
+        err.contains("damaged") && err.contains("--salvage"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let out = m.fsck();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
+
+    // Every file's bytes come back out of the segments and packs.
+    let dest = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::TIERFS)
+        .arg("fsck")
+        .arg(&m.store)
+        .arg("--salvage")
+        .arg(dest.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<Vec<u8>> = fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "salvaged bytes differ");
+}

@@ -220,7 +220,7 @@ impl TierFs {
                 if stopping.load(Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = tiers.flush_all().and_then(|_| meta.flush()) {
+                if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
                     // Compaction still runs: on a full disk it is what frees space.
                     log::error!("write-back failed: {e}");
                 }
@@ -254,7 +254,7 @@ impl TierFs {
         for ino in self.meta.orphans()? {
             self.purge(ino)?;
         }
-        self.meta.flush()
+        self.meta.seal()
     }
 
     pub fn meta(&self) -> &Meta {

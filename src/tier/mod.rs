@@ -838,6 +838,11 @@ impl Tiers {
         found
     }
 
+    /// The bytes of the record at `loc`, checked and decompressed (salvage).
+    pub fn read_record(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        self.read_loc(loc)
+    }
+
     /// Dictionary files that failed their checksum (for fsck).
     pub fn damaged_dictionaries(&self) -> Vec<String> {
         self.dicts.damaged()
