@@ -212,6 +212,9 @@ struct Worker {
     tiers: Arc<Tiers>,
     shared: Arc<Shared>,
     dirty: HashSet<u64>,
+    /// Non-empty once the migrator is asked to stop: a cycle ends between
+    /// batches (an unmount never waits for a whole cycle).
+    stop: Receiver<()>,
 }
 
 impl Migrator {
@@ -228,6 +231,7 @@ impl Migrator {
             tiers,
             shared,
             dirty: HashSet::new(),
+            stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("migrator".into())
@@ -372,7 +376,7 @@ impl Worker {
         let mut moved_bytes = 0u64;
         let mut full: HashSet<Tier> = HashSet::new();
         let mut plan = plan.into_iter().peekable();
-        while plan.peek().is_some() {
+        while plan.peek().is_some() && self.stop.is_empty() {
             // A batch: up to 1,024 files or 64 MiB, one sync and one metadata
             // flush for all of them; the rate limit is kept between batches.
             let mut batch = Vec::new();
@@ -424,7 +428,10 @@ impl Worker {
             // Rate limit: never faster than policy.migration.rate on average.
             let due = Duration::from_secs_f64(moved_bytes as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait.min(Duration::from_secs(10)));
+                let until = Instant::now() + wait.min(Duration::from_secs(10));
+                while self.stop.is_empty() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+                }
             }
         }
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);

@@ -405,10 +405,25 @@ project tierfs review number %d is on the calendar for week %d.\\n' $i $((i*7)) 
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fails its checksum"));
     m.start();
-    let failures = (1..=700)
-        .filter(|i| fs::read(m.path(&format!("notes/n{i}.md"))).is_err())
-        .count();
-    assert!(failures > 0, "files that need the dictionary answer EIO");
+    let failing: Vec<String> = (1..=700)
+        .map(|i| format!("notes/n{i}.md"))
+        .filter(|rel| {
+            fs::read(m.path(rel)).map_err(|e| e.raw_os_error()) == Err(Some(libc::EIO))
+        })
+        .collect();
+    assert!(!failing.is_empty(), "files that need the dictionary answer EIO");
+    // fsck names exactly those files, and the log names them too.
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let named: std::collections::BTreeSet<&str> = report
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains("/notes/n")))
+        .map(|w| w.trim_end_matches(':').trim_start_matches('/'))
+        .collect();
+    let failing_set: std::collections::BTreeSet<&str> =
+        failing.iter().map(|s| s.as_str()).collect();
+    assert_eq!(named, failing_set, "fsck lists exactly the damaged files");
+    let log = m.log_text();
+    assert!(failing.iter().all(|rel| log.contains(rel.as_str())), "log names them");
     assert!(
         fs::read(m.path("notes/n1.md")).is_ok(),
         "files compressed before training are fine"
