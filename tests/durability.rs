@@ -514,6 +514,18 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
         }
     }
     assert!(full, "the 300 MiB disk filled up");
+    // A move that needs room answers ENOSPC too, and a migration cycle
+    // backs off (it fails once per file, it does not spin).
+    let out = m.sh("setfattr -n user.tier -v cold f0");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("No space left"), "{err}");
+    }
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    let before = m.log_text().lines().count();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = m.log_text().lines().count();
+    assert!(after - before < 20, "the daemon is not looping on the full disk");
     assert!(synced.len() >= 8, "{} files fit", synced.len());
     // Nothing already stored is damaged, and the daemon is alive.
     for i in &synced {
