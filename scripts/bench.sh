@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks, with their baselines in the same run.
 #
-#   scripts/bench.sh [N_FILES] [FILE_SIZE] [ROUNDS]
-#       small files on tierfs, tmpfs and a plain directory on the disk,
-#       interleaved rounds, medians and ratios tierfs/baseline.
+#   scripts/bench.sh [N_FILES] [FILE_SIZE] [ROUNDS] [BIG_MIB]
+#       tierfs next to a minimal in-RAM fuser filesystem (the ceiling),
+#       mergerfs over tmpfs, tmpfs and a plain directory on the disk: small
+#       files (create, read with 1 and 2 threads, stat, list), a big file
+#       (write, read, 4 KiB random reads), tierfs's warm and cold tiers,
+#       daemon CPU and peak RSS; interleaved rounds, medians, ratios.
+#       Defaults: 10000 4096 3 1024.
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
 #       1 GiB file moves warm→cold and back (python3 times them).
@@ -104,49 +108,15 @@ TOML
   exit 0
 fi
 
-n=${1:-10000}
-size=${2:-4096}
-rounds=${3:-5}
-
+# Default: the side-by-side table (scripts/bench.py does the work).
 scripts/deps.sh
-cargo build --release -q --bin tierfs --example smallfiles
-tierfs=$PWD/target/release/tierfs
-work=$PWD/target/bench
-bin=$PWD/target/release/examples/smallfiles
-rm -rf "$work"
-mkdir -p "$work/tmpfs" "$work/disk" "$work/mnt"
-mount -t tmpfs -o size=2G tmpfs "$work/tmpfs"
-cleanup() {
-  fusermount3 -u "$work/mnt" 2>/dev/null || true
-  umount "$work/tmpfs" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-declare -A create read
-for r in $(seq "$rounds"); do
-  for target in tierfs tmpfs disk; do
-    case $target in
-      tierfs)
-        rm -rf "$work/store"
-        "$tierfs" mount "$work/store" "$work/mnt"
-        out=$("$bin" "$work/mnt" "$n" "$size")
-        fusermount3 -u "$work/mnt" ;;
-      tmpfs) out=$("$bin" "$work/tmpfs" "$n" "$size") ;;
-      disk) sync; out=$("$bin" "$work/disk" "$n" "$size") ;;
-    esac
-    create[$target]+="${out% *} "
-    read[$target]+="${out#* } "
-  done
-done
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '%d files of %d bytes, %d rounds, %s cores, kernel %s\n' "$n" "$size" "$rounds" "$(nproc)" "$(uname -r)"
-printf '%-8s %14s %14s\n' target create/s read/s
-for t in tierfs tmpfs disk; do
-  c=$(echo "${create[$t]}" | median); rd=$(echo "${read[$t]}" | median)
-  eval "c_$t=$c; r_$t=$rd"
-  printf '%-8s %14s %14s\n' "$t" "$c" "$rd"
-done
-awk -v ct="$c_tierfs" -v rt="$r_tierfs" -v cm="$c_tmpfs" -v rm="$r_tmpfs" -v cd="$c_disk" -v rd="$r_disk" 'BEGIN {
-  printf "tierfs/tmpfs  create %.2f  read %.2f\n", ct/cm, rt/rm
-  printf "tierfs/disk   create %.2f  read %.2f\n", ct/cd, rt/rd }'
+need=()
+command -v mergerfs >/dev/null || need+=(mergerfs)
+command -v zstd >/dev/null || need+=(zstd)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q --bin tierfs --example fsbench --example ceiling
+cargo build --release -q -p mountctl
+exec python3 scripts/bench.py "$@"

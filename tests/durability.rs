@@ -525,7 +525,10 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
     let before = m.log_text().lines().count();
     std::thread::sleep(Duration::from_secs(2));
     let after = m.log_text().lines().count();
-    assert!(after - before < 20, "the daemon is not looping on the full disk");
+    assert!(
+        after - before < 20,
+        "the daemon is not looping on the full disk"
+    );
     assert!(synced.len() >= 8, "{} files fit", synced.len());
     // Nothing already stored is damaged, and the daemon is alive.
     for i in &synced {

@@ -407,11 +407,12 @@ project tierfs review number %d is on the calendar for week %d.\\n' $i $((i*7)) 
     m.start();
     let failing: Vec<String> = (1..=700)
         .map(|i| format!("notes/n{i}.md"))
-        .filter(|rel| {
-            fs::read(m.path(rel)).map_err(|e| e.raw_os_error()) == Err(Some(libc::EIO))
-        })
+        .filter(|rel| fs::read(m.path(rel)).map_err(|e| e.raw_os_error()) == Err(Some(libc::EIO)))
         .collect();
-    assert!(!failing.is_empty(), "files that need the dictionary answer EIO");
+    assert!(
+        !failing.is_empty(),
+        "files that need the dictionary answer EIO"
+    );
     // fsck names exactly those files, and the log names them too.
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let named: std::collections::BTreeSet<&str> = report
@@ -423,7 +424,10 @@ project tierfs review number %d is on the calendar for week %d.\\n' $i $((i*7)) 
         failing.iter().map(|s| s.as_str()).collect();
     assert_eq!(named, failing_set, "fsck lists exactly the damaged files");
     let log = m.log_text();
-    assert!(failing.iter().all(|rel| log.contains(rel.as_str())), "log names them");
+    assert!(
+        failing.iter().all(|rel| log.contains(rel.as_str())),
+        "log names them"
+    );
     assert!(
         fs::read(m.path("notes/n1.md")).is_ok(),
         "files compressed before training are fine"
