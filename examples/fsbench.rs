@@ -64,8 +64,8 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
     while out.len() < len {
         let r = xorshift(&mut x);
         out.extend_from_slice(WORDS[(r % 32) as usize].as_bytes());
-        out.push(if r % 11 == 0 { b'\n' } else { b' ' });
-        if r % 97 == 0 {
+        out.push(if r.is_multiple_of(11) { b'\n' } else { b' ' });
+        if r.is_multiple_of(97) {
             out.extend_from_slice(format!("{} ", r % 100_000).as_bytes());
         }
     }

@@ -657,3 +657,72 @@ fn concurrent_writers_on_separate_files() {
         assert_eq!(fs::read(m.path(&format!("w{t}"))).unwrap(), data);
     }
 }
+
+/// The size the filesystem reports now (AT_STATX_FORCE_SYNC: past the
+/// kernel's attribute cache).
+fn fresh_size(p: &std::path::Path) -> u64 {
+    let c = cstr(p);
+    // SAFETY: a zeroed statx filled by the kernel; the path is NUL-terminated.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_SIZE,
+            &mut st,
+        )
+    };
+    assert_eq!(rc, 0, "statx {}", p.display());
+    st.stx_size
+}
+
+#[test]
+fn sizes_never_go_back_while_write_back_runs() {
+    // Write-back every 100 ms commits the sizes of fresh files while two
+    // threads ask for them past the kernel's cache: none may ever shrink.
+    let m = Mounted::with_args(&["--writeback", "100ms"]);
+    let n = 4000;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let checkers: Vec<_> = (0..2)
+        .map(|t| {
+            let (mnt, written) = (m.mnt.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut short = Vec::new();
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 + t;
+                loop {
+                    let done = written.load(std::sync::atomic::Ordering::Acquire);
+                    if done >= n {
+                        return short;
+                    }
+                    if done == 0 {
+                        continue;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly the newest files: those write-back is busy with.
+                    let i = done - 1 - (x as usize % done.min(600));
+                    let size = fresh_size(&mnt.join(format!("f{i}")));
+                    if size != 4096 {
+                        short.push((i, size));
+                    }
+                }
+            })
+        })
+        .collect();
+    let data = vec![b'x'; 4096];
+    for i in 0..n {
+        fs::write(m.path(&format!("f{i}")), &data).unwrap();
+        written.store(i + 1, std::sync::atomic::Ordering::Release);
+    }
+    let short: Vec<_> = checkers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        short.is_empty(),
+        "sizes went back: {:?}",
+        &short[..short.len().min(10)]
+    );
+}

@@ -318,8 +318,11 @@ impl TierFs {
     /// The inode as the kernel must see it: with the size of writes not yet
     /// durable (the record on disk keeps the durable size until then).
     fn inode(&self, ino: u64) -> Result<Inode> {
+        // The pending size first: write-back commits the size to the inode
+        // before it drops it from the pending map, so one of the two has it.
+        let pending = self.tiers.pending_size(ino);
         let mut inode = self.meta.inode(ino)?;
-        if let Some(size) = self.tiers.pending_size(ino) {
+        if let Some(size) = pending {
             inode.size = inode.size.max(size);
         }
         Ok(inode)
@@ -394,10 +397,12 @@ impl TierFs {
         let mut t = Txn::default();
         t.put_inode(&inode);
         self.meta.commit(t)?;
-        drop(_g);
+        // Under Meta::lock, so write-back cannot commit and drop a pending
+        // size between the inode read above and this.
         if let Some(size) = self.tiers.pending_size(ino) {
             inode.size = inode.size.max(size);
         }
+        drop(_g);
         Ok(inode)
     }
 

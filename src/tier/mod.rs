@@ -481,7 +481,12 @@ impl Tiers {
                     }
                     t.put_chunk(*ino, *idx, loc);
                 }
-                if let Some(size) = self.pending_size.lock().remove(ino) {
+                // The pending size stays visible until the inode carrying it
+                // is committed: readers look at the inode, then at this map,
+                // without locks (writers and truncates of these files wait
+                // for the content locks held here).
+                let pending = self.pending_size.lock().get(ino).copied();
+                if let Some(size) = pending {
                     match self.meta.inode(*ino) {
                         Ok(mut inode) if size > inode.size => {
                             inode.size = size;
@@ -493,6 +498,10 @@ impl Tiers {
                 }
             }
             self.meta.commit(t)?;
+            let mut pending = self.pending_size.lock();
+            for (ino, _) in &written {
+                pending.remove(ino);
+            }
         }
         for prev in &old {
             self.free(prev);
