@@ -11,6 +11,8 @@
 //!                              fsync at the end)
 //!   fsbench readbig FILE       read FILE sequentially, then 20,000 random
 //!                              4 KiB reads; also the time to the first 4 KiB
+//!   fsbench many DIR N DIRS SIZE  create N files of SIZE bytes spread over
+//!                              DIRS directories, with 2 threads
 //!
 //! Drop the kernel caches between steps when the cold path is wanted
 //! (`echo 3 > /proc/sys/vm/drop_caches`); bench.sh does.
@@ -178,6 +180,32 @@ fn main() {
         }
         "write" => write_big(Path::new(arg(1)), arg(2).parse().unwrap()),
         "readbig" => read_big(Path::new(arg(1))),
+        "many" => {
+            let dir = Path::new(arg(1));
+            let (n, dirs, size): (usize, usize, usize) = (
+                arg(2).parse().unwrap(),
+                arg(3).parse().unwrap(),
+                arg(4).parse().unwrap(),
+            );
+            for d in 0..dirs {
+                std::fs::create_dir_all(dir.join(format!("d{d}"))).unwrap();
+            }
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for part in 0..2 {
+                    s.spawn(move || {
+                        for i in (part..n).step_by(2) {
+                            let p = dir.join(format!("d{}/m{i}", i % dirs));
+                            File::create(p)
+                                .unwrap()
+                                .write_all(&text(size, i as u64))
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            println!("create {:.0}", per_s(n, t));
+        }
         other => panic!("unknown workload {other}"),
     }
 }

@@ -8,6 +8,11 @@
 #       (write, read, 4 KiB random reads), tierfs's warm and cold tiers,
 #       daemon CPU and peak RSS; interleaved rounds, medians, ratios.
 #       Defaults: 10000 4096 3 1024.
+#   scripts/bench.sh micro
+#       criterion microbenchmarks of the hot-path pieces (benches/micro.rs).
+#   scripts/bench.sh scale [N_FILES] [DIRS]
+#       N files of 1 KiB in DIRS directories (default 1,000,000 in 1,000):
+#       create, find | wc -l, a full migration cycle, mount time, RSS/file.
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
 #       1 GiB file moves warm→cold and back (python3 times them).
@@ -45,6 +50,51 @@ for label, tier in [("1 GiB warm->cold", "cold"), ("1 GiB cold->warm", "warm")]:
     print(f"{label}: move {took:.2f}s; stat+readdir of another file: n={len(out)} "
           f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {out[-1]*1000:.2f} ms")
 PY
+  exit 0
+fi
+
+if [ "${1:-}" = micro ]; then
+  exec cargo bench --bench micro
+fi
+
+if [ "${1:-}" = scale ]; then
+  n=${2:-1000000}
+  dirs=${3:-1000}
+  scripts/deps.sh
+  cargo build --release -q --bin tierfs --example fsbench
+  work=$PWD/target/bench-scale
+  rm -rf "$work" && mkdir -p "$work/mnt"
+  trap 'fusermount3 -u "$work/mnt" 2>/dev/null || true' EXIT
+  t() { local s=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $s" | bc; }
+  target/release/tierfs mount "$work/store" "$work/mnt"
+  pid=$(cat "$work/store/tierfs.lock")
+  policy=$work/store/policy.toml
+  sed -i 's/^interval = "30s"/interval = "1h"/; s/^rate = "64MiB"/rate = "100GiB"/' "$policy"
+  create=$(target/release/examples/fsbench many "$work/mnt" "$n" "$dirs" 1024)
+  find_s=$(t sh -c "find '$work/mnt' | wc -l")
+  rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  # A full cycle that moves every file: warm idle down to 0 s (a live edit).
+  sed -i 's/^idle = "1day"/idle = "1s"/' "$policy"
+  sleep 2
+  cycle_s=$(t setfattr -n user.tier.migrate -v 1 "$work/mnt")
+  cold=$(getfattr --only-values -n user.tier.stats "$work/mnt" 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["tiers"]["cold"]["files"])')
+  fusermount3 -u "$work/mnt"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  mount_s=$(t target/release/tierfs mount "$work/store" "$work/mnt")
+  pid=$(cat "$work/store/tierfs.lock")
+  find_cold_s=$(t sh -c "find '$work/mnt' | wc -l")
+  rss2_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  printf '%d files of 1 KiB in %d directories, %s cores, kernel %s\n' "$n" "$dirs" "$(nproc)" "$(uname -r)"
+  echo "create (2 threads):          ${create#create } files/s"
+  echo "find | wc -l:                ${find_s} s"
+  echo "full migration cycle:        ${cycle_s} s (warm→cold; $cold files now cold)"
+  echo "mount of that store:         ${mount_s} s"
+  echo "find | wc -l after remount:  ${find_cold_s} s"
+  awk -v r="$rss_kib" -v r2="$rss2_kib" -v n="$n" 'BEGIN {
+    printf "daemon RSS after find:       %.0f MiB = %.0f B per file\n", r/1024, r*1024/n
+    printf "  beyond sled'"'"'s 64 MiB cache: %.0f B per file\n", (r*1024 - 64*1048576)/n
+    printf "after remount + find:        %.0f MiB = %.0f B per file (%.0f B beyond the cache)\n", r2/1024, r2*1024/n, (r2*1024 - 64*1048576)/n }'
   exit 0
 fi
 

@@ -93,7 +93,7 @@ thread_local! {
 
 /// One zstd frame holding `data` (with its size, and the dictionary's id
 /// when there is one, in the frame header).
-fn compress(
+pub fn compress(
     data: &[u8],
     level: i32,
     dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
@@ -113,7 +113,7 @@ fn compress(
 }
 
 /// The bytes of one zstd frame, at most `capacity` of them.
-fn decompress(
+pub fn decompress(
     frame: &[u8],
     capacity: usize,
     dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
