@@ -195,7 +195,13 @@ def ratio(a, b):
 
 
 def main():
-    os.makedirs(work, exist_ok=True)
+    # A fresh work directory: stale mounts of an interrupted run first.
+    with open("/proc/self/mounts") as f:
+        stale = [l.split()[1] for l in f if l.split()[1].startswith(work + "/")]
+    for m in sorted(stale, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+    sh("rm", "-rf", work)
+    os.makedirs(os.path.join(work, "tmpfs"))
     sh("mount", "-t", "tmpfs", "-o", "size=6G", "tmpfs", os.path.join(work, "tmpfs"))
     try:
         for r in range(rounds):
