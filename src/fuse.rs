@@ -460,17 +460,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        let live = crate::xattr::is_reserved(name(n));
-        let key = (req.pid(), ino.0, name(n).to_vec());
-        if live && size > 0 {
-            if let Some(v) = self.probes.take(&key, size) {
+        // Only live tier attributes are snapshotted; user.* values are not built per call.
+        let key = crate::xattr::is_reserved(name(n)).then(|| (req.pid(), ino.0, name(n).to_vec()));
+        if let Some(key) = key.as_ref().filter(|_| size > 0) {
+            if let Some(v) = self.probes.take(key, size) {
                 return reply.data(&v);
             }
         }
         match self.fs.getxattr(ino.0, name(n)) {
-            Ok(v) if live && size == 0 => {
+            Ok(v) if key.is_some() && size == 0 => {
                 reply.size(v.len() as u32);
-                self.probes.keep(key, v);
+                self.probes.keep(key.expect("checked"), v);
             }
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(self.errno("getxattr", ino.0, e)),

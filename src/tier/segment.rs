@@ -190,6 +190,15 @@ impl SegmentStore {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(".new")) {
+                // A segment whose creation a crash cut short: never used.
+                log::warn!(
+                    "removing {}, left half-made by a crash",
+                    entry.path().display()
+                );
+                std::fs::remove_file(entry.path())?;
+                continue;
+            }
             let Some(id) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(fmt.ext))
@@ -486,33 +495,58 @@ fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
     if free_bytes(dir).is_some_and(|free| free < SEG_SIZE + DISK_RESERVE) {
         return Err(Error::NoSpace);
     }
+    // Made whole under a temporary name, then renamed: a crash never leaves
+    // a segment without its header (leftovers are removed at open).
     let path = seg_path(dir, fmt, id);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
-    if rc != 0 {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
+    let tmp = path.with_extension("new");
+    let made = (|| -> Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        // SAFETY: plain syscall on an fd we own.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
+        if rc != 0 {
+            return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
+        }
+        let mut header = [0u8; SEG_HEADER_LEN as usize];
+        header[0..8].copy_from_slice(fmt.magic);
+        header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
+        header[16..24].copy_from_slice(&id.to_le_bytes());
+        file.write_all_at(&header, 0)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    let mut header = [0u8; SEG_HEADER_LEN as usize];
-    header[0..8].copy_from_slice(fmt.magic);
-    header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
-    header[16..24].copy_from_slice(&id.to_le_bytes());
-    file.write_all_at(&header, 0)?;
-    file.sync_all()?;
-    File::open(dir)?.sync_all()?;
-    drop(file);
     open_segment(dir, fmt, id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_half_made_segment_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
+        let a = w.append(5, 0, 1, b"kept").unwrap();
+        w.sync().unwrap();
+        drop(w);
+        // A crash between creating the next segment and writing its header.
+        std::fs::write(dir.path().join("0000000000000002.new"), vec![0u8; 4096]).unwrap();
+        let w = SegmentStore::open(dir.path(), WARM).unwrap();
+        assert!(!dir.path().join("0000000000000002.new").exists());
+        let mut out = Vec::new();
+        w.read(&a, &mut out).unwrap();
+        assert_eq!(out, b"kept");
+    }
 
     #[test]
     fn append_read_and_reopen() {
