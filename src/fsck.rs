@@ -291,10 +291,12 @@ pub fn salvage(store_dir: &Path, dest: &Path) -> Result<(u64, u64)> {
             newest.insert(key, loc);
         }
     }
-    let mut files: HashMap<u64, std::fs::File> = HashMap::new();
-    let mut bytes = 0;
+    // In (inode, chunk) order: one output file open at a time, so a store of
+    // millions of files does not run out of file descriptors.
     let mut keys: Vec<_> = newest.keys().copied().collect();
     keys.sort_unstable();
+    let mut out: Option<(u64, std::fs::File)> = None;
+    let (mut files, mut bytes) = (0u64, 0u64);
     for (ino, idx) in keys {
         let data = match tiers.read_record(&newest[&(ino, idx)]) {
             Ok(d) => d,
@@ -303,17 +305,16 @@ pub fn salvage(store_dir: &Path, dest: &Path) -> Result<(u64, u64)> {
                 continue;
             }
         };
-        let f = match files.entry(ino) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(std::fs::File::create(dest.join(ino.to_string()))?)
-            }
-        };
+        if out.as_ref().is_none_or(|(i, _)| *i != ino) {
+            out = Some((ino, std::fs::File::create(dest.join(ino.to_string()))?));
+            files += 1;
+        }
+        let (_, f) = out.as_ref().expect("just set");
         f.write_all_at(&data, idx * CHUNK_SIZE)?;
         bytes += data.len() as u64;
     }
     drop(tiers);
     let _ = std::fs::remove_dir_all(&scratch);
     let _ = std::fs::remove_file(scratch.with_extension("seal"));
-    Ok((files.len() as u64, bytes))
+    Ok((files, bytes))
 }

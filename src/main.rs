@@ -65,7 +65,8 @@ enum Command {
         repair: bool,
         /// Copy the newest surviving bytes of every file in the segments and
         /// packs into DIR, one file per inode number, without the metadata
-        /// (for a store whose metadata is damaged). The store is not changed.
+        /// (for a store whose metadata is damaged). The store's metadata is
+        /// neither read nor written.
         #[arg(long, value_name = "DIR")]
         salvage: Option<PathBuf>,
     },

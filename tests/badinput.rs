@@ -11,15 +11,7 @@ use std::process::Command;
 use common::{errno, Mounted};
 
 fn setxattr(p: &std::path::Path, name: &str, v: &[u8]) -> Result<(), i32> {
-    let c = common::cstr(p);
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: NUL-terminated path and name; the value pointer and length match.
-    let rc = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    }
+    common::setxattr(p, name, v, 0)
 }
 
 fn tier(m: &Mounted, rel: &str) -> String {

@@ -156,24 +156,13 @@ fn fsynced_data_survives_kill9_at_random_moments() {
                         continue;
                     };
                     let tier = ["hot", "warm", "cold"][r.below(3) as usize];
-                    let p = common::cstr(&mnt.join(&name));
-                    // SAFETY: NUL-terminated path, name and a value of known length.
-                    let rc = unsafe {
-                        libc::setxattr(
-                            p.as_ptr(),
-                            c"user.tier".as_ptr(),
-                            tier.as_ptr().cast(),
-                            tier.len(),
-                            0,
-                        )
-                    };
-                    if rc == 0 {
-                        moves.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        let e = std::io::Error::last_os_error().raw_os_error();
-                        if e == Some(libc::ENOTCONN) {
-                            return;
+                    match common::setxattr(&mnt.join(&name), "user.tier", tier.as_bytes(), 0) {
+                        Ok(()) => {
+                            moves.fetch_add(1, Ordering::Relaxed);
                         }
+                        Err(libc::ENOTCONN) => return,
+                        // Unlinked or renamed meanwhile, or a writer won.
+                        Err(_) => {}
                     }
                 }
             }));

@@ -38,22 +38,7 @@ fn fast_policy(dir: &Path) -> PathBuf {
 }
 
 fn set_tier(p: &Path, tier: &str) -> Result<(), i32> {
-    let c = common::cstr(p);
-    // SAFETY: NUL-terminated path and name; the value pointer and length match.
-    let rc = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            c"user.tier".as_ptr(),
-            tier.as_ptr().cast(),
-            tier.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-    }
+    common::setxattr(p, "user.tier", tier.as_bytes(), 0)
 }
 
 /// Shared by the workers: failures, progress and where things are.

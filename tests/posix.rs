@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{cstr, errno, pattern, Mounted};
+use common::{cstr, errno, getxattr, pattern, setxattr, Mounted};
 
 #[test]
 fn write_read_at_offsets_append_and_trunc() {
@@ -496,33 +496,6 @@ fn fifos_names_and_paths() {
     let full = format!("{rel}{}", &last[..last.len().min(255)]);
     fs::write(m.path(&full), b"deep").unwrap();
     assert_eq!(fs::read(m.path(&full)).unwrap(), b"deep");
-}
-
-fn getxattr(p: &std::path::Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
-    let (c, n) = (cstr(p), std::ffi::CString::new(name).unwrap());
-    let mut buf = vec![0u8; size];
-    // SAFETY: buffer of `size` bytes; size 0 is the probe.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    } else {
-        buf.truncate(if size == 0 { 0 } else { r as usize });
-        if size == 0 {
-            buf = vec![0; r as usize];
-        }
-        Ok(buf)
-    }
-}
-
-fn setxattr(p: &std::path::Path, name: &str, v: &[u8], flags: i32) -> Result<(), i32> {
-    let (c, n) = (cstr(p), std::ffi::CString::new(name).unwrap());
-    // SAFETY: value pointer and length match.
-    let r = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), flags) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    } else {
-        Ok(())
-    }
 }
 
 #[test]

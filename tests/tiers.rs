@@ -470,20 +470,6 @@ fn space_of_deleted_cold_files_is_reclaimed() {
     m.assert_fsck_clean();
 }
 
-fn raw_getxattr(p: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; size];
-    // SAFETY: the buffer has `size` bytes; size 0 is the size probe.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
-    }
-    buf.resize(r as usize, 0);
-    Ok(buf)
-}
-
 #[test]
 fn live_attributes_read_whole_while_they_change() {
     // getfattr asks for the size, then for the value. A live attribute that
@@ -492,37 +478,30 @@ fn live_attributes_read_whole_while_they_change() {
     let m = Mounted::new();
     fs::write(m.path("f"), b"x").unwrap();
     set_tier(&m, "f", "hot");
-    let len = raw_getxattr(&m.path("f"), "user.tier", 0).unwrap().len();
+    let len = common::getxattr(&m.path("f"), "user.tier", 0)
+        .unwrap()
+        .len();
     assert_eq!(len, 3);
     set_tier(&m, "f", "cold");
     assert_eq!(
-        raw_getxattr(&m.path("f"), "user.tier", len).unwrap(),
+        common::getxattr(&m.path("f"), "user.tier", len).unwrap(),
         b"hot"
     );
     // The snapshot serves one read; the next sees the new value.
     assert_eq!(
-        raw_getxattr(&m.path("f"), "user.tier", len),
+        common::getxattr(&m.path("f"), "user.tier", len),
         Err(libc::ERANGE)
     );
     assert_eq!(tier(&m, "f"), "cold");
     // A process that changes the attribute itself never reads its old value.
-    let len = raw_getxattr(&m.path("f"), "user.tier", 0).unwrap().len();
+    let len = common::getxattr(&m.path("f"), "user.tier", 0)
+        .unwrap()
+        .len();
     assert_eq!(len, 4);
     fs::write(m.path("f"), b"y").unwrap();
-    let c = std::ffi::CString::new(m.path("f").to_str().unwrap()).unwrap();
-    // SAFETY: NUL-terminated strings; the value pointer and length match.
-    let r = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            c"user.tier".as_ptr(),
-            b"warm".as_ptr().cast(),
-            4,
-            0,
-        )
-    };
-    assert_eq!(r, 0);
+    common::setxattr(&m.path("f"), "user.tier", b"warm", 0).unwrap();
     assert_eq!(
-        raw_getxattr(&m.path("f"), "user.tier", 64).unwrap(),
+        common::getxattr(&m.path("f"), "user.tier", 64).unwrap(),
         b"warm"
     );
 }

@@ -264,3 +264,28 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// getxattr(2): the value (size 0: the size probe, as that many zeros) or the errno.
+pub fn getxattr(p: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
+    let (c, n) = (cstr(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; size];
+    // SAFETY: the buffer has `size` bytes; size 0 is the size probe.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.resize(r as usize, 0);
+    Ok(buf)
+}
+
+/// setxattr(2) with `flags` (XATTR_CREATE/REPLACE or 0): the errno if it failed.
+pub fn setxattr(p: &Path, name: &str, v: &[u8], flags: i32) -> Result<(), i32> {
+    let (c, n) = (cstr(p), CString::new(name).unwrap());
+    // SAFETY: NUL-terminated path and name; the value pointer and length match.
+    let r = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), flags) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        Ok(())
+    }
+}
