@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,9 @@ use crate::policy::Policy;
 use crate::tier::Tiers;
 
 const EVENT_QUEUE: usize = 65_536;
+/// How often the migrator takes queued accesses into its table: the queue
+/// holds far more than a FUSE mount can make in this time.
+const ABSORB_EVERY: Duration = Duration::from_millis(100);
 
 fn now_secs() -> f64 {
     SystemTime::now()
@@ -116,6 +119,10 @@ pub struct Shared {
     pub counters: Counters,
     /// What the last cycle did, for `user.tier.last_cycle`.
     pub last_cycle: Mutex<CycleReport>,
+    /// Where request threads queue their accesses (set by `Migrator::start`).
+    events: OnceLock<Receiver<(u64, f64)>>,
+    /// Files whose access record changed since it was last persisted.
+    dirty: Mutex<HashSet<u64>>,
 }
 
 impl Shared {
@@ -132,7 +139,29 @@ impl Shared {
             why: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             last_cycle: Mutex::new(CycleReport::default()),
+            events: OnceLock::new(),
+            dirty: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Takes the queued accesses into the table. The migrator does this on a
+    /// tick rather than on every event (a wake-up per open cost the daemon a
+    /// tenth of its CPU on small files); readers of the statistics do it
+    /// first, so that they see every access made before they asked.
+    pub fn absorb(&self) {
+        let Some(events) = self.events.get() else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        let half_life = self.policy().promote.window.0.as_secs_f64();
+        let mut table = self.table.lock();
+        let mut dirty = self.dirty.lock();
+        while let Ok((ino, at)) = events.try_recv() {
+            table.entry(ino).or_default().touch(at, half_life);
+            dirty.insert(ino);
+        }
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -150,6 +179,7 @@ impl Shared {
     }
 
     pub fn stats(&self, ino: u64) -> Option<AccessStats> {
+        self.absorb();
         self.table.lock().get(&ino).copied()
     }
 }
@@ -211,7 +241,6 @@ struct Worker {
     meta: Arc<Meta>,
     tiers: Arc<Tiers>,
     shared: Arc<Shared>,
-    dirty: HashSet<u64>,
     /// Non-empty once the migrator is asked to stop: a cycle ends between
     /// batches (an unmount never waits for a whole cycle).
     stop: Receiver<()>,
@@ -230,12 +259,12 @@ impl Migrator {
             meta,
             tiers,
             shared,
-            dirty: HashSet::new(),
             stop: stop.clone(),
         };
+        let _ = w.shared.events.set(events);
         let thread = std::thread::Builder::new()
             .name("migrator".into())
-            .spawn(move || w.run(events, cycles, stop))
+            .spawn(move || w.run(cycles, stop))
             .expect("spawn migrator thread");
         (
             Migrator {
@@ -266,39 +295,27 @@ impl Migrator {
 }
 
 impl Worker {
-    fn run(
-        &mut self,
-        events: Receiver<(u64, f64)>,
-        cycles: Receiver<CycleRequest>,
-        stop: Receiver<()>,
-    ) {
+    fn run(&mut self, cycles: Receiver<CycleRequest>, stop: Receiver<()>) {
         let mut next = Instant::now() + self.shared.policy().migration.interval.0;
+        let absorb = crossbeam_channel::tick(ABSORB_EVERY);
         loop {
             let timeout = crossbeam_channel::at(next);
             select! {
-                recv(events) -> ev => {
-                    if let Ok((ino, at)) = ev {
-                        self.note(ino, at);
-                        // Take whatever else is queued in one go.
-                        while let Ok((ino, at)) = events.try_recv() {
-                            self.note(ino, at);
-                        }
-                    }
-                }
+                recv(absorb) -> _ => self.shared.absorb(),
                 recv(cycles) -> req => {
                     if let Ok((dry, reply)) = req {
-                        while let Ok((ino, at)) = events.try_recv() {
-                            self.note(ino, at);
-                        }
+                        self.shared.absorb();
                         let report = if dry { self.dry_run() } else { self.cycle() };
                         let _ = reply.send(report);
                     }
                 }
                 recv(timeout) -> _ => {
+                    self.shared.absorb();
                     self.cycle();
                     next = Instant::now() + self.shared.policy().migration.interval.0;
                 }
                 recv(stop) -> _ => {
+                    self.shared.absorb();
                     self.persist();
                     return;
                 }
@@ -306,26 +323,16 @@ impl Worker {
         }
     }
 
-    fn note(&mut self, ino: u64, at: f64) {
-        let half_life = self.shared.policy().promote.window.0.as_secs_f64();
-        self.shared
-            .table
-            .lock()
-            .entry(ino)
-            .or_default()
-            .touch(at, half_life);
-        self.dirty.insert(ino);
-    }
-
     /// Writes the changed access records to sled in one batch.
     fn persist(&mut self) {
-        if self.dirty.is_empty() {
+        let dirty = std::mem::take(&mut *self.shared.dirty.lock());
+        if dirty.is_empty() {
             return;
         }
         let mut t = Txn::default();
         {
             let table = self.shared.table.lock();
-            for ino in self.dirty.drain() {
+            for ino in dirty {
                 if let Some(s) = table.get(&ino) {
                     if self.meta.inode(ino).is_ok() {
                         t.put_access(ino, &s.encode());
