@@ -364,10 +364,17 @@ impl Worker {
     }
 
     fn cycle(&mut self) -> CycleReport {
+        let t0 = Instant::now();
         self.persist();
+        let persisted = t0.elapsed();
         let policy = self.shared.policy();
         let mut report = CycleReport::default();
-        let plan = match self.plan(&policy) {
+        let plan = self.plan(&policy);
+        log::debug!(
+            "cycle: persisted access records in {persisted:?}, planned in {:?}",
+            t0.elapsed() - persisted
+        );
+        let plan = match plan {
             Ok(p) => p,
             Err(e) => {
                 log::error!("migration cycle: {e}");
@@ -441,6 +448,12 @@ impl Worker {
                 }
             }
         }
+        log::debug!(
+            "cycle: {} moved, {} failed, in {:?}",
+            report.moved.len(),
+            report.failed.len(),
+            t0.elapsed()
+        );
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);
         self.shared.counters.queued.store(0, Ordering::Relaxed);
         *self.shared.last_cycle.lock() = report.clone();

@@ -42,6 +42,9 @@ pub struct Dictionaries {
     /// Small chunks compressed with the current dictionary: retrain when the
     /// store has grown well past what it was trained on.
     trained_on: Mutex<(usize, usize)>,
+    /// The training parameters the first training of this mount searched
+    /// for; later trainings reuse them (one pass instead of a search).
+    params: Mutex<Option<zstd_sys::ZDICT_fastCover_params_t>>,
 }
 
 impl Dictionaries {
@@ -81,6 +84,7 @@ impl Dictionaries {
             damaged: RwLock::new(damaged),
             samples: Mutex::new(Vec::new()),
             trained_on: Mutex::new((0, 0)),
+            params: Mutex::new(None),
         })
     }
 
@@ -112,7 +116,7 @@ impl Dictionaries {
 
     fn train(&self) -> Result<()> {
         let samples = std::mem::take(&mut *self.samples.lock());
-        let dict = zstd::dict::from_samples(&samples, DICT_SIZE)?;
+        let dict = self.train_dict(&samples)?;
         let id = zstd::zstd_safe::get_dict_id_from_dict(&dict)
             .map(|n| n.get())
             .ok_or(Error::Invalid("trained dictionary has no id"))?;
@@ -140,6 +144,68 @@ impl Dictionaries {
         let mut t = self.trained_on.lock();
         t.0 = t.1;
         Ok(())
+    }
+
+    /// A zstd dictionary from `samples`. The first training searches zstd's
+    /// fastCover parameters (as `ZDICT_trainFromBuffer` does, 4 steps); later
+    /// ones reuse what it found, which makes a retraining of 2,000 samples
+    /// about four times cheaper (it was a quarter of a 100,000-file pass to
+    /// cold).
+    fn train_dict(&self, samples: &[Vec<u8>]) -> Result<Vec<u8>> {
+        use zstd_sys::*;
+        let data = samples.concat();
+        let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
+        let mut dict = vec![0u8; DICT_SIZE];
+        let mut params = self.params.lock();
+        let n = match *params {
+            // SAFETY: the buffers live across the call and their lengths are
+            // the ones passed; `sizes` add up to `data.len()`.
+            Some(p) => unsafe {
+                ZDICT_trainFromBuffer_fastCover(
+                    dict.as_mut_ptr().cast(),
+                    dict.len(),
+                    data.as_ptr().cast(),
+                    sizes.as_ptr(),
+                    sizes.len() as u32,
+                    p,
+                )
+            },
+            None => {
+                // SAFETY: a plain C struct of integers and a double, for
+                // which all zeros means "default" to zstd.
+                let mut p: ZDICT_fastCover_params_t = unsafe { std::mem::zeroed() };
+                p.d = 8;
+                p.steps = 4;
+                p.zParams.compressionLevel = 3;
+                // SAFETY: as above; `p` is a valid, writable struct.
+                let n = unsafe {
+                    ZDICT_optimizeTrainFromBuffer_fastCover(
+                        dict.as_mut_ptr().cast(),
+                        dict.len(),
+                        data.as_ptr().cast(),
+                        sizes.as_ptr(),
+                        sizes.len() as u32,
+                        &mut p,
+                    )
+                };
+                // SAFETY: a pure function of an integer.
+                if unsafe { ZDICT_isError(n) } == 0 {
+                    *params = Some(p);
+                }
+                n
+            }
+        };
+        // SAFETY: a pure function of an integer.
+        if unsafe { ZDICT_isError(n) } != 0 {
+            // SAFETY: zstd returns a static NUL-terminated string.
+            let why = unsafe { std::ffi::CStr::from_ptr(ZDICT_getErrorName(n)) };
+            return Err(Error::Io(std::io::Error::other(format!(
+                "zstd dictionary training: {}",
+                why.to_string_lossy()
+            ))));
+        }
+        dict.truncate(n);
+        Ok(dict)
     }
 
     /// The dictionary a frame names, if it names one.
@@ -210,6 +276,34 @@ mod tests {
         assert_eq!(id, id2);
         let mut dc = zstd::bulk::Decompressor::with_dictionary(&dict2).unwrap();
         assert_eq!(dc.decompress(&frame, 1 << 20).unwrap(), text(9999));
+    }
+
+    #[test]
+    fn retraining_reuses_the_searched_parameters_and_still_compresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dictionaries::open(dir.path()).unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        for i in 0..4 * SAMPLES_KEPT + SAMPLES_NEEDED + 10 {
+            if let Some((id, _)) = d.for_chunk(&text(i)) {
+                ids.insert(id);
+            }
+        }
+        assert!(ids.len() >= 2, "retrained: {ids:?}");
+        assert!(d.params.lock().is_some_and(|p| p.k > 0 && p.d > 0));
+        let (_, dict) = d.for_chunk(&text(1)).unwrap();
+        let plain = zstd::bulk::compress(&text(7777), 3).unwrap();
+        let frame = zstd::bulk::Compressor::with_dictionary(3, &dict)
+            .unwrap()
+            .compress(&text(7777))
+            .unwrap();
+        assert!(
+            frame.len() < plain.len(),
+            "{} vs {}",
+            frame.len(),
+            plain.len()
+        );
+        let mut dc = zstd::bulk::Decompressor::with_dictionary(&dict).unwrap();
+        assert_eq!(dc.decompress(&frame, 1 << 20).unwrap(), text(7777));
     }
 
     #[test]

@@ -37,6 +37,13 @@ const FILE_LOCK_SHARDS: usize = 64;
 /// How often a move is retried when the file changes under it.
 const MOVE_ATTEMPTS: usize = 5;
 
+/// A file copied to its new tier, waiting for the commit of its move.
+struct Prepared {
+    to: Tier,
+    chunks: Vec<(u64, ChunkLoc)>,
+    copies: Vec<(u64, ChunkLoc)>,
+}
+
 pub struct Tiers {
     meta: std::sync::Arc<Meta>,
     warm: SegmentStore,
@@ -564,57 +571,70 @@ impl Tiers {
     /// (`Busy` if it did), then the metadata is flushed once and the old
     /// copies are freed. One result per move, in order.
     pub fn move_batch(&self, moves: &[(u64, Tier)]) -> Vec<(u64, Result<bool>)> {
-        struct Prepared {
-            to: Tier,
-            chunks: Vec<(u64, ChunkLoc)>,
-            copies: Vec<(u64, ChunkLoc)>,
-        }
-        let mut results: Vec<(u64, Result<bool>)> = Vec::with_capacity(moves.len());
-        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(moves.len());
-        let mut hot_room = {
-            let h = self.hot.lock();
-            h.budget().saturating_sub(h.pinned_bytes())
-        };
-        let mut synced = [false; 2];
+        let t0 = std::time::Instant::now();
         // Make every file's content durable on its current tier first, in one go.
         let inos: Vec<u64> = moves.iter().map(|m| m.0).collect();
         if let Err(e) = self.flush_many(&inos) {
             return inos.into_iter().map(|i| (i, Err(e.replicate()))).collect();
         }
-        for &(ino, to) in moves {
-            let r = (|| -> Result<Option<Prepared>> {
-                self.flush(ino)?;
-                let inode = self.meta.inode(ino)?;
-                if inode.tier == to {
-                    return Ok(None);
-                }
-                if to == Tier::Hot {
-                    self.check_hot_room(inode.size, hot_room)?;
-                    hot_room -= inode.size;
-                }
-                let chunks = self.meta.chunks_from(ino, 0)?;
-                // Copy without holding the file's lock: reads and writes go on.
-                let mut copies = Vec::new();
-                if store_tier(inode.tier) != store_tier(to) {
-                    for (idx, loc) in &chunks {
-                        let data = self.read_loc(loc)?;
-                        copies.push((*idx, self.append(to, ino, *idx, loc.version, &data)?));
-                    }
-                    synced[(store_tier(to) == Tier::Cold) as usize] = true;
-                }
-                Ok(Some(Prepared { to, chunks, copies }))
-            })();
-            match r {
+        let t_flushed = t0.elapsed();
+        // Copy every file to its new tier. The copies (a zstd compression per
+        // chunk when going cold) run on as many threads as there are cores;
+        // moves to hot stay on one, as they share the room left in the budget.
+        let threads = if moves.iter().any(|m| m.1 == Tier::Hot) || moves.len() < 64 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        };
+        let mut hot_room = {
+            let h = self.hot.lock();
+            h.budget().saturating_sub(h.pinned_bytes())
+        };
+        let mut prepared: Vec<Result<Option<Prepared>>> = if threads == 1 {
+            moves
+                .iter()
+                .map(|&(ino, to)| self.prepare_move(ino, to, &mut hot_room))
+                .collect()
+        } else {
+            let per = moves.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = moves
+                    .chunks(per)
+                    .map(|part| {
+                        s.spawn(move || {
+                            let mut room = 0;
+                            part.iter()
+                                .map(|&(ino, to)| self.prepare_move(ino, to, &mut room))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("a move thread panicked"))
+                    .collect()
+            })
+        };
+        let t_copied = t0.elapsed();
+        let mut synced = [false; 2];
+        let mut results: Vec<(u64, Result<bool>)> = Vec::with_capacity(moves.len());
+        let prepared: Vec<Option<Prepared>> = prepared
+            .drain(..)
+            .zip(moves)
+            .map(|(r, &(ino, _))| match r {
                 Ok(p) => {
+                    if let Some(p) = p.as_ref().filter(|p| !p.copies.is_empty()) {
+                        synced[(store_tier(p.to) == Tier::Cold) as usize] = true;
+                    }
                     results.push((ino, Ok(p.is_some())));
-                    prepared.push(p);
+                    p
                 }
                 Err(e) => {
                     results.push((ino, Err(e)));
-                    prepared.push(None);
+                    None
                 }
-            }
-        }
+            })
+            .collect();
         for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
             if synced[i] {
                 if let Err(e) = store.sync() {
@@ -631,6 +651,7 @@ impl Tiers {
                 }
             }
         }
+        let t_synced = t0.elapsed();
         // Commit every unchanged file in one metadata batch, holding the lock
         // shards of the whole batch (ascending, as flush_many) so that no
         // write slips in between a file's check and the commit.
@@ -687,12 +708,22 @@ impl Tiers {
                 return results;
             }
         }
+        let t_committed = t0.elapsed();
         if let Err(e) = self.meta.flush() {
             for r in results.iter_mut().filter(|r| r.1.is_ok()) {
                 r.1 = Err(e.replicate());
             }
             return results;
         }
+        log::debug!(
+            "move batch of {} on {threads} thread(s): flushed {t_flushed:?}, copied {:?}, \
+             synced {:?}, committed {:?}, metadata flushed {:?}",
+            moves.len(),
+            t_copied - t_flushed,
+            t_synced - t_copied,
+            t_committed - t_synced,
+            t0.elapsed() - t_committed
+        );
         for (ino, p) in committed {
             if !p.copies.is_empty() {
                 for (_, loc) in &p.chunks {
@@ -715,6 +746,30 @@ impl Tiers {
             }
         }
         results
+    }
+
+    /// The first step of a move: copies the file's chunks to the store of
+    /// `to` (not yet synced nor committed). `None`: already there.
+    fn prepare_move(&self, ino: u64, to: Tier, hot_room: &mut u64) -> Result<Option<Prepared>> {
+        self.flush(ino)?;
+        let inode = self.meta.inode(ino)?;
+        if inode.tier == to {
+            return Ok(None);
+        }
+        if to == Tier::Hot {
+            self.check_hot_room(inode.size, *hot_room)?;
+            *hot_room -= inode.size;
+        }
+        let chunks = self.meta.chunks_from(ino, 0)?;
+        // Copy without holding the file's lock: reads and writes go on.
+        let mut copies = Vec::new();
+        if store_tier(inode.tier) != store_tier(to) {
+            for (idx, loc) in &chunks {
+                let data = self.read_loc(loc)?;
+                copies.push((*idx, self.append(to, ino, *idx, loc.version, &data)?));
+            }
+        }
+        Ok(Some(Prepared { to, chunks, copies }))
     }
 
     /// Bytes the chunks of `ino` take on their tier (compressed when cold);
