@@ -329,19 +329,28 @@ impl Worker {
         if dirty.is_empty() {
             return;
         }
-        let mut t = Txn::default();
-        {
-            let table = self.shared.table.lock();
-            for ino in dirty {
-                if let Some(s) = table.get(&ino) {
-                    if self.meta.inode(ino).is_ok() {
-                        t.put_access(ino, &s.encode());
-                    }
+        // In transactions of a few thousand records (one big sled batch of
+        // 100,000 took 1.8 s), and without holding the table while the
+        // metadata is asked whether each file still exists.
+        let mut dirty: Vec<u64> = dirty.into_iter().collect();
+        dirty.sort_unstable(); // in key order: sled's tree is walked once
+        for part in dirty.chunks(4096) {
+            let records: Vec<(u64, [u8; 40])> = {
+                let table = self.shared.table.lock();
+                part.iter()
+                    .filter_map(|ino| table.get(ino).map(|s| (*ino, s.encode())))
+                    .collect()
+            };
+            let mut t = Txn::default();
+            for (ino, rec) in &records {
+                if self.meta.inode(*ino).is_ok() {
+                    t.put_access(*ino, rec);
                 }
             }
-        }
-        if let Err(e) = self.meta.commit(t) {
-            log::warn!("saving access statistics: {e}");
+            if let Err(e) = self.meta.commit(t) {
+                log::warn!("saving access statistics: {e}");
+                return;
+            }
         }
     }
 

@@ -249,6 +249,7 @@ fn serve(
         mountpoint.display(),
         std::process::id()
     );
+    raise_readahead(mountpoint.to_path_buf());
     if let Some(ready) = ready {
         detach_stdio();
         let _ = ready.write_all(b"OK\n");
@@ -291,6 +292,34 @@ fn serve(
         ));
     }
     Ok(())
+}
+
+/// Raises the kernel's readahead for this mount from 128 KiB to one chunk,
+/// so that a sequential read asks for a whole chunk at a time instead of in
+/// eight requests (reads of a big hot file: about 1.9 → 2.8 GB/s). Done from
+/// a thread once the mount answers: the kernel caps the readahead again when
+/// it takes the INIT reply. Needs root (sysfs); without it, a debug line.
+fn raise_readahead(mountpoint: PathBuf) {
+    use std::os::unix::fs::MetadataExt;
+    let _ = std::thread::Builder::new()
+        .name("readahead".into())
+        .spawn(move || {
+            // Answered by the request threads once the session runs.
+            let Ok(md) = std::fs::metadata(&mountpoint) else {
+                return;
+            };
+            let dev = md.dev();
+            let path = format!(
+                "/sys/class/bdi/{}:{}/read_ahead_kb",
+                libc::major(dev),
+                libc::minor(dev)
+            );
+            let kb = crate::tier::CHUNK_SIZE >> 10;
+            match std::fs::write(&path, kb.to_string()) {
+                Ok(()) => log::debug!("readahead of {} set to {kb} KiB", mountpoint.display()),
+                Err(e) => log::debug!("cannot raise the readahead ({path}): {e}"),
+            }
+        });
 }
 
 fn detach_stdio() {

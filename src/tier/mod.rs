@@ -53,6 +53,8 @@ pub struct Tiers {
     /// Serialises content changes per file (sharded by inode number); reads
     /// take it shared so that they never cache bytes a truncate just dropped.
     file_locks: Vec<RwLock<()>>,
+    /// Held while a chunk is loaded into the hot cache (by `load_shard`).
+    load_locks: Vec<Mutex<()>>,
     /// File sizes grown by writes whose chunks are not durable yet. The inode
     /// record keeps the old size until `flush` commits the chunks and the new
     /// size in one batch, so a crash never leaves a file longer than its data
@@ -79,6 +81,12 @@ fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, us
         pos += n as u64;
         Some(item)
     })
+}
+
+/// Which load lock a chunk takes: neighbouring chunks of a file take
+/// different ones, so readahead of consecutive chunks still loads in parallel.
+fn load_shard(ino: u64, idx: u64) -> usize {
+    (ino.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(idx) % FILE_LOCK_SHARDS as u64) as usize
 }
 
 /// The segment store that holds a tier's records (hot files keep theirs warm).
@@ -157,6 +165,7 @@ impl Tiers {
             dicts: dict::Dictionaries::open(&store_dir.join("cold").join("dicts"))?,
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
+            load_locks: (0..FILE_LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
             writeback_wake: Mutex::new(None),
             zstd_level: AtomicI32::new(3),
@@ -264,6 +273,13 @@ impl Tiers {
         let _g = self.lock(ino).read();
         for (idx, in_chunk, at, n) in chunk_span(off, len) {
             let out = &mut buf[at..at + n];
+            if self.hot.lock().read_into(ino, idx, in_chunk, out) {
+                continue;
+            }
+            // One load per chunk: the kernel's readahead sends several
+            // requests into the same chunk at once, and each used to read,
+            // check (and decompress) the whole chunk for itself.
+            let _loading = self.load_locks[load_shard(ino, idx)].lock();
             if self.hot.lock().read_into(ino, idx, in_chunk, out) {
                 continue;
             }
