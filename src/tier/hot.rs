@@ -253,6 +253,23 @@ impl HotCache {
     }
 
     /// Evicts clean chunks, least recently used first, until within budget.
+    /// Drops the clean, unpinned chunks of `ino` (a file gone cold leaves
+    /// RAM to others: its reads decompress, as its tier says). Dirty ones stay
+    /// until they are written back.
+    pub fn drop_clean(&mut self, ino: u64) {
+        let keys: Vec<Key> = self
+            .chunks
+            .range((ino, 0)..=(ino, u64::MAX))
+            .filter(|(_, c)| !c.dirty && !c.pinned)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.forget_chunk(ino, &c);
+            }
+        }
+    }
+
     pub fn evict(&mut self) {
         if !self.over_budget() {
             return;
@@ -341,6 +358,19 @@ mod tests {
         h.evict();
         assert!(!h.contains(1, 0), "least recently used goes first");
         assert!(h.contains(3, 0));
+    }
+
+    #[test]
+    fn drop_clean_keeps_dirty_chunks() {
+        let mut h = HotCache::new(1 << 30);
+        h.insert_clean(7, 0, vec![1; 100], false);
+        h.insert_dirty(7, 1, vec![2; 100], false);
+        h.insert_clean(8, 0, vec![3; 100], false);
+        h.drop_clean(7);
+        assert!(!h.contains(7, 0));
+        assert!(h.contains(7, 1));
+        assert!(h.contains(8, 0));
+        assert_eq!(h.dirty_bytes(), 100);
     }
 
     #[test]

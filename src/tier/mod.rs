@@ -758,6 +758,9 @@ impl Tiers {
             } else {
                 let mut hot = self.hot.lock();
                 hot.set_pinned(ino, false);
+                if p.to == Tier::Cold {
+                    hot.drop_clean(ino);
+                }
                 hot.evict();
             }
         }
