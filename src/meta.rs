@@ -967,7 +967,18 @@ mod tests {
             m.flush().unwrap();
             root
         };
-        let m = Meta::open(&path, 0, 0).unwrap();
+        // sled's flusher thread may hold the file lock a moment after drop.
+        let mut tries = 0;
+        let m = loop {
+            match Meta::open(&path, 0, 0) {
+                Ok(m) => break m,
+                Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert_eq!(m.inode(77).unwrap().size, 5);
         assert_eq!(m.inode(ROOT_INO).unwrap(), root);
         assert_eq!(m.lookup(ROOT_INO, b"f").unwrap().unwrap().ino, 77);
