@@ -1,5 +1,5 @@
 //! Metadata in sled: inode records, directory entries, xattrs, symlink targets,
-//! chunk placement and orphans, all in one tree so that one `apply_batch` is
+//! chunk placement and orphans, all in one tree so that one transaction is
 //! atomic across them. Byte layouts are in docs/FORMAT.md.
 //!
 //! This module owns key and value encodings and nothing else: it knows no
@@ -7,10 +7,10 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 

@@ -301,6 +301,9 @@ fn serve(
 /// against 1 MiB of readahead ~0.85 and 128 KiB ~0.6). Done from
 /// a thread once the mount answers: the kernel caps the readahead again when
 /// it takes the INIT reply. Needs root (sysfs); without it, a debug line.
+/// `statfs` type of a FUSE mount.
+const FUSE_SUPER_MAGIC: libc::c_long = 0x6573_5546;
+
 fn raise_readahead(mountpoint: PathBuf) {
     use std::os::unix::fs::MetadataExt;
     let _ = std::thread::Builder::new()
@@ -310,6 +313,19 @@ fn raise_readahead(mountpoint: PathBuf) {
             let Ok(md) = std::fs::metadata(&mountpoint) else {
                 return;
             };
+            // Only our own mount: if it is already gone, this is the
+            // directory under it, whose disk must be left alone.
+            let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+                return;
+            };
+            // SAFETY: a valid NUL-terminated path and a zeroed out-struct.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0
+                || st.f_type != FUSE_SUPER_MAGIC
+                || libc::major(md.dev()) != 0
+            {
+                return;
+            }
             let dev = md.dev();
             let path = format!(
                 "/sys/class/bdi/{}:{}/read_ahead_kb",
