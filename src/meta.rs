@@ -377,9 +377,6 @@ impl Txn {
     fn del(&mut self, key: impl AsRef<[u8]>) {
         self.ops.push((key.as_ref().to_vec(), None));
     }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
 
     /// The journal record of these changes (see `Meta::commit`):
     /// per change, u32 key length, key, u8 1 and u32 value length and value

@@ -606,7 +606,7 @@ impl Tiers {
             let h = self.hot.lock();
             h.budget().saturating_sub(h.pinned_bytes())
         };
-        let mut prepared: Vec<Result<Option<Prepared>>> = if threads == 1 {
+        let prepared: Vec<Result<Option<Prepared>>> = if threads == 1 {
             moves
                 .iter()
                 .map(|&(ino, to)| self.prepare_move(ino, to, &mut hot_room))
@@ -635,7 +635,7 @@ impl Tiers {
         let mut synced = [false; 2];
         let mut results: Vec<(u64, Result<bool>)> = Vec::with_capacity(moves.len());
         let prepared: Vec<Option<Prepared>> = prepared
-            .drain(..)
+            .into_iter()
             .zip(moves)
             .map(|(r, &(ino, _))| match r {
                 Ok(p) => {
