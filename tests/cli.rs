@@ -224,3 +224,31 @@ fn the_fuse_mount_helper_convention_works() {
         .success());
     wait_gone(pid);
 }
+
+/// The mount's readahead is raised to four chunks (4 MiB), and only the
+/// mount's own: the disk under it keeps its setting.
+#[test]
+fn readahead_of_the_mount_is_raised_to_four_chunks() {
+    use std::os::unix::fs::MetadataExt;
+    let ra_of = |dev: u64| {
+        let p = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let m = Mounted::new();
+    let under = std::fs::metadata(m.mnt.parent().unwrap()).unwrap().dev();
+    let disk_before = ra_of(under);
+    let dev = std::fs::metadata(&m.mnt).unwrap().dev();
+    let t0 = Instant::now();
+    // Set by a thread once the mount answers: give it a moment.
+    while ra_of(dev).as_deref() != Some("4096") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ra_of(dev).as_deref(), Some("4096"));
+    assert_eq!(ra_of(under), disk_before);
+}

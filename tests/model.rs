@@ -9,7 +9,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use common::{cstr, pattern, Mounted};
+use common::{cstr, pattern, setxattr, Mounted};
 use proptest::prelude::*;
 
 const DIRS: [&str; 4] = ["", "d0", "d1", "d0/d2"];
@@ -468,28 +468,9 @@ fn real_apply(m: &mut Mounted, op: &Op) -> Result<(), i32> {
             m.remount();
             Ok(())
         }
-        Op::SetTier { p: t, t: tier } => set(&p(t), "user.tier", TIERS[*tier]),
-        Op::Pin { p: t, t: tier } => set(&p(t), "user.tier.pin", TIERS[*tier]),
-        Op::Migrate => set(&m.mnt, "user.tier.migrate", "1"),
-    }
-}
-
-fn set(path: &Path, name: &str, value: &str) -> Result<(), i32> {
-    let (c, n) = (cstr(path), std::ffi::CString::new(name).unwrap());
-    // SAFETY: value pointer and length match.
-    let r = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+        Op::SetTier { p: t, t: tier } => setxattr(&p(t), "user.tier", TIERS[*tier].as_bytes(), 0),
+        Op::Pin { p: t, t: tier } => setxattr(&p(t), "user.tier.pin", TIERS[*tier].as_bytes(), 0),
+        Op::Migrate => setxattr(&m.mnt, "user.tier.migrate", b"1", 0),
     }
 }
 

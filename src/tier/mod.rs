@@ -505,9 +505,10 @@ impl Tiers {
                     t.put_chunk(*ino, *idx, loc);
                 }
                 // The pending size stays visible until the inode carrying it
-                // is committed: readers look at the inode, then at this map,
-                // without locks (writers and truncates of these files wait
-                // for the content locks held here).
+                // is committed: readers (`TierFs::inode`) look at this map,
+                // then at the inode, without locks, so one of the two has it
+                // (writers and truncates of these files wait for the content
+                // locks held here).
                 let pending = self.pending_size.lock().get(ino).copied();
                 if let Some(size) = pending {
                     match self.meta.inode(*ino) {

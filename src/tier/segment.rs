@@ -147,33 +147,23 @@ impl Segment {
         }
         Some((h, data))
     }
-}
 
-impl Segment {
     /// Reads a big record with `pread` rather than through the map: one large
     /// read from the disk instead of a page fault per 128 KiB (which made the
     /// first read of a 1 MiB chunk from a cold page cache take ~10 ms), and
     /// no mapped pages left behind to grow the daemon's RSS by the file size.
     fn read_big(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
         let mut hb = [0u8; REC_HEADER_LEN as usize];
-        if let Err(e) = self.file.read_exact_at(&mut hb, loc.off) {
-            return Err(match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
-                _ => e.into(),
-            });
-        }
+        self.read_at(&mut hb, loc.off, loc)?;
         let h = RecordHeader::decode(&hb).ok_or_else(|| bad_checksum(loc))?;
         if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
             return Err(not_indexed(loc));
         }
         out.clear();
         out.resize(h.len as usize, 0);
-        if let Err(e) = self.file.read_exact_at(out, loc.off + REC_HEADER_LEN) {
+        if let Err(e) = self.read_at(out, loc.off + REC_HEADER_LEN, loc) {
             out.clear();
-            return Err(match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
-                _ => e.into(),
-            });
+            return Err(e);
         }
         if record_crc(&hb, out) != h.crc {
             out.clear();
@@ -191,6 +181,17 @@ impl Segment {
             );
         }
         Ok(())
+    }
+
+    /// `pread` of the record at `loc`: a read past the end of the file is a
+    /// damaged index or segment (EIO for that file), not an I/O error.
+    fn read_at(&self, buf: &mut [u8], off: u64, loc: &ChunkLoc) -> Result<()> {
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
+                _ => e.into(),
+            })
     }
 }
 
