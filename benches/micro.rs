@@ -9,7 +9,7 @@ use tierfs::meta::{ChunkLoc, Inode, Kind, Meta, Tier, Txn};
 use tierfs::migrate::{decide, AccessStats};
 use tierfs::policy::Policy;
 use tierfs::tier::hot::HotCache;
-use tierfs::tier::segment::{SegmentStore, WARM};
+use tierfs::tier::segment::{Access, SegmentStore, WARM};
 use tierfs::tier::{compress, decompress};
 
 /// Text-like notes: what small memories look like.
@@ -72,7 +72,7 @@ fn benches(c: &mut Criterion) {
     });
 
     // A warm read: a 4 KiB record out of the mmap'd segment, CRC checked.
-    let warm = SegmentStore::open(&dir.path().join("warm"), WARM).unwrap();
+    let warm = SegmentStore::open(&dir.path().join("warm"), WARM, Access::ReadWrite).unwrap();
     let locs: Vec<ChunkLoc> = (0..1000)
         .map(|ino| warm.append(ino, 0, ino, &note(ino, 4096)).unwrap())
         .collect();

@@ -72,12 +72,26 @@ impl Error {
     /// batch): the kind, and so the errno, is kept (ENOSPC stays ENOSPC).
     pub fn replicate(&self) -> Error {
         match self {
+            Error::NotFound => Error::NotFound,
+            Error::Exists => Error::Exists,
+            Error::NotDir => Error::NotDir,
+            Error::IsDir => Error::IsDir,
+            Error::NotEmpty => Error::NotEmpty,
+            Error::Invalid(why) => Error::Invalid(why),
+            Error::NameTooLong => Error::NameTooLong,
+            Error::NoXattr => Error::NoXattr,
+            Error::Range => Error::Range,
+            Error::XattrNotSupported => Error::XattrNotSupported,
+            Error::NotPermitted => Error::NotPermitted,
             Error::NoSpace => Error::NoSpace,
             Error::FileTooBig => Error::FileTooBig,
             Error::Busy => Error::Busy,
             Error::Corrupt(m) => Error::Corrupt(m.clone()),
             Error::Config(m) => Error::Config(m.clone()),
-            other => Error::Io(io::Error::from_raw_os_error(other.errno())),
+            Error::Meta(_) | Error::Io(_) => match self.errno() {
+                libc::EIO => Error::Io(io::Error::other(self.to_string())),
+                n => Error::Io(io::Error::from_raw_os_error(n)),
+            },
         }
     }
 
@@ -90,11 +104,14 @@ impl Error {
     }
 }
 
+/// The errno a user sees for a failure of the store's own I/O: EIO, except
+/// for the conditions a user can act on (a full disk, a quota, a read-only
+/// filesystem). The store's own errno (say EACCES on a segment file, or
+/// ENOENT of a missing one) means nothing about the user's file.
 fn io_errno(e: &io::Error) -> i32 {
     match e.raw_os_error() {
-        Some(n) => n,
-        None if e.kind() == io::ErrorKind::NotFound => libc::ENOENT,
-        None => libc::EIO,
+        Some(n @ (libc::ENOSPC | libc::EDQUOT | libc::EROFS)) => n,
+        _ => libc::EIO,
     }
 }
 
@@ -166,6 +183,21 @@ mod tests {
         ] {
             assert_eq!(e.replicate().errno(), e.errno(), "{e}");
         }
+    }
+
+    #[test]
+    fn the_stores_own_errors_are_eio_but_a_full_disk_stays_enospc() {
+        for (n, want) in [
+            (libc::EACCES, libc::EIO),
+            (libc::ENOENT, libc::EIO),
+            (libc::EBADF, libc::EIO),
+            (libc::EDQUOT, libc::EDQUOT),
+            (libc::EROFS, libc::EROFS),
+        ] {
+            assert_eq!(Error::from(io::Error::from_raw_os_error(n)).errno(), want);
+        }
+        let e = Error::Io(io::Error::new(io::ErrorKind::NotFound, "x"));
+        assert_eq!(e.errno(), libc::EIO);
     }
 
     #[test]

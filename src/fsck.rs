@@ -4,12 +4,63 @@
 //! allow.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::meta::{Dirent, Inode, Kind, Meta, Txn, ROOT_INO};
+use crate::tier::segment::Access;
 use crate::tier::{store_tier, Tiers, CHUNK_SIZE};
+
+/// A private copy of a store's metadata (sled directory and seal) in the
+/// temporary directory, removed on drop: what a read-only check opens.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn copy_meta(store_dir: &Path) -> Result<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("tierfs-fsck-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let s = Scratch { dir };
+        let from = store_dir.join("meta");
+        if from.is_dir() {
+            copy_dir(&from, &s.meta_dir())?;
+        }
+        let seal = store_dir.join("meta.seal");
+        if seal.exists() {
+            std::fs::copy(&seal, s.meta_dir().with_extension("seal"))?;
+        }
+        Ok(s)
+    }
+
+    fn meta_dir(&self) -> PathBuf {
+        self.dir.join("meta")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
 
 /// What fsck found (and, repairing, what it changed).
 pub struct Report {
@@ -19,11 +70,23 @@ pub struct Report {
     pub chunks: u64,
 }
 
+/// Checks the store in `store_dir`. Without `repair` not a byte of any file
+/// in the store changes: the metadata is opened from a scratch copy (so a
+/// journal replay or a seal touches only the copy) and the segments are
+/// opened read-only.
 pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-    let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20)?;
+    let (scratch, access) = if repair {
+        (None, Access::ReadWrite)
+    } else {
+        (Some(Scratch::copy_meta(store_dir)?), Access::ReadOnly)
+    };
+    let meta_dir = scratch
+        .as_ref()
+        .map_or_else(|| store_dir.join("meta"), |s| s.meta_dir());
+    let meta = Arc::new(Meta::open(&meta_dir, uid, gid)?);
+    let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20, access)?;
     let mut problems = Vec::new();
     let mut repairs = Vec::new();
     let mut fix = Txn::default();
@@ -284,7 +347,7 @@ pub fn salvage(store_dir: &Path, dest: &Path) -> Result<(u64, u64)> {
     // An empty index of its own: nothing in the store's metadata is read or written.
     let scratch = dest.join(".tierfs-salvage-meta");
     let meta = Arc::new(Meta::open(&scratch, 0, 0)?);
-    let tiers = Tiers::open(meta, store_dir, 64 << 20)?;
+    let tiers = Tiers::open(meta, store_dir, 64 << 20, Access::ReadOnly)?;
     let mut newest: HashMap<(u64, u64), crate::meta::ChunkLoc> = HashMap::new();
     for (key, locs) in tiers.scan_records() {
         if let Some(loc) = locs.into_iter().max_by_key(|l| l.version) {

@@ -5,6 +5,7 @@
 //! See docs/ARCHITECTURE.md.
 
 pub mod error;
+pub mod exit;
 pub mod fs;
 pub mod fsck;
 pub mod fuse;

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tierfs::exit::Exit;
 use tierfs::mount::MountConfig;
 
 /// tierfs: a filesystem that keeps memories on hot (RAM), warm (mmap'd
 /// segments) and cold (zstd packs) tiers.
 ///
-/// Exit codes: 0 ok; 1 the mount failed, or fsck found problems; 2 usage error.
+/// Exit codes: 0 ok (fsck: clean); 1 the mount failed, or fsck found
+/// problems; 2 could not run (no store at the path, store in use, usage).
 #[derive(Parser)]
 #[command(name = "tierfs", version)]
 struct Cli {
@@ -52,6 +54,8 @@ enum Command {
     },
     /// Check every chunk and link of an unmounted STORE.
     ///
+    /// Without --repair nothing in the store changes (not a byte of any
+    /// file), and a path that holds no store is refused.
     /// Exit 0 when clean, 1 with the problems listed, 2 when it cannot run.
     /// With --repair: exit 0 when every problem was repaired (each repair is
     /// listed; chunks with no good copy left become holes and are named).
@@ -143,10 +147,10 @@ fn main() -> ExitCode {
                 writeback: writeback.map(Into::into),
             };
             match tierfs::mount::run(&cfg) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => Exit::Ok.into(),
                 Err(msg) => {
                     eprintln!("tierfs: {msg}");
-                    ExitCode::from(1)
+                    Exit::Failed.into()
                 }
             }
         }
@@ -160,11 +164,11 @@ fn main() -> ExitCode {
 }
 
 fn salvage(store: &std::path::Path, dest: &std::path::Path) -> ExitCode {
-    let _lock = match tierfs::store::Store::lock(store) {
+    let _lock = match tierfs::store::Store::lock_existing(store) {
         Ok(l) => l,
         Err(msg) => {
             eprintln!("tierfs fsck: {msg}");
-            return ExitCode::from(2);
+            return Exit::CannotRun.into();
         }
     };
     match tierfs::fsck::salvage(store, dest) {
@@ -174,21 +178,21 @@ fn salvage(store: &std::path::Path, dest: &std::path::Path) -> ExitCode {
                 store.display(),
                 dest.display()
             );
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!("tierfs fsck: {}: {e}", store.display());
-            ExitCode::from(2)
+            Exit::CannotRun.into()
         }
     }
 }
 
 fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
-    let _lock = match tierfs::store::Store::lock(store) {
+    let _lock = match tierfs::store::Store::lock_existing(store) {
         Ok(l) => l,
         Err(msg) => {
             eprintln!("tierfs fsck: {msg}");
-            return ExitCode::from(2);
+            return Exit::CannotRun.into();
         }
     };
     match tierfs::fsck::check(store, repair) {
@@ -199,7 +203,7 @@ fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
                 r.inodes,
                 r.chunks
             );
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Ok(r) => {
             for p in &r.problems {
@@ -207,7 +211,7 @@ fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
             }
             println!("{}: {} problems", store.display(), r.problems.len());
             if !repair {
-                return ExitCode::from(1);
+                return Exit::Failed.into();
             }
             for fix in &r.repairs {
                 println!("repaired: {fix}");
@@ -220,23 +224,23 @@ fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
                         store.display(),
                         r.repairs.len()
                     );
-                    ExitCode::SUCCESS
+                    Exit::Ok.into()
                 }
                 Ok(again) => {
                     for p in &again.problems {
                         println!("still: {p}");
                     }
-                    ExitCode::from(1)
+                    Exit::Failed.into()
                 }
                 Err(e) => {
                     eprintln!("tierfs fsck: {}: {e}", store.display());
-                    ExitCode::from(2)
+                    Exit::CannotRun.into()
                 }
             }
         }
         Err(e) => {
             eprintln!("tierfs fsck: {}: {e}", store.display());
-            ExitCode::from(2)
+            Exit::CannotRun.into()
         }
     }
 }

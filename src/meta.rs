@@ -874,32 +874,41 @@ impl Meta {
         self.db.scan_prefix([TAG_INODE]).count() as u64
     }
 
-    /// A path for `ino` relative to the mount root, for log lines. Slow
-    /// (scans directory entries); only used on errors.
+    /// A path for `ino` relative to the mount root, for log lines: found
+    /// from the inode's own parent record and that directory's entries (the
+    /// namespace is never scanned); `<inode N>` when that does not lead to
+    /// the root (an unlinked file, or a link that was removed).
     pub fn path_of(&self, ino: u64) -> PathBuf {
+        let unknown = || PathBuf::from(format!("<inode {ino}>"));
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut cur = ino;
         for _ in 0..4096 {
             if cur == ROOT_INO {
-                break;
+                let mut p = PathBuf::from("/");
+                for part in parts.iter().rev() {
+                    p.push(std::ffi::OsStr::from_bytes(part));
+                }
+                return p;
+            }
+            let Ok(inode) = self.inode(cur) else {
+                return unknown();
+            };
+            if inode.parent == 0 {
+                return unknown();
             }
             let found = self
-                .all_dirents()
+                .dir_entries(inode.parent, 0)
                 .filter_map(|r| r.ok())
-                .find(|(_, _, d)| d.ino == cur);
+                .find(|(_, _, child, _)| *child == cur);
             match found {
-                Some((parent, name, _)) => {
+                Some((_, name, _, _)) => {
                     parts.push(name);
-                    cur = parent;
+                    cur = inode.parent;
                 }
-                None => return PathBuf::from(format!("<unlinked inode {ino}>")),
+                None => return unknown(),
             }
         }
-        let mut p = PathBuf::from("/");
-        for part in parts.iter().rev() {
-            p.push(std::ffi::OsStr::from_bytes(part));
-        }
-        p
+        unknown()
     }
 }
 

@@ -86,7 +86,47 @@ pub fn create_or_check(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Whether `dir` holds a tierfs store (a readable FORMAT file of a format
+/// this tierfs reads); never creates anything.
+pub fn check_existing(dir: &Path) -> Result<(), String> {
+    if !dir.join(FORMAT_FILE).exists() {
+        return Err(format!("no tierfs store at {}", dir.display()));
+    }
+    create_or_check(dir)
+}
+
 impl Store {
+    /// Takes the lock of an existing store without writing to it (fsck):
+    /// refuses a path that holds no store, and a store a daemon has mounted.
+    pub fn lock_existing(dir: &Path) -> Result<Store, String> {
+        check_existing(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let mut lock = match File::open(&path) {
+            Ok(f) => f,
+            // Never mounted: nothing to keep out but a mount starting now,
+            // which creates the file; take the lock on the directory instead.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut pid = String::new();
+            let _ = lock.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(format!(
+                "{} is in use by tierfs pid {} (unmount it first)",
+                dir.display(),
+                if pid.is_empty() { "?" } else { pid },
+            ));
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
     /// Checks the store and takes its lock, writing our pid into it.
     pub fn lock(dir: &Path) -> Result<Store, String> {
         create_or_check(dir)?;
@@ -143,6 +183,25 @@ mod tests {
         std::fs::write(dir.path().join("FORMAT"), "tierfs store\nformat 99\n").unwrap();
         let err = create_or_check(dir.path()).unwrap_err();
         assert!(err.contains("format 99"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_store_is_required_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let err = Store::lock_existing(&missing).err().unwrap();
+        assert!(err.contains("no tierfs store"), "{err}");
+        assert!(!missing.exists());
+        let err = Store::lock_existing(dir.path()).err().unwrap();
+        assert!(err.contains("no tierfs store"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let s = dir.path().join("store");
+        drop(Store::lock(&s).unwrap());
+        let before = std::fs::read(s.join(LOCK_FILE)).unwrap();
+        let held = Store::lock_existing(&s).unwrap();
+        assert!(Store::lock(&s).is_err(), "fsck's lock keeps a mount out");
+        drop(held);
+        assert_eq!(std::fs::read(s.join(LOCK_FILE)).unwrap(), before);
     }
 
     #[test]

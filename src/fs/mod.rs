@@ -141,7 +141,12 @@ impl TierFs {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-        let tiers = Arc::new(Tiers::open(meta.clone(), store_dir, policy.hot.budget.0)?);
+        let tiers = Arc::new(Tiers::open(
+            meta.clone(),
+            store_dir,
+            policy.hot.budget.0,
+            crate::tier::segment::Access::ReadWrite,
+        )?);
         tiers.set_zstd_level(policy.cold.zstd_level);
         tiers.set_dictionaries(policy.cold.dictionaries);
         let shared = Arc::new(Shared::new(&meta, policy)?);
@@ -224,6 +229,11 @@ impl TierFs {
                     // Compaction still runs: on a full disk it is what frees space.
                     log::error!("write-back failed: {e}");
                 }
+                // Deleted and moved files give their disk space back here
+                // (and so within the write-back interval).
+                if let Err(e) = tiers.reclaim() {
+                    log::error!("reclaiming freed records failed: {e}");
+                }
                 loop {
                     match tiers.compact_once() {
                         Ok(true) => {}
@@ -254,7 +264,8 @@ impl TierFs {
         for ino in self.meta.orphans()? {
             self.purge(ino)?;
         }
-        self.meta.seal()
+        self.meta.seal()?;
+        self.tiers.reclaim()
     }
 
     pub fn meta(&self) -> &Meta {
@@ -455,8 +466,10 @@ impl TierFs {
             inode.tier = pin;
         }
         let mut t = Txn::default();
+        // Every inode names a directory that holds it (log lines find its
+        // path from there, never by scanning the namespace).
+        inode.parent = parent;
         if kind == Kind::Dir {
-            inode.parent = parent;
             dir.nlink += 1;
         }
         if let Some(target) = symlink {
@@ -635,6 +648,7 @@ impl TierFs {
             }
             inode.nlink += 1;
             inode.ctime = now;
+            inode.parent = newparent;
             p.mtime = now;
             p.ctime = now;
             t.put_inode(&inode);
@@ -715,8 +729,8 @@ impl TierFs {
             let mut moved = self.meta.inode(src.ino)?;
             moved.ctime = now;
             t.del_dirent(parent, name, src.seq);
+            moved.parent = newparent;
             if src.kind == Kind::Dir {
-                moved.parent = newparent;
                 dirs.get_mut(&parent).unwrap().nlink -= 1;
                 dirs.get_mut(&newparent).unwrap().nlink += 1;
             }
@@ -725,11 +739,11 @@ impl TierFs {
                 other.ctime = now;
                 t.del_dirent(newparent, newname, d.seq);
                 if exchange {
+                    other.parent = parent;
                     if d.kind == Kind::Dir {
                         if self.is_within(parent, d.ino)? {
                             return Err(Error::Invalid("cannot move a directory into itself"));
                         }
-                        other.parent = parent;
                         dirs.get_mut(&newparent).unwrap().nlink -= 1;
                         dirs.get_mut(&parent).unwrap().nlink += 1;
                     }

@@ -48,12 +48,23 @@ pub struct Dictionaries {
 }
 
 impl Dictionaries {
-    pub fn open(dir: &Path) -> Result<Dictionaries> {
-        std::fs::create_dir_all(dir)?;
+    /// Reads every dictionary in `dir`; read-write, a missing `dir` is
+    /// created, read-only (fsck) it counts as empty.
+    pub fn open(dir: &Path, access: super::segment::Access) -> Result<Dictionaries> {
+        let entries = if access == super::segment::Access::ReadWrite {
+            std::fs::create_dir_all(dir)?;
+            Some(std::fs::read_dir(dir)?)
+        } else {
+            match std::fs::read_dir(dir) {
+                Ok(e) => Some(e),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut by_id = HashMap::new();
         let mut damaged = HashMap::new();
         let mut newest: Option<(std::time::SystemTime, u32)> = None;
-        for e in std::fs::read_dir(dir)? {
+        for e in entries.into_iter().flatten() {
             let e = e?;
             let name = e.file_name();
             let Some(id) = name
@@ -263,7 +274,7 @@ mod tests {
     #[test]
     fn trains_persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Dictionaries::open(dir.path()).unwrap();
+        let d = Dictionaries::open(dir.path(), crate::tier::segment::Access::ReadWrite).unwrap();
         let mut got = None;
         for i in 0..SAMPLES_NEEDED + 1 {
             got = d.for_chunk(&text(i));
@@ -271,7 +282,7 @@ mod tests {
         let (id, dict) = got.expect("a dictionary after enough samples");
         let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict).unwrap();
         let frame = c.compress(&text(9999)).unwrap();
-        let d2 = Dictionaries::open(dir.path()).unwrap();
+        let d2 = Dictionaries::open(dir.path(), crate::tier::segment::Access::ReadWrite).unwrap();
         let (id2, dict2) = d2.for_frame(&frame).unwrap().unwrap();
         assert_eq!(id, id2);
         let mut dc = zstd::bulk::Decompressor::with_dictionary(&dict2).unwrap();
@@ -281,7 +292,7 @@ mod tests {
     #[test]
     fn retraining_reuses_the_searched_parameters_and_still_compresses() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Dictionaries::open(dir.path()).unwrap();
+        let d = Dictionaries::open(dir.path(), crate::tier::segment::Access::ReadWrite).unwrap();
         let mut ids = std::collections::BTreeSet::new();
         for i in 0..4 * SAMPLES_KEPT + SAMPLES_NEEDED + 10 {
             if let Some((id, _)) = d.for_chunk(&text(i)) {
@@ -309,7 +320,7 @@ mod tests {
     #[test]
     fn a_damaged_dictionary_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Dictionaries::open(dir.path()).unwrap();
+        let d = Dictionaries::open(dir.path(), crate::tier::segment::Access::ReadWrite).unwrap();
         let mut got = None;
         for i in 0..SAMPLES_NEEDED + 1 {
             got = d.for_chunk(&text(i));
@@ -324,7 +335,7 @@ mod tests {
         let n = b.len();
         b[n - 100] ^= 0xff;
         std::fs::write(&path, b).unwrap();
-        let d2 = Dictionaries::open(dir.path()).unwrap();
+        let d2 = Dictionaries::open(dir.path(), crate::tier::segment::Access::ReadWrite).unwrap();
         let err = d2.for_frame(&frame).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }

@@ -17,6 +17,8 @@
 
 pub mod dict;
 pub mod hot;
+pub mod reclaim;
+pub mod record;
 pub mod segment;
 
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use crate::error::{Error, Result};
 use crate::meta::{ChunkLoc, Meta, Tier, Txn};
 use hot::HotCache;
-use segment::{SegmentStore, COLD, WARM};
+use segment::{Access, SegmentStore, COLD, WARM};
 
 /// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
 pub const CHUNK_SIZE: u64 = 1 << 20;
@@ -64,6 +66,8 @@ pub struct Tiers {
     writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
     zstd_level: AtomicI32,
     use_dictionaries: std::sync::atomic::AtomicBool,
+    /// Records the index stopped naming wait here for their readers.
+    reclaimer: reclaim::Reclaimer,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -148,9 +152,17 @@ pub fn decompress(
 }
 
 impl Tiers {
-    pub fn open(meta: std::sync::Arc<Meta>, store_dir: &Path, hot_budget: u64) -> Result<Tiers> {
-        let warm = SegmentStore::open(&store_dir.join("warm"), WARM)?;
-        let cold = SegmentStore::open(&store_dir.join("cold"), COLD)?;
+    /// Opens the segment stores under `store_dir` and counts the live
+    /// records of each segment from the chunk index. `Access::ReadOnly`
+    /// (fsck) changes no byte and no file of the store.
+    pub fn open(
+        meta: std::sync::Arc<Meta>,
+        store_dir: &Path,
+        hot_budget: u64,
+        access: Access,
+    ) -> Result<Tiers> {
+        let warm = SegmentStore::open(&store_dir.join("warm"), WARM, access)?;
+        let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
         for r in meta.all_chunks() {
             let (_, _, loc) = r?;
             match loc.tier {
@@ -162,7 +174,7 @@ impl Tiers {
             meta,
             warm,
             cold,
-            dicts: dict::Dictionaries::open(&store_dir.join("cold").join("dicts"))?,
+            dicts: dict::Dictionaries::open(&store_dir.join("cold").join("dicts"), access)?,
             hot: Mutex::new(HotCache::new(hot_budget)),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             load_locks: (0..FILE_LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
@@ -170,6 +182,7 @@ impl Tiers {
             writeback_wake: Mutex::new(None),
             zstd_level: AtomicI32::new(3),
             use_dictionaries: std::sync::atomic::AtomicBool::new(true),
+            reclaimer: reclaim::Reclaimer::default(),
         })
     }
 
@@ -196,6 +209,12 @@ impl Tiers {
 
     /// The bytes of the chunk at `loc`, checked (and decompressed when cold).
     fn read_loc(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        if loc.len as u64 > CHUNK_SIZE || loc.stored as u64 > segment::SEG_SIZE {
+            return Err(Error::Corrupt(format!(
+                "segment {:016x} offset {}: the index gives a chunk of {} bytes ({} stored)",
+                loc.seg, loc.off, loc.len, loc.stored
+            )));
+        }
         let mut raw = Vec::with_capacity(loc.stored as usize);
         self.store(loc.tier).read(loc, &mut raw)?;
         if loc.tier != Tier::Cold {
@@ -244,12 +263,35 @@ impl Tiers {
         Ok(loc)
     }
 
-    fn free(&self, loc: &ChunkLoc) {
-        self.store(loc.tier).free(loc);
+    /// Hands a record the index no longer names to reclamation: it is
+    /// released once no reader can hold its location (`reclaim`).
+    fn retire(&self, loc: &ChunkLoc) {
+        self.reclaimer.retire([*loc]);
+    }
+
+    /// Releases the records no reader can hold any more (punching their
+    /// space out of the segment files) and deletes sealed segments with no
+    /// live record left. The index must not name them on disk first: the
+    /// metadata is flushed before anything is released.
+    pub fn reclaim(&self) -> Result<()> {
+        let free = self.reclaimer.collect();
+        if !free.is_empty() {
+            if let Err(e) = self.meta.flush() {
+                self.reclaimer.retire(free);
+                return Err(e);
+            }
+            for loc in &free {
+                self.store(loc.tier).release(loc);
+            }
+        }
+        self.warm.sweep()?;
+        self.cold.sweep()?;
+        Ok(())
     }
 
     /// Loads chunk `idx` of `ino` from its durable copy (None: a hole).
     fn load(&self, ino: u64, idx: u64) -> Result<Option<Vec<u8>>> {
+        let _pin = self.reclaimer.pin();
         match self.meta.chunk(ino, idx)? {
             Some(loc) => Ok(Some(self.read_loc(&loc)?)),
             None => Ok(None),
@@ -360,8 +402,13 @@ impl Tiers {
             }
             add += hot.dirty_bytes();
         }
-        // Most writes fit in what is left of the active segment: no statvfs.
+        // Most writes fit in what is reserved in the active segment: no statvfs.
         if add <= self.warm.room(false) || add <= self.warm.room(true) {
+            return Ok(());
+        }
+        // Records deleted files left may still wait for reclamation.
+        self.reclaim()?;
+        if add <= self.warm.room(true) {
             return Ok(());
         }
         Err(Error::NoSpace)
@@ -409,7 +456,7 @@ impl Tiers {
         }
         self.meta.commit(t)?;
         for (_, loc) in &gone {
-            self.free(loc);
+            self.retire(loc);
         }
         Ok(())
     }
@@ -425,7 +472,7 @@ impl Tiers {
         }
         self.meta.commit(t)?;
         for (_, loc) in &gone {
-            self.free(loc);
+            self.retire(loc);
         }
         Ok(())
     }
@@ -528,7 +575,7 @@ impl Tiers {
             }
         }
         for prev in &old {
-            self.free(prev);
+            self.retire(prev);
         }
         let mut hot = self.hot.lock();
         for (ino, locs) in &written {
@@ -659,7 +706,7 @@ impl Tiers {
                     for (k, p) in prepared.iter().enumerate() {
                         if let Some(p) = p {
                             for (_, loc) in &p.copies {
-                                self.free(loc);
+                                self.retire(loc);
                             }
                             results[k].1 = Err(e.replicate());
                         }
@@ -707,7 +754,7 @@ impl Tiers {
                     Ok(()) => committed.push((ino, p)),
                     Err(e) => {
                         for (_, loc) in &p.copies {
-                            self.free(loc);
+                            self.retire(loc);
                         }
                         results[k].1 = Err(e);
                     }
@@ -716,7 +763,7 @@ impl Tiers {
             if let Err(e) = self.meta.commit(t) {
                 for (ino, p) in &committed {
                     for (_, loc) in &p.copies {
-                        self.free(loc);
+                        self.retire(loc);
                     }
                     if let Some(r) = results.iter_mut().find(|r| r.0 == *ino) {
                         r.1 = Err(e.replicate());
@@ -744,7 +791,7 @@ impl Tiers {
         for (ino, p) in committed {
             if !p.copies.is_empty() {
                 for (_, loc) in &p.chunks {
-                    self.free(loc);
+                    self.retire(loc);
                 }
             }
             if p.to == Tier::Hot {
@@ -780,6 +827,7 @@ impl Tiers {
             self.check_hot_room(inode.size, *hot_room)?;
             *hot_room -= inode.size;
         }
+        let _pin = self.reclaimer.pin();
         let chunks = self.meta.chunks_from(ino, 0)?;
         // Copy without holding the file's lock: reads and writes go on.
         let mut copies = Vec::new();
@@ -842,6 +890,11 @@ impl Tiers {
         Ok(false)
     }
 
+    /// Copies every record the index names in the emptiest sealed segment
+    /// of `store` to the active one. The segment itself goes once the index
+    /// names nothing in it and its readers are done (`reclaim`); a record the
+    /// index names that cannot be read stays where it is, with its segment,
+    /// and is reported. Returns whether anything was copied.
     fn compact_store(&self, store: &SegmentStore) -> Result<bool> {
         let Some(id) = store.compaction_candidate() else {
             return Ok(false);
@@ -850,39 +903,55 @@ impl Tiers {
             return Ok(false);
         };
         let mut moved = Vec::new();
-        let mut raw = Vec::new();
-        for (off, h) in scan.records {
-            let _g = self.lock(h.ino).write();
-            let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
-                continue;
-            };
-            if store_tier(loc.tier) != store_tier(store.tier()) || loc.seg != id || loc.off != off {
-                continue;
+        {
+            let _pin = self.reclaimer.pin();
+            let mut raw = Vec::new();
+            for (off, h) in scan.records {
+                let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+                    continue;
+                };
+                if store_tier(loc.tier) != store_tier(store.tier())
+                    || loc.seg != id
+                    || loc.off != off
+                {
+                    continue;
+                }
+                // Records move as they are: a cold frame stays compressed.
+                if let Err(e) = store.read(&loc, &mut raw) {
+                    log::warn!(
+                        "compaction: {}: {e}; left where it is",
+                        store.path(id).display()
+                    );
+                    continue;
+                }
+                let mut new = store.append(h.ino, h.chunk, loc.version, &raw)?;
+                new.len = loc.len;
+                new.tier = loc.tier;
+                moved.push((h.ino, h.chunk, loc, new));
             }
-            // Records move as they are: a cold frame stays compressed.
-            store.read(&loc, &mut raw)?;
-            let mut new = store.append(h.ino, h.chunk, loc.version, &raw)?;
-            new.len = loc.len;
-            new.tier = loc.tier;
-            moved.push((h.ino, h.chunk, loc, new));
-        }
-        store.sync()?;
-        for (ino, idx, old, new) in &moved {
-            if self.meta.swap_chunk(*ino, *idx, old, new)? {
-                store.free(old);
-            } else {
-                store.free(new);
+            store.sync()?;
+            for (ino, idx, old, new) in &moved {
+                // A write or a move that replaced the chunk meanwhile wins.
+                let swapped = self.meta.swap_chunk(*ino, *idx, old, new)?;
+                self.retire(if swapped { old } else { new });
             }
         }
-        // The index must no longer name the old segment on disk before it goes.
-        self.meta.flush()?;
-        store.remove(id)?;
+        self.reclaim()?;
+        let left = store.live_bytes(id);
+        if left > 0 && !self.reclaimer.waits_for(store.tier(), id) {
+            store.keep(id);
+            log::warn!(
+                "compaction: the index still names {left} bytes of records in {} that \
+                 could not be read; the segment is kept as it is (see tierfs fsck)",
+                store.path(id).display()
+            );
+        }
         log::info!(
             "compacted {} segment {id:016x}: {} live chunks moved",
             store.tier().name(),
             moved.len()
         );
-        Ok(true)
+        Ok(!moved.is_empty())
     }
 
     /// Every valid record in every segment and pack, by (inode, chunk), as
@@ -953,7 +1022,7 @@ mod tests {
 
     fn open(dir: &Path, budget: u64) -> Tiers {
         let meta = Arc::new(Meta::open(&dir.join("meta"), 0, 0).unwrap());
-        Tiers::open(meta, dir, budget).unwrap()
+        Tiers::open(meta, dir, budget, Access::ReadWrite).unwrap()
     }
 
     #[test]
@@ -1049,6 +1118,7 @@ mod tests {
             );
         }
         assert!(!t.move_file(50, Tier::Warm).unwrap(), "already there");
+        t.reclaim().unwrap();
         let (_, cold) = t.usage();
         assert_eq!(cold.0, 0, "cold copies are dead once the file left");
         assert!(matches!(
@@ -1072,6 +1142,7 @@ mod tests {
         }
         t.flush(1).unwrap();
         t.truncate(1, 70 * CHUNK_SIZE, 0, Tier::Warm).unwrap();
+        t.reclaim().unwrap();
         while t.warm.segment_ids().len() > 1 {
             if !t.compact_once().unwrap() {
                 break;

@@ -3,31 +3,43 @@
 //! and the cold tier (`STORE/cold/*.pack`, records hold one zstd frame per
 //! chunk) are both a `SegmentStore`.
 //!
-//! Owns the files in its directory and the live-byte count of each. It knows
-//! records, not files: which chunk a record belongs to is the caller's
-//! business (the chunk index in `meta`), and so is what the bytes mean.
+//! Owns the files in its directory, the disk space they take and the
+//! live-byte count of each. It knows records, not files: which chunk a
+//! record belongs to is the caller's business (the chunk index in `meta`),
+//! and so is when a record may be released (`tier::reclaim`).
 //!
-//! Segments have a fixed size, reserved with `posix_fallocate` when created
-//! (so a write into one never meets a full disk, and a mapped page is never
-//! past the end of the file), and are mapped once. Records are only ever
-//! appended to the active segment; a sealed segment is only read, and deleted
-//! whole by compaction once its live records were copied elsewhere.
+//! A segment file grows as it fills, reserved with `posix_fallocate` in
+//! doubling steps from 1 MiB up to `SEG_SIZE` (so a write into it never meets
+//! a full disk, and a store of a few files takes about a megabyte). Each is
+//! mapped once over `SEG_SIZE` bytes, and only bytes inside the file are ever
+//! touched. Records are only appended to the active segment, never over
+//! bytes a record the index may name could be in: an active segment found
+//! damaged at open is sealed as it is and a new one started. Released
+//! records are punched out of their file (the disk gets their space back at
+//! once); a sealed segment no live record is left in is deleted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
 
+use super::record::{self, record_crc, RecordHeader, REC_HEADER_LEN};
+pub use super::record::{record_size, Scan};
 use crate::error::{Error, Result};
 use crate::meta::{ChunkLoc, Tier};
 
-/// Size of every segment file.
+/// Largest size of a segment file.
 pub const SEG_SIZE: u64 = 64 << 20;
+/// Disk space a new segment file starts with.
+const FIRST_RESERVE: u64 = 1 << 20;
+/// Steps of reservation are whole multiples of this.
+const RESERVE_STEP: u64 = 1 << 20;
 
 // Segment header, 64 bytes at offset 0:
 //   0  [u8; 8] magic: "TIERSEG\0" (warm) or "TIERPAK\0" (cold)
@@ -60,92 +72,35 @@ pub const COLD: SegmentFormat = SegmentFormat {
     tier: Tier::Cold,
 };
 
-// Record header, 40 bytes, then `len` data bytes, then zero padding to 8:
-//   0 u32 magic "TCHK"
-//   4 u32 len       data bytes that follow the header
-//   8 u64 ino
-//  16 u64 chunk     chunk index within the file
-//  24 u64 version   never repeats; the highest wins when rebuilding the index
-//  32 u32 crc       CRC-32C of bytes 0..32 of this header and of the data
-//  36 u32 reserved
-pub const REC_HEADER_LEN: u64 = 40;
-const REC_MAGIC: u32 = u32::from_le_bytes(*b"TCHK");
-
-/// Bytes a record with `len` data bytes takes in a segment.
-pub fn record_size(len: u32) -> u64 {
-    (REC_HEADER_LEN + len as u64 + 7) & !7
-}
-
-/// A record header as found in a segment.
+/// How a store is opened: `ReadOnly` (fsck without --repair) changes no byte
+/// and no file in its directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordHeader {
-    pub len: u32,
-    pub ino: u64,
-    pub chunk: u64,
-    pub version: u64,
-    pub crc: u32,
-}
-
-impl RecordHeader {
-    fn encode(&self) -> [u8; REC_HEADER_LEN as usize] {
-        let mut b = [0u8; REC_HEADER_LEN as usize];
-        b[0..4].copy_from_slice(&REC_MAGIC.to_le_bytes());
-        b[4..8].copy_from_slice(&self.len.to_le_bytes());
-        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
-        b[16..24].copy_from_slice(&self.chunk.to_le_bytes());
-        b[24..32].copy_from_slice(&self.version.to_le_bytes());
-        b[32..36].copy_from_slice(&self.crc.to_le_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<RecordHeader> {
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-        if b.len() < REC_HEADER_LEN as usize || u32_at(0) != REC_MAGIC {
-            return None;
-        }
-        Some(RecordHeader {
-            len: u32_at(4),
-            ino: u64_at(8),
-            chunk: u64_at(16),
-            version: u64_at(24),
-            crc: u32_at(32),
-        })
-    }
-}
-
-/// The checksum of a record: its header fields and its data.
-pub fn record_crc(header_fields: &[u8], data: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&header_fields[0..32]), data)
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
 }
 
 struct Segment {
     id: u64,
     file: File,
+    /// `SEG_SIZE` bytes of address space over the file; only the first
+    /// `size` bytes are inside the file and may be touched.
     map: Mmap,
+    /// Bytes of the file (all reserved on the disk).
+    size: AtomicU64,
 }
 
 impl Segment {
+    /// The part of the map that is inside the file.
+    fn bytes(&self) -> &[u8] {
+        let n = (self.size.load(Ordering::Acquire) as usize).min(self.map.len());
+        &self.map[..n]
+    }
+
     /// The record at `off`, checked against its checksum. `None` when there is
-    /// no valid record there (end of the written part, or a torn write).
+    /// no valid record there (never written, freed, torn or damaged).
     fn record(&self, off: u64) -> Option<(RecordHeader, &[u8])> {
-        let off = off as usize;
-        let end = self.map.len();
-        if off + REC_HEADER_LEN as usize > end {
-            return None;
-        }
-        let hb = &self.map[off..off + REC_HEADER_LEN as usize];
-        let h = RecordHeader::decode(hb)?;
-        let data_start = off + REC_HEADER_LEN as usize;
-        let data_end = data_start.checked_add(h.len as usize)?;
-        if data_end > end {
-            return None;
-        }
-        let data = &self.map[data_start..data_end];
-        if record_crc(hb, data) != h.crc {
-            return None;
-        }
-        Some((h, data))
+        record::record_at(self.bytes(), off)
     }
 
     /// Reads a big record with `pread` rather than through the map: one large
@@ -186,12 +141,41 @@ impl Segment {
     /// `pread` of the record at `loc`: a read past the end of the file is a
     /// damaged index or segment (EIO for that file), not an I/O error.
     fn read_at(&self, buf: &mut [u8], off: u64, loc: &ChunkLoc) -> Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.size.load(Ordering::Acquire)) {
+            return Err(bad_checksum(loc));
+        }
         self.file
             .read_exact_at(buf, off)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
                 _ => e.into(),
             })
+    }
+
+    /// Reserves the file up to at least `end` bytes: doubling, capped at
+    /// `SEG_SIZE`, and no more than the disk can give beyond its reserve.
+    fn grow(&self, dir: &Path, end: u64) -> Result<()> {
+        let size = self.size.load(Ordering::Acquire);
+        if end <= size {
+            return Ok(());
+        }
+        if end > SEG_SIZE {
+            return Err(Error::NoSpace);
+        }
+        let need = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
+        let want = need.max(size.saturating_mul(2)).min(SEG_SIZE);
+        let spare = disk_spare(dir).unwrap_or(u64::MAX);
+        let target = if want - size <= spare {
+            want
+        } else if need - size <= spare {
+            need
+        } else {
+            return Err(Error::NoSpace);
+        };
+        fallocate(&self.file, target)?;
+        self.size.store(target, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -227,42 +211,51 @@ struct Active {
 pub struct SegmentStore {
     dir: PathBuf,
     fmt: SegmentFormat,
+    access: Access,
     segs: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    /// The segment appends go to; none until the first append of a new store.
+    /// The segment appends go to; none until the first append of a new
+    /// store, or after the active one was sealed because it was damaged.
     active: Mutex<Option<Active>>,
     /// Segments appended to since their last fdatasync.
     unsynced: Mutex<BTreeSet<u64>>,
     /// Held through a whole `sync`, so that a caller who finds nothing left
     /// to sync still waits for the fdatasync another caller has in flight.
     sync_lock: Mutex<()>,
-    /// Bytes of records the chunk index points at, per segment.
+    /// Bytes of records the chunk index points at (or that were appended
+    /// and not released yet), per segment.
     live: Mutex<HashMap<u64, u64>>,
-}
-
-/// What the scan of one segment found: its valid records, in order, and where
-/// the valid part ends.
-pub struct SegmentScan {
-    pub id: u64,
-    pub records: Vec<(u64, RecordHeader)>,
-    pub end: u64,
+    /// Segments compaction leaves alone: records the index names there
+    /// could not be read, so the segment stays for fsck.
+    kept: Mutex<BTreeSet<u64>>,
 }
 
 impl SegmentStore {
-    /// Opens every segment in `dir` (creating the first one in a new store)
-    /// and finds where the active segment's valid records end.
-    pub fn open(dir: &Path, fmt: SegmentFormat) -> Result<SegmentStore> {
-        std::fs::create_dir_all(dir)?;
+    /// Opens every segment in `dir` and finds where the active segment's
+    /// valid records end. Read-write, a missing directory is created and
+    /// segments a crash left half-made are removed; read-only, nothing is.
+    pub fn open(dir: &Path, fmt: SegmentFormat, access: Access) -> Result<SegmentStore> {
+        let writable = access == Access::ReadWrite;
         let mut segs = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)? {
+        if writable {
+            std::fs::create_dir_all(dir)?;
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => Some(e),
+            Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries.into_iter().flatten() {
             let entry = entry?;
             let name = entry.file_name();
             if name.to_str().is_some_and(|n| n.ends_with(".new")) {
                 // A segment whose creation a crash cut short: never used.
-                log::warn!(
-                    "removing {}, left half-made by a crash",
-                    entry.path().display()
-                );
-                std::fs::remove_file(entry.path())?;
+                if writable {
+                    log::warn!(
+                        "removing {}, left half-made by a crash",
+                        entry.path().display()
+                    );
+                    std::fs::remove_file(entry.path())?;
+                }
                 continue;
             }
             let Some(id) = name
@@ -273,51 +266,60 @@ impl SegmentStore {
             else {
                 continue;
             };
-            segs.insert(id, Arc::new(open_segment(dir, &fmt, id)?));
+            segs.insert(id, Arc::new(open_segment(dir, &fmt, id, access)?));
         }
         // Segments are created when first needed: an empty tier takes no disk.
-        let active = segs.iter().next_back().map(|(_, seg)| {
-            let tail = scan_records(seg).end;
-            // What follows the last valid record should be zeros (never
-            // written); anything else is a torn or unsynced write, dropped.
-            let rest = &seg.map[tail as usize..];
-            let garbage = rest.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
-            if garbage > 0 {
-                log::warn!(
-                    "{}: valid records end at offset {tail}; dropped {garbage} bytes after it \
-                     (a torn or unsynced write); appends continue at {tail}",
-                    seg_path(dir, &fmt, seg.id).display()
-                );
-            }
-            Active {
-                tail,
-                seg: seg.clone(),
-            }
-        });
+        let active = segs
+            .iter()
+            .next_back()
+            .filter(|_| writable)
+            .and_then(|(_, seg)| {
+                let scan = record::scan(seg.bytes(), SEG_HEADER_LEN);
+                let path = seg_path(dir, &fmt, seg.id);
+                if scan.damaged_inside() {
+                    log::warn!(
+                        "{}: damaged bytes at {:?} between valid records; sealed as it is \
+                         (nothing is appended over it), appends go to a new segment",
+                        path.display(),
+                        scan.damaged
+                    );
+                    return None;
+                }
+                let garbage = scan.garbage_after_end();
+                if garbage > 0 {
+                    log::warn!(
+                        "{}: valid records end at offset {}; dropped {garbage} bytes after it \
+                         (a torn or unsynced write); appends continue at {}",
+                        path.display(),
+                        scan.end,
+                        scan.end
+                    );
+                }
+                Some(Active {
+                    tail: scan.end,
+                    seg: seg.clone(),
+                })
+            });
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
             fmt,
+            access,
             segs: RwLock::new(segs),
             active: Mutex::new(active),
             unsynced: Mutex::new(BTreeSet::new()),
             sync_lock: Mutex::new(()),
             live: Mutex::new(HashMap::new()),
+            kept: Mutex::new(BTreeSet::new()),
         })
     }
 
     /// Appends one chunk's bytes; durable only after `sync`.
     pub fn append(&self, ino: u64, chunk: u64, version: u64, data: &[u8]) -> Result<ChunkLoc> {
-        let len = u32::try_from(data.len()).map_err(|_| Error::FileTooBig)?;
-        let size = record_size(len);
-        let mut h = RecordHeader {
-            len,
-            ino,
-            chunk,
-            version,
-            crc: 0,
-        };
-        let hb = h.encode();
-        h.crc = record_crc(&hb, data);
+        if self.access == Access::ReadOnly {
+            return Err(Error::Invalid("store opened read-only"));
+        }
+        let h = RecordHeader::for_data(ino, chunk, version, data).ok_or(Error::FileTooBig)?;
+        let size = record_size(h.len);
         let hb = h.encode();
 
         let mut guard = self.active.lock();
@@ -328,7 +330,8 @@ impl SegmentStore {
                 .keys()
                 .next_back()
                 .map_or(1, |last| last + 1);
-            let seg = Arc::new(create_segment(&self.dir, &self.fmt, id)?);
+            let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
+            let seg = Arc::new(create_segment(&self.dir, &self.fmt, id, first)?);
             self.segs.write().insert(id, seg.clone());
             *guard = Some(Active {
                 seg,
@@ -337,6 +340,7 @@ impl SegmentStore {
         }
         let active = guard.as_mut().expect("just set");
         let off = active.tail;
+        active.seg.grow(&self.dir, off + size)?;
         active.seg.file.write_all_at(&hb, off)?;
         active.seg.file.write_all_at(data, off + REC_HEADER_LEN)?;
         active.tail += size;
@@ -346,8 +350,8 @@ impl SegmentStore {
         *self.live.lock().entry(seg).or_default() += size;
         Ok(ChunkLoc {
             tier: self.fmt.tier,
-            len,
-            stored: len,
+            len: h.len,
+            stored: h.len,
             seg,
             off,
             version,
@@ -355,20 +359,17 @@ impl SegmentStore {
         })
     }
 
-    /// Bytes that appends can still take: what is left of the active
-    /// segment, plus every whole new segment the disk has room for beyond
-    /// the reserve. `disk` false leaves the disk out (no statvfs).
+    /// Bytes that appends can still take: what is reserved and unused in the
+    /// active segment, plus what the disk has beyond its reserve. `disk`
+    /// false leaves the disk out (no statvfs).
     pub fn room(&self, disk: bool) -> u64 {
-        let tail = self
-            .active
-            .lock()
-            .as_ref()
-            .map_or(0, |a| SEG_SIZE.saturating_sub(a.tail));
+        let reserved = self.active.lock().as_ref().map_or(0, |a| {
+            a.seg.size.load(Ordering::Acquire).saturating_sub(a.tail)
+        });
         if !disk {
-            return tail;
+            return reserved;
         }
-        let spare = free_bytes(&self.dir).map_or(u64::MAX, |f| f.saturating_sub(DISK_RESERVE));
-        tail.saturating_add(spare / SEG_SIZE * SEG_SIZE)
+        reserved.saturating_add(disk_spare(&self.dir).unwrap_or(u64::MAX))
     }
 
     /// Makes every earlier `append` durable.
@@ -393,6 +394,9 @@ impl SegmentStore {
                 loc.seg, loc.off
             ))
         })?;
+        if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
+            return Err(bad_checksum(loc));
+        }
         if loc.stored as u64 >= BIG_RECORD {
             return seg.read_big(loc, out);
         }
@@ -407,56 +411,145 @@ impl SegmentStore {
         Ok(())
     }
 
-    /// Counts a record as live (at start-up, from the chunk index).
+    /// Counts a record as live (at start-up, from the chunk index). An index
+    /// that names bytes past the end of the active segment's valid records
+    /// means damage there: the segment is sealed as it is.
     pub fn add_live(&self, loc: &ChunkLoc) {
         *self.live.lock().entry(loc.seg).or_default() += record_size(loc.stored);
-    }
-
-    /// The record at `loc` is no longer referenced.
-    pub fn free(&self, loc: &ChunkLoc) {
-        let mut live = self.live.lock();
-        if let Some(v) = live.get_mut(&loc.seg) {
-            *v = v.saturating_sub(record_size(loc.stored));
+        let mut active = self.active.lock();
+        if let Some(a) = active.as_ref() {
+            if a.seg.id == loc.seg && loc.off.saturating_add(record_size(loc.stored)) > a.tail {
+                log::warn!(
+                    "{}: the index names a record at offset {} past the end of the valid \
+                     records ({}): damaged; sealed as it is, appends go to a new segment",
+                    seg_path(&self.dir, &self.fmt, a.seg.id).display(),
+                    loc.off,
+                    a.tail
+                );
+                *active = None;
+            }
         }
     }
 
+    /// The record at `loc` is no longer referenced, and no reader can hold
+    /// its location (`tier::reclaim`): its live bytes go, and its disk space
+    /// is punched out of the file.
+    pub fn release(&self, loc: &ChunkLoc) {
+        let size = record_size(loc.stored);
+        if let Some(v) = self.live.lock().get_mut(&loc.seg) {
+            *v = v.saturating_sub(size);
+        }
+        let Some(seg) = self.segs.read().get(&loc.seg).cloned() else {
+            return;
+        };
+        if self.access == Access::ReadOnly || loc.off < SEG_HEADER_LEN {
+            return;
+        }
+        let end = loc
+            .off
+            .saturating_add(size)
+            .min(seg.size.load(Ordering::Acquire));
+        if end <= loc.off {
+            return;
+        }
+        // SAFETY: plain syscall on an fd we own. Only this record's bytes
+        // are zeroed (partial blocks are zeroed, whole ones given back).
+        let rc = unsafe {
+            libc::fallocate(
+                seg.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                loc.off as libc::off_t,
+                (end - loc.off) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            // Not every filesystem can punch holes: the space then comes
+            // back when compaction deletes the segment.
+            log::debug!(
+                "punching a hole in segment {:016x}: {}",
+                loc.seg,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Deletes every sealed segment no live record is left in. Called only
+    /// once no reader can hold a location in them (`tier::reclaim`).
+    pub fn sweep(&self) -> Result<usize> {
+        if self.access == Access::ReadOnly {
+            return Ok(0);
+        }
+        let active = self.active.lock().as_ref().map(|a| a.seg.id);
+        let dead: Vec<u64> = {
+            let live = self.live.lock();
+            self.segs
+                .read()
+                .keys()
+                .copied()
+                .filter(|id| Some(*id) != active && live.get(id).copied().unwrap_or(0) == 0)
+                .collect()
+        };
+        for id in &dead {
+            self.remove(*id)?;
+        }
+        Ok(dead.len())
+    }
+
     /// A sealed segment less than half full of live records, the emptiest
-    /// first (a wholly dead one is freed without copying anything, even on a
-    /// full disk).
+    /// first, that compaction has not given up on.
     pub fn compaction_candidate(&self) -> Option<u64> {
         let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
+        let kept = self.kept.lock();
         self.segs
             .read()
-            .keys()
-            .copied()
-            .filter(|id| Some(*id) != active)
-            .map(|id| (live.get(&id).copied().unwrap_or(0), id))
-            .filter(|(l, _)| l * 2 < SEG_SIZE)
+            .iter()
+            .filter(|(id, _)| Some(**id) != active && !kept.contains(id))
+            .map(|(id, seg)| {
+                let l = live.get(id).copied().unwrap_or(0);
+                (l, *id, seg.size.load(Ordering::Acquire))
+            })
+            .filter(|(l, _, size)| *l > 0 && l * 2 < *size)
             .min()
-            .map(|(_, id)| id)
+            .map(|(_, id, _)| id)
     }
 
-    /// Every valid record of segment `id`.
-    pub fn scan(&self, id: u64) -> Option<SegmentScan> {
+    /// Compaction copied what it could out of `id`, and the index still
+    /// names `left` bytes of records in it that it could not read: the
+    /// segment stays (for fsck) and is not tried again.
+    pub fn keep(&self, id: u64) {
+        self.kept.lock().insert(id);
+    }
+
+    /// Live bytes in segment `id`.
+    pub fn live_bytes(&self, id: u64) -> u64 {
+        self.live.lock().get(&id).copied().unwrap_or(0)
+    }
+
+    /// Every valid record of segment `id`, around any damage.
+    pub fn scan(&self, id: u64) -> Option<Scan> {
         let seg = self.segs.read().get(&id).cloned()?;
-        Some(scan_records(&seg))
+        Some(record::scan(seg.bytes(), SEG_HEADER_LEN))
     }
 
     pub fn segment_ids(&self) -> Vec<u64> {
         self.segs.read().keys().copied().collect()
     }
 
+    /// The file of segment `id` (for log lines and reports).
+    pub fn path(&self, id: u64) -> PathBuf {
+        seg_path(&self.dir, &self.fmt, id)
+    }
+
     /// Deletes a segment that nothing references any more.
-    pub fn remove(&self, id: u64) -> Result<()> {
-        if self.active.lock().as_ref().is_some_and(|a| a.seg.id == id) {
-            return Ok(());
-        }
+    fn remove(&self, id: u64) -> Result<()> {
         self.segs.write().remove(&id);
         self.live.lock().remove(&id);
         self.unsynced.lock().remove(&id);
+        self.kept.lock().remove(&id);
         std::fs::remove_file(seg_path(&self.dir, &self.fmt, id))?;
         File::open(&self.dir)?.sync_all()?;
+        log::debug!("removed {}: no live records", self.path(id).display());
         Ok(())
     }
 
@@ -468,27 +561,22 @@ impl SegmentStore {
     /// Bytes of live records and bytes of segment files.
     pub fn usage(&self) -> (u64, u64) {
         let live = self.live.lock().values().sum();
-        (live, self.segs.read().len() as u64 * SEG_SIZE)
+        let files = self
+            .segs
+            .read()
+            .values()
+            .map(|s| s.size.load(Ordering::Acquire))
+            .sum();
+        (live, files)
     }
 }
 
-fn scan_records(seg: &Segment) -> SegmentScan {
-    let mut off = SEG_HEADER_LEN;
-    let mut records = Vec::new();
-    while let Some((h, _)) = seg.record(off) {
-        records.push((off, h));
-        off += record_size(h.len);
-    }
-    SegmentScan {
-        id: seg.id,
-        records,
-        end: off,
-    }
-}
-
-fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
+fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64, access: Access) -> Result<Segment> {
     let path = seg_path(dir, fmt, id);
-    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(access == Access::ReadWrite)
+        .open(&path)?;
     let len = file.metadata()?.len();
     let mut header = [0u8; SEG_HEADER_LEN as usize];
     if len < SEG_HEADER_LEN || file.read_exact_at(&mut header, 0).is_err() {
@@ -500,49 +588,63 @@ fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
             path.display()
         )));
     }
-    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version != SEG_VERSION {
         return Err(Error::Corrupt(format!(
             "{}: segment format {version}, this tierfs reads {SEG_VERSION}",
             path.display()
         )));
     }
-    if len < SEG_SIZE {
-        // Cut short (a crash on a disk without fallocate, a copy, damage):
-        // give it back its full size, so that the map covers every offset
-        // an append may use. The records it lost fail their checks.
-        log::warn!(
-            "{}: {len} bytes, expected {SEG_SIZE}: extending it; records past the cut are gone",
-            path.display()
-        );
-        // SAFETY: plain syscall on an fd we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
-        if rc != 0 {
-            return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
-        }
-    }
     // SAFETY: segment files are only appended to by this process (the store
-    // lock keeps other tierfs processes out) at offsets past every record that
-    // has been read, and never truncated while mapped.
-    let map = unsafe { Mmap::map(&file)? };
-    Ok(Segment { id, file, map })
+    // lock keeps other tierfs processes out), at offsets past every record
+    // that has been read, and never truncated. The map covers SEG_SIZE bytes
+    // of address space, but only bytes inside the file (`Segment::size`,
+    // which only grows, after `posix_fallocate` reserved them) are touched.
+    let map = unsafe { MmapOptions::new().len(SEG_SIZE as usize).map(&file)? };
+    Ok(Segment {
+        id,
+        file,
+        map,
+        size: AtomicU64::new(len.min(SEG_SIZE)),
+    })
 }
 
-/// Free space a new segment must leave on the disk, for the metadata store
-/// (sled) and the fsync of what is already written: a full disk answers
-/// ENOSPC to writers before it starves the metadata.
-pub const DISK_RESERVE: u64 = 32 << 20;
+/// Free space the store leaves on its disk, for the metadata store (sled)
+/// and the fsync of what is already written: 5 % of the filesystem, at most
+/// 32 MiB. A full disk answers ENOSPC to writers before it starves the
+/// metadata.
+pub fn disk_reserve(total: u64) -> u64 {
+    (total / 20).min(32 << 20)
+}
 
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Bytes of the disk under `dir` that segments may still take: its free
+/// space beyond the reserve.
+fn disk_spare(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
-        .then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let frsize = s.f_frsize as u64;
+    let free = s.f_bavail as u64 * frsize;
+    let total = s.f_blocks as u64 * frsize;
+    Some(free.saturating_sub(disk_reserve(total)))
 }
 
-fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
-    if free_bytes(dir).is_some_and(|free| free < SEG_SIZE + DISK_RESERVE) {
+/// Reserves the first `len` bytes of `file` on the disk (extending it).
+fn fallocate(file: &File, len: u64) -> Result<()> {
+    // SAFETY: plain syscall on an fd we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64, first: u64) -> Result<Segment> {
+    let first = first.div_ceil(RESERVE_STEP) * RESERVE_STEP;
+    if disk_spare(dir).is_some_and(|spare| spare < first) {
         return Err(Error::NoSpace);
     }
     // Made whole under a temporary name, then renamed: a crash never leaves
@@ -556,11 +658,7 @@ fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        // SAFETY: plain syscall on an fd we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, SEG_SIZE as libc::off_t) };
-        if rc != 0 {
-            return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
-        }
+        fallocate(&file, first)?;
         let mut header = [0u8; SEG_HEADER_LEN as usize];
         header[0..8].copy_from_slice(fmt.magic);
         header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
@@ -575,140 +673,9 @@ fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64) -> Result<Segment> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    open_segment(dir, fmt, id)
+    open_segment(dir, fmt, id, Access::ReadWrite)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_half_made_segment_is_removed_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let a = w.append(5, 0, 1, b"kept").unwrap();
-        w.sync().unwrap();
-        drop(w);
-        // A crash between creating the next segment and writing its header.
-        std::fs::write(dir.path().join("0000000000000002.new"), vec![0u8; 4096]).unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        assert!(!dir.path().join("0000000000000002.new").exists());
-        let mut out = Vec::new();
-        w.read(&a, &mut out).unwrap();
-        assert_eq!(out, b"kept");
-    }
-
-    #[test]
-    fn append_read_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let a = w.append(5, 0, 1, b"hello").unwrap();
-        let b = w.append(5, 1, 2, &vec![7u8; 300_000]).unwrap();
-        w.sync().unwrap();
-        let mut out = Vec::new();
-        w.read(&a, &mut out).unwrap();
-        assert_eq!(out, b"hello");
-        w.read(&b, &mut out).unwrap();
-        assert_eq!(out.len(), 300_000);
-        drop(w);
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let c = w.append(6, 0, 3, b"x").unwrap();
-        assert_eq!(
-            c.off,
-            b.off + record_size(b.len),
-            "appends continue after the tail"
-        );
-        let scan = w.scan(1).unwrap();
-        assert_eq!(scan.records.len(), 3);
-        let empty = tempfile::tempdir().unwrap();
-        let e = SegmentStore::open(empty.path(), COLD).unwrap();
-        assert!(
-            e.segment_ids().is_empty(),
-            "no segment before the first append"
-        );
-    }
-
-    #[test]
-    fn flipped_byte_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let a = w.append(5, 0, 1, b"hello world").unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(seg_path(dir.path(), &WARM, 1))
-            .unwrap();
-        f.write_all_at(b"J", a.off + REC_HEADER_LEN + 1).unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let mut out = Vec::new();
-        assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
-    }
-
-    #[test]
-    fn big_records_are_read_whole_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let data: Vec<u8> = (0..(1u32 << 20))
-            .map(|i| (i * 7 + i / 4096) as u8)
-            .collect();
-        let small = w.append(4, 0, 1, b"small").unwrap();
-        let a = w.append(5, 0, 2, &data).unwrap();
-        w.sync().unwrap();
-        let mut out = Vec::new();
-        w.read(&a, &mut out).unwrap();
-        assert!(out == data);
-        w.read(&small, &mut out).unwrap();
-        assert_eq!(out, b"small");
-        drop(w);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(seg_path(dir.path(), &WARM, 1))
-            .unwrap();
-        f.write_all_at(&[!data[700_000]], a.off + REC_HEADER_LEN + 700_000)
-            .unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
-        assert!(out.is_empty());
-        // A location past the end of the segment is damage, not an I/O error.
-        let far = ChunkLoc {
-            off: SEG_SIZE - 8,
-            ..a
-        };
-        assert!(matches!(w.read(&far, &mut out), Err(Error::Corrupt(_))));
-    }
-
-    #[test]
-    fn torn_tail_is_ignored_and_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let a = w.append(5, 0, 1, b"kept").unwrap();
-        let b = w.append(5, 1, 2, b"torn record").unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(seg_path(dir.path(), &WARM, 1))
-            .unwrap();
-        f.write_all_at(&[0xff; 4], b.off + REC_HEADER_LEN).unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let c = w.append(7, 0, 3, b"new").unwrap();
-        assert_eq!(c.off, b.off);
-        let mut out = Vec::new();
-        w.read(&a, &mut out).unwrap();
-        assert_eq!(out, b"kept");
-    }
-
-    #[test]
-    fn segments_roll_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SegmentStore::open(dir.path(), WARM).unwrap();
-        let chunk = vec![1u8; 1 << 20];
-        let mut last = None;
-        for i in 0..70 {
-            last = Some(w.append(9, i, i, &chunk).unwrap());
-        }
-        assert_eq!(last.unwrap().seg, 2);
-        assert_eq!(w.segment_ids(), vec![1, 2]);
-    }
-}
+#[path = "segment_tests.rs"]
+mod tests;

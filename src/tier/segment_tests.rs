@@ -1,0 +1,271 @@
+//! Unit tests of `SegmentStore`: appends, reads, damage, growth, release.
+
+use super::*;
+
+#[test]
+fn a_half_made_segment_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(5, 0, 1, b"kept").unwrap();
+    w.sync().unwrap();
+    drop(w);
+    // A crash between creating the next segment and writing its header.
+    std::fs::write(dir.path().join("0000000000000002.new"), vec![0u8; 4096]).unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    assert!(!dir.path().join("0000000000000002.new").exists());
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    assert_eq!(out, b"kept");
+}
+
+#[test]
+fn append_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(5, 0, 1, b"hello").unwrap();
+    let b = w.append(5, 1, 2, &vec![7u8; 300_000]).unwrap();
+    w.sync().unwrap();
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    assert_eq!(out, b"hello");
+    w.read(&b, &mut out).unwrap();
+    assert_eq!(out.len(), 300_000);
+    drop(w);
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let c = w.append(6, 0, 3, b"x").unwrap();
+    assert_eq!(
+        c.off,
+        b.off + record_size(b.len),
+        "appends continue after the tail"
+    );
+    let scan = w.scan(1).unwrap();
+    assert_eq!(scan.records.len(), 3);
+    let empty = tempfile::tempdir().unwrap();
+    let e = SegmentStore::open(empty.path(), COLD, Access::ReadWrite).unwrap();
+    assert!(
+        e.segment_ids().is_empty(),
+        "no segment before the first append"
+    );
+}
+
+#[test]
+fn flipped_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(5, 0, 1, b"hello world").unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg_path(dir.path(), &WARM, 1))
+        .unwrap();
+    f.write_all_at(b"J", a.off + REC_HEADER_LEN + 1).unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let mut out = Vec::new();
+    assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
+}
+
+#[test]
+fn big_records_are_read_whole_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
+    let small = w.append(4, 0, 1, b"small").unwrap();
+    let a = w.append(5, 0, 2, &data).unwrap();
+    w.sync().unwrap();
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    assert!(out == data);
+    w.read(&small, &mut out).unwrap();
+    assert_eq!(out, b"small");
+    drop(w);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg_path(dir.path(), &WARM, 1))
+        .unwrap();
+    f.write_all_at(&[!data[700_000]], a.off + REC_HEADER_LEN + 700_000)
+        .unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    assert!(matches!(w.read(&a, &mut out), Err(Error::Corrupt(_))));
+    assert!(out.is_empty());
+    // A location past the end of the segment is damage, not an I/O error.
+    let far = ChunkLoc {
+        off: SEG_SIZE - 8,
+        ..a
+    };
+    assert!(matches!(w.read(&far, &mut out), Err(Error::Corrupt(_))));
+}
+
+#[test]
+fn torn_tail_is_ignored_and_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(5, 0, 1, b"kept").unwrap();
+    let b = w.append(5, 1, 2, b"torn record").unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg_path(dir.path(), &WARM, 1))
+        .unwrap();
+    f.write_all_at(&[0xff; 4], b.off + REC_HEADER_LEN).unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let c = w.append(7, 0, 3, b"new").unwrap();
+    assert_eq!(c.off, b.off);
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    assert_eq!(out, b"kept");
+}
+
+#[test]
+fn segments_roll_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    let mut last = None;
+    for i in 0..70 {
+        last = Some(w.append(9, i, i, &chunk).unwrap());
+    }
+    assert_eq!(last.unwrap().seg, 2);
+    assert_eq!(w.segment_ids(), vec![1, 2]);
+}
+
+fn flip(dir: &Path, id: u64, off: u64, n: usize) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(seg_path(dir, &WARM, id))
+        .unwrap();
+    let mut b = vec![0u8; n];
+    f.read_exact_at(&mut b, off).unwrap();
+    for x in &mut b {
+        *x ^= 0x5a;
+    }
+    f.write_all_at(&b, off).unwrap();
+}
+
+#[test]
+fn damage_between_records_seals_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let locs: Vec<ChunkLoc> = (0..5)
+        .map(|i| w.append(i, 0, i + 1, &vec![i as u8 + 1; 100_000]).unwrap())
+        .collect();
+    w.sync().unwrap();
+    drop(w);
+    flip(dir.path(), 1, locs[1].off + REC_HEADER_LEN + 50, 10);
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    for l in &locs {
+        w.add_live(l);
+    }
+    let new = w.append(9, 0, 9, b"after the damage").unwrap();
+    assert_eq!(new.seg, 2, "nothing is appended into the damaged segment");
+    let mut out = Vec::new();
+    for (i, l) in locs.iter().enumerate() {
+        let r = w.read(l, &mut out);
+        assert_eq!(r.is_ok(), i != 1, "record {i}: {r:?}");
+    }
+    let scan = w.scan(1).unwrap();
+    let found: Vec<u64> = scan.records.iter().map(|(_, h)| h.ino).collect();
+    assert_eq!(
+        found,
+        vec![0, 2, 3, 4],
+        "the scan sees every record around the damage"
+    );
+}
+
+#[test]
+fn an_indexed_record_past_the_valid_end_seals_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(1, 0, 1, b"first").unwrap();
+    let b = w.append(2, 0, 2, b"last, damaged").unwrap();
+    w.sync().unwrap();
+    drop(w);
+    flip(dir.path(), 1, b.off + REC_HEADER_LEN, 4);
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    w.add_live(&a);
+    w.add_live(&b);
+    assert_eq!(w.append(3, 0, 3, b"new").unwrap().seg, 2);
+}
+
+#[test]
+fn segments_grow_as_they_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    w.append(1, 0, 1, b"small").unwrap();
+    w.sync().unwrap();
+    let len = |id| {
+        std::fs::metadata(seg_path(dir.path(), &WARM, id))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(len(1), FIRST_RESERVE);
+    for i in 0..3 {
+        w.append(2, i, 2 + i, &vec![3u8; 1 << 20]).unwrap();
+    }
+    assert!(len(1) >= 3 << 20 && len(1) <= 8 << 20, "{}", len(1));
+    let (_, files) = w.usage();
+    assert_eq!(files, len(1));
+}
+
+#[test]
+fn released_records_are_punched_and_dead_sealed_segments_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    let locs: Vec<ChunkLoc> = (0..70)
+        .map(|i| w.append(9, i, i, &chunk).unwrap())
+        .collect();
+    w.sync().unwrap();
+    assert_eq!(w.segment_ids(), vec![1, 2]);
+    let blocks = |id| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(seg_path(dir.path(), &WARM, id))
+            .unwrap()
+            .blocks()
+            * 512
+    };
+    let before = blocks(2);
+    for l in locs.iter().filter(|l| l.seg == 2) {
+        w.release(l);
+    }
+    assert!(
+        blocks(2) + (5 << 20) < before,
+        "{} -> {}",
+        before,
+        blocks(2)
+    );
+    assert_eq!(w.sweep().unwrap(), 0, "the active segment stays");
+    for l in locs.iter().filter(|l| l.seg == 1).take(10) {
+        w.release(l);
+    }
+    assert_eq!(w.sweep().unwrap(), 0, "segment 1 still has live records");
+    for l in locs.iter().filter(|l| l.seg == 1).skip(10) {
+        w.release(l);
+    }
+    assert_eq!(w.sweep().unwrap(), 1);
+    assert!(!seg_path(dir.path(), &WARM, 1).exists());
+}
+
+#[test]
+fn read_only_opens_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let r = SegmentStore::open(&missing, WARM, Access::ReadOnly).unwrap();
+    assert!(r.segment_ids().is_empty());
+    assert!(!missing.exists(), "a read-only open creates nothing");
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(1, 0, 1, b"kept").unwrap();
+    w.sync().unwrap();
+    drop(w);
+    std::fs::write(dir.path().join("0000000000000002.new"), b"half").unwrap();
+    let r = SegmentStore::open(dir.path(), WARM, Access::ReadOnly).unwrap();
+    assert!(dir.path().join("0000000000000002.new").exists());
+    let mut out = Vec::new();
+    r.read(&a, &mut out).unwrap();
+    assert_eq!(out, b"kept");
+    assert!(r.append(2, 0, 2, b"x").is_err());
+}
