@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod exit;
+pub mod fault;
 pub mod fs;
 pub mod fsck;
 pub mod fuse;

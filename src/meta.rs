@@ -516,6 +516,7 @@ fn write_seal(path: &Path, generation: u64) -> Result<()> {
     b[4..12].copy_from_slice(&generation.to_le_bytes());
     let crc = crc32c::crc32c(&b[..12]);
     b[12..].copy_from_slice(&crc.to_le_bytes());
+    crate::fault::check(crate::fault::Point::Seal, path)?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -702,6 +703,10 @@ impl Meta {
 
     /// Makes every earlier change durable.
     pub fn flush(&self) -> Result<()> {
+        crate::fault::check(
+            crate::fault::Point::Sync,
+            &self.seal_path.with_extension(""),
+        )?;
         self.db.flush()?;
         Ok(())
     }

@@ -386,7 +386,10 @@ fn space_of_deleted_files_is_reclaimed() {
 
 #[test]
 fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
-    let mut m = Mounted::new();
+    // A long write-back interval: the old copy a move leaves is released
+    // (punched out) only at the next write-back or unmount, and the daemon
+    // is killed before either.
+    let mut m = Mounted::with_args(&["--writeback", "10min"]);
     let saved = pattern(51, 300_000);
     let doomed = pattern(52, 300_000);
     fs::write(m.path("saved"), &saved).unwrap();
@@ -396,7 +399,8 @@ fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
         let out = m.sh(&format!("setfattr -n user.tier -v {t} saved"));
         assert!(out.status.success());
     }
-    m.stop();
+    m.sh_ok("sync saved doomed");
+    m.kill9();
     // Corrupt the live warm record of both files.
     let seg_dir = m.store.join("warm");
     for needle in [&saved[5000..5064], &doomed[5000..5064]] {
@@ -571,7 +575,10 @@ fn torn_tails_of_the_newest_segment_and_pack_are_dropped_and_said() {
         log.contains("dropped") && log.contains("torn or unsynced write"),
         "{log}"
     );
-    assert!(log.contains("extending it"), "{log}");
+    assert!(
+        !log.contains("extending"),
+        "a short segment is normal (segments grow as they fill): {log}"
+    );
     assert!(fs::read(m.path("warm")).unwrap() == warm);
     assert!(fs::read(m.path("cold")).unwrap() == cold);
     // Appends go on over the torn bytes, and read back.

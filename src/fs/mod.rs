@@ -250,8 +250,10 @@ impl TierFs {
         *self.writeback.lock() = Some(Writeback { tx, stop, thread });
     }
 
-    /// Writes back everything and stops the write-back thread (unmount).
-    pub fn shutdown(&self) -> Result<()> {
+    /// Stops the background threads (policy watch, migrator, write-back)
+    /// without writing anything back: all that is left is what a crash at
+    /// this moment would leave (the crash harness uses it).
+    pub fn halt(&self) {
         self.policy_watch.lock().take();
         self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
@@ -259,6 +261,11 @@ impl TierFs {
             let _ = w.tx.try_send(());
             let _ = w.thread.join();
         }
+    }
+
+    /// Writes back everything and stops the write-back thread (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        self.halt();
         self.tiers.flush_all()?;
         // No kernel references survive an unmount: unlinked files go now.
         for ino in self.meta.orphans()? {
@@ -270,6 +277,10 @@ impl TierFs {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
     }
 
     /// A path for log lines about `ino`.

@@ -134,6 +134,7 @@ impl Dictionaries {
         // Durable before any frame names it.
         let path = self.dir.join(format!("{id:08x}.dict"));
         let tmp = self.dir.join(format!(".{id:08x}.dict.tmp"));
+        crate::fault::check(crate::fault::Point::Create, &path)?;
         let mut f = std::fs::File::create(&tmp)?;
         let mut header = [0u8; HEADER];
         header[0..8].copy_from_slice(MAGIC);
@@ -142,6 +143,7 @@ impl Dictionaries {
         header[16..20].copy_from_slice(&crc32c::crc32c(&dict).to_le_bytes());
         f.write_all(&header)?;
         f.write_all(&dict)?;
+        crate::fault::check(crate::fault::Point::Sync, &path)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&self.dir)?.sync_all()?;

@@ -186,6 +186,13 @@ impl Tiers {
         })
     }
 
+    /// Seals segments and packs at `bytes` instead of `segment::SEG_SIZE`
+    /// (tests, to see many segments and their compaction).
+    pub fn set_segment_limit(&self, bytes: u64) {
+        self.warm.set_segment_limit(bytes);
+        self.cold.set_segment_limit(bytes);
+    }
+
     pub fn set_zstd_level(&self, level: i32) {
         self.zstd_level.store(level, Ordering::Relaxed);
     }

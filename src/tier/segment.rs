@@ -32,6 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use super::record::{self, record_crc, RecordHeader, REC_HEADER_LEN};
 pub use super::record::{record_size, Scan};
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
 use crate::meta::{ChunkLoc, Tier};
 
 /// Largest size of a segment file.
@@ -40,6 +41,9 @@ pub const SEG_SIZE: u64 = 64 << 20;
 const FIRST_RESERVE: u64 = 1 << 20;
 /// Steps of reservation are whole multiples of this.
 const RESERVE_STEP: u64 = 1 << 20;
+/// Room `room` leaves for the end of a segment a record did not fit in
+/// (a largest record, 1 MiB of data and its header, rounded up).
+const ROLLOVER_SLACK: u64 = 2 << 20;
 
 // Segment header, 64 bytes at offset 0:
 //   0  [u8; 8] magic: "TIERSEG\0" (warm) or "TIERPAK\0" (cold)
@@ -173,6 +177,7 @@ impl Segment {
         } else {
             return Err(Error::NoSpace);
         };
+        fault::check(Point::Write, dir)?;
         fallocate(&self.file, target)?;
         self.size.store(target, Ordering::Release);
         Ok(())
@@ -227,6 +232,9 @@ pub struct SegmentStore {
     /// Segments compaction leaves alone: records the index names there
     /// could not be read, so the segment stays for fsck.
     kept: Mutex<BTreeSet<u64>>,
+    /// Size at which the active segment is sealed (`SEG_SIZE`; smaller in
+    /// tests, so that they see many segments).
+    limit: AtomicU64,
 }
 
 impl SegmentStore {
@@ -310,6 +318,7 @@ impl SegmentStore {
             sync_lock: Mutex::new(()),
             live: Mutex::new(HashMap::new()),
             kept: Mutex::new(BTreeSet::new()),
+            limit: AtomicU64::new(SEG_SIZE),
         })
     }
 
@@ -322,8 +331,12 @@ impl SegmentStore {
         let size = record_size(h.len);
         let hb = h.encode();
 
+        let limit = self
+            .limit
+            .load(Ordering::Relaxed)
+            .max(SEG_HEADER_LEN + size);
         let mut guard = self.active.lock();
-        if guard.as_ref().is_none_or(|a| a.tail + size > SEG_SIZE) {
+        if guard.as_ref().is_none_or(|a| a.tail + size > limit) {
             let id = self
                 .segs
                 .read()
@@ -341,8 +354,11 @@ impl SegmentStore {
         let active = guard.as_mut().expect("just set");
         let off = active.tail;
         active.seg.grow(&self.dir, off + size)?;
+        let path = seg_path(&self.dir, &self.fmt, active.seg.id);
+        fault::check(Point::Write, &path)?;
         active.seg.file.write_all_at(&hb, off)?;
         active.seg.file.write_all_at(data, off + REC_HEADER_LEN)?;
+        fault::wrote(&path, off, size);
         active.tail += size;
         let seg = active.seg.id;
         drop(guard);
@@ -369,7 +385,10 @@ impl SegmentStore {
         if !disk {
             return reserved;
         }
-        reserved.saturating_add(disk_spare(&self.dir).unwrap_or(u64::MAX))
+        // A record that does not fit in what is left of a segment starts a
+        // new one: up to one largest record of the reserved part is lost.
+        let spare = disk_spare(&self.dir).map_or(u64::MAX, |s| s.saturating_sub(ROLLOVER_SLACK));
+        reserved.saturating_add(spare)
     }
 
     /// Makes every earlier `append` durable.
@@ -379,7 +398,14 @@ impl SegmentStore {
         for id in ids {
             let seg = self.segs.read().get(&id).cloned();
             if let Some(seg) = seg {
-                seg.file.sync_data()?;
+                let path = seg_path(&self.dir, &self.fmt, id);
+                if let Err(e) = fault::check(Point::Sync, &path).and_then(|_| seg.file.sync_data())
+                {
+                    // Still unsynced: a later sync tries again.
+                    self.unsynced.lock().insert(id);
+                    return Err(e.into());
+                }
+                fault::synced(&path);
             }
         }
         Ok(())
@@ -449,7 +475,7 @@ impl SegmentStore {
             .off
             .saturating_add(size)
             .min(seg.size.load(Ordering::Acquire));
-        if end <= loc.off {
+        if end <= loc.off || fault::check(Point::Write, &self.path(loc.seg)).is_err() {
             return;
         }
         // SAFETY: plain syscall on an fd we own. Only this record's bytes
@@ -543,6 +569,7 @@ impl SegmentStore {
 
     /// Deletes a segment that nothing references any more.
     fn remove(&self, id: u64) -> Result<()> {
+        fault::check(Point::Remove, &self.path(id))?;
         self.segs.write().remove(&id);
         self.live.lock().remove(&id);
         self.unsynced.lock().remove(&id);
@@ -551,6 +578,12 @@ impl SegmentStore {
         File::open(&self.dir)?.sync_all()?;
         log::debug!("removed {}: no live records", self.path(id).display());
         Ok(())
+    }
+
+    /// Seals the active segment once it reaches `bytes` (at most
+    /// `SEG_SIZE`): tests use small segments to see many of them.
+    pub fn set_segment_limit(&self, bytes: u64) {
+        self.limit.store(bytes.min(SEG_SIZE), Ordering::Relaxed);
     }
 
     /// The tier of the records this store holds.
@@ -650,6 +683,7 @@ fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64, first: u64) -> Resul
     // Made whole under a temporary name, then renamed: a crash never leaves
     // a segment without its header (leftovers are removed at open).
     let path = seg_path(dir, fmt, id);
+    fault::check(Point::Create, &path)?;
     let tmp = path.with_extension("new");
     let made = (|| -> Result<()> {
         let file = OpenOptions::new()

@@ -1,0 +1,116 @@
+//! Fault injection for the crash harness: every write, sync, file creation
+//! and removal of the segment stores, the pack store, the dictionaries and
+//! the seal passes a `check` point first. A harness arms a plan on its own
+//! thread (other threads, and every thread of a mount, never see one): the
+//! points are counted, and at the Nth the operation fails, as does every
+//! later one (the power is off). The plan also records the byte ranges
+//! written and not yet synced, which the harness then destroys, as a power
+//! cut would.
+//!
+//! Owns nothing of the store; unarmed, a point costs a thread-local lookup.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What kind of operation a point is before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    Write,
+    Sync,
+    Create,
+    Remove,
+    Seal,
+}
+
+#[derive(Default)]
+struct Plan {
+    hits: u64,
+    crash_at: Option<u64>,
+    crashed: Option<(u64, Point, PathBuf)>,
+    unsynced: BTreeMap<PathBuf, Vec<(u64, u64)>>,
+}
+
+thread_local! {
+    static PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
+}
+
+/// What an armed run saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Points passed (including the one that failed).
+    pub hits: u64,
+    /// The point the crash happened at.
+    pub crashed: Option<(u64, Point, PathBuf)>,
+    /// Byte ranges written and not synced when the run ended, per file.
+    pub unsynced: BTreeMap<PathBuf, Vec<(u64, u64)>>,
+}
+
+/// Arms a plan on this thread: count points, and crash at point `crash_at`
+/// (0-based) if given.
+pub fn arm(crash_at: Option<u64>) {
+    PLAN.with(|p| {
+        *p.borrow_mut() = Some(Plan {
+            crash_at,
+            ..Plan::default()
+        })
+    });
+}
+
+/// Ends this thread's plan.
+pub fn disarm() -> Report {
+    PLAN.with(|p| match p.borrow_mut().take() {
+        Some(plan) => Report {
+            hits: plan.hits,
+            crashed: plan.crashed,
+            unsynced: plan.unsynced,
+        },
+        None => Report::default(),
+    })
+}
+
+/// A point before an operation on `path`: an I/O error at the planned crash
+/// and after it.
+pub fn check(point: Point, path: &Path) -> std::io::Result<()> {
+    PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        let Some(plan) = p.as_mut() else {
+            return Ok(());
+        };
+        if plan.crashed.is_some() {
+            return Err(power_off());
+        }
+        let n = plan.hits;
+        plan.hits += 1;
+        if plan.crash_at == Some(n) {
+            plan.crashed = Some((n, point, path.to_path_buf()));
+            return Err(power_off());
+        }
+        Ok(())
+    })
+}
+
+/// `len` bytes at `off` of `path` were written, not yet synced.
+pub fn wrote(path: &Path, off: u64, len: u64) {
+    PLAN.with(|p| {
+        if let Some(plan) = p.borrow_mut().as_mut() {
+            plan.unsynced
+                .entry(path.to_path_buf())
+                .or_default()
+                .push((off, len));
+        }
+    });
+}
+
+/// Everything written to `path` so far is durable.
+pub fn synced(path: &Path) {
+    PLAN.with(|p| {
+        if let Some(plan) = p.borrow_mut().as_mut() {
+            plan.unsynced.remove(path);
+        }
+    });
+}
+
+fn power_off() -> std::io::Error {
+    std::io::Error::other("injected fault: the power is off")
+}
