@@ -27,6 +27,9 @@ use crate::tier::Tiers;
 
 pub use xattr::XattrFlags;
 
+/// Segments compacted at most per write-back interval.
+const COMPACTIONS_PER_INTERVAL: usize = 16;
+
 /// Longest name in a directory, in bytes.
 pub const NAME_MAX: usize = 255;
 
@@ -234,7 +237,8 @@ impl TierFs {
                 if let Err(e) = tiers.reclaim() {
                     log::error!("reclaiming freed records failed: {e}");
                 }
-                loop {
+                // A bounded number per interval: the rest waits for the next.
+                for _ in 0..COMPACTIONS_PER_INTERVAL {
                     match tiers.compact_once() {
                         Ok(true) => {}
                         Ok(false) => break,
@@ -366,61 +370,36 @@ impl TierFs {
 
     pub fn setattr(&self, caller: Caller, ino: u64, a: SetAttr) -> Result<Inode> {
         let now = Time::now();
+        let apply = |mut inode: Inode| -> Inode {
+            if let Some(size) = a.size {
+                inode.size = size;
+                inode.mtime = now;
+                inode.ctime = now;
+                if caller.uid != 0 {
+                    clear_setid(&mut inode);
+                }
+            }
+            set_attrs(&mut inode, &a, now);
+            inode
+        };
         if let Some(size) = a.size {
-            let inode = self.inode(ino)?;
-            match inode.kind {
+            match self.inode(ino)?.kind {
                 Kind::File => {}
                 Kind::Dir => return Err(Error::IsDir),
                 _ => return Err(Error::Invalid("truncate of a special file")),
             }
-            self.tiers.truncate(ino, inode.size, size, inode.tier)?;
+            // The size, the chunks it drops and the other attributes: one
+            // transaction.
+            return self.tiers.truncate(ino, size, apply);
         }
         let _g = self.meta.lock.lock();
-        let mut inode = self.meta.inode(ino)?;
-        if let Some(size) = a.size {
-            inode.size = size;
-            inode.mtime = now;
-            inode.ctime = now;
-            if caller.uid != 0 {
-                clear_setid(&mut inode);
-            }
-        }
-        if let Some(mode) = a.mode {
-            inode.perm = (mode & 0o7777) as u16;
-            inode.ctime = now;
-        }
-        let chown = a.uid.is_some_and(|u| u != inode.uid) || a.gid.is_some_and(|g| g != inode.gid);
-        if let Some(uid) = a.uid {
-            inode.uid = uid;
-            inode.ctime = now;
-        }
-        if let Some(gid) = a.gid {
-            inode.gid = gid;
-            inode.ctime = now;
-        }
-        if chown && inode.kind != Kind::Dir && a.mode.is_none() {
-            clear_setid(&mut inode);
-        }
-        let resolve = |t: SetTime| match t {
-            SetTime::Now => now,
-            SetTime::At(t) => t,
-        };
-        if let Some(t) = a.atime {
-            inode.atime = resolve(t);
-            inode.ctime = now;
-        }
-        if let Some(t) = a.mtime {
-            inode.mtime = resolve(t);
-            inode.ctime = now;
-        }
-        if let Some(t) = a.ctime {
-            inode.ctime = t;
-        }
+        let inode = apply(self.meta.inode(ino)?);
         let mut t = Txn::default();
         t.put_inode(&inode);
         self.meta.commit(t)?;
         // Under Meta::lock, so write-back cannot commit and drop a pending
         // size between the inode read above and this.
+        let mut inode = inode;
         if let Some(size) = self.tiers.pending_size(ino) {
             inode.size = inode.size.max(size);
         }
@@ -856,11 +835,10 @@ impl TierFs {
     /// end of file, under its inode lock, so appends from several processes
     /// never overlap.
     pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
-        let inode = self.inode(ino)?;
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
-        self.tiers.write(ino, off, data, inode.size, inode.tier)?;
+        self.tiers.write(ino, off, data)?;
         // The size grows durably with the data, in `Tiers::flush`.
         let _g = self.meta.lock.lock();
         let mut inode = self.meta.inode(ino)?;
@@ -954,6 +932,41 @@ fn with_overrides(mut p: Policy, opts: &Options) -> Policy {
         p.writeback.interval = crate::policy::Span(w);
     }
     p
+}
+
+/// The mode, owner and time changes of a setattr (the size is the caller's).
+fn set_attrs(inode: &mut Inode, a: &SetAttr, now: Time) {
+    if let Some(mode) = a.mode {
+        inode.perm = (mode & 0o7777) as u16;
+        inode.ctime = now;
+    }
+    let chown = a.uid.is_some_and(|u| u != inode.uid) || a.gid.is_some_and(|g| g != inode.gid);
+    if let Some(uid) = a.uid {
+        inode.uid = uid;
+        inode.ctime = now;
+    }
+    if let Some(gid) = a.gid {
+        inode.gid = gid;
+        inode.ctime = now;
+    }
+    if chown && inode.kind != Kind::Dir && a.mode.is_none() {
+        clear_setid(inode);
+    }
+    let resolve = |t: SetTime| match t {
+        SetTime::Now => now,
+        SetTime::At(t) => t,
+    };
+    if let Some(t) = a.atime {
+        inode.atime = resolve(t);
+        inode.ctime = now;
+    }
+    if let Some(t) = a.mtime {
+        inode.mtime = resolve(t);
+        inode.ctime = now;
+    }
+    if let Some(t) = a.ctime {
+        inode.ctime = t;
+    }
 }
 
 fn clear_setid(inode: &mut Inode) {

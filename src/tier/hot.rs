@@ -14,6 +14,9 @@ struct HotChunk {
     /// Part of a hot-tier file: never evicted.
     pinned: bool,
     tick: u64,
+    /// Which change of the cache last wrote these bytes: write-back commits
+    /// a copy only if no write came after it (`mark_clean_if`).
+    edit: u64,
 }
 
 pub struct HotCache {
@@ -27,6 +30,8 @@ pub struct HotCache {
     /// Length of the dirty chunks: what write-back still has to store.
     dirty_bytes: u64,
     tick: u64,
+    /// Counts changes of chunk bytes (never repeats).
+    edits: u64,
     budget: u64,
 }
 
@@ -40,6 +45,7 @@ impl HotCache {
             pinned_bytes: 0,
             dirty_bytes: 0,
             tick: 0,
+            edits: 0,
             budget,
         }
     }
@@ -133,6 +139,7 @@ impl HotCache {
             self.dirty_bytes += data.len() as u64;
         }
         self.lru.insert(self.tick, (ino, idx));
+        self.edits += 1;
         if let Some(old) = self.chunks.insert(
             (ino, idx),
             HotChunk {
@@ -140,6 +147,7 @@ impl HotCache {
                 dirty,
                 pinned,
                 tick: self.tick,
+                edit: self.edits,
             },
         ) {
             self.forget_chunk(ino, &old);
@@ -176,6 +184,8 @@ impl HotCache {
         let before = c.data.capacity() as u64;
         let len_before = c.data.len() as u64;
         f(&mut c.data);
+        self.edits += 1;
+        c.edit = self.edits;
         let after = c.data.capacity() as u64;
         let was_dirty = std::mem::replace(&mut c.dirty, true);
         self.dirty_bytes += c.data.len() as u64;
@@ -224,9 +234,20 @@ impl HotCache {
             .collect()
     }
 
-    /// A copy of a chunk's bytes.
-    pub fn copy(&self, ino: u64, idx: u64) -> Option<Vec<u8>> {
-        self.chunks.get(&(ino, idx)).map(|c| c.data.clone())
+    /// A copy of a dirty chunk's bytes, and the edit it is a copy of.
+    pub fn copy_dirty(&self, ino: u64, idx: u64) -> Option<(Vec<u8>, u64)> {
+        self.chunks
+            .get(&(ino, idx))
+            .filter(|c| c.dirty)
+            .map(|c| (c.data.clone(), c.edit))
+    }
+
+    /// Whether the chunk is still dirty with the bytes of `edit` (no write,
+    /// truncate or removal came after the copy of it).
+    pub fn is_dirty_edit(&self, ino: u64, idx: u64, edit: u64) -> bool {
+        self.chunks
+            .get(&(ino, idx))
+            .is_some_and(|c| c.dirty && c.edit == edit)
     }
 
     pub fn mark_clean(&mut self, ino: u64, idx: u64) {

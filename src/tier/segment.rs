@@ -9,8 +9,8 @@
 //! and so is when a record may be released (`tier::reclaim`).
 //!
 //! A segment file grows as it fills, reserved with `posix_fallocate` in
-//! doubling steps from 1 MiB up to `SEG_SIZE` (so a write into it never meets
-//! a full disk, and a store of a few files takes about a megabyte). Each is
+//! doubling steps from 256 KiB up to `SEG_SIZE` (so a write into it never
+//! meets a full disk, and a store of a few files takes under a megabyte). Each is
 //! mapped once over `SEG_SIZE` bytes, and only bytes inside the file are ever
 //! touched. Records are only appended to the active segment, never over
 //! bytes a record the index may name could be in: an active segment found
@@ -38,9 +38,9 @@ use crate::meta::{ChunkLoc, Tier};
 /// Largest size of a segment file.
 pub const SEG_SIZE: u64 = 64 << 20;
 /// Disk space a new segment file starts with.
-const FIRST_RESERVE: u64 = 1 << 20;
+const FIRST_RESERVE: u64 = 256 << 10;
 /// Steps of reservation are whole multiples of this.
-const RESERVE_STEP: u64 = 1 << 20;
+const RESERVE_STEP: u64 = 64 << 10;
 /// Room `room` leaves for the end of a segment a record did not fit in
 /// (a largest record, 1 MiB of data and its header, rounded up).
 const ROLLOVER_SLACK: u64 = 2 << 20;
@@ -92,6 +92,9 @@ struct Segment {
     map: Mmap,
     /// Bytes of the file (all reserved on the disk).
     size: AtomicU64,
+    /// Where its records end, once sealed in this run (the file's size for
+    /// segments found at open): what compaction weighs live bytes against.
+    end: AtomicU64,
 }
 
 impl Segment {
@@ -155,6 +158,26 @@ impl Segment {
                 std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
                 _ => e.into(),
             })
+    }
+
+    /// No more appends: records end at `tail`, and the space reserved past
+    /// it goes back to the disk.
+    fn seal(&self, tail: u64) {
+        self.end.store(tail, Ordering::Release);
+        let size = self.size.load(Ordering::Acquire);
+        let from = tail.div_ceil(4096) * 4096;
+        if from < size {
+            // SAFETY: plain syscall on an fd we own; only bytes past every
+            // record are given back (they read as zeros, and are never read).
+            unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    from as libc::off_t,
+                    (size - from) as libc::off_t,
+                )
+            };
+        }
     }
 
     /// Reserves the file up to at least `end` bytes: doubling, capped at
@@ -345,6 +368,9 @@ impl SegmentStore {
                 .map_or(1, |last| last + 1);
             let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
             let seg = Arc::new(create_segment(&self.dir, &self.fmt, id, first)?);
+            if let Some(old) = guard.as_ref() {
+                old.seg.seal(old.tail);
+            }
             self.segs.write().insert(id, seg.clone());
             *guard = Some(Active {
                 seg,
@@ -533,9 +559,9 @@ impl SegmentStore {
             .filter(|(id, _)| Some(**id) != active && !kept.contains(id))
             .map(|(id, seg)| {
                 let l = live.get(id).copied().unwrap_or(0);
-                (l, *id, seg.size.load(Ordering::Acquire))
+                (l, *id, seg.end.load(Ordering::Acquire))
             })
-            .filter(|(l, _, size)| *l > 0 && l * 2 < *size)
+            .filter(|(l, _, end)| *l > 0 && l * 2 < end.saturating_sub(SEG_HEADER_LEN))
             .min()
             .map(|(_, id, _)| id)
     }
@@ -639,6 +665,7 @@ fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64, access: Access) -> Res
         file,
         map,
         size: AtomicU64::new(len.min(SEG_SIZE)),
+        end: AtomicU64::new(len.min(SEG_SIZE)),
     })
 }
 

@@ -1,0 +1,153 @@
+//! Compaction and the scans fsck uses: records copied out of mostly dead
+//! segments (what the index names, never what a scan merely finds), every
+//! valid record of every segment, and the check of every indexed chunk.
+//!
+//! Owns no state: it works through `Tiers`, `SegmentStore` and the index.
+
+use super::*;
+
+impl Tiers {
+    /// Copies the live records of one mostly-dead segment (warm or cold)
+    /// elsewhere and deletes it. Returns false when none needed it.
+    pub fn compact_once(&self) -> Result<bool> {
+        for store in [&self.warm, &self.cold] {
+            if self.compact_store(store)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Copies every record the index names in the emptiest sealed segment
+    /// of `store` to the active one. The segment itself goes once the index
+    /// names nothing in it and its readers are done (`reclaim`); a record the
+    /// index names that cannot be read stays where it is, with its segment,
+    /// and is reported. Returns whether anything was copied.
+    fn compact_store(&self, store: &SegmentStore) -> Result<bool> {
+        let Some(id) = store.compaction_candidate() else {
+            return Ok(false);
+        };
+        let Some(scan) = store.scan(id) else {
+            return Ok(false);
+        };
+        let mut moved: Vec<(u64, u64, ChunkLoc, ChunkLoc)> = Vec::new();
+        {
+            let _pin = self.reclaimer.pin();
+            let mut raw = Vec::new();
+            for (off, h) in scan.records {
+                let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+                    continue;
+                };
+                if store_tier(loc.tier) != store_tier(store.tier())
+                    || loc.seg != id
+                    || loc.off != off
+                {
+                    continue;
+                }
+                // Records move as they are: a cold frame stays compressed.
+                if let Err(e) = store.read(&loc, &mut raw) {
+                    log::warn!(
+                        "compaction: {}: {e}; left where it is",
+                        store.path(id).display()
+                    );
+                    continue;
+                }
+                let mut new = match store.append(h.ino, h.chunk, loc.version, &raw) {
+                    Ok(new) => new,
+                    Err(e) => {
+                        self.reclaimer.retire(moved.iter().map(|m| m.3));
+                        return Err(e);
+                    }
+                };
+                new.len = loc.len;
+                new.tier = loc.tier;
+                moved.push((h.ino, h.chunk, loc, new));
+            }
+            if let Err(e) = store.sync() {
+                self.reclaimer.retire(moved.iter().map(|m| m.3));
+                return Err(e);
+            }
+            for (ino, idx, old, new) in &moved {
+                // A write or a move that replaced the chunk meanwhile wins.
+                let swapped = self.meta.swap_chunk(*ino, *idx, old, new)?;
+                self.retire(if swapped { old } else { new });
+            }
+        }
+        self.reclaim()?;
+        let left = store.live_bytes(id);
+        if left > 0 && !self.reclaimer.waits_for(store.tier(), id) {
+            store.keep(id);
+            log::warn!(
+                "compaction: the index still names {left} bytes of records in {} that \
+                 could not be read; the segment is kept as it is (see tierfs fsck)",
+                store.path(id).display()
+            );
+        }
+        log::info!(
+            "compacted {} segment {id:016x}: {} live chunks moved",
+            store.tier().name(),
+            moved.len()
+        );
+        Ok(!moved.is_empty())
+    }
+
+    /// Every valid record in every segment and pack, by (inode, chunk), as
+    /// locations the index could point at (fsck --repair).
+    pub fn scan_records(&self) -> HashMap<(u64, u64), Vec<ChunkLoc>> {
+        let mut found: HashMap<(u64, u64), Vec<ChunkLoc>> = HashMap::new();
+        for store in [&self.warm, &self.cold] {
+            for id in store.segment_ids() {
+                let Some(scan) = store.scan(id) else { continue };
+                for (off, h) in scan.records {
+                    let mut loc = ChunkLoc {
+                        tier: store.tier(),
+                        len: h.len,
+                        stored: h.len,
+                        seg: id,
+                        off,
+                        version: h.version,
+                        crc: h.crc,
+                    };
+                    if store.tier() == Tier::Cold {
+                        let mut raw = Vec::new();
+                        if store.read(&loc, &mut raw).is_err() {
+                            continue;
+                        }
+                        let Ok(dict) = self.dicts.for_frame(&raw) else {
+                            continue;
+                        };
+                        match decompress(&raw, CHUNK_SIZE as usize, dict.as_ref()) {
+                            Ok(d) => loc.len = d.len() as u32,
+                            Err(_) => continue,
+                        }
+                    }
+                    found.entry((h.ino, h.chunk)).or_default().push(loc);
+                }
+            }
+        }
+        found
+    }
+
+    /// The bytes of the record at `loc`, checked and decompressed (salvage).
+    pub fn read_record(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        self.read_loc(loc)
+    }
+
+    /// Dictionary files that failed their checksum (for fsck).
+    pub fn damaged_dictionaries(&self) -> Vec<String> {
+        self.dicts.damaged()
+    }
+
+    /// Checks every indexed chunk against its record (for fsck): returns
+    /// `(ino, chunk index, problem)` for each bad one.
+    pub fn verify_all(&self) -> Result<Vec<(u64, u64, Error)>> {
+        let mut bad = Vec::new();
+        for r in self.meta.all_chunks() {
+            let (ino, idx, loc) = r?;
+            if let Err(e) = self.read_loc(&loc) {
+                bad.push((ino, idx, e));
+            }
+        }
+        Ok(bad)
+    }
+}

@@ -1,0 +1,377 @@
+//! Unit tests of `Tiers`: the read/write path, truncation, write-back,
+//! moves, compaction, damage, and reads racing compaction and moves.
+
+use super::*;
+use crate::meta::Kind;
+use std::sync::Arc;
+
+fn open(dir: &Path, budget: u64) -> Tiers {
+    let meta = Arc::new(Meta::open(&dir.join("meta"), 0, 0).unwrap());
+    Tiers::open(meta, dir, budget, Access::ReadWrite).unwrap()
+}
+
+/// A file inode `ino` on `tier` (content goes through `Tiers`).
+fn file(t: &Tiers, ino: u64, tier: Tier) {
+    let mut inode = Inode::new(ino, Kind::File, 0o644, 0, 0);
+    inode.tier = tier;
+    let mut txn = Txn::default();
+    txn.put_inode(&inode);
+    t.meta.commit(txn).unwrap();
+}
+
+/// The size readers see (`TierFs::inode` does the same).
+fn size(t: &Tiers, ino: u64) -> u64 {
+    let committed = t.meta.inode(ino).unwrap().size;
+    t.pending_size(ino).unwrap_or(0).max(committed)
+}
+
+fn read_all(t: &Tiers, ino: u64) -> Result<Vec<u8>> {
+    let s = size(t, ino);
+    let tier = t.meta.inode(ino)?.tier;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < s {
+        let n = (s - off).min(4 << 20) as u32;
+        out.extend(t.read(ino, off, n, s, tier)?);
+        off += n as u64;
+    }
+    Ok(out)
+}
+
+fn truncate(t: &Tiers, ino: u64, to: u64) {
+    t.truncate(ino, to, |mut i| {
+        i.size = to;
+        i
+    })
+    .unwrap();
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(seed) ^ (i >> 9)) as u8)
+        .collect()
+}
+
+#[test]
+fn spans_cover_chunk_boundaries() {
+    let v: Vec<_> = chunk_span(CHUNK_SIZE - 2, 5).collect();
+    assert_eq!(v, vec![(0, (CHUNK_SIZE - 2) as usize, 0, 2), (1, 0, 2, 3)]);
+}
+
+#[test]
+fn write_flush_reopen_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 7, Tier::Warm);
+    let data = pattern(7, 3_000_000);
+    t.write(7, 0, &data).unwrap();
+    t.flush(7).unwrap();
+    t.meta.flush().unwrap();
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    assert_eq!(
+        size(&t, 7),
+        3_000_000,
+        "the size was committed with the data"
+    );
+    assert!(read_all(&t, 7).unwrap() == data);
+    assert_eq!(
+        t.read(7, 1_048_570, 10, 3_000_000, Tier::Warm).unwrap(),
+        &data[1_048_570..1_048_580]
+    );
+}
+
+#[test]
+fn truncate_then_grow_reads_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 3, Tier::Warm);
+    t.write(3, 0, &[5u8; 100]).unwrap();
+    t.flush(3).unwrap();
+    truncate(&t, 3, 10);
+    truncate(&t, 3, 100);
+    let r = read_all(&t, 3).unwrap();
+    assert_eq!(&r[..10], &[5u8; 10]);
+    assert!(r[10..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn truncate_is_one_transaction_and_a_grow_makes_writes_durable_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 4, Tier::Warm);
+    let data = pattern(3, 3_000_000);
+    t.write(4, 0, &data).unwrap();
+    t.flush(4).unwrap();
+    // Down: the chunks past the end and the size go in one commit.
+    truncate(&t, 4, 1_500_000);
+    assert_eq!(t.meta.inode(4).unwrap().size, 1_500_000);
+    assert_eq!(t.meta.chunks_from(4, 0).unwrap().len(), 2);
+    // Unsynced writes, then a grow past them: the writes are made durable
+    // before the bigger size is committed.
+    t.write(4, 1_500_000, &[9u8; 200_000]).unwrap();
+    assert_eq!(t.meta.inode(4).unwrap().size, 1_500_000);
+    truncate(&t, 4, 2_500_000);
+    assert!(t.pending_size(4).is_none());
+    assert!(!t.hot.lock().has_dirty(4) || t.meta.inode(4).unwrap().size == 2_500_000);
+    t.meta.flush().unwrap();
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    let r = read_all(&t, 4).unwrap();
+    assert_eq!(r.len(), 2_500_000);
+    assert!(r[..1_500_000] == data[..1_500_000]);
+    assert!(r[1_500_000..1_700_000].iter().all(|b| *b == 9));
+    assert!(r[1_700_000..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn a_write_during_write_back_stays_dirty_and_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(open(dir.path(), 1 << 30));
+    file(&t, 5, Tier::Warm);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (t, stop, writes) = (t.clone(), stop.clone(), writes.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                n = n % 250 + 1;
+                t.write(5, 0, &[n; 4096]).unwrap();
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+            n
+        })
+    };
+    let mut flushes = 0;
+    while flushes < 50 || writes.load(Ordering::Relaxed) < 2000 {
+        t.flush_all().unwrap();
+        flushes += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let last = writer.join().unwrap();
+    t.flush_all().unwrap();
+    assert!(!t.hot.lock().has_dirty(5));
+    assert_eq!(size(&t, 5), 4096);
+    assert_eq!(
+        t.meta.inode(5).unwrap().size,
+        4096,
+        "pending {:?}",
+        t.pending_size(5)
+    );
+    t.meta.flush().unwrap();
+    let t = Arc::into_inner(t).unwrap();
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    assert_eq!(read_all(&t, 5).unwrap(), vec![last; 4096]);
+}
+
+#[test]
+fn small_budget_writes_back_and_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 4 << 20);
+    file(&t, 9, Tier::Warm);
+    let chunk = vec![0xabu8; CHUNK_SIZE as usize];
+    for i in 0..32u64 {
+        t.write(9, i * CHUNK_SIZE, &chunk).unwrap();
+        assert!(
+            t.hot_bytes().0 <= 6 << 20,
+            "hot cache grew to {:?}",
+            t.hot_bytes()
+        );
+    }
+    let size = 32 * CHUNK_SIZE;
+    let r = t
+        .read(9, 17 * CHUNK_SIZE + 5, 10, size, Tier::Warm)
+        .unwrap();
+    assert_eq!(r, vec![0xab; 10]);
+}
+
+#[test]
+fn moves_between_all_tiers_keep_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 64 << 20);
+    file(&t, 50, Tier::Warm);
+    let data = pattern(11, 2_500_000);
+    t.write(50, 0, &data).unwrap();
+    for to in [
+        Tier::Cold,
+        Tier::Hot,
+        Tier::Cold,
+        Tier::Warm,
+        Tier::Hot,
+        Tier::Warm,
+    ] {
+        assert!(t.move_file(50, to).unwrap());
+        assert_eq!(t.meta.inode(50).unwrap().tier, to);
+        for (_, loc) in t.meta.chunks_from(50, 0).unwrap() {
+            assert_eq!(store_tier(loc.tier), store_tier(to));
+        }
+        assert!(read_all(&t, 50).unwrap() == data, "{to:?}");
+    }
+    assert!(!t.move_file(50, Tier::Warm).unwrap(), "already there");
+    t.reclaim().unwrap();
+    let (_, cold) = t.usage();
+    assert_eq!(cold.0, 0, "cold copies are dead once the file left");
+    assert!(matches!(
+        t.check_hot_room(65 << 20, u64::MAX),
+        Err(Error::FileTooBig)
+    ));
+}
+
+#[test]
+fn compaction_keeps_live_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 1, Tier::Warm);
+    file(&t, 2, Tier::Warm);
+    let chunk = vec![1u8; CHUNK_SIZE as usize];
+    // File 1 fills segment 1 and spills into segment 2; deleting it
+    // leaves only file 2's one chunk live in the sealed segment 1.
+    t.write(2, 0, b"survivor").unwrap();
+    t.flush(2).unwrap();
+    for i in 0..70 {
+        t.write(1, i * CHUNK_SIZE, &chunk).unwrap();
+    }
+    t.flush(1).unwrap();
+    truncate(&t, 1, 0);
+    t.reclaim().unwrap();
+    while t.warm.segment_ids().len() > 1 {
+        if !t.compact_once().unwrap() {
+            break;
+        }
+    }
+    assert!(
+        !t.warm.segment_ids().contains(&1),
+        "segment 1 was reclaimed"
+    );
+    t.meta.flush().unwrap();
+    drop(t);
+    let t2 = open(dir.path(), 1 << 30);
+    assert_eq!(t2.read(2, 0, 8, 8, Tier::Warm).unwrap(), b"survivor");
+}
+
+/// Flips bytes in the middle of the record `loc` names.
+fn damage(dir: &Path, loc: &ChunkLoc) {
+    use std::os::unix::fs::FileExt;
+    let (sub, ext) = match loc.tier {
+        Tier::Cold => ("cold", "pack"),
+        _ => ("warm", "seg"),
+    };
+    let path = dir.join(sub).join(format!("{:016x}.{ext}", loc.seg));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = loc.off + record::REC_HEADER_LEN + loc.stored as u64 / 2;
+    let mut b = [0u8; 10];
+    f.read_exact_at(&mut b, at).unwrap();
+    for x in &mut b {
+        *x ^= 0xa5;
+    }
+    f.write_all_at(&b, at).unwrap();
+}
+
+#[test]
+fn damage_in_a_segment_or_pack_costs_only_the_damaged_file() {
+    for tier in [Tier::Warm, Tier::Cold] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path(), 1 << 30);
+        let files: Vec<Vec<u8>> = (0..5).map(|i| pattern(100 + i, 100_000)).collect();
+        for (i, d) in files.iter().enumerate() {
+            let ino = 10 + i as u64;
+            file(&t, ino, Tier::Warm);
+            t.write(ino, 0, d).unwrap();
+            t.move_file(ino, tier).unwrap_or_else(|_| {
+                t.flush(ino).unwrap();
+                true
+            });
+        }
+        t.meta.flush().unwrap();
+        let loc = t.meta.chunk(11, 0).unwrap().unwrap();
+        drop(t);
+        damage(dir.path(), &loc);
+        let t = open(dir.path(), 1 << 30);
+        // More writes after the damage: never over the records behind it.
+        for i in 0..3u64 {
+            let ino = 20 + i;
+            file(&t, ino, Tier::Warm);
+            t.write(ino, 0, &pattern(200 + i as u32, 100_000)).unwrap();
+            t.move_file(ino, tier).unwrap();
+        }
+        // Compaction copies what the index names and keeps the segment.
+        t.set_segment_limit(64 << 10);
+        while t.compact_once().unwrap() {}
+        t.reclaim().unwrap();
+        t.meta.flush().unwrap();
+        drop(t);
+        let t = open(dir.path(), 1 << 30);
+        for (i, d) in files.iter().enumerate() {
+            let r = read_all(&t, 10 + i as u64);
+            if i == 1 {
+                assert!(matches!(r, Err(Error::Corrupt(_))), "{tier:?}: {r:?}");
+            } else {
+                assert!(r.unwrap() == *d, "{tier:?}: file {i}");
+            }
+        }
+        for i in 0..3u64 {
+            let r = read_all(&t, 20 + i).unwrap();
+            assert!(r == pattern(200 + i as u32, 100_000), "{tier:?}: new {i}");
+        }
+        let bad = t.verify_all().unwrap();
+        assert_eq!(bad.len(), 1, "{tier:?}: {bad:?}");
+        assert_eq!(bad[0].0, 11);
+    }
+}
+
+#[test]
+fn reads_racing_compaction_and_moves_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(open(dir.path(), 1 << 30));
+    t.set_segment_limit(256 << 10);
+    let files: Vec<Vec<u8>> = (0..8).map(|i| pattern(300 + i, 150_000)).collect();
+    for (i, d) in files.iter().enumerate() {
+        file(&t, 100 + i as u64, Tier::Warm);
+        t.write(100 + i as u64, 0, d).unwrap();
+        t.flush(100 + i as u64).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (t, stop, files) = (t.clone(), stop.clone(), files.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, d) in files.iter().enumerate() {
+                        let ino = 100 + i as u64;
+                        // Cold reads decompress every time; warm ones are
+                        // dropped from the cache to read the segments.
+                        t.hot.lock().drop_clean(ino);
+                        let got = read_all(&t, ino)
+                            .unwrap_or_else(|e| panic!("reader {r}: file {i}: {e}"));
+                        assert!(got == *d, "reader {r}: file {i} changed");
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let tiers = [Tier::Cold, Tier::Warm, Tier::Hot, Tier::Warm];
+    for round in 0..12 {
+        for i in 0..files.len() as u64 {
+            let to = tiers[(round + i as usize) % tiers.len()];
+            match t.move_file(100 + i, to) {
+                Ok(_) | Err(Error::Busy) => {}
+                Err(e) => panic!("move: {e}"),
+            }
+        }
+        while t.compact_once().unwrap() {}
+        t.reclaim().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}

@@ -1,0 +1,205 @@
+//! Write-back: dirty chunks of the hot cache made durable on their file's
+//! tier, with the sizes that writes grew.
+//!
+//! No lock is held across I/O. Each dirty chunk is copied out under its
+//! file's lock (with the edit it is a copy of), then appended, compressed
+//! and synced without any lock, then committed under the file locks and the
+//! metadata lock only if nothing changed it meanwhile (the chunk is still
+//! dirty with the same edit): a write, a truncate or an unlink that came in
+//! between wins, and the copy is retired. A size grown by writes is
+//! committed with the chunks, and only if every chunk of that file was
+//! committed, so a file is never longer than its durable data.
+
+use super::*;
+
+/// One file's copies, written and waiting for the commit.
+struct Written {
+    ino: u64,
+    /// The pending size when the copies were taken (they cover it).
+    size: Option<u64>,
+    /// (chunk index, edit copied, new location).
+    chunks: Vec<(u64, u64, ChunkLoc)>,
+}
+
+impl Tiers {
+    /// Makes the content of `ino` durable, and its size with it (the rest of
+    /// the metadata: see `Meta::flush`).
+    pub fn flush(&self, ino: u64) -> Result<()> {
+        if !self.hot.lock().has_dirty(ino) && !self.pending_size.lock().contains_key(&ino) {
+            return Ok(());
+        }
+        self.write_back(&[ino], false)
+    }
+
+    /// Flushes many files with one sync per store and one metadata commit.
+    pub fn flush_many(&self, inos: &[u64]) -> Result<()> {
+        self.write_back(inos, false)
+    }
+
+    /// Writes back every dirty chunk (the write-back thread, and unmount).
+    pub fn flush_all(&self) -> Result<()> {
+        let mut inodes = self.hot.lock().dirty_inodes();
+        inodes.extend(self.pending_size.lock().keys().copied());
+        inodes.sort_unstable();
+        inodes.dedup();
+        for batch in inodes.chunks(512) {
+            self.write_back(batch, false)?;
+        }
+        self.hot.lock().evict();
+        Ok(())
+    }
+
+    /// The write-back of `inos`. `held`: the caller holds their content
+    /// locks for writing (truncate), so none are taken here.
+    pub(super) fn write_back(&self, inos: &[u64], held: bool) -> Result<()> {
+        let mut written: Vec<Written> = Vec::with_capacity(inos.len());
+        let mut used = [false; 2];
+        let retire_all = |written: &[Written]| {
+            self.reclaimer
+                .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+        };
+        if let Err(e) = self.copy_out(inos, held, &mut written, &mut used) {
+            // Records appended for a write-back that failed are never named.
+            retire_all(&written);
+            return Err(e);
+        }
+        for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
+            if used[i] {
+                if let Err(e) = store.sync() {
+                    retire_all(&written);
+                    return Err(e);
+                }
+            }
+        }
+        self.commit_written(written, held)
+    }
+
+    /// Copies the dirty chunks of `inos` out of the cache and appends them
+    /// to their file's tier (`used`: which stores were appended to).
+    fn copy_out(
+        &self,
+        inos: &[u64],
+        held: bool,
+        written: &mut Vec<Written>,
+        used: &mut [bool; 2],
+    ) -> Result<()> {
+        for &ino in inos {
+            // The size first: chunks copied after it hold every byte below it.
+            let (tier, size, dirty) = {
+                let _g = (!held).then(|| self.lock(ino).read());
+                let tier = match self.meta.inode(ino) {
+                    Ok(i) => i.tier,
+                    // Unlinked and purged meanwhile: nothing to keep.
+                    Err(Error::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                let size = self.pending_size.lock().get(&ino).copied();
+                (tier, size, self.hot.lock().dirty_chunks(ino))
+            };
+            written.push(Written {
+                ino,
+                size,
+                chunks: Vec::with_capacity(dirty.len()),
+            });
+            let w = written.last_mut().expect("just pushed");
+            for idx in dirty {
+                // One chunk copied at a time: flushing a huge file never
+                // doubles its RAM.
+                let copy = {
+                    let _g = (!held).then(|| self.lock(ino).read());
+                    self.hot.lock().copy_dirty(ino, idx)
+                };
+                let Some((data, edit)) = copy else { continue };
+                let version = self.meta.next_id()?;
+                let loc = self.append(tier, ino, idx, version, &data)?;
+                used[(store_tier(tier) == Tier::Cold) as usize] = true;
+                w.chunks.push((idx, edit, loc));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the copies no write overtook, and the sizes they cover.
+    fn commit_written(&self, written: Vec<Written>, held: bool) -> Result<()> {
+        let mut shards: Vec<usize> = written
+            .iter()
+            .map(|w| (w.ino as usize) % FILE_LOCK_SHARDS)
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let _guards: Vec<_> = if held {
+            Vec::new()
+        } else {
+            shards.iter().map(|s| self.file_locks[*s].write()).collect()
+        };
+        // Lock order: the files' content locks before Meta::lock.
+        let _m = self.meta.lock.lock();
+        let mut t = Txn::default();
+        let mut old = Vec::new();
+        let mut stale = Vec::new();
+        let mut clean = Vec::new();
+        let mut sized = Vec::new();
+        {
+            let hot = self.hot.lock();
+            for w in &written {
+                let mut all = true;
+                for (idx, edit, loc) in &w.chunks {
+                    if hot.is_dirty_edit(w.ino, *idx, *edit) {
+                        clean.push((w.ino, *idx, *edit));
+                        t.put_chunk(w.ino, *idx, loc);
+                    } else {
+                        // Written, truncated or dropped since the copy.
+                        all = false;
+                        stale.push(*loc);
+                    }
+                }
+                if let (true, Some(size)) = (all, w.size) {
+                    if self.pending_size.lock().get(&w.ino) == Some(&size) {
+                        sized.push((w.ino, size));
+                    }
+                }
+            }
+        }
+        for (ino, idx, _) in &clean {
+            if let Some(prev) = self.meta.chunk(*ino, *idx)? {
+                old.push(prev);
+            }
+        }
+        for (ino, size) in &sized {
+            match self.meta.inode(*ino) {
+                Ok(mut inode) if *size > inode.size => {
+                    inode.size = *size;
+                    t.put_inode(&inode);
+                }
+                Ok(_) | Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Err(e) = self.meta.commit(t) {
+            self.reclaimer
+                .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+            return Err(e);
+        }
+        // The pending size stays visible until the inode carrying it is
+        // committed: readers (`TierFs::inode`) look at this map, then at the
+        // inode, without locks, so one of the two has it.
+        {
+            let mut pending = self.pending_size.lock();
+            for (ino, size) in &sized {
+                if pending.get(ino) == Some(size) {
+                    pending.remove(ino);
+                }
+            }
+        }
+        {
+            let mut hot = self.hot.lock();
+            for (ino, idx, edit) in &clean {
+                if hot.is_dirty_edit(*ino, *idx, *edit) {
+                    hot.mark_clean(*ino, *idx);
+                }
+            }
+        }
+        self.reclaimer.retire(old.into_iter().chain(stale));
+        Ok(())
+    }
+}

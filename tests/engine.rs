@@ -1,0 +1,428 @@
+//! The storage engine through a real mount: damage confined to what it hit,
+//! space given back and used sparingly, and an fsck that only looks.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::hash::Hasher;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{pattern, Mounted};
+
+/// Size of each file of the damage tests: one chunk, so one record each.
+const FILE_LEN: usize = 100_000;
+/// Bytes of a record header in a segment or pack (see `tier::segment`).
+const REC_HEADER: usize = 40;
+/// Bytes of the header at the start of every segment and pack.
+const SEG_HEADER: usize = 64;
+
+/// Moves `name` to `tier` through the `user.tier` xattr (durable on return).
+fn set_tier(m: &Mounted, name: &str, tier: &str) {
+    common::setxattr(&m.path(name), "user.tier", tier.as_bytes(), 0)
+        .unwrap_or_else(|e| panic!("setfattr user.tier={tier} {name}: errno {e}"));
+}
+
+/// The segment files (`ext` "seg" or "pack") in `dir`, oldest first.
+fn segment_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Inverts `n` bytes of `path` at `at`.
+fn flip(path: &Path, at: usize, n: usize) {
+    let bytes = fs::read(path).unwrap();
+    let inverted: Vec<u8> = bytes[at..at + n].iter().map(|b| !b).collect();
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&inverted, at as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Reads back every `(name, content)` through the mount: one line per file
+/// that does not read back exactly.
+fn mismatches(m: &Mounted, files: &[(String, Vec<u8>)]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|(name, want)| match fs::read(m.path(name)) {
+            Ok(got) if got == *want => None,
+            Ok(got) => Some(format!("{name}: content differs ({} bytes)", got.len())),
+            Err(e) => Some(format!("{name}: errno {}", common::errno(e))),
+        })
+        .collect()
+}
+
+/// Five files, then three more after damage to the record of `victim`:
+/// everything but the victim reads back, the victim is EIO.
+fn check_damage_confined(
+    m: &Mounted,
+    old: &[(String, Vec<u8>)],
+    new: &[(String, Vec<u8>)],
+    victim: &str,
+) {
+    let others: Vec<(String, Vec<u8>)> = old
+        .iter()
+        .chain(new)
+        .filter(|(n, _)| n != victim)
+        .cloned()
+        .collect();
+    let bad = mismatches(m, &others);
+    assert!(
+        bad.is_empty(),
+        "damage to the record of {victim} cost other files too: {bad:?}"
+    );
+    match fs::read(m.path(victim)) {
+        Ok(got) => panic!("the damaged {victim} reads back ({} bytes)", got.len()),
+        Err(e) => assert_eq!(common::errno(e), libc::EIO, "{victim} is EIO"),
+    }
+}
+
+fn named_files(prefix: &str, seed: u64, n: u64) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| (format!("{prefix}{}", i + 1), pattern(seed + i, FILE_LEN)))
+        .collect()
+}
+
+/// A damaged record in the middle of the active warm segment costs only the
+/// file it belongs to: the records after it stay readable, and appends after
+/// a remount never overwrite records the index names.
+#[test]
+fn damage_in_a_warm_segment_costs_only_that_file() {
+    let mut m = Mounted::new();
+    let old = named_files("f", 100, 5);
+    for (name, data) in &old {
+        fs::write(m.path(name), data).unwrap();
+        set_tier(&m, name, "warm");
+    }
+    m.stop();
+    let (victim, vdata) = &old[1];
+    let mut hits = Vec::new();
+    for seg in segment_files(&m.store.join("warm"), "seg") {
+        let bytes = fs::read(&seg).unwrap();
+        let mut from = 0;
+        while let Some(p) = bytes[from..].windows(64).position(|w| w == &vdata[..64]) {
+            let at = from + p;
+            let header = &bytes[at - REC_HEADER..at - REC_HEADER + 4];
+            hits.push((seg.clone(), at, header == b"TCHK"));
+            from = at + 1;
+        }
+    }
+    assert!(
+        matches!(hits.as_slice(), [(_, _, true)]),
+        "one record of {victim}, after its header: {hits:?}"
+    );
+    let (seg, pos, _) = &hits[0];
+    flip(seg, pos + FILE_LEN / 2, 10);
+
+    m.start();
+    let new = named_files("n", 200, 3);
+    for (name, data) in &new {
+        fs::write(m.path(name), data).unwrap();
+    }
+    m.sh_ok("sync");
+    for (name, _) in &new {
+        set_tier(&m, name, "warm");
+    }
+    m.remount();
+    check_damage_confined(&m, &old, &new, victim);
+}
+
+/// The records of a segment or pack, in order: (offset, data length, inode).
+fn records(bytes: &[u8]) -> Vec<(usize, usize, u64)> {
+    let mut off = SEG_HEADER;
+    let mut out = Vec::new();
+    while off + REC_HEADER <= bytes.len() && &bytes[off..off + 4] == b"TCHK" {
+        let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+        let ino = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
+        out.push((off, len, ino));
+        off += (REC_HEADER + len + 7) & !7;
+    }
+    out
+}
+
+/// The same for a cold pack: a damaged zstd record costs only its file.
+#[test]
+fn damage_in_a_cold_pack_costs_only_that_file() {
+    let mut m = Mounted::new();
+    let old = named_files("f", 300, 5);
+    let mut inos = BTreeMap::new();
+    for (name, data) in &old {
+        fs::write(m.path(name), data).unwrap();
+        set_tier(&m, name, "cold");
+        inos.insert(fs::metadata(m.path(name)).unwrap().ino(), name.clone());
+    }
+    m.stop();
+    let packs = segment_files(&m.store.join("cold"), "pack");
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let bytes = fs::read(&packs[0]).unwrap();
+    let recs = records(&bytes);
+    assert!(recs.len() >= 5, "a record per file: {recs:?}");
+    let (off, len, ino) = recs[1];
+    let victim = inos
+        .get(&ino)
+        .unwrap_or_else(|| panic!("record inode {ino} is one of the files {inos:?}"))
+        .clone();
+    flip(&packs[0], off + REC_HEADER + len / 2, 10);
+
+    m.start();
+    let new = named_files("n", 400, 3);
+    for (name, data) in &new {
+        fs::write(m.path(name), data).unwrap();
+    }
+    m.sh_ok("sync");
+    for (name, _) in &new {
+        set_tier(&m, name, "cold");
+    }
+    m.remount();
+    check_damage_confined(&m, &old, &new, &victim);
+}
+
+/// Deleting a file that ran into a full disk gives its space back while
+/// mounted. The existing full-disk test deletes synced files whose records
+/// are indexed; here nothing of the file was written back before dd's fsync
+/// met the full disk (the write-back interval, 10 s, is longer than the dd),
+/// so the records that flush appended were never indexed: they must not stay
+/// counted as live (keeping their segments from being compacted) once the
+/// file is gone.
+#[test]
+fn deleting_files_on_a_full_disk_gives_the_space_back_without_a_remount() {
+    let mut m = Mounted::on_small_disk(256, &["--writeback", "10s"]);
+    let out = m.sh("dd if=/dev/urandom of=big bs=1M count=400 conv=fsync");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("No space left"),
+        "400 MiB do not fit on a 256 MiB disk: {err}"
+    );
+    m.sh("sync");
+    m.sh_ok("rm big");
+    let t0 = Instant::now();
+    loop {
+        let out = m.sh("dd if=/dev/urandom of=after bs=1M count=4 conv=fsync");
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("No space left"), "{err}");
+        if t0.elapsed() > Duration::from_secs(30) {
+            let stats = m.sh("getfattr --only-values -n user.tier.stats .");
+            panic!(
+                "4 MiB still get ENOSPC 30 s after the 400 MiB file was deleted: {err}\n\
+                 user.tier.stats: {}\nstore:\n{}",
+                String::from_utf8_lossy(&stats.stdout),
+                du_listing(&m.store.join("warm"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    m.remount();
+    assert_eq!(fs::metadata(m.path("after")).unwrap().len(), 4 << 20);
+}
+
+/// `du -ak DIR`: the disk use of every file under it, in KiB.
+fn du_listing(dir: &Path) -> String {
+    let out = Command::new("du").arg("-ak").arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Free bytes of the filesystem that holds `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c = common::cstr(path);
+    // SAFETY: all zeros is a valid value of this plain C struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid pointer to the struct.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    assert_eq!(rc, 0, "statvfs {}", path.display());
+    s.f_bavail as u64 * s.f_frsize as u64
+}
+
+/// A small disk (64 MiB) takes files: a few bytes at once, and a file of
+/// nearly all the free space.
+#[test]
+fn a_64_mib_filesystem_stores_files() {
+    let mut m = Mounted::on_small_disk(64, &[]);
+    let out = m.sh("echo hello > a");
+    assert!(
+        out.status.success(),
+        "`echo hello > a` on a 64 MiB disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.remount();
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "hello\n");
+    let disk = m.store.parent().unwrap().to_path_buf();
+    let free_mib = free_bytes(&disk) >> 20;
+    let mib = free_mib.saturating_sub(8).max(20);
+    let out = m.sh(&format!(
+        "dd if=/dev/urandom of=big bs=1M count={mib} conv=fsync"
+    ));
+    assert!(
+        out.status.success(),
+        "a {mib} MiB file with {free_mib} MiB free: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.remount();
+    assert_eq!(fs::metadata(m.path("big")).unwrap().len(), mib << 20);
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "hello\n");
+}
+
+/// A store that holds almost nothing takes almost no disk.
+#[test]
+fn a_store_of_five_small_files_takes_under_2_mib() {
+    let mut m = Mounted::new();
+    for i in 0..5u64 {
+        fs::write(m.path(&format!("s{i}")), pattern(500 + i, 100)).unwrap();
+    }
+    m.sh_ok("sync");
+    set_tier(&m, "s1", "cold");
+    set_tier(&m, "s2", "cold");
+    set_tier(&m, "s3", "hot");
+    m.stop();
+    let du = |args: &str| {
+        let out = Command::new("du")
+            .args(args.split(' '))
+            .arg(&m.store)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let kib: u64 = du("-sk")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        kib < 2048,
+        "a store of five 100-byte files takes {kib} KiB of disk:\n{}",
+        du("-ak")
+    );
+}
+
+/// `tierfs fsck` with `args` on `store`: exit code and stdout + stderr.
+fn fsck(store: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(common::TIERFS)
+        .arg("fsck")
+        .args(args)
+        .arg(store)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// fsck of a path that is not a store is a usage error that leaves no trace.
+#[test]
+fn fsck_of_a_missing_path_creates_nothing_and_exits_2() {
+    let tmp = tempfile::Builder::new()
+        .prefix("tierfs-fsck-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let missing = tmp.path().join("no-such-store");
+    let (code, text) = fsck(&missing, &[]);
+    let created = missing.exists();
+    assert!(!created, "fsck created {}: {text}", missing.display());
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("no tierfs store")),
+        "says why: {text}"
+    );
+
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let (code, text) = fsck(&empty, &[]);
+    let left: Vec<_> = fs::read_dir(&empty)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "fsck wrote into an empty directory: {left:?}: {text}"
+    );
+    assert_eq!(code, Some(2), "{text}");
+}
+
+/// Every file and directory under `dir`: its kind, and for files the
+/// length and a 64-bit hash of the contents.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let md = fs::symlink_metadata(&path).unwrap();
+            if md.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(root, &path, out);
+            } else if md.is_file() {
+                // Not a CRC: a file that ends with the CRC of what precedes
+                // it (meta.seal) has the same CRC whatever it holds.
+                let bytes = fs::read(&path).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                h.write(&bytes);
+                out.insert(
+                    rel,
+                    format!("{} bytes, hash {:016x}", bytes.len(), h.finish()),
+                );
+            } else {
+                out.insert(rel, format!("{:?}", md.file_type()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// What differs between two snapshots, one line per path.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut paths: Vec<&String> = before.keys().chain(after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| format!("{p}: {:?} -> {:?}", before.get(p), after.get(p)))
+        .collect()
+}
+
+/// fsck without --repair only reads: after a crash (kill -9) and after a
+/// clean unmount, not one byte of the store changes, the lock file included.
+#[test]
+fn fsck_without_repair_changes_no_byte_of_the_store() {
+    let mut m = Mounted::new();
+    for (i, tier) in ["hot", "warm", "cold", "warm", "cold"].iter().enumerate() {
+        let name = format!("t{i}");
+        fs::write(m.path(&name), pattern(600 + i as u64, 200_000)).unwrap();
+        set_tier(&m, &name, tier);
+    }
+    fs::write(m.path("unsynced"), pattern(700, 50_000)).unwrap();
+    m.kill9();
+    let before = snapshot(&m.store);
+    let (_, crashed_report) = fsck(&m.store, &[]);
+    let after_crash = changes(&before, &snapshot(&m.store));
+
+    m.start();
+    m.stop();
+    let before = snapshot(&m.store);
+    let (code, clean_report) = fsck(&m.store, &[]);
+    let after_clean = changes(&before, &snapshot(&m.store));
+    assert!(
+        after_crash.is_empty() && after_clean.is_empty(),
+        "fsck changed the store\nafter kill -9: {after_crash:#?}\n{crashed_report}\
+         after a clean unmount: {after_clean:#?}\n{clean_report}"
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "a cleanly unmounted store is clean: {clean_report}"
+    );
+}
