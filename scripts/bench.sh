@@ -15,7 +15,10 @@
 #       create, find | wc -l, a full migration cycle, mount time, RSS/file.
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
-#       1 GiB file moves warm→cold and back (python3 times them).
+#       1 GiB file moves warm→cold and back, and of a 4 KiB read + 4 KiB
+#       write + stat of other files while 1 GiB is written and written back
+#       (`dd … conv=fsync`), next to the same operations with nothing else
+#       running (python3 times them).
 #   scripts/bench.sh tiers [N_FILES]
 #       N text memories of 4 KiB: migration passes warm→hot, hot→warm,
 #       warm→cold (one cycle each), reads while warm and while cold next to
@@ -49,6 +52,36 @@ for label, tier in [("1 GiB warm->cold", "cold"), ("1 GiB cold->warm", "warm")]:
     q = lambda f: out[min(len(out) - 1, int(f * len(out)))] * 1000
     print(f"{label}: move {took:.2f}s; stat+readdir of another file: n={len(out)} "
           f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {out[-1]*1000:.2f} ms")
+
+# 4 KiB read + 4 KiB write + stat of other files while 1 GiB is written back.
+with open(mnt + "/rw", "wb") as f:
+    f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno())
+def rw(stop, out):
+    fd = os.open(mnt + "/rw", os.O_RDWR)
+    block, i = os.urandom(4096), 0
+    while not stop.is_set():
+        t = time.perf_counter()
+        os.pread(fd, 4096, (i * 8192) % (1 << 20))
+        os.pwrite(fd, block, (i * 4096) % (1 << 20))
+        os.stat(mnt + "/other")
+        out.append(time.perf_counter() - t); i += 1; time.sleep(0.001)
+    os.close(fd)
+def measure(label, background):
+    stop, out = threading.Event(), []
+    th = threading.Thread(target=rw, args=(stop, out)); th.start()
+    t = time.perf_counter()
+    if background:
+        subprocess.run(background, check=True, stderr=subprocess.DEVNULL)
+    else:
+        time.sleep(5)
+    took = time.perf_counter() - t
+    stop.set(); th.join(); out.sort()
+    q = lambda f: out[min(len(out) - 1, int(f * len(out)))] * 1000
+    print(f"{label} ({took:.1f}s): 4 KiB read + write + stat of another file: n={len(out)} "
+          f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {out[-1]*1000:.2f} ms")
+measure("idle (baseline)", None)
+measure("1 GiB written back", ["dd", "if=/dev/urandom", "of=" + mnt + "/wb",
+                               "bs=1M", "count=1024", "conv=fsync"])
 PY
   exit 0
 fi

@@ -95,12 +95,21 @@ impl Error {
         }
     }
 
-    /// Errors worth a log line: the ones that mean something broke, not a user mistake.
+    /// Errors that mean something broke (damage, a failing disk), not a
+    /// user mistake nor a full disk: logged as errors, naming the file.
     pub fn is_fault(&self) -> bool {
-        matches!(
-            self,
-            Error::Corrupt(_) | Error::Meta(_) | Error::Io(_) | Error::NoSpace
-        )
+        matches!(self, Error::Corrupt(_) | Error::Meta(_) | Error::Io(_))
+    }
+
+    /// The level a request's error is logged at: faults as errors; a full
+    /// disk (which the user sees as ENOSPC, and `statfs` shows) and user
+    /// mistakes at debug, so a full disk does not flood the log.
+    pub fn level(&self) -> log::Level {
+        if self.is_fault() {
+            log::Level::Error
+        } else {
+            log::Level::Debug
+        }
     }
 }
 
@@ -205,5 +214,7 @@ mod tests {
         assert_eq!(Error::Corrupt("x".into()).errno(), libc::EIO);
         assert!(Error::Corrupt("x".into()).is_fault());
         assert!(!Error::NotFound.is_fault());
+        assert_eq!(Error::NoSpace.level(), log::Level::Debug);
+        assert_eq!(Error::Corrupt("x".into()).level(), log::Level::Error);
     }
 }

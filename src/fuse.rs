@@ -26,6 +26,8 @@ const TTL: Duration = Duration::from_secs(1);
 
 /// Set when the final flush at unmount failed; the daemon then exits 1.
 pub static FLUSH_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once `destroy` ran (the store was flushed, or its flush failed).
+pub static DESTROYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub struct FuseAdapter {
     fs: std::sync::Arc<TierFs>,
@@ -76,12 +78,12 @@ impl FuseAdapter {
         }
     }
 
-    /// The errno for `e`; faults (not user mistakes) are logged once, naming the file.
+    /// The errno for `e`; faults (not user mistakes, not a full disk) are
+    /// logged once, naming the file by its parent records.
     fn errno(&self, op: &str, ino: u64, e: Error) -> Errno {
-        if e.is_fault() {
-            log::error!("{op} {}: {e}", self.fs.describe(ino));
-        } else {
-            log::debug!("{op} inode {ino}: {e}");
+        match e.level() {
+            log::Level::Error => log::error!("{op} {}: {e}", self.fs.describe(ino)),
+            level => log::log!(level, "{op} inode {ino}: {e}"),
         }
         Errno::from_i32(e.errno())
     }
@@ -144,6 +146,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
+        DESTROYED.store(true, std::sync::atomic::Ordering::SeqCst);
         match self.fs.shutdown() {
             Ok(()) => log::info!("store flushed"),
             Err(e) => {

@@ -241,7 +241,7 @@ fn serve(
     let fs = TierFs::open_store(store_dir, &opts)
         .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
     let config = fuse_config(cfg, store_dir)?;
-    let mut session = Session::new(FuseAdapter::new(fs), mountpoint, &config)
+    let mut session = Session::new(FuseAdapter::new(fs.clone()), mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     log::info!(
         "mounted {} on {} (pid {})",
@@ -282,6 +282,18 @@ fn serve(
         .map_err(|e| format!("spawn: {e}"))?;
     let result = session.run();
     log::info!("unmounted {}", mountpoint.display());
+    // fuser skips `destroy` when the session ends abnormally (a request
+    // thread that panicked, a lost connection): flush here then.
+    if !crate::fuse::DESTROYED.load(std::sync::atomic::Ordering::SeqCst) {
+        match fs.shutdown() {
+            Ok(()) => log::info!("store flushed"),
+            Err(e) => {
+                crate::fuse::FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+                log::error!("flush at unmount failed: {e}");
+            }
+        }
+    }
+    drop(fs);
     drop(store);
     result.map_err(|e| format!("session ended with an error: {e}"))?;
     if crate::fuse::FLUSH_FAILED.load(std::sync::atomic::Ordering::SeqCst) {

@@ -140,20 +140,29 @@ impl Mounted {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let t0 = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
             }
             if t0.elapsed() > Duration::from_secs(60) {
                 eprintln!("tierfs did not exit after SIGTERM; killing it");
                 let _ = child.kill();
                 let _ = child.wait();
-                break;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
         if is_mounted(&self.mnt) {
             detach(&self.mnt);
+        }
+        // A daemon that could not flush at unmount exits 1: that fails the
+        // test (unless it is failing already).
+        let clean = status.is_some_and(|s| s.success());
+        if !clean && !std::thread::panicking() {
+            panic!(
+                "tierfs exited with {status:?} at unmount:\n{}",
+                self.log_text()
+            );
         }
     }
 

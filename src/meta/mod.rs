@@ -1,0 +1,470 @@
+//! Metadata in sled: inode records, directory entries, xattrs, symlink targets,
+//! chunk placement and orphans, all in one tree so that one transaction is
+//! atomic across them. Byte layouts are in docs/FORMAT.md.
+//!
+//! This module owns key and value encodings and nothing else: it knows no
+//! POSIX rules (that is `fs`) and reads no file content (that is `tier`).
+//! `types`: the value types and their byte layouts; `txn`: keys and the
+//! write transaction (with its journal record); `seal`: `STORE/meta.seal`;
+//! this file: the store itself (open, commit, journal replay, queries).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+mod seal;
+mod txn;
+mod types;
+
+use seal::{read_seal, write_seal};
+pub use txn::Txn;
+use txn::{be_u64, key_ino, key_ino_name, key_ino_u64};
+pub use types::*;
+
+pub const ROOT_INO: u64 = 1;
+/// Version of the metadata encoding; bumped on any incompatible change.
+pub const META_VERSION: u32 = 1;
+
+// Key tags: the first byte of every key.
+const TAG_META: u8 = b'M';
+const TAG_INODE: u8 = b'I';
+const TAG_DIRENT: u8 = b'D';
+const TAG_DIRSEQ: u8 = b'S';
+const TAG_XATTR: u8 = b'X';
+const TAG_CHUNK: u8 = b'C';
+const TAG_SYMLINK: u8 = b'L';
+const TAG_ORPHAN: u8 = b'O';
+const TAG_ACCESS: u8 = b'A';
+const TAG_JOURNAL: u8 = b'J';
+/// Transactions with more changes than this use sled's batch (see `commit`).
+const JOURNAL_MAX_OPS: usize = 64;
+
+/// The metadata store.
+pub struct Meta {
+    db: sled::Db,
+    /// Held for every read-modify-write of metadata, so that two requests never
+    /// interleave their reads and their batch. Reads alone take no lock.
+    pub lock: Mutex<()>,
+    /// `STORE/meta.seal`: the last generation sealed (see `seal`).
+    seal_path: PathBuf,
+    /// Serialises seals; holds the generation last sealed.
+    generation: Mutex<u64>,
+    /// Serialises the changes of `commit` (and `swap_chunk`), so that no
+    /// other change comes between a journal record and its removal.
+    commit_lock: Mutex<()>,
+    /// Sequence number of the next journal record.
+    journal_seq: AtomicU64,
+}
+
+impl Meta {
+    /// Opens (or creates) the metadata store in `dir`, creating the root
+    /// directory. Metadata that comes back older than the last seal (sled
+    /// recovers a damaged log by dropping everything after the damage) is
+    /// refused, so a damaged store is never mounted as an emptier one.
+    pub fn open(dir: &Path, uid: u32, gid: u32) -> Result<Meta> {
+        let seal_path = dir.with_extension("seal");
+        let sealed = read_seal(&seal_path)?;
+        let damaged = |what: String| {
+            Error::Corrupt(format!(
+                "the metadata in {} is damaged: {what}; refusing to use it, so that \
+                 nothing more is lost. The file contents are still in the segments: \
+                 `tierfs fsck {} --salvage DIR` copies them out by inode number",
+                dir.display(),
+                dir.parent().unwrap_or(dir).display()
+            ))
+        };
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(Some(500));
+        let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+        {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Io(e))) => return Err(e.into()),
+            Ok(Err(e)) => return Err(damaged(format!("sled: {e}"))),
+            Err(_) => return Err(damaged("sled could not read it".into())),
+        };
+        let generation = match db.get(meta_key("generation"))? {
+            Some(v) => u64::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| damaged("malformed generation record".into()))?,
+            ),
+            None => 0,
+        };
+        let meta = Meta {
+            db,
+            lock: Mutex::new(()),
+            seal_path,
+            generation: Mutex::new(generation),
+            commit_lock: Mutex::new(()),
+            journal_seq: AtomicU64::new(0),
+        };
+        let replayed = meta.replay_journal()?;
+        if replayed > 0 {
+            log::info!("metadata: completed {replayed} transaction(s) interrupted by a crash");
+        }
+        match meta.db.get(meta_key("version"))? {
+            Some(v) => {
+                let v =
+                    u32::from_le_bytes(v.as_ref().try_into().map_err(|_| {
+                        Error::Corrupt("metadata version record is malformed".into())
+                    })?);
+                if v != META_VERSION {
+                    return Err(Error::Corrupt(format!(
+                        "metadata format version {v}, this tierfs reads version {META_VERSION}"
+                    )));
+                }
+            }
+            None if sealed.is_some() => {
+                return Err(damaged(
+                    "it came back empty, but it was sealed before".into(),
+                ));
+            }
+            None => {
+                let mut root = Inode::new(ROOT_INO, Kind::Dir, 0o755, uid, gid);
+                root.parent = ROOT_INO;
+                let mut t = Txn::default();
+                t.put_inode(&root);
+                t.put(meta_key("version"), META_VERSION.to_le_bytes());
+                meta.commit(t)?;
+            }
+        }
+        if let Some(sealed) = sealed.filter(|s| *s > generation) {
+            return Err(damaged(format!(
+                "it recovered only to generation {generation} of {sealed} sealed"
+            )));
+        }
+        meta.seal()?;
+        Ok(meta)
+    }
+
+    /// Flushes everything and records that it is durable under a new
+    /// generation number, both in sled and in `meta.seal` outside it. Done at
+    /// open, by write-back and at unmount: a store whose metadata later comes
+    /// back older than its seal is known to be damaged.
+    pub fn seal(&self) -> Result<()> {
+        let mut g = self.generation.lock();
+        let next = *g + 1;
+        self.db
+            .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
+        self.db.flush()?;
+        write_seal(&self.seal_path, next)?;
+        *g = next;
+        Ok(())
+    }
+
+    /// Applies `t` atomically with respect to crashes: after a crash either
+    /// all of its changes are there or none.
+    ///
+    /// sled's own batches seal and write its log buffer on every call (a disk
+    /// write and a `sync_file_range` through its I/O threads: four per file
+    /// created, most of the cost of a create). So a small transaction is
+    /// written as one journal record (`J` + sequence number) holding all its
+    /// changes, then each change as a plain insert or remove, then the record
+    /// is removed: sled recovers a prefix of its log, so a journal record found
+    /// at open means the changes after it may be partly missing, and
+    /// `replay_journal` applies them again. Big transactions (write-back of
+    /// many chunks) use sled's batch, whose cost they amortise.
+    pub fn commit(&self, t: Txn) -> Result<()> {
+        if t.ops.is_empty() {
+            return Ok(());
+        }
+        let _g = self.commit_lock.lock();
+        if t.ops.len() == 1 {
+            return self.apply_one(&t.ops[0]);
+        }
+        if t.ops.len() > JOURNAL_MAX_OPS {
+            let mut b = sled::Batch::default();
+            for (k, v) in t.ops {
+                match v {
+                    Some(v) => b.insert(k, v),
+                    None => b.remove(k),
+                }
+            }
+            self.db.apply_batch(b)?;
+            return Ok(());
+        }
+        let seq = self.journal_seq.fetch_add(1, Ordering::Relaxed);
+        let jkey = key_ino(TAG_JOURNAL, seq);
+        self.db.insert(jkey, t.encode())?;
+        for op in &t.ops {
+            self.apply_one(op)?;
+        }
+        self.db.remove(jkey)?;
+        Ok(())
+    }
+
+    fn apply_one(&self, (k, v): &(Vec<u8>, Option<Vec<u8>>)) -> Result<()> {
+        match v {
+            Some(v) => self.db.insert(&k[..], &v[..])?,
+            None => self.db.remove(&k[..])?,
+        };
+        Ok(())
+    }
+
+    /// Applies again the transactions whose journal records survived a crash
+    /// (their changes may be partly missing), oldest first, and drops the
+    /// records. Returns how many there were.
+    fn replay_journal(&self) -> Result<usize> {
+        let records: Vec<(sled::IVec, sled::IVec)> = self
+            .db
+            .scan_prefix([TAG_JOURNAL])
+            .collect::<std::result::Result<_, _>>()?;
+        for (k, v) in &records {
+            let t = Txn::decode(v).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "metadata journal record {} is malformed",
+                    be_u64(&k[1..])
+                ))
+            })?;
+            for op in &t.ops {
+                self.apply_one(op)?;
+            }
+            self.db.remove(k)?;
+        }
+        if !records.is_empty() {
+            self.db.flush()?;
+        }
+        Ok(records.len())
+    }
+
+    /// Makes every earlier change durable.
+    pub fn flush(&self) -> Result<()> {
+        crate::fault::check(
+            crate::fault::Point::Sync,
+            &self.seal_path.with_extension(""),
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A number never handed out before, not even across crashes.
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// A fresh inode number (never reused).
+    pub fn next_ino(&self) -> Result<u64> {
+        Ok(self.next_id()? + ROOT_INO + 1)
+    }
+
+    pub fn inode(&self, ino: u64) -> Result<Inode> {
+        match self.db.get(key_ino(TAG_INODE, ino))? {
+            Some(v) => Inode::decode(ino, &v),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    pub fn inodes(&self) -> impl Iterator<Item = Result<Inode>> + '_ {
+        self.db.scan_prefix([TAG_INODE]).map(|r| {
+            let (k, v) = r?;
+            Inode::decode(be_u64(&k[1..]), &v)
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dirent>> {
+        self.db
+            .get(key_ino_name(TAG_DIRENT, parent, name))?
+            .map(|v| decode_dirent(&v))
+            .transpose()
+    }
+
+    /// Entries of `dir` in sequence order, starting at sequence `from`:
+    /// `(seq, name, child ino, kind)`.
+    pub fn dir_entries(
+        &self,
+        dir: u64,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>, u64, Kind)>> + '_ {
+        let start = key_ino_u64(TAG_DIRSEQ, dir, from).to_vec();
+        let end = key_ino(TAG_DIRSEQ, dir + 1).to_vec();
+        self.db.range(start..end).map(|r| {
+            let (k, v) = r?;
+            if v.len() < 9 {
+                return Err(Error::Corrupt("bad directory sequence record".into()));
+            }
+            Ok((
+                be_u64(&k[9..]),
+                v[9..].to_vec(),
+                be_u64(&v[0..8]),
+                Kind::from_u8(v[8])?,
+            ))
+        })
+    }
+
+    /// Every directory entry: `(parent, name, entry)`; for fsck and path lookups.
+    pub fn all_dirents(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>, Dirent)>> + '_ {
+        self.db.scan_prefix([TAG_DIRENT]).map(|r| {
+            let (k, v) = r?;
+            Ok((be_u64(&k[1..9]), k[9..].to_vec(), decode_dirent(&v)?))
+        })
+    }
+
+    pub fn dir_is_empty(&self, dir: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix(key_ino(TAG_DIRENT, dir))
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
+    pub fn symlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.db.get(key_ino(TAG_SYMLINK, ino))? {
+            Some(v) => Ok(v.to_vec()),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get(key_ino_name(TAG_XATTR, ino, name))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.db
+            .scan_prefix(key_ino(TAG_XATTR, ino))
+            .map(|r| Ok(r?.0[9..].to_vec()))
+            .collect()
+    }
+
+    pub fn chunk(&self, ino: u64, idx: u64) -> Result<Option<ChunkLoc>> {
+        self.db
+            .get(key_ino_u64(TAG_CHUNK, ino, idx))?
+            .map(|v| ChunkLoc::decode(&v))
+            .transpose()
+    }
+
+    /// Chunks of `ino` with index >= `from`.
+    pub fn chunks_from(&self, ino: u64, from: u64) -> Result<Vec<(u64, ChunkLoc)>> {
+        let start = key_ino_u64(TAG_CHUNK, ino, from).to_vec();
+        let end = key_ino(TAG_CHUNK, ino + 1).to_vec();
+        self.db
+            .range(start..end)
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((be_u64(&k[9..]), ChunkLoc::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Every chunk of every file: `(ino, idx, loc)`.
+    pub fn all_chunks(&self) -> impl Iterator<Item = Result<(u64, u64, ChunkLoc)>> + '_ {
+        self.db.scan_prefix([TAG_CHUNK]).map(|r| {
+            let (k, v) = r?;
+            Ok((be_u64(&k[1..9]), be_u64(&k[9..17]), ChunkLoc::decode(&v)?))
+        })
+    }
+
+    /// Replaces the location of a chunk only if it still is `old` (compaction).
+    pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {
+        let _g = self.commit_lock.lock();
+        let r = self.db.compare_and_swap(
+            key_ino_u64(TAG_CHUNK, ino, idx),
+            Some(&old.encode()[..]),
+            Some(&new.encode()[..]),
+        )?;
+        Ok(r.is_ok())
+    }
+
+    /// Every persisted access record: `(ino, record)`.
+    pub fn access_records(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.db
+            .scan_prefix([TAG_ACCESS])
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((be_u64(&k[1..]), v.to_vec()))
+            })
+            .collect()
+    }
+
+    pub fn orphans(&self) -> Result<Vec<u64>> {
+        self.db
+            .scan_prefix([TAG_ORPHAN])
+            .map(|r| Ok(be_u64(&r?.0[1..])))
+            .collect()
+    }
+
+    /// Deletes everything the store keeps for `ino` except its chunks (the
+    /// caller frees those, because their space accounting lives in the tiers).
+    pub fn purge_txn(&self, ino: u64) -> Result<Txn> {
+        let mut t = Txn::default();
+        t.del_inode(ino);
+        t.del_orphan(ino);
+        t.del(key_ino(TAG_SYMLINK, ino));
+        t.del(key_ino(TAG_ACCESS, ino));
+        for name in self.xattr_names(ino)? {
+            t.del_xattr(ino, &name);
+        }
+        Ok(t)
+    }
+
+    /// Counts inode records (for statfs); O(n), used at start-up only.
+    pub fn count_inodes(&self) -> u64 {
+        self.db.scan_prefix([TAG_INODE]).count() as u64
+    }
+
+    /// A path for `ino` relative to the mount root, for log lines: found
+    /// from the inode's own parent record and that directory's entries (the
+    /// namespace is never scanned); `<inode N>` when that does not lead to
+    /// the root (an unlinked file, or a link that was removed).
+    pub fn path_of(&self, ino: u64) -> PathBuf {
+        let unknown = || PathBuf::from(format!("<inode {ino}>"));
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                let mut p = PathBuf::from("/");
+                for part in parts.iter().rev() {
+                    p.push(std::ffi::OsStr::from_bytes(part));
+                }
+                return p;
+            }
+            let Ok(inode) = self.inode(cur) else {
+                return unknown();
+            };
+            if inode.parent == 0 {
+                return unknown();
+            }
+            let found = self
+                .dir_entries(inode.parent, 0)
+                .filter_map(|r| r.ok())
+                .find(|(_, _, child, _)| *child == cur);
+            match found {
+                Some((_, name, _, _)) => {
+                    parts.push(name);
+                    cur = inode.parent;
+                }
+                None => return unknown(),
+            }
+        }
+        unknown()
+    }
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![TAG_META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn decode_dirent(v: &[u8]) -> Result<Dirent> {
+    if v.len() != 17 {
+        return Err(Error::Corrupt("bad directory entry record".into()));
+    }
+    Ok(Dirent {
+        ino: be_u64(&v[0..8]),
+        seq: be_u64(&v[8..16]),
+        kind: Kind::from_u8(v[16])?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Unit tests of `Meta`: the journal, commits, the seal.
+
+use super::*;
+
+#[test]
+fn journal_record_roundtrip() {
+    let mut t = Txn::default();
+    t.put(b"Ia", b"value");
+    t.del(b"Db");
+    t.put(b"", b"");
+    let back = Txn::decode(&t.encode()).unwrap();
+    assert_eq!(back.ops, t.ops);
+    assert!(Txn::decode(&t.encode()[..7]).is_none());
+}
+
+#[test]
+fn an_interrupted_transaction_is_completed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let root = {
+        let m = Meta::open(&path, 0, 0).unwrap();
+        let mut root = m.inode(ROOT_INO).unwrap();
+        // What a crash can leave: the journal record and only the first
+        // of the transaction's changes.
+        let mut file = Inode::new(77, Kind::File, 0o644, 0, 0);
+        file.size = 5;
+        root.nlink = 9;
+        let mut t = Txn::default();
+        t.put_inode(&file);
+        t.put_inode(&root);
+        t.put_dirent(
+            ROOT_INO,
+            b"f",
+            Dirent {
+                ino: 77,
+                seq: 1,
+                kind: Kind::File,
+            },
+        );
+        m.db.insert(key_ino(TAG_JOURNAL, 3), t.encode()).unwrap();
+        m.apply_one(&t.ops[0]).unwrap();
+        m.flush().unwrap();
+        root
+    };
+    // sled's flusher thread may hold the file lock a moment after drop.
+    let mut tries = 0;
+    let m = loop {
+        match Meta::open(&path, 0, 0) {
+            Ok(m) => break m,
+            Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(m.inode(77).unwrap().size, 5);
+    assert_eq!(m.inode(ROOT_INO).unwrap(), root);
+    assert_eq!(m.lookup(ROOT_INO, b"f").unwrap().unwrap().ino, 77);
+    assert_eq!(m.db.scan_prefix([TAG_JOURNAL]).count(), 0);
+}
+
+#[test]
+fn commits_leave_no_journal_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    for n in [1usize, 2, 64, 65, 500] {
+        let mut t = Txn::default();
+        for i in 0..n as u64 {
+            t.put_inode(&Inode::new(1000 + i, Kind::File, 0o644, 0, 0));
+        }
+        m.commit(t).unwrap();
+        assert_eq!(
+            m.inode(1000 + n as u64 - 1).unwrap().ino,
+            1000 + n as u64 - 1
+        );
+    }
+    assert_eq!(m.db.scan_prefix([TAG_JOURNAL]).count(), 0);
+}
+
+#[test]
+fn inode_roundtrip() {
+    let mut i = Inode::new(42, Kind::File, 0o4755, 1000, 100);
+    i.size = 123456789;
+    i.nlink = 3;
+    i.pin = Some(Tier::Cold);
+    i.tier = Tier::Hot;
+    i.mtime = Time { secs: -5, nsecs: 7 };
+    assert_eq!(Inode::decode(42, &i.encode()).unwrap(), i);
+}
+
+#[test]
+fn time_roundtrip_before_epoch() {
+    let t = Time {
+        secs: -2,
+        nsecs: 500,
+    };
+    assert_eq!(Time::from_system(t.to_system()), t);
+    let t = Time {
+        secs: 1_700_000_000,
+        nsecs: 999_999_999,
+    };
+    assert_eq!(Time::from_system(t.to_system()), t);
+}
+
+#[test]
+fn chunkloc_roundtrip() {
+    let l = ChunkLoc {
+        tier: Tier::Warm,
+        len: 1 << 20,
+        stored: 1000,
+        seg: 7,
+        off: 4096,
+        version: 99,
+        crc: 0xdead_beef,
+    };
+    assert_eq!(ChunkLoc::decode(&l.encode()).unwrap(), l);
+}
+
+#[test]
+fn metadata_older_than_its_seal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let m = Meta::open(&path, 0, 0).unwrap();
+    m.seal().unwrap();
+    drop(m);
+    // A copy of the metadata as it was, then more sealed work.
+    let old = dir.path().join("old");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    };
+    copy(&path, &old);
+    let m = Meta::open(&path, 0, 0).unwrap();
+    m.seal().unwrap();
+    drop(m);
+    std::fs::remove_dir_all(&path).unwrap();
+    copy(&old, &path);
+    let e = Meta::open(&path, 0, 0).err().expect("refused");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    // Metadata gone altogether is refused too, not recreated empty.
+    std::fs::remove_dir_all(&path).unwrap();
+    let e = Meta::open(&path, 0, 0).err().expect("refused");
+    assert!(e.to_string().contains("came back empty"), "{e}");
+}
+
+#[test]
+fn dirents_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    let mut t = Txn::default();
+    for (i, name) in ["b", "a", "c"].iter().enumerate() {
+        t.put_dirent(
+            ROOT_INO,
+            name.as_bytes(),
+            Dirent {
+                ino: 10 + i as u64,
+                seq: i as u64,
+                kind: Kind::File,
+            },
+        );
+    }
+    m.commit(t).unwrap();
+    let names: Vec<_> = m
+        .dir_entries(ROOT_INO, 1)
+        .map(|r| String::from_utf8(r.unwrap().1).unwrap())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert_eq!(m.lookup(ROOT_INO, b"c").unwrap().unwrap().ino, 12);
+    assert!(!m.dir_is_empty(ROOT_INO).unwrap());
+}
