@@ -103,24 +103,14 @@ impl Store {
         let path = dir.join(LOCK_FILE);
         let mut lock = match File::open(&path) {
             Ok(f) => f,
-            // Never mounted: nothing to keep out but a mount starting now,
-            // which creates the file; take the lock on the directory instead.
+            // Never mounted, so no daemon holds it; a mount starting this
+            // very moment is not kept out (it creates the lock file).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut pid = String::new();
-            let _ = lock.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(format!(
-                "{} is in use by tierfs pid {} (unmount it first)",
-                dir.display(),
-                if pid.is_empty() { "?" } else { pid },
-            ));
-        }
+        flock_or_name_holder(&mut lock, dir)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -138,18 +128,7 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut pid = String::new();
-            let _ = lock.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(format!(
-                "{} is already in use by tierfs pid {} (see {})",
-                dir.display(),
-                if pid.is_empty() { "?" } else { pid },
-                path.display()
-            ));
-        }
+        flock_or_name_holder(&mut lock, dir)?;
         lock.set_len(0)
             .and_then(|_| lock.rewind())
             .and_then(|_| writeln!(lock, "{}", std::process::id()))
@@ -159,6 +138,24 @@ impl Store {
             _lock: lock,
         })
     }
+}
+
+/// Takes the store's lock (`flock` on `lock`, the open lock file), or says
+/// which pid holds it.
+fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let mut pid = String::new();
+    let _ = lock.read_to_string(&mut pid);
+    let pid = pid.trim();
+    Err(format!(
+        "{} is already in use by tierfs pid {} (see {})",
+        dir.display(),
+        if pid.is_empty() { "?" } else { pid },
+        dir.join(LOCK_FILE).display()
+    ))
 }
 
 #[cfg(test)]

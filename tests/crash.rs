@@ -12,11 +12,14 @@
 //! the harness can fail a metadata flush but not tear sled's log), and
 //! dictionary training (it needs hundreds of small files going cold).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::pattern;
 use tierfs::fault;
 use tierfs::fs::{Caller, Options, SetAttr, TierFs, XattrFlags};
 use tierfs::meta::ROOT_INO;
@@ -40,18 +43,6 @@ struct Run {
     inos: BTreeMap<String, u64>,
     handles: BTreeMap<String, u64>,
     expect: BTreeMap<String, Expect>,
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 type Res = tierfs::error::Result<()>;

@@ -225,6 +225,18 @@ impl HotCache {
             .collect()
     }
 
+    /// Bytes of the dirty chunks of `ino`.
+    pub fn dirty_bytes_of(&self, ino: u64) -> u64 {
+        if !self.dirty.contains_key(&ino) {
+            return 0;
+        }
+        self.chunks
+            .range((ino, 0)..=(ino, u64::MAX))
+            .filter(|(_, c)| c.dirty)
+            .map(|(_, c)| c.data.len() as u64)
+            .sum()
+    }
+
     /// Index and length of each dirty chunk of `ino`.
     pub fn dirty_lengths(&self, ino: u64) -> Vec<(u64, u64)> {
         self.chunks

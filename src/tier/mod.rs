@@ -335,15 +335,24 @@ impl Tiers {
             let p = pending.entry(ino).or_default();
             *p = (*p).max(end);
         }
-        if self.hot.lock().over_budget() {
-            // Back-pressure: the writer writes back its own file now, and the
-            // write-back thread is woken for everyone else's dirty chunks.
+        let (over, mine, far_over, budget) = {
+            let h = self.hot.lock();
+            let far = h.bytes() > h.budget().saturating_add(h.budget() / 2);
+            (h.over_budget(), h.dirty_bytes_of(ino), far, h.budget())
+        };
+        if over {
+            // Back-pressure falls on the writers that hold the dirty bytes:
+            // a file with an eighth of the budget dirty writes itself back
+            // now (without its lock); a small writer only wakes the
+            // write-back thread, unless the cache is far over its budget.
             if let Some(tx) = self.writeback_wake.lock().as_ref() {
                 let _ = tx.try_send(());
             }
-            drop(g);
-            self.flush(ino)?;
-            self.hot.lock().evict();
+            if mine >= (budget / 8).max(CHUNK_SIZE) || far_over {
+                drop(g);
+                self.flush(ino)?;
+                self.hot.lock().evict();
+            }
         }
         Ok(())
     }
