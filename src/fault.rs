@@ -5,7 +5,9 @@
 //! points are counted, and at the Nth the operation fails, as does every
 //! later one (the power is off). The plan also records the byte ranges
 //! written and not yet synced, which the harness then destroys, as a power
-//! cut would.
+//! cut would, and keeps a copy of the metadata directory as of its last
+//! flush (`durable`), which the harness puts back: what sled held only in
+//! memory is lost too.
 //!
 //! Owns nothing of the store; unarmed, a point costs a thread-local lookup.
 
@@ -44,6 +46,51 @@ pub struct Report {
     pub crashed: Option<(u64, Point, PathBuf)>,
     /// Byte ranges written and not synced when the run ended, per file.
     pub unsynced: BTreeMap<PathBuf, Vec<(u64, u64)>>,
+}
+
+/// Whether a plan is armed on this thread.
+pub fn armed() -> bool {
+    PLAN.with(|p| p.borrow().is_some())
+}
+
+/// Crash `n` points from now (0: at the next one).
+pub fn crash_after(n: u64) {
+    PLAN.with(|p| {
+        if let Some(plan) = p.borrow_mut().as_mut() {
+            plan.crash_at = Some(plan.hits + n);
+        }
+    });
+}
+
+/// Points passed so far.
+pub fn hits() -> u64 {
+    PLAN.with(|p| p.borrow().as_ref().map_or(0, |plan| plan.hits))
+}
+
+/// The metadata directory `dir` was just flushed: armed, a copy of it is
+/// kept as `DIR.durable`, what a power cut would leave of it.
+pub fn durable(dir: &Path) {
+    if !armed() || PLAN.with(|p| p.borrow().as_ref().is_some_and(|p| p.crashed.is_some())) {
+        return;
+    }
+    let copy = dir.with_extension("durable");
+    let _ = std::fs::remove_dir_all(&copy);
+    if let Err(e) = copy_dir(dir, &copy) {
+        panic!("fault harness: copying {}: {e}", dir.display());
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Arms a plan on this thread: count points, and crash at point `crash_at`

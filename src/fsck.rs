@@ -215,6 +215,9 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
             Some(_) => {}
         }
     }
+    for d in tiers.damaged_segments() {
+        problems.push(d);
+    }
     for d in tiers.damaged_dictionaries() {
         problems.push(d);
     }

@@ -387,6 +387,8 @@ fn fio_verifies_crc32c_and_stress_ng_passes_while_files_move() {
             "--fsync=256",
         ])
         .arg(format!("--directory={}", m.path("fio").display()))
+        // fio leaves its verify state files in its working directory.
+        .current_dir(m.tmp.path())
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&fio.stdout);

@@ -32,9 +32,11 @@ impl Tiers {
         };
         let mut moved: Vec<(u64, u64, ChunkLoc, ChunkLoc)> = Vec::new();
         {
-            let _pin = self.reclaimer.pin();
             let mut raw = Vec::new();
             for (off, h) in scan.records {
+                // Pinned from the index lookup to the end of the read only:
+                // a long compaction does not hold reclamation back.
+                let pin = self.reclaimer.pin();
                 let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
                     continue;
                 };
@@ -52,6 +54,7 @@ impl Tiers {
                     );
                     continue;
                 }
+                drop(pin);
                 let mut new = match store.append(h.ino, h.chunk, loc.version, &raw) {
                     Ok(new) => new,
                     Err(e) => {
@@ -67,10 +70,15 @@ impl Tiers {
                 self.reclaimer.retire(moved.iter().map(|m| m.3));
                 return Err(e);
             }
-            for (ino, idx, old, new) in &moved {
+            for (k, (ino, idx, old, new)) in moved.iter().enumerate() {
                 // A write or a move that replaced the chunk meanwhile wins.
-                let swapped = self.meta.swap_chunk(*ino, *idx, old, new)?;
-                self.retire(if swapped { old } else { new });
+                match self.meta.swap_chunk(*ino, *idx, old, new) {
+                    Ok(swapped) => self.retire(if swapped { old } else { new }),
+                    Err(e) => {
+                        self.reclaimer.retire(moved[k..].iter().map(|m| m.3));
+                        return Err(e);
+                    }
+                }
             }
         }
         self.reclaim()?;
@@ -136,6 +144,28 @@ impl Tiers {
     /// Dictionary files that failed their checksum (for fsck).
     pub fn damaged_dictionaries(&self) -> Vec<String> {
         self.dicts.damaged()
+    }
+
+    /// Bytes of the records the index names, in warm segments and in cold
+    /// packs: once everything retired is reclaimed, the live bytes of the
+    /// stores (`usage`) equal these (a check for tests and fsck).
+    pub fn indexed_bytes(&self) -> Result<(u64, u64)> {
+        let (mut warm, mut cold) = (0, 0);
+        for r in self.meta.all_chunks() {
+            let (_, _, loc) = r?;
+            match store_tier(loc.tier) {
+                Tier::Cold => cold += segment::record_size(loc.stored),
+                _ => warm += segment::record_size(loc.stored),
+            }
+        }
+        Ok((warm, cold))
+    }
+
+    /// Segment and pack files that could not be opened (for fsck).
+    pub fn damaged_segments(&self) -> Vec<String> {
+        let mut v = self.warm.damaged_files();
+        v.extend(self.cold.damaged_files());
+        v
     }
 
     /// Checks every indexed chunk against its record (for fsck): returns

@@ -23,8 +23,9 @@ pub struct HotCache {
     chunks: BTreeMap<Key, HotChunk>,
     /// LRU order: tick of last use → chunk.
     lru: BTreeMap<u64, Key>,
-    /// Dirty chunk count per inode.
+    /// Dirty chunk count per inode, and in all.
     dirty: BTreeMap<u64, usize>,
+    dirty_total: u64,
     bytes: u64,
     pinned_bytes: u64,
     /// Length of the dirty chunks: what write-back still has to store.
@@ -41,6 +42,7 @@ impl HotCache {
             chunks: BTreeMap::new(),
             lru: BTreeMap::new(),
             dirty: BTreeMap::new(),
+            dirty_total: 0,
             bytes: 0,
             pinned_bytes: 0,
             dirty_bytes: 0,
@@ -136,6 +138,7 @@ impl HotCache {
         }
         if dirty {
             *self.dirty.entry(ino).or_default() += 1;
+            self.dirty_total += 1;
             self.dirty_bytes += data.len() as u64;
         }
         self.lru.insert(self.tick, (ino, idx));
@@ -169,6 +172,7 @@ impl HotCache {
     fn dec_dirty(&mut self, ino: u64) {
         if let Some(n) = self.dirty.get_mut(&ino) {
             *n -= 1;
+            self.dirty_total -= 1;
             if *n == 0 {
                 self.dirty.remove(&ino);
             }
@@ -198,6 +202,7 @@ impl HotCache {
         }
         if !was_dirty {
             *self.dirty.entry(ino).or_default() += 1;
+            self.dirty_total += 1;
         }
         self.touch((ino, idx));
         true
@@ -223,6 +228,11 @@ impl HotCache {
             .filter(|(_, c)| c.dirty)
             .map(|((_, idx), _)| *idx)
             .collect()
+    }
+
+    /// Number of dirty chunks.
+    pub fn dirty_count(&self) -> u64 {
+        self.dirty_total
     }
 
     /// Bytes of the dirty chunks of `ino`.
@@ -252,6 +262,11 @@ impl HotCache {
             .get(&(ino, idx))
             .filter(|c| c.dirty)
             .map(|c| (c.data.clone(), c.edit))
+    }
+
+    /// A copy of a cached chunk's bytes, dirty or not.
+    pub fn copy_any(&self, ino: u64, idx: u64) -> Option<Vec<u8>> {
+        self.chunks.get(&(ino, idx)).map(|c| c.data.clone())
     }
 
     /// Whether the chunk is still dirty with the bytes of `edit` (no write,
@@ -349,8 +364,10 @@ mod tests {
         h.insert_dirty(1, 0, vec![1; 100], false);
         h.insert_clean(1, 1, vec![2; 50], false);
         assert_eq!(h.dirty_bytes(), 100);
+        assert_eq!(h.dirty_count(), 1);
         assert!(h.modify(1, 1, |d| d.resize(70, 0)));
         assert_eq!(h.dirty_bytes(), 170);
+        assert_eq!((h.dirty_count(), h.dirty_bytes_of(1)), (2, 170));
         assert!(h.modify(1, 0, |d| d.truncate(10)));
         assert_eq!(h.dirty_bytes(), 80);
         h.mark_clean(1, 1);
@@ -359,6 +376,25 @@ mod tests {
         assert_eq!(h.dirty_bytes(), 30);
         h.remove_from(1, 0);
         assert_eq!((h.dirty_bytes(), h.bytes()), (0, 0));
+        assert_eq!(h.dirty_count(), 0);
+    }
+
+    #[test]
+    fn a_copy_knows_which_edit_it_is() {
+        let mut h = HotCache::new(1 << 30);
+        h.insert_dirty(1, 0, vec![1; 10], false);
+        let (_, edit) = h.copy_dirty(1, 0).unwrap();
+        assert!(h.is_dirty_edit(1, 0, edit));
+        assert!(h.modify(1, 0, |d| d[0] = 9));
+        assert!(!h.is_dirty_edit(1, 0, edit), "a write came after the copy");
+        let (_, edit) = h.copy_dirty(1, 0).unwrap();
+        h.remove_from(1, 0);
+        assert!(
+            !h.is_dirty_edit(1, 0, edit),
+            "a truncate came after the copy"
+        );
+        h.insert_clean(1, 0, vec![1; 10], false);
+        assert!(h.copy_dirty(1, 0).is_none());
     }
 
     #[test]

@@ -39,6 +39,8 @@ use segment::{Access, SegmentStore, COLD, WARM};
 
 /// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
 pub const CHUNK_SIZE: u64 = 1 << 20;
+/// Bytes a record takes beyond its data, at most (header and padding).
+const RECORD_OVERHEAD: u64 = record::REC_HEADER_LEN + record::REC_ALIGN;
 
 const FILE_LOCK_SHARDS: usize = 64;
 /// How often a move is retried when the file changes under it.
@@ -59,7 +61,12 @@ pub struct Tiers {
     /// record keeps the old size until `flush` commits the chunks and the new
     /// size in one batch, so a crash never leaves a file longer than its data
     /// (no zeros at the end of an append-only log).
-    pending_size: Mutex<HashMap<u64, u64>>,
+    /// Each entry carries a number that changes whenever the size does, so
+    /// that write-back commits a size only if it is still the one it saw
+    /// (not one a truncate and a rewrite brought back to the same value).
+    pending_size: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Numbers the entries of `pending_size`.
+    pending_gen: std::sync::atomic::AtomicU64,
     /// Wakes the write-back thread early when the hot cache is over budget.
     writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
     zstd_level: AtomicI32,
@@ -127,6 +134,7 @@ impl Tiers {
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             load_locks: (0..FILE_LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
+            pending_gen: std::sync::atomic::AtomicU64::new(0),
             writeback_wake: Mutex::new(None),
             zstd_level: AtomicI32::new(3),
             use_dictionaries: std::sync::atomic::AtomicBool::new(true),
@@ -268,6 +276,9 @@ impl Tiers {
         let len = (size as u64).min(file_size - off);
         let mut buf = vec![0u8; len as usize];
         let _g = self.lock(ino).read();
+        // The tier under the lock: whether a loaded chunk is pinned follows
+        // the tier the file has now, not the one its caller saw.
+        let tier = self.meta.inode(ino).map_or(tier, |i| i.tier);
         for (idx, in_chunk, at, n) in chunk_span(off, len) {
             let out = &mut buf[at..at + n];
             if self.hot.lock().read_into(ino, idx, in_chunk, out) {
@@ -331,9 +342,12 @@ impl Tiers {
         }
         let end = off + data.len() as u64;
         if end > file_size {
+            let gen = self.pending_gen.fetch_add(1, Ordering::Relaxed);
             let mut pending = self.pending_size.lock();
-            let p = pending.entry(ino).or_default();
-            *p = (*p).max(end);
+            let p = pending.entry(ino).or_insert((0, gen));
+            if end > p.0 {
+                *p = (end, gen);
+            }
         }
         let (over, mine, far_over, budget) = {
             let h = self.hot.lock();
@@ -350,7 +364,12 @@ impl Tiers {
             }
             if mine >= (budget / 8).max(CHUNK_SIZE) || far_over {
                 drop(g);
-                self.flush(ino)?;
+                // The write is done (room for it was reserved): a failed
+                // write-back here is the write-back thread's and fsync's to
+                // report, not this write's.
+                if let Err(e) = self.flush(ino) {
+                    log::warn!("write-back of inode {ino} under memory pressure: {e}");
+                }
                 self.hot.lock().evict();
             }
         }
@@ -368,11 +387,15 @@ impl Tiers {
                 let end = (in_chunk + n) as u64;
                 add += match hot.state(ino, idx) {
                     Some((cur, true)) => end.saturating_sub(cur as u64),
-                    Some((cur, false)) => end.max(cur as u64),
-                    None => end.max(file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE)),
+                    Some((cur, false)) => end.max(cur as u64) + RECORD_OVERHEAD,
+                    None => {
+                        let valid = file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE);
+                        end.max(valid) + RECORD_OVERHEAD
+                    }
                 };
             }
-            add += hot.dirty_bytes();
+            // Each dirty chunk becomes a record: its bytes and a header.
+            add += hot.dirty_bytes() + hot.dirty_count() * RECORD_OVERHEAD;
         }
         // Most writes fit in what is reserved in the active segment: no statvfs.
         if add <= self.warm.room(false) || add <= self.warm.room(true) {
@@ -417,40 +440,87 @@ impl Tiers {
             .max(self.pending_size(ino).unwrap_or(0));
         let keep = old_size.min(new_size);
         let first_dropped = keep.div_ceil(CHUNK_SIZE);
-        let gone = self.meta.chunks_from(ino, first_dropped)?;
-        let mut t = Txn::default();
-        for (idx, _) in &gone {
-            t.del_chunk(ino, *idx);
-        }
-        let inode = {
+        let tier = self.meta.inode(ino)?.tier;
+        // The chunk the new end falls in is cut in the same transaction,
+        // durably: no durable chunk keeps bytes past the end (a later grow
+        // would show them after a crash).
+        let cut = self.cut_tail(ino, keep, tier)?;
+        let committed = (|| -> Result<(Inode, Vec<ChunkLoc>)> {
+            // The locations it replaces are read under Meta::lock, as every
+            // change of a location does (compaction's swap takes it too).
             let _m = self.meta.lock.lock();
+            let mut gone: Vec<ChunkLoc> = Vec::new();
+            let mut t = Txn::default();
+            for (idx, loc) in self.meta.chunks_from(ino, first_dropped)? {
+                t.del_chunk(ino, idx);
+                gone.push(loc);
+            }
+            if let Some((idx, _, loc)) = &cut {
+                gone.extend(self.meta.chunk(ino, *idx)?);
+                t.put_chunk(ino, *idx, loc);
+            }
             let inode = update(self.meta.inode(ino)?);
             t.put_inode(&inode);
             self.meta.commit(t)?;
-            inode
+            Ok((inode, gone))
+        })();
+        let (inode, gone) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                self.reclaimer.retire(cut.map(|c| c.2));
+                return Err(e);
+            }
         };
         // Readers wait for the content lock held here: none sees the new
         // size with the old chunks, nor the reverse.
         self.pending_size.lock().remove(&ino);
-        self.hot.lock().remove_from(ino, first_dropped);
-        self.reclaimer.retire(gone.into_iter().map(|(_, loc)| loc));
-        let tail = (keep % CHUNK_SIZE) as usize;
-        if tail != 0 {
-            // The chunk the new end falls in keeps only what the file holds
-            // (a copy a crash leaves longer is never read past the size).
-            let idx = keep / CHUNK_SIZE;
-            let trim = |d: &mut Vec<u8>| d.truncate(tail);
-            if !self.hot.lock().modify(ino, idx, trim) {
-                if let Some(mut d) = self.load(ino, idx)? {
-                    if d.len() > tail {
-                        d.truncate(tail);
-                        let pinned = inode.tier == Tier::Hot;
-                        self.hot.lock().insert_dirty(ino, idx, d, pinned);
-                    }
+        {
+            let mut hot = self.hot.lock();
+            match cut {
+                Some((idx, data, _)) => {
+                    hot.remove_from(ino, idx);
+                    hot.insert_clean(ino, idx, data, inode.tier == Tier::Hot);
                 }
+                None => hot.remove_from(ino, first_dropped),
             }
         }
+        self.reclaimer.retire(gone);
         Ok(inode)
+    }
+
+    /// The chunk a file cut at `keep` bytes ends in, cut there and stored
+    /// (appended and synced, not yet indexed): `(index, bytes, location)`;
+    /// None when no chunk holds bytes past `keep` in that chunk.
+    fn cut_tail(
+        &self,
+        ino: u64,
+        keep: u64,
+        tier: Tier,
+    ) -> Result<Option<(u64, Vec<u8>, ChunkLoc)>> {
+        let tail = (keep % CHUNK_SIZE) as usize;
+        if tail == 0 {
+            return Ok(None);
+        }
+        let idx = keep / CHUNK_SIZE;
+        let durable = self.meta.chunk(ino, idx)?;
+        let cached = self.hot.lock().copy_any(ino, idx);
+        let longer = cached.as_ref().is_some_and(|d| d.len() > tail)
+            || durable.is_some_and(|l| l.len as usize > tail);
+        if !longer {
+            return Ok(None);
+        }
+        let mut data = match cached {
+            Some(d) => d,
+            None => self.load(ino, idx)?.unwrap_or_default(),
+        };
+        data.truncate(tail);
+        let version = self.meta.next_id()?;
+        let loc = self.append(tier, ino, idx, version, &data)?;
+        if let Err(e) = self.store(tier).sync() {
+            self.retire(&loc);
+            return Err(e);
+        }
+        Ok(Some((idx, data, loc)))
     }
 
     /// Deletes all content of `ino`, together with the metadata in `t`.
@@ -458,11 +528,15 @@ impl Tiers {
         let _g = self.lock(ino).write();
         self.hot.lock().remove_from(ino, 0);
         self.pending_size.lock().remove(&ino);
-        let gone = self.meta.chunks_from(ino, 0)?;
-        for (idx, _) in &gone {
-            t.del_chunk(ino, *idx);
-        }
-        self.meta.commit(t)?;
+        let gone = {
+            let _m = self.meta.lock.lock();
+            let gone = self.meta.chunks_from(ino, 0)?;
+            for (idx, _) in &gone {
+                t.del_chunk(ino, *idx);
+            }
+            self.meta.commit(t)?;
+            gone
+        };
         for (_, loc) in &gone {
             self.retire(loc);
         }
@@ -471,7 +545,7 @@ impl Tiers {
 
     /// The size of `ino` counting writes not yet durable, if they grew it.
     pub fn pending_size(&self, ino: u64) -> Option<u64> {
-        self.pending_size.lock().get(&ino).copied()
+        self.pending_size.lock().get(&ino).map(|p| p.0)
     }
 
     /// Whether a file of `size` bytes can go hot when `room` bytes of the

@@ -175,11 +175,13 @@ impl Tiers {
             }
         }
         let t_committed = t0.elapsed();
+        // Committed either way: a failed flush fails the moves (they are
+        // not known durable), but the old copies are retired all the same
+        // (reclamation flushes before it releases anything).
         if let Err(e) = self.meta.flush() {
             for r in results.iter_mut().filter(|r| r.1.is_ok()) {
                 r.1 = Err(e.replicate());
             }
-            return results;
         }
         log::debug!(
             "move batch of {} on {threads} thread(s): flushed {t_flushed:?}, copied {:?}, \
@@ -238,15 +240,24 @@ impl Tiers {
             self.check_hot_room(inode.size, *hot_room)?;
             *hot_room -= inode.size;
         }
-        let _pin = self.reclaimer.pin();
         let chunks = self.meta.chunks_from(ino, 0)?;
         // Copy without holding the file's lock: reads and writes go on.
         let mut copies = Vec::new();
         if store_tier(inode.tier) != store_tier(to) {
             for (idx, loc) in &chunks {
-                let copy = self
-                    .read_loc(loc)
-                    .and_then(|data| self.append(to, ino, *idx, loc.version, &data));
+                // Pinned from the index lookup to the end of the read of
+                // each chunk (not through the whole copy: a big move does not
+                // hold reclamation back). A chunk that changed meanwhile
+                // makes the commit's check fail, and the move starts over.
+                let data = {
+                    let _pin = self.reclaimer.pin();
+                    match self.meta.chunk(ino, *idx) {
+                        Ok(Some(now)) if now == *loc => self.read_loc(loc),
+                        Ok(_) => Err(Error::Busy),
+                        Err(e) => Err(e),
+                    }
+                };
+                let copy = data.and_then(|data| self.append(to, ino, *idx, loc.version, &data));
                 match copy {
                     Ok(new) => copies.push((*idx, new)),
                     Err(e) => {

@@ -66,6 +66,10 @@ impl Reclaimer {
 
     /// Retired records no reader can hold any more, taken out of the list.
     pub fn collect(&self) -> Vec<ChunkLoc> {
+        // The retired list is held while the oldest pin is read: a record
+        // retired after that read (whose readers may have pinned after it)
+        // waits for the next collection.
+        let mut retired = self.retired.lock();
         let oldest = self
             .readers
             .lock()
@@ -73,7 +77,6 @@ impl Reclaimer {
             .next()
             .copied()
             .unwrap_or(u64::MAX);
-        let mut retired = self.retired.lock();
         let (free, keep): (Vec<_>, Vec<_>) = retired.drain(..).partition(|(e, _)| *e < oldest);
         *retired = keep;
         free.into_iter().map(|(_, l)| l).collect()

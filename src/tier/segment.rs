@@ -258,6 +258,9 @@ pub struct SegmentStore {
     /// Size at which the active segment is sealed (`SEG_SIZE`; smaller in
     /// tests, so that they see many segments).
     limit: AtomicU64,
+    /// Segment files that could not be opened (a damaged header), with why:
+    /// left as they are, their ids never reused, reported by fsck.
+    damaged: Mutex<BTreeMap<u64, String>>,
 }
 
 impl SegmentStore {
@@ -267,6 +270,7 @@ impl SegmentStore {
     pub fn open(dir: &Path, fmt: SegmentFormat, access: Access) -> Result<SegmentStore> {
         let writable = access == Access::ReadWrite;
         let mut segs = BTreeMap::new();
+        let mut damaged = BTreeMap::new();
         if writable {
             std::fs::create_dir_all(dir)?;
         }
@@ -297,7 +301,18 @@ impl SegmentStore {
             else {
                 continue;
             };
-            segs.insert(id, Arc::new(open_segment(dir, &fmt, id, access)?));
+            match open_segment(dir, &fmt, id, access) {
+                Ok(seg) => {
+                    segs.insert(id, Arc::new(seg));
+                }
+                // One damaged file costs the files with records in it, not
+                // the store: their reads answer EIO.
+                Err(Error::Corrupt(why)) => {
+                    log::error!("{why}: left as it is; files with records in it answer EIO");
+                    damaged.insert(id, why);
+                }
+                Err(e) => return Err(e),
+            }
         }
         // Segments are created when first needed: an empty tier takes no disk.
         let active = segs
@@ -342,6 +357,7 @@ impl SegmentStore {
             live: Mutex::new(HashMap::new()),
             kept: Mutex::new(BTreeSet::new()),
             limit: AtomicU64::new(SEG_SIZE),
+            damaged: Mutex::new(damaged),
         })
     }
 
@@ -360,12 +376,9 @@ impl SegmentStore {
             .max(SEG_HEADER_LEN + size);
         let mut guard = self.active.lock();
         if guard.as_ref().is_none_or(|a| a.tail + size > limit) {
-            let id = self
-                .segs
-                .read()
-                .keys()
-                .next_back()
-                .map_or(1, |last| last + 1);
+            let last = self.segs.read().keys().next_back().copied();
+            let last_damaged = self.damaged.lock().keys().next_back().copied();
+            let id = last.max(last_damaged).map_or(1, |last| last + 1);
             let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
             let seg = Arc::new(create_segment(&self.dir, &self.fmt, id, first)?);
             if let Some(old) = guard.as_ref() {
@@ -387,9 +400,11 @@ impl SegmentStore {
         fault::wrote(&path, off, size);
         active.tail += size;
         let seg = active.seg.id;
-        drop(guard);
+        // Counted before the active segment is let go: `sweep` (which holds
+        // it while it decides) never sees this segment without the record.
         self.unsynced.lock().insert(seg);
         *self.live.lock().entry(seg).or_default() += size;
+        drop(guard);
         Ok(ChunkLoc {
             tier: self.fmt.tier,
             len: h.len,
@@ -421,14 +436,15 @@ impl SegmentStore {
     pub fn sync(&self) -> Result<()> {
         let _g = self.sync_lock.lock();
         let ids = std::mem::take(&mut *self.unsynced.lock());
-        for id in ids {
+        for (k, &id) in ids.iter().enumerate() {
             let seg = self.segs.read().get(&id).cloned();
             if let Some(seg) = seg {
                 let path = seg_path(&self.dir, &self.fmt, id);
                 if let Err(e) = fault::check(Point::Sync, &path).and_then(|_| seg.file.sync_data())
                 {
-                    // Still unsynced: a later sync tries again.
-                    self.unsynced.lock().insert(id);
+                    // This one and the rest stay unsynced: a later sync
+                    // tries them again.
+                    self.unsynced.lock().extend(ids.iter().skip(k));
                     return Err(e.into());
                 }
                 fault::synced(&path);
@@ -504,6 +520,23 @@ impl SegmentStore {
         if end <= loc.off || fault::check(Point::Write, &self.path(loc.seg)).is_err() {
             return;
         }
+        // Only the record the location names: a damaged index entry must
+        // not punch out a neighbour's bytes.
+        let header = seg
+            .bytes()
+            .get(loc.off as usize..(loc.off + REC_HEADER_LEN) as usize)
+            .and_then(RecordHeader::decode);
+        if header
+            .is_none_or(|h| h.len != loc.stored || h.version != loc.version || h.crc != loc.crc)
+        {
+            log::warn!(
+                "{} offset {}: the released location does not name the record there; \
+                 left as it is",
+                self.path(loc.seg).display(),
+                loc.off
+            );
+            return;
+        }
         // SAFETY: plain syscall on an fd we own. Only this record's bytes
         // are zeroed (partial blocks are zeroed, whole ones given back).
         let rc = unsafe {
@@ -531,7 +564,10 @@ impl SegmentStore {
         if self.access == Access::ReadOnly {
             return Ok(0);
         }
-        let active = self.active.lock().as_ref().map(|a| a.seg.id);
+        // Held throughout: no append can start a segment, or count a record
+        // in one, between the choice and the removal.
+        let guard = self.active.lock();
+        let active = guard.as_ref().map(|a| a.seg.id);
         let dead: Vec<u64> = {
             let live = self.live.lock();
             self.segs
@@ -544,6 +580,7 @@ impl SegmentStore {
         for id in &dead {
             self.remove(*id)?;
         }
+        drop(guard);
         Ok(dead.len())
     }
 
@@ -573,6 +610,11 @@ impl SegmentStore {
         self.kept.lock().insert(id);
     }
 
+    /// Segment files that could not be opened, and why (for fsck).
+    pub fn damaged_files(&self) -> Vec<String> {
+        self.damaged.lock().values().cloned().collect()
+    }
+
     /// Live bytes in segment `id`.
     pub fn live_bytes(&self, id: u64) -> u64 {
         self.live.lock().get(&id).copied().unwrap_or(0)
@@ -600,7 +642,11 @@ impl SegmentStore {
         self.live.lock().remove(&id);
         self.unsynced.lock().remove(&id);
         self.kept.lock().remove(&id);
-        std::fs::remove_file(seg_path(&self.dir, &self.fmt, id))?;
+        match std::fs::remove_file(seg_path(&self.dir, &self.fmt, id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         File::open(&self.dir)?.sync_all()?;
         log::debug!("removed {}: no live records", self.path(id).display());
         Ok(())

@@ -269,3 +269,45 @@ fn read_only_opens_change_nothing() {
     assert_eq!(out, b"kept");
     assert!(r.append(2, 0, 2, b"x").is_err());
 }
+
+#[test]
+fn a_damaged_segment_header_costs_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    w.set_segment_limit(4096);
+    let a = w.append(1, 0, 1, &[1u8; 3000]).unwrap();
+    let b = w.append(2, 0, 2, &[2u8; 3000]).unwrap();
+    w.sync().unwrap();
+    assert_eq!((a.seg, b.seg), (1, 2));
+    drop(w);
+    flip(dir.path(), 2, 0, 8);
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    assert!(matches!(w.read(&b, &mut out), Err(Error::Corrupt(_))));
+    assert_eq!(w.damaged_files().len(), 1);
+    // Its id is never reused: the damaged file stays for fsck.
+    w.set_segment_limit(4096);
+    assert_eq!(w.append(3, 0, 3, &[3u8; 3000]).unwrap().seg, 3);
+    assert!(seg_path(dir.path(), &WARM, 2).exists());
+}
+
+#[test]
+fn releasing_a_location_that_names_no_record_punches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(1, 0, 1, &[1u8; 20_000]).unwrap();
+    let b = w.append(2, 0, 2, &[2u8; 20_000]).unwrap();
+    w.sync().unwrap();
+    // A damaged index entry: the right segment, a wrong offset and length.
+    let bogus = ChunkLoc {
+        off: a.off + 4096,
+        stored: 30_000,
+        ..a
+    };
+    w.release(&bogus);
+    let mut out = Vec::new();
+    w.read(&a, &mut out).unwrap();
+    w.read(&b, &mut out).unwrap();
+    assert_eq!(out, vec![2u8; 20_000]);
+}

@@ -375,3 +375,24 @@ fn reads_racing_compaction_and_moves_never_fail() {
         assert!(r.join().unwrap() > 0);
     }
 }
+
+#[test]
+fn a_truncate_cuts_the_chunk_it_ends_in_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 6, Tier::Warm);
+    t.write(6, 0, &[7u8; 100_000]).unwrap();
+    t.flush(6).unwrap();
+    truncate(&t, 6, 10);
+    t.meta.flush().unwrap();
+    // A crash right after the truncate: nothing else was written back.
+    let hot_dirty = t.hot.lock().has_dirty(6);
+    assert!(!hot_dirty, "the cut chunk is durable with the truncate");
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    // A grow into the next chunk must not show the bytes the truncate cut.
+    t.write(6, CHUNK_SIZE + 5, b"x").unwrap();
+    let r = read_all(&t, 6).unwrap();
+    assert_eq!(&r[..10], &[7u8; 10]);
+    assert!(r[10..CHUNK_SIZE as usize].iter().all(|b| *b == 0));
+}

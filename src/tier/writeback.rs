@@ -15,8 +15,9 @@ use super::*;
 /// One file's copies, written and waiting for the commit.
 struct Written {
     ino: u64,
-    /// The pending size when the copies were taken (they cover it).
-    size: Option<u64>,
+    /// The pending size (and its number) when the copies were taken: they
+    /// cover it.
+    size: Option<(u64, u64)>,
     /// (chunk index, edit copied, new location).
     chunks: Vec<(u64, u64, ChunkLoc)>,
 }
@@ -160,22 +161,24 @@ impl Tiers {
                 }
             }
         }
-        for (ino, idx, _) in &clean {
-            if let Some(prev) = self.meta.chunk(*ino, *idx)? {
-                old.push(prev);
+        let committed = (|| -> Result<()> {
+            for (ino, idx, _) in &clean {
+                old.extend(self.meta.chunk(*ino, *idx)?);
             }
-        }
-        for (ino, size) in &sized {
-            match self.meta.inode(*ino) {
-                Ok(mut inode) if *size > inode.size => {
-                    inode.size = *size;
-                    t.put_inode(&inode);
+            for (ino, (size, _)) in &sized {
+                match self.meta.inode(*ino) {
+                    Ok(mut inode) if *size > inode.size => {
+                        inode.size = *size;
+                        t.put_inode(&inode);
+                    }
+                    Ok(_) | Err(Error::NotFound) => {}
+                    Err(e) => return Err(e),
                 }
-                Ok(_) | Err(Error::NotFound) => {}
-                Err(e) => return Err(e),
             }
-        }
-        if let Err(e) = self.meta.commit(t) {
+            self.meta.commit(t)
+        })();
+        if let Err(e) = committed {
+            // Nothing of this write-back is named: every copy goes.
             self.reclaimer
                 .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
             return Err(e);
