@@ -49,7 +49,7 @@ fn benches(c: &mut Criterion) {
         };
         t.put_chunk(ino + 100, 0, &loc);
     }
-    meta.commit(t).unwrap();
+    meta.commit(&meta.write_lock(), t).unwrap();
     let mut i = 0u64;
     c.bench_function("chunk lookup (sled, 10k chunks)", |b| {
         b.iter(|| {

@@ -329,7 +329,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         for i in fixed.values() {
             fix.put_inode(i);
         }
-        meta.commit(fix)?;
+        meta.commit(&meta.write_lock(), fix)?;
         meta.flush()?;
     }
     Ok(Report {

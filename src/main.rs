@@ -11,7 +11,8 @@ use tierfs::mount::MountConfig;
 /// segments) and cold (zstd packs) tiers.
 ///
 /// Exit codes: 0 ok (fsck: clean); 1 the mount failed, or fsck found
-/// problems; 2 could not run (no store at the path, store in use, usage).
+/// problems; 2 could not run (no store at the path, a non-empty directory
+/// that is not a store, the store in use for fsck, usage).
 #[derive(Parser)]
 #[command(name = "tierfs", version)]
 struct Cli {
@@ -136,6 +137,13 @@ fn main() -> ExitCode {
             writeback,
             threads,
         } => {
+            // A directory with other things in it and no FORMAT file is
+            // not a store: never taken over (exit 2, like fsck of a path
+            // that holds no store).
+            if let Err(msg) = tierfs::store::refuse_foreign(&store) {
+                eprintln!("tierfs: {msg}");
+                return Exit::CannotRun.into();
+            }
             let cfg = MountConfig {
                 store,
                 mountpoint,

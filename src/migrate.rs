@@ -347,7 +347,7 @@ impl Worker {
                     t.put_access(*ino, rec);
                 }
             }
-            if let Err(e) = self.meta.commit(t) {
+            if let Err(e) = self.meta.commit(&self.meta.write_lock(), t) {
                 log::warn!("saving access statistics: {e}");
                 return;
             }

@@ -86,6 +86,19 @@ pub fn create_or_check(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Refuses a non-empty directory without a FORMAT file (not a store, and
+/// not to be made one); anything else is left to `create_or_check`.
+pub fn refuse_foreign(dir: &Path) -> Result<(), String> {
+    let nonempty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if nonempty && !dir.join(FORMAT_FILE).exists() {
+        return Err(format!(
+            "{}: not empty and not a tierfs store (no FORMAT file); refusing to use it",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `dir` holds a tierfs store (a readable FORMAT file of a format
 /// this tierfs reads); never creates anything.
 pub fn check_existing(dir: &Path) -> Result<(), String> {

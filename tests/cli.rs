@@ -152,8 +152,14 @@ fn refusals_give_one_line_reasons() {
     std::fs::create_dir(&s6).unwrap();
     std::fs::write(s6.join("precious"), b"mine").unwrap();
     let out = tierfs(&["mount", &s(&s6), &s(&mnt2)]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tierfs store"));
     assert_eq!(std::fs::read(s6.join("precious")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read_dir(&s6).unwrap().count(),
+        1,
+        "nothing was created"
+    );
 
     // fsck refuses a mounted store.
     let out = tierfs(&["fsck", &s(&m.store)]);

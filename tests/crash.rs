@@ -390,3 +390,32 @@ fn a_crash_at_every_write_and_sync_loses_nothing_synced() {
         std::fs::remove_dir_all(&store).unwrap();
     }
 }
+
+/// The fault log names a file by the path its parent records give, through
+/// renames and links, without scanning the namespace.
+#[test]
+fn fault_log_lines_name_the_path_from_parent_records() {
+    let dir = scratch();
+    let fs = open(&dir.path().join("store"));
+    let d = fs.mkdir(ROOT, ROOT_INO, b"notes", 0o755, 0).unwrap();
+    let sub = fs.mkdir(ROOT, d.ino, b"2026", 0o755, 0).unwrap();
+    let (f, fh) = fs
+        .create(ROOT, sub.ino, b"day.md", 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.release(fh);
+    assert_eq!(
+        fs.describe(f.ino),
+        format!("inode {} (/notes/2026/day.md)", f.ino)
+    );
+    fs.rename(sub.ino, b"day.md", d.ino, b"moved.md", 0)
+        .unwrap();
+    assert!(fs.describe(f.ino).ends_with("(/notes/moved.md)"));
+    fs.link(f.ino, ROOT_INO, b"hard").unwrap();
+    assert!(fs.describe(f.ino).ends_with("(/hard)"));
+    fs.unlink(ROOT_INO, b"hard").unwrap();
+    // The link it named is gone: the inode number is what is left to say.
+    assert!(fs
+        .describe(f.ino)
+        .ends_with(&format!("(<inode {}>)", f.ino)));
+    fs.shutdown().unwrap();
+}

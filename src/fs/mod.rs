@@ -3,8 +3,11 @@
 //! Owns names, permissions-related bookkeeping, link counts, open handles,
 //! kernel lookup counts, xattr dispatch and timestamps. File content goes
 //! through `Tiers`, metadata through `Meta`. Lock order: a file's content
-//! lock (inside `Tiers`) before `Meta::lock`, never the other way round.
+//! lock (inside `Tiers`) before the metadata write lock (`Meta::write_lock`), never the other way round.
 
+mod daemon;
+mod io;
+use daemon::Writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -26,9 +29,6 @@ use crate::policy::Policy;
 use crate::tier::Tiers;
 
 pub use xattr::XattrFlags;
-
-/// Segments compacted at most per write-back interval.
-const COMPACTIONS_PER_INTERVAL: usize = 16;
 
 /// Longest name in a directory, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -115,13 +115,6 @@ pub struct TierFs {
     policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
-/// The write-back thread: its wake-up channel, its stop flag, its handle.
-struct Writeback {
-    tx: Sender<()>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
         return Err(Error::NameTooLong);
@@ -133,152 +126,6 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl TierFs {
-    /// Opens the store's metadata and tiers (`STORE/meta`, `STORE/warm`),
-    /// removes files that were unlinked but still open at the last stop, and
-    /// starts the write-back thread.
-    pub fn open_store(store_dir: &Path, opts: &Options) -> Result<Arc<TierFs>> {
-        let policy = with_overrides(
-            Policy::load_or_create(&opts.policy_path).map_err(Error::Config)?,
-            opts,
-        );
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-        let tiers = Arc::new(Tiers::open(
-            meta.clone(),
-            store_dir,
-            policy.hot.budget.0,
-            crate::tier::segment::Access::ReadWrite,
-        )?);
-        tiers.set_zstd_level(policy.cold.zstd_level);
-        tiers.set_dictionaries(policy.cold.dictionaries);
-        let shared = Arc::new(Shared::new(&meta, policy)?);
-        let (migrator, access) = Migrator::start(meta.clone(), tiers.clone(), shared.clone());
-        let fs = TierFs {
-            opts: opts.clone(),
-            shared,
-            migrator,
-            access,
-            hits: Default::default(),
-            policy_loaded: Mutex::new((SystemTime::now(), None)),
-            policy_watch: Mutex::new(None),
-            inode_count: AtomicU64::new(meta.count_inodes()),
-            meta,
-            tiers,
-            store_dir: store_dir.to_path_buf(),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            open_counts: Mutex::new(HashMap::new()),
-            lookups: Mutex::new(HashMap::new()),
-            writeback: Mutex::new(None),
-        };
-        for ino in fs.meta.orphans()? {
-            fs.purge(ino)?;
-        }
-        fs.start_writeback();
-        let fs = Arc::new(fs);
-        let weak = Arc::downgrade(&fs);
-        let watcher = crate::policy::watch(&opts.policy_path, move || {
-            if let Some(fs) = weak.upgrade() {
-                fs.reload_policy();
-            }
-        });
-        match watcher {
-            Ok(w) => *fs.policy_watch.lock() = Some(w),
-            Err(e) => log::warn!("policy changes will not be seen until remount: {e}"),
-        }
-        Ok(fs)
-    }
-
-    /// Re-reads the policy file; a bad one is logged and the old policy stays.
-    pub fn reload_policy(&self) {
-        let path = &self.opts.policy_path;
-        match Policy::load(path) {
-            Ok(p) => {
-                let p = with_overrides(p, &self.opts);
-                if *self.shared.policy() == p {
-                    return;
-                }
-                self.tiers.set_hot_budget(p.hot.budget.0);
-                self.tiers.set_zstd_level(p.cold.zstd_level);
-                self.tiers.set_dictionaries(p.cold.dictionaries);
-                *self.shared.policy.write() = Arc::new(p);
-                *self.policy_loaded.lock() = (SystemTime::now(), None);
-                log::info!("policy {} reloaded", path.display());
-            }
-            Err(e) => {
-                log::error!("policy edit rejected, the previous policy stays in force: {e}");
-                self.policy_loaded.lock().1 = Some(e);
-            }
-        }
-    }
-
-    fn start_writeback(&self) {
-        let (tx, rx) = bounded::<()>(1);
-        let stop = Arc::new(AtomicBool::new(false));
-        let tiers = self.tiers.clone();
-        let meta = self.meta.clone();
-        let shared = self.shared.clone();
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("writeback".into())
-            .spawn(move || loop {
-                // Woken early by a writer that found the hot cache over budget.
-                let _ = rx.recv_timeout(shared.policy().writeback.interval.0);
-                if stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
-                    // Compaction still runs: on a full disk it is what frees space.
-                    log::error!("write-back failed: {e}");
-                }
-                // Deleted and moved files give their disk space back here
-                // (and so within the write-back interval).
-                if let Err(e) = tiers.reclaim() {
-                    log::error!("reclaiming freed records failed: {e}");
-                }
-                // A bounded number per interval: the rest waits for the next.
-                for _ in 0..COMPACTIONS_PER_INTERVAL {
-                    match tiers.compact_once() {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            log::error!("segment compaction failed: {e}");
-                            break;
-                        }
-                    }
-                }
-            })
-            .expect("spawn write-back thread");
-        self.tiers.set_writeback_wake(tx.clone());
-        *self.writeback.lock() = Some(Writeback { tx, stop, thread });
-    }
-
-    /// Stops the background threads (policy watch, migrator, write-back)
-    /// without writing anything back: all that is left is what a crash at
-    /// this moment would leave (the crash harness uses it).
-    pub fn halt(&self) {
-        self.policy_watch.lock().take();
-        self.migrator.stop();
-        if let Some(w) = self.writeback.lock().take() {
-            w.stop.store(true, Ordering::Release);
-            let _ = w.tx.try_send(());
-            let _ = w.thread.join();
-        }
-    }
-
-    /// Writes back everything and stops the write-back thread (unmount).
-    pub fn shutdown(&self) -> Result<()> {
-        self.halt();
-        self.tiers.flush_all()?;
-        // No kernel references survive an unmount: unlinked files go now.
-        for ino in self.meta.orphans()? {
-            self.purge(ino)?;
-        }
-        self.meta.seal()?;
-        self.tiers.reclaim()
-    }
-
     pub fn meta(&self) -> &Meta {
         &self.meta
     }
@@ -392,18 +239,18 @@ impl TierFs {
             // transaction.
             return self.tiers.truncate(ino, size, apply);
         }
-        let _g = self.meta.lock.lock();
+        let held = self.meta.write_lock();
         let inode = apply(self.meta.inode(ino)?);
         let mut t = Txn::default();
         t.put_inode(&inode);
-        self.meta.commit(t)?;
-        // Under Meta::lock, so write-back cannot commit and drop a pending
+        self.meta.commit(&held, t)?;
+        // Under the metadata write lock, so write-back cannot commit and drop a pending
         // size between the inode read above and this.
         let mut inode = inode;
         if let Some(size) = self.tiers.pending_size(ino) {
             inode.size = inode.size.max(size);
         }
-        drop(_g);
+        drop(held);
         Ok(inode)
     }
 
@@ -426,7 +273,7 @@ impl TierFs {
             symlink,
         } = new;
         check_name(name)?;
-        let _g = self.meta.lock.lock();
+        let held = self.meta.write_lock();
         let mut dir = self.meta.inode(parent)?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotDir);
@@ -479,7 +326,7 @@ impl TierFs {
                 kind,
             },
         );
-        self.meta.commit(t)?;
+        self.meta.commit(&held, t)?;
         self.inode_count.fetch_add(1, Ordering::Relaxed);
         self.count_lookup(ino);
         Ok(inode)
@@ -572,7 +419,7 @@ impl TierFs {
     /// empty directory when it is true).
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
         let ino = {
-            let _g = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
             let mut victim = self.meta.inode(d.ino)?;
             let mut p = self.meta.inode(parent)?;
@@ -599,7 +446,7 @@ impl TierFs {
             if victim.nlink == 0 {
                 t.put_orphan(victim.ino);
             }
-            self.meta.commit(t)?;
+            self.meta.commit(&held, t)?;
             (victim.nlink == 0).then_some(victim.ino)
         };
         if let Some(ino) = ino {
@@ -619,7 +466,7 @@ impl TierFs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
         check_name(newname)?;
         let inode = {
-            let _g = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             let mut inode = self.meta.inode(ino)?;
             if inode.kind == Kind::Dir {
                 return Err(Error::NotPermitted);
@@ -652,7 +499,7 @@ impl TierFs {
                     kind: inode.kind,
                 },
             );
-            self.meta.commit(t)?;
+            self.meta.commit(&held, t)?;
             inode
         };
         self.count_lookup(ino);
@@ -689,7 +536,7 @@ impl TierFs {
             return Err(Error::Invalid("unsupported rename flags"));
         }
         let orphan = {
-            let _g = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
             let dst = self.meta.lookup(newparent, newname)?;
             if exchange && dst.is_none() {
@@ -779,85 +626,13 @@ impl TierFs {
                 d.ctime = now;
                 t.put_inode(d);
             }
-            self.meta.commit(t)?;
+            self.meta.commit(&held, t)?;
             orphan
         };
         if let Some(ino) = orphan {
             self.purge_if_unused(ino);
         }
         Ok(())
-    }
-
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
-        let inode = self.meta.inode(ino)?;
-        if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
-            return Err(Error::IsDir);
-        }
-        // One open is one access. Opens always reach the daemon (reads served
-        // from the kernel's page cache do not), and counting every read or
-        // write request would make a file written once look busy.
-        if inode.kind == Kind::File {
-            self.access.record(ino);
-        }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Handle { ino });
-        *self.open_counts.lock().entry(ino).or_default() += 1;
-        Ok(fh)
-    }
-
-    pub fn release(&self, fh: u64) {
-        let Some(h) = self.handles.lock().remove(&fh) else {
-            return;
-        };
-        let last = {
-            let mut oc = self.open_counts.lock();
-            let c = oc.entry(h.ino).or_default();
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                oc.remove(&h.ino);
-                true
-            } else {
-                false
-            }
-        };
-        if last {
-            self.purge_if_unused(h.ino);
-        }
-    }
-
-    pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
-        let inode = self.inode(ino)?;
-        self.hits[inode.tier as usize].fetch_add(1, Ordering::Relaxed);
-        self.tiers.read(ino, off, size, inode.size, inode.tier)
-    }
-
-    /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
-    /// end of file, under its inode lock, so appends from several processes
-    /// never overlap.
-    pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
-        off.checked_add(data.len() as u64)
-            .filter(|e| *e <= i64::MAX as u64)
-            .ok_or(Error::FileTooBig)?;
-        self.tiers.write(ino, off, data)?;
-        // The size grows durably with the data, in `Tiers::flush`.
-        let _g = self.meta.lock.lock();
-        let mut inode = self.meta.inode(ino)?;
-        let now = Time::now();
-        inode.mtime = now;
-        inode.ctime = now;
-        if caller.uid != 0 {
-            clear_setid(&mut inode);
-        }
-        let mut t = Txn::default();
-        t.put_inode(&inode);
-        self.meta.commit(t)?;
-        Ok(data.len() as u32)
-    }
-
-    /// Makes the file's bytes and all metadata so far durable.
-    pub fn fsync(&self, ino: u64) -> Result<()> {
-        self.tiers.flush(ino)?;
-        self.meta.flush()
     }
 
     /// Makes all metadata so far durable.
@@ -922,16 +697,6 @@ impl TierFs {
             namelen: NAME_MAX as u32,
         })
     }
-}
-
-fn with_overrides(mut p: Policy, opts: &Options) -> Policy {
-    if let Some(b) = opts.hot_budget {
-        p.hot.budget = crate::policy::Bytes(b);
-    }
-    if let Some(w) = opts.writeback_interval {
-        p.writeback.interval = crate::policy::Span(w);
-    }
-    p
 }
 
 /// The mode, owner and time changes of a setattr (the size is the caller's).

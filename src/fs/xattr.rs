@@ -166,7 +166,7 @@ impl TierFs {
                     "user.tier.pin takes hot, warm, cold or none",
                 ))?;
                 let set_pin = |pin: Option<Tier>| -> Result<(Inode, Option<Tier>)> {
-                    let _g = self.meta.lock.lock();
+                    let held = self.meta.write_lock();
                     let mut inode = self.meta.inode(ino)?;
                     if !matches!(inode.kind, Kind::File | Kind::Dir) {
                         return Err(Error::NotPermitted);
@@ -174,7 +174,7 @@ impl TierFs {
                     let before = std::mem::replace(&mut inode.pin, pin);
                     let mut t = Txn::default();
                     t.put_inode(&inode);
-                    self.meta.commit(t)?;
+                    self.meta.commit(&held, t)?;
                     Ok((inode, before))
                 };
                 let (inode, before) = set_pin(Some(pin))?;
@@ -203,14 +203,14 @@ impl TierFs {
     }
 
     fn unpin(&self, ino: u64) -> Result<()> {
-        let _g = self.meta.lock.lock();
+        let held = self.meta.write_lock();
         let mut inode = self.meta.inode(ino)?;
         if inode.pin.take().is_none() {
             return Err(Error::NoXattr);
         }
         let mut t = Txn::default();
         t.put_inode(&inode);
-        self.meta.commit(t)
+        self.meta.commit(&held, t)
     }
 
     /// `user.tier.stats`: files and bytes per tier, hits, migrations, errors, queue.
@@ -288,7 +288,7 @@ impl TierFs {
                 if value.len() > XATTR_VALUE_MAX {
                     return Err(Error::Range);
                 }
-                let _g = self.meta.lock.lock();
+                let held = self.meta.write_lock();
                 let mut inode = self.meta.inode(ino)?;
                 let exists = self.meta.xattr(ino, name)?.is_some();
                 if flags.create && exists {
@@ -301,7 +301,7 @@ impl TierFs {
                 let mut t = Txn::default();
                 t.put_xattr(ino, name, value);
                 t.put_inode(&inode);
-                self.meta.commit(t)
+                self.meta.commit(&held, t)
             }
         }
     }
@@ -338,7 +338,7 @@ impl TierFs {
         match namespace(name)? {
             Namespace::Unsupported => Err(Error::NoXattr),
             Namespace::User => {
-                let _g = self.meta.lock.lock();
+                let held = self.meta.write_lock();
                 let mut inode = self.meta.inode(ino)?;
                 if self.meta.xattr(ino, name)?.is_none() {
                     return Err(Error::NoXattr);
@@ -347,7 +347,7 @@ impl TierFs {
                 let mut t = Txn::default();
                 t.del_xattr(ino, name);
                 t.put_inode(&inode);
-                self.meta.commit(t)
+                self.meta.commit(&held, t)
             }
         }
     }

@@ -43,12 +43,18 @@ const TAG_JOURNAL: u8 = b'J';
 /// Transactions with more changes than this use sled's batch (see `commit`).
 const JOURNAL_MAX_OPS: usize = 64;
 
+/// Proof that the metadata write lock is held: every read-modify-write of
+/// metadata happens under it, and a transaction can only be committed with
+/// it (`Meta::commit`). Lock order: a file's content lock, then this.
+pub struct WriteGuard<'a>(#[allow(dead_code)] parking_lot::MutexGuard<'a, ()>);
+
 /// The metadata store.
 pub struct Meta {
     db: sled::Db,
     /// Held for every read-modify-write of metadata, so that two requests never
     /// interleave their reads and their batch. Reads alone take no lock.
-    pub lock: Mutex<()>,
+    /// Taken only through `write_lock`, whose guard `commit` requires.
+    lock: Mutex<()>,
     /// `STORE/meta.seal`: the last generation sealed (see `seal`).
     seal_path: PathBuf,
     /// Serialises seals; holds the generation last sealed.
@@ -133,7 +139,7 @@ impl Meta {
                 let mut t = Txn::default();
                 t.put_inode(&root);
                 t.put(meta_key("version"), META_VERSION.to_le_bytes());
-                meta.commit(t)?;
+                meta.commit(&meta.write_lock(), t)?;
             }
         }
         if let Some(sealed) = sealed.filter(|s| *s > generation) {
@@ -172,7 +178,16 @@ impl Meta {
     /// at open means the changes after it may be partly missing, and
     /// `replay_journal` applies them again. Big transactions (write-back of
     /// many chunks) use sled's batch, whose cost they amortise.
-    pub fn commit(&self, t: Txn) -> Result<()> {
+    pub fn commit(&self, _held: &WriteGuard<'_>, t: Txn) -> Result<()> {
+        self.commit_locked(t)
+    }
+
+    /// Takes the metadata write lock (see `WriteGuard`).
+    pub fn write_lock(&self) -> WriteGuard<'_> {
+        WriteGuard(self.lock.lock())
+    }
+
+    fn commit_locked(&self, t: Txn) -> Result<()> {
         if t.ops.is_empty() {
             return Ok(());
         }
@@ -370,7 +385,7 @@ impl Meta {
 
     /// Replaces the location of a chunk only if it still is `old` (compaction).
     ///
-    /// Takes `Meta::lock`: every other change of a chunk location reads the
+    /// Takes the metadata write lock (`Meta::write_lock`): every other change of a chunk location reads the
     /// location it replaces under that lock, so a swap never comes between
     /// that read and its commit (the replaced record is retired once).
     pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {

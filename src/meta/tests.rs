@@ -69,7 +69,7 @@ fn commits_leave_no_journal_records() {
         for i in 0..n as u64 {
             t.put_inode(&Inode::new(1000 + i, Kind::File, 0o644, 0, 0));
         }
-        m.commit(t).unwrap();
+        m.commit(&m.write_lock(), t).unwrap();
         assert_eq!(
             m.inode(1000 + n as u64 - 1).unwrap().ino,
             1000 + n as u64 - 1
@@ -165,7 +165,7 @@ fn dirents_in_sequence_order() {
             },
         );
     }
-    m.commit(t).unwrap();
+    m.commit(&m.write_lock(), t).unwrap();
     let names: Vec<_> = m
         .dir_entries(ROOT_INO, 1)
         .map(|r| String::from_utf8(r.unwrap().1).unwrap())

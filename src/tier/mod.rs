@@ -446,9 +446,9 @@ impl Tiers {
         // would show them after a crash).
         let cut = self.cut_tail(ino, keep, tier)?;
         let committed = (|| -> Result<(Inode, Vec<ChunkLoc>)> {
-            // The locations it replaces are read under Meta::lock, as every
+            // The locations it replaces are read under the metadata write lock, as every
             // change of a location does (compaction's swap takes it too).
-            let _m = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             let mut gone: Vec<ChunkLoc> = Vec::new();
             let mut t = Txn::default();
             for (idx, loc) in self.meta.chunks_from(ino, first_dropped)? {
@@ -461,7 +461,7 @@ impl Tiers {
             }
             let inode = update(self.meta.inode(ino)?);
             t.put_inode(&inode);
-            self.meta.commit(t)?;
+            self.meta.commit(&held, t)?;
             Ok((inode, gone))
         })();
         let (inode, gone) = match committed {
@@ -529,12 +529,12 @@ impl Tiers {
         self.hot.lock().remove_from(ino, 0);
         self.pending_size.lock().remove(&ino);
         let gone = {
-            let _m = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             let gone = self.meta.chunks_from(ino, 0)?;
             for (idx, _) in &gone {
                 t.del_chunk(ino, *idx);
             }
-            self.meta.commit(t)?;
+            self.meta.commit(&held, t)?;
             gone
         };
         for (_, loc) in &gone {

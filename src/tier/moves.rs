@@ -133,7 +133,7 @@ impl Tiers {
             shards.sort_unstable();
             shards.dedup();
             let _guards: Vec<_> = shards.iter().map(|s| self.file_locks[*s].write()).collect();
-            let _m = self.meta.lock.lock();
+            let held = self.meta.write_lock();
             for (k, p) in prepared.into_iter().enumerate() {
                 let Some(p) = p else { continue };
                 let ino = results[k].0;
@@ -162,7 +162,7 @@ impl Tiers {
                     }
                 }
             }
-            if let Err(e) = self.meta.commit(t) {
+            if let Err(e) = self.meta.commit(&held, t) {
                 for (ino, p) in &committed {
                     for (_, loc) in &p.copies {
                         self.retire(loc);

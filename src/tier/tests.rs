@@ -16,7 +16,7 @@ fn file(t: &Tiers, ino: u64, tier: Tier) {
     inode.tier = tier;
     let mut txn = Txn::default();
     txn.put_inode(&inode);
-    t.meta.commit(txn).unwrap();
+    t.meta.commit(&t.meta.write_lock(), txn).unwrap();
 }
 
 /// The size readers see (`TierFs::inode` does the same).
@@ -358,6 +358,24 @@ fn reads_racing_compaction_and_moves_never_fail() {
             })
         })
         .collect();
+    // Compaction and reclamation on a thread of their own, as the
+    // write-back thread runs them, while the moves go on.
+    let compactor = {
+        let (t, stop) = (t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..16 {
+                    if !t.compact_once().unwrap() {
+                        break;
+                    }
+                }
+                t.reclaim().unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
     let tiers = [Tier::Cold, Tier::Warm, Tier::Hot, Tier::Warm];
     for round in 0..12 {
         for i in 0..files.len() as u64 {
@@ -367,12 +385,52 @@ fn reads_racing_compaction_and_moves_never_fail() {
                 Err(e) => panic!("move: {e}"),
             }
         }
-        while t.compact_once().unwrap() {}
-        t.reclaim().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
+    assert!(compactor.join().unwrap() > 0);
     for r in readers {
         assert!(r.join().unwrap() > 0);
+    }
+    // Nothing leaked: once all is reclaimed, live bytes are what the index names.
+    while t.compact_once().unwrap() {}
+    t.reclaim().unwrap();
+    let (warm, cold) = t.usage();
+    assert_eq!((warm.0, cold.0), t.indexed_bytes().unwrap());
+}
+
+#[test]
+fn a_location_out_of_range_is_corrupt_data_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 8, Tier::Warm);
+    t.write(8, 0, b"0123456789").unwrap();
+    t.flush(8).unwrap();
+    let good = t.meta.chunk(8, 0).unwrap().unwrap();
+    for bad in [
+        ChunkLoc {
+            off: u64::MAX - 8,
+            ..good
+        },
+        ChunkLoc {
+            stored: u32::MAX,
+            ..good
+        },
+        ChunkLoc {
+            len: u32::MAX,
+            ..good
+        },
+        ChunkLoc { seg: 77, ..good },
+        ChunkLoc {
+            off: segment::SEG_SIZE - 8,
+            ..good
+        },
+    ] {
+        let mut txn = Txn::default();
+        txn.put_chunk(8, 0, &bad);
+        t.meta.commit(&t.meta.write_lock(), txn).unwrap();
+        t.hot.lock().drop_clean(8);
+        let r = t.read(8, 0, 10, 10, Tier::Warm);
+        assert!(matches!(r, Err(Error::Corrupt(_))), "{bad:?}: {r:?}");
     }
 }
 

@@ -133,8 +133,8 @@ impl Tiers {
         } else {
             shards.iter().map(|s| self.file_locks[*s].write()).collect()
         };
-        // Lock order: the files' content locks before Meta::lock.
-        let _m = self.meta.lock.lock();
+        // Lock order: the files' content locks before the metadata write lock.
+        let held = self.meta.write_lock();
         let mut t = Txn::default();
         let mut old = Vec::new();
         let mut stale = Vec::new();
@@ -175,7 +175,7 @@ impl Tiers {
                     Err(e) => return Err(e),
                 }
             }
-            self.meta.commit(t)
+            self.meta.commit(&held, t)
         })();
         if let Err(e) = committed {
             // Nothing of this write-back is named: every copy goes.

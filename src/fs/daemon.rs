@@ -1,0 +1,175 @@
+//! The life of a mounted store: opening it (metadata, tiers, the migrator,
+//! the write-back thread, the policy watch), live policy reloads, and the
+//! stop at unmount (or a halt without writing, as a crash leaves it).
+//!
+//! Owns the daemon's background threads; POSIX semantics are `fs/mod.rs`'s.
+
+use super::*;
+
+/// Segments compacted at most per write-back interval.
+const COMPACTIONS_PER_INTERVAL: usize = 16;
+
+/// The write-back thread: its wake-up channel, its stop flag, its handle.
+pub(super) struct Writeback {
+    tx: Sender<()>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl TierFs {
+    /// Opens the store's metadata and tiers (`STORE/meta`, `STORE/warm`),
+    /// removes files that were unlinked but still open at the last stop, and
+    /// starts the write-back thread.
+    pub fn open_store(store_dir: &Path, opts: &Options) -> Result<Arc<TierFs>> {
+        let policy = with_overrides(
+            Policy::load_or_create(&opts.policy_path).map_err(Error::Config)?,
+            opts,
+        );
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
+        let tiers = Arc::new(Tiers::open(
+            meta.clone(),
+            store_dir,
+            policy.hot.budget.0,
+            crate::tier::segment::Access::ReadWrite,
+        )?);
+        tiers.set_zstd_level(policy.cold.zstd_level);
+        tiers.set_dictionaries(policy.cold.dictionaries);
+        let shared = Arc::new(Shared::new(&meta, policy)?);
+        let (migrator, access) = Migrator::start(meta.clone(), tiers.clone(), shared.clone());
+        let fs = TierFs {
+            opts: opts.clone(),
+            shared,
+            migrator,
+            access,
+            hits: Default::default(),
+            policy_loaded: Mutex::new((SystemTime::now(), None)),
+            policy_watch: Mutex::new(None),
+            inode_count: AtomicU64::new(meta.count_inodes()),
+            meta,
+            tiers,
+            store_dir: store_dir.to_path_buf(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            open_counts: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            writeback: Mutex::new(None),
+        };
+        for ino in fs.meta.orphans()? {
+            fs.purge(ino)?;
+        }
+        fs.start_writeback();
+        let fs = Arc::new(fs);
+        let weak = Arc::downgrade(&fs);
+        let watcher = crate::policy::watch(&opts.policy_path, move || {
+            if let Some(fs) = weak.upgrade() {
+                fs.reload_policy();
+            }
+        });
+        match watcher {
+            Ok(w) => *fs.policy_watch.lock() = Some(w),
+            Err(e) => log::warn!("policy changes will not be seen until remount: {e}"),
+        }
+        Ok(fs)
+    }
+
+    /// Re-reads the policy file; a bad one is logged and the old policy stays.
+    pub fn reload_policy(&self) {
+        let path = &self.opts.policy_path;
+        match Policy::load(path) {
+            Ok(p) => {
+                let p = with_overrides(p, &self.opts);
+                if *self.shared.policy() == p {
+                    return;
+                }
+                self.tiers.set_hot_budget(p.hot.budget.0);
+                self.tiers.set_zstd_level(p.cold.zstd_level);
+                self.tiers.set_dictionaries(p.cold.dictionaries);
+                *self.shared.policy.write() = Arc::new(p);
+                *self.policy_loaded.lock() = (SystemTime::now(), None);
+                log::info!("policy {} reloaded", path.display());
+            }
+            Err(e) => {
+                log::error!("policy edit rejected, the previous policy stays in force: {e}");
+                self.policy_loaded.lock().1 = Some(e);
+            }
+        }
+    }
+
+    fn start_writeback(&self) {
+        let (tx, rx) = bounded::<()>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tiers = self.tiers.clone();
+        let meta = self.meta.clone();
+        let shared = self.shared.clone();
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || loop {
+                // Woken early by a writer that found the hot cache over budget.
+                let _ = rx.recv_timeout(shared.policy().writeback.interval.0);
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
+                    // Compaction still runs: on a full disk it is what frees space.
+                    log::error!("write-back failed: {e}");
+                }
+                // Deleted and moved files give their disk space back here
+                // (and so within the write-back interval).
+                if let Err(e) = tiers.reclaim() {
+                    log::error!("reclaiming freed records failed: {e}");
+                }
+                // A bounded number per interval: the rest waits for the next.
+                for _ in 0..COMPACTIONS_PER_INTERVAL {
+                    match tiers.compact_once() {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            log::error!("segment compaction failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            })
+            .expect("spawn write-back thread");
+        self.tiers.set_writeback_wake(tx.clone());
+        *self.writeback.lock() = Some(Writeback { tx, stop, thread });
+    }
+
+    /// Stops the background threads (policy watch, migrator, write-back)
+    /// without writing anything back: all that is left is what a crash at
+    /// this moment would leave (the crash harness uses it).
+    pub fn halt(&self) {
+        self.policy_watch.lock().take();
+        self.migrator.stop();
+        if let Some(w) = self.writeback.lock().take() {
+            w.stop.store(true, Ordering::Release);
+            let _ = w.tx.try_send(());
+            let _ = w.thread.join();
+        }
+    }
+
+    /// Writes back everything and stops the write-back thread (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        self.halt();
+        self.tiers.flush_all()?;
+        // No kernel references survive an unmount: unlinked files go now.
+        for ino in self.meta.orphans()? {
+            self.purge(ino)?;
+        }
+        self.meta.seal()?;
+        self.tiers.reclaim()
+    }
+}
+
+fn with_overrides(mut p: Policy, opts: &Options) -> Policy {
+    if let Some(b) = opts.hot_budget {
+        p.hot.budget = crate::policy::Bytes(b);
+    }
+    if let Some(w) = opts.writeback_interval {
+        p.writeback.interval = crate::policy::Span(w);
+    }
+    p
+}

@@ -1,0 +1,79 @@
+//! Open files and their content: handles, opens (one access event each),
+//! release (an unlinked file goes with its last handle), read, write and
+//! fsync, which hand the bytes to `Tiers`.
+
+use super::*;
+
+impl TierFs {
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let inode = self.meta.inode(ino)?;
+        if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
+            return Err(Error::IsDir);
+        }
+        // One open is one access. Opens always reach the daemon (reads served
+        // from the kernel's page cache do not), and counting every read or
+        // write request would make a file written once look busy.
+        if inode.kind == Kind::File {
+            self.access.record(ino);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Handle { ino });
+        *self.open_counts.lock().entry(ino).or_default() += 1;
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) {
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return;
+        };
+        let last = {
+            let mut oc = self.open_counts.lock();
+            let c = oc.entry(h.ino).or_default();
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                oc.remove(&h.ino);
+                true
+            } else {
+                false
+            }
+        };
+        if last {
+            self.purge_if_unused(h.ino);
+        }
+    }
+
+    pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        self.hits[inode.tier as usize].fetch_add(1, Ordering::Relaxed);
+        self.tiers.read(ino, off, size, inode.size, inode.tier)
+    }
+
+    /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
+    /// end of file, under its inode lock, so appends from several processes
+    /// never overlap.
+    pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
+        off.checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or(Error::FileTooBig)?;
+        self.tiers.write(ino, off, data)?;
+        // The size grows durably with the data, in `Tiers::flush`.
+        let held = self.meta.write_lock();
+        let mut inode = self.meta.inode(ino)?;
+        let now = Time::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        if caller.uid != 0 {
+            clear_setid(&mut inode);
+        }
+        let mut t = Txn::default();
+        t.put_inode(&inode);
+        self.meta.commit(&held, t)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Makes the file's bytes and all metadata so far durable.
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        self.tiers.flush(ino)?;
+        self.meta.flush()
+    }
+}
