@@ -16,4 +16,5 @@ pub mod mount;
 pub mod policy;
 pub mod store;
 pub mod tier;
-pub mod xattr;
+/// The xattr names of the contract (`contract::xattr`).
+pub use contract::xattr;

@@ -219,15 +219,31 @@ pub struct CycleReport {
 impl CycleReport {
     /// The report as JSON: `{"moved": [{ino, from, to, reason}], "failed": [{ino, to, why}]}`.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "moved": self.moved.iter().map(|(ino, from, to, why)| serde_json::json!({
-                "ino": ino, "from": from.name(), "to": to.name(), "reason": why,
-            })).collect::<Vec<_>>(),
-            "failed": self.failed.iter().map(|(ino, to, why)| serde_json::json!({
-                "ino": ino, "to": to.name(), "why": why,
-            })).collect::<Vec<_>>(),
-        })
-        .to_string()
+        use contract::json;
+        let report = json::CycleReport {
+            moved: self
+                .moved
+                .iter()
+                .map(|(ino, from, to, why)| json::Moved {
+                    ino: *ino,
+                    from: from.name().into(),
+                    to: to.name().into(),
+                    reason: why.clone(),
+                    path: None,
+                })
+                .collect(),
+            failed: self
+                .failed
+                .iter()
+                .map(|(ino, to, why)| json::Failed {
+                    ino: *ino,
+                    to: to.name().into(),
+                    why: why.clone(),
+                    path: None,
+                })
+                .collect(),
+        };
+        serde_json::to_string(&report).expect("a report always serialises")
     }
 }
 

@@ -56,52 +56,7 @@ fn fuse_config(cfg: &MountConfig, store: &Path) -> Result<Config, String> {
     Ok(c)
 }
 
-/// One line of /proc/self/mountinfo: mount point, filesystem type, source.
-#[derive(Clone, Debug)]
-pub struct MountEntry {
-    pub point: PathBuf,
-    pub fstype: String,
-    /// For a tierfs mount: the store directory.
-    pub source: String,
-}
-
-fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Every mount of this process's namespace, in mount order (mountctl uses it too).
-pub fn mounts() -> Vec<MountEntry> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
-            let mut r = right.split(' ');
-            Some(MountEntry {
-                point: PathBuf::from(unescape(point)),
-                fstype: r.next()?.to_string(),
-                source: unescape(r.next()?),
-            })
-        })
-        .collect()
-}
+pub use contract::mountinfo::{mounts, MountEntry};
 
 /// The mountpoint, made absolute, once it is known to be usable.
 fn check_mountpoint(mp: &Path, store: &Path) -> Result<PathBuf, String> {
@@ -369,12 +324,6 @@ fn detach_stdio() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape(r"/plain"), "/plain");
-    }
 
     #[test]
     fn unknown_option_is_refused() {

@@ -1,157 +1,36 @@
 //! mountctl: the operator's tool for a tierfs mount. It talks to a mount only
 //! through the filesystem — the `user.tier*` xattrs on files and on the mount
 //! root — so it needs no socket and obeys the same permissions as any tool.
+//! It links nothing of the daemon: names, JSON values and the mountinfo
+//! parser come from the `contract` crate.
+//!
+//! `cli`: the command line; `render`: what is printed; `apply`: move, pin,
+//! unpin; `watch`: the live view; `procfs`: open files and waiting for the
+//! daemon; `exit`: exit codes; this file: the other commands.
 
-mod mounts;
+mod apply;
+mod cli;
+mod exit;
+mod procfs;
+mod render;
+mod watch;
 mod xattr;
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
-use tierfs::xattr as names;
+use clap::Parser;
+use contract::json::{CycleReport, Stats};
+use contract::mountinfo::{tierfs_mount_of, tierfs_mounts, TierMount};
+use contract::xattr as names;
 
-const AFTER_HELP: &str = "Exit codes: 0 ok; 1 some files failed, or nothing matched; \
-2 usage or environment error (not a tierfs mount, no such path).";
-
-/// The operator's tool for a tierfs mount: see and steer tiers through the
-/// mount's xattrs.
-#[derive(Parser)]
-#[command(name = "mountctl", version, after_help = AFTER_HELP)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum TierArg {
-    Hot,
-    Warm,
-    Cold,
-}
-
-impl TierArg {
-    fn name(self) -> &'static str {
-        match self {
-            TierArg::Hot => "hot",
-            TierArg::Warm => "warm",
-            TierArg::Cold => "cold",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum SortKey {
-    Heat,
-    Accessed,
-    Size,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Files, bytes, stored bytes, budget and hits per tier; migrations; policy.
-    ///
-    /// Example: mountctl status ~/memories --json
-    Status {
-        /// Mounts to show (default: every tierfs mount).
-        mounts: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Files with their tier, pin, heat, last access, size and stored size.
-    ///
-    /// Example: mountctl ls -r --tier cold --sort size ~/memories/notes
-    Ls {
-        paths: Vec<PathBuf>,
-        /// Descend into directories.
-        #[arg(short, long)]
-        recursive: bool,
-        /// Only files on this tier.
-        #[arg(long, value_enum)]
-        tier: Option<TierArg>,
-        /// Only pinned files.
-        #[arg(long)]
-        pinned: bool,
-        /// Order by this, largest first.
-        #[arg(long, value_enum)]
-        sort: Option<SortKey>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Move files to a tier now; returns when every move is durable.
-    ///
-    /// Example: mountctl move cold -r ~/memories/archive
-    Move {
-        #[arg(value_enum)]
-        tier: TierArg,
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[arg(short, long)]
-        recursive: bool,
-    },
-    /// Pin files (and directories: inherited by new files) to a tier.
-    ///
-    /// Example: mountctl pin hot -r ~/memories/today
-    Pin {
-        #[arg(value_enum)]
-        tier: TierArg,
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[arg(short, long)]
-        recursive: bool,
-    },
-    /// Remove pins.
-    ///
-    /// Example: mountctl unpin -r ~/memories/today
-    Unpin {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[arg(short, long)]
-        recursive: bool,
-    },
-    /// Why a file is where it is, and what would move it next.
-    ///
-    /// Example: mountctl explain ~/memories/notes/standup.md
-    Explain { path: PathBuf },
-    /// Run one migration cycle now and print its moves (or only show them).
-    ///
-    /// Example: mountctl migrate ~/memories --dry-run
-    Migrate {
-        mount: Option<PathBuf>,
-        /// Show what a cycle would move; move nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// A live view of the status; q or Ctrl-C quits.
-    ///
-    /// Example: mountctl watch ~/memories
-    Watch {
-        mount: Option<PathBuf>,
-        /// Time between refreshes.
-        #[arg(long, default_value = "1s")]
-        interval: humantime::Duration,
-        /// Stop after this many refreshes (default: until q or Ctrl-C).
-        #[arg(long)]
-        count: Option<u64>,
-    },
-    /// The policy in force, and where it came from.
-    ///
-    /// Example: mountctl policy ~/memories
-    Policy { mount: Option<PathBuf> },
-    /// Flush and unmount, waiting until the daemon has exited.
-    ///
-    /// Example: mountctl unmount ~/memories
-    Unmount { mount: PathBuf },
-}
+use apply::Action;
+use cli::{Cli, Command, SortKey, TierArg};
+use exit::Exit;
+use render::FileInfo;
 
 /// A failure of the whole command (exit 2), as one line.
 type Fatal = String;
@@ -162,15 +41,15 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(code) => code,
+        Ok(code) => code.into(),
         Err(msg) => {
             eprintln!("mountctl: {msg}");
-            ExitCode::from(2)
+            Exit::Error.into()
         }
     }
 }
 
-fn run(cmd: Command) -> Result<ExitCode, Fatal> {
+fn run(cmd: Command) -> Result<Exit, Fatal> {
     match cmd {
         Command::Status { mounts, json } => status(&mounts, json),
         Command::Ls {
@@ -185,13 +64,13 @@ fn run(cmd: Command) -> Result<ExitCode, Fatal> {
             tier,
             paths,
             recursive,
-        } => apply(&paths, recursive, Action::Move(tier)),
+        } => apply::apply(&paths, recursive, Action::Move(tier)),
         Command::Pin {
             tier,
             paths,
             recursive,
-        } => apply(&paths, recursive, Action::Pin(tier)),
-        Command::Unpin { paths, recursive } => apply(&paths, recursive, Action::Unpin),
+        } => apply::apply(&paths, recursive, Action::Pin(tier)),
+        Command::Unpin { paths, recursive } => apply::apply(&paths, recursive, Action::Unpin),
         Command::Explain { path } => explain(&path),
         Command::Migrate {
             mount,
@@ -202,7 +81,7 @@ fn run(cmd: Command) -> Result<ExitCode, Fatal> {
             mount,
             interval,
             count,
-        } => watch(mount.as_deref(), interval.into(), count),
+        } => watch::watch(mount.as_deref(), interval.into(), count),
         Command::Policy { mount } => policy(mount.as_deref()),
         Command::Unmount { mount } => unmount(&mount),
     }
@@ -213,11 +92,11 @@ fn io_err(path: &Path, e: std::io::Error) -> String {
 }
 
 /// The mount a command is about: the one given, or the only one there is.
-fn one_mount(given: Option<&Path>) -> Result<mounts::TierMount, Fatal> {
+fn one_mount(given: Option<&Path>) -> Result<TierMount, Fatal> {
     match given {
-        Some(p) => mounts::of(p),
+        Some(p) => tierfs_mount_of(p),
         None => {
-            let all = mounts::all();
+            let all = tierfs_mounts();
             match all.len() {
                 1 => Ok(all[0].clone()),
                 0 => Err("no tierfs mount on this machine".into()),
@@ -227,7 +106,9 @@ fn one_mount(given: Option<&Path>) -> Result<mounts::TierMount, Fatal> {
     }
 }
 
-fn stats_of(m: &mounts::TierMount) -> Result<Value, Fatal> {
+/// `user.tier.stats` of a mount, parsed: a field that is not there is an
+/// error, never a zero.
+fn stats_of(m: &TierMount) -> Result<Stats, Fatal> {
     let text = xattr::get_string(&m.point, names::STATS)
         .map_err(|e| io_err(&m.point, e))?
         .ok_or_else(|| {
@@ -239,17 +120,13 @@ fn stats_of(m: &mounts::TierMount) -> Result<Value, Fatal> {
     serde_json::from_str(&text).map_err(|e| format!("{}: bad statistics: {e}", m.point.display()))
 }
 
-fn size(n: u64) -> String {
-    bytesize::ByteSize(n).display().iec().to_string()
-}
-
-fn status(given: &[PathBuf], json_out: bool) -> Result<ExitCode, Fatal> {
+fn status(given: &[PathBuf], json_out: bool) -> Result<Exit, Fatal> {
     let list = if given.is_empty() {
-        mounts::all()
+        tierfs_mounts()
     } else {
         given
             .iter()
-            .map(|p| mounts::of(p))
+            .map(|p| tierfs_mount_of(p))
             .collect::<Result<_, _>>()?
     };
     if list.is_empty() {
@@ -258,76 +135,31 @@ fn status(given: &[PathBuf], json_out: bool) -> Result<ExitCode, Fatal> {
         } else {
             println!("no tierfs mounts");
         }
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Partly);
+    }
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        mount: &'a Path,
+        store: &'a Path,
+        stats: Stats,
     }
     let mut all = Vec::new();
     for m in &list {
         let s = stats_of(m)?;
         if json_out {
-            all.push(json!({"mount": m.point, "store": m.store, "stats": s}));
+            all.push(Entry {
+                mount: &m.point,
+                store: &m.store,
+                stats: s,
+            });
         } else {
-            print_status(m, &s);
+            render::print_status(m, &s);
         }
     }
     if json_out {
-        println!("{}", Value::Array(all));
+        println!("{}", serde_json::to_string(&all).expect("serialisable"));
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_status(m: &mounts::TierMount, s: &Value) {
-    println!("{} (store {})", m.point.display(), m.store.display());
-    println!(
-        "  {:<5} {:>9} {:>11} {:>11} {:>6} {:>11} {:>6} {:>9}",
-        "tier", "files", "bytes", "stored", "ratio", "budget", "fill", "hits"
-    );
-    for t in ["hot", "warm", "cold"] {
-        let v = &s["tiers"][t];
-        let (files, bytes, stored) = (
-            v["files"].as_u64().unwrap_or(0),
-            v["bytes"].as_u64().unwrap_or(0),
-            v["stored"].as_u64().unwrap_or(0),
-        );
-        let ratio = if t == "cold" && stored > 0 {
-            format!("{:.2}x", bytes as f64 / stored as f64)
-        } else {
-            "-".into()
-        };
-        let (budget, fill) = match v["budget"].as_u64() {
-            Some(b) if b > 0 => {
-                let used = if t == "hot" { stored } else { bytes };
-                (size(b), format!("{:.0}%", used as f64 * 100.0 / b as f64))
-            }
-            _ => ("-".into(), "-".into()),
-        };
-        println!(
-            "  {:<5} {:>9} {:>11} {:>11} {:>6} {:>11} {:>6} {:>9}",
-            t,
-            files,
-            size(bytes),
-            size(stored),
-            ratio,
-            budget,
-            fill,
-            v["hits"].as_u64().unwrap_or(0)
-        );
-    }
-    let mig = &s["migrations"];
-    println!(
-        "  migrations: {} done, {} failed, {} queued, {} cycles; access events: {} dropped, {} queued",
-        mig["done"], mig["failed"], mig["queued"], mig["cycles"],
-        s["access_events"]["dropped"], s["access_events"]["queued"]
-    );
-    let p = &s["policy"];
-    print!(
-        "  policy: {} (loaded {})",
-        p["file"].as_str().unwrap_or("?"),
-        p["loaded"].as_str().unwrap_or("?")
-    );
-    if let Some(e) = p["last_rejected_edit"].as_str() {
-        print!("; last edit REJECTED: {e}");
-    }
-    println!();
+    Ok(Exit::Ok)
 }
 
 /// Every file (and, for pin/unpin, directory) named, walking directories
@@ -335,7 +167,7 @@ fn print_status(m: &mounts::TierMount, s: &Value) {
 fn collect(paths: &[PathBuf], recursive: bool, dirs_too: bool) -> Result<Vec<PathBuf>, Fatal> {
     let mut out = Vec::new();
     for p in paths {
-        mounts::of(p)?;
+        tierfs_mount_of(p)?;
         let md = std::fs::symlink_metadata(p).map_err(|e| io_err(p, e))?;
         if md.is_file() {
             out.push(p.clone());
@@ -371,20 +203,26 @@ fn walk(dir: &Path, dirs_too: bool, out: &mut Vec<PathBuf>) -> std::io::Result<(
 }
 
 /// What `ls` and `explain` show of a file.
-fn file_info(p: &Path) -> Result<Value, Fatal> {
+fn file_info(p: &Path) -> Result<FileInfo, Fatal> {
     let md = std::fs::symlink_metadata(p).map_err(|e| io_err(p, e))?;
     let get = |n: &str| xattr::get_string(p, n).map_err(|e| io_err(p, e));
-    Ok(json!({
-        "path": p,
-        "tier": get(names::TIER)?,
-        "pin": get(names::PIN)?,
-        "heat": get(names::HEAT)?.and_then(|h| h.parse::<f64>().ok()).unwrap_or(0.0),
-        "accessed": get(names::ACCESSED)?,
-        "accesses": get(names::ACCESSES)?.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0),
-        "size": md.len(),
-        "stored": get(names::STORED)?.and_then(|h| h.parse::<u64>().ok()).unwrap_or(0),
-        "ino": md.ino(),
-    }))
+    Ok(FileInfo {
+        path: p.to_path_buf(),
+        tier: get(names::TIER)?,
+        pin: get(names::PIN)?,
+        heat: get(names::HEAT)?
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0.0),
+        accessed: get(names::ACCESSED)?,
+        accesses: get(names::ACCESSES)?
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0),
+        size: md.len(),
+        stored: get(names::STORED)?
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0),
+        ino: md.ino(),
+    })
 }
 
 fn ls(
@@ -394,7 +232,7 @@ fn ls(
     pinned: bool,
     sort: Option<SortKey>,
     json_out: bool,
-) -> Result<ExitCode, Fatal> {
+) -> Result<Exit, Fatal> {
     let paths = if paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -402,7 +240,7 @@ fn ls(
     };
     let mut files = Vec::new();
     for p in &paths {
-        mounts::of(p)?;
+        tierfs_mount_of(p)?;
         if std::fs::symlink_metadata(p)
             .map_err(|e| io_err(p, e))?
             .is_dir()
@@ -426,166 +264,34 @@ fn ls(
     let mut rows = Vec::new();
     for f in files {
         let info = file_info(&f)?;
-        if tier.is_some_and(|t| info["tier"].as_str() != Some(t.name())) {
+        if tier.is_some_and(|t| info.tier.as_deref() != Some(t.name())) {
             continue;
         }
-        if pinned && info["pin"].is_null() {
+        if pinned && info.pin.is_none() {
             continue;
         }
         rows.push(info);
     }
     match sort {
-        Some(SortKey::Heat) => {
-            rows.sort_by(|a, b| b["heat"].as_f64().partial_cmp(&a["heat"].as_f64()).unwrap())
-        }
-        Some(SortKey::Accessed) => {
-            rows.sort_by(|a, b| b["accessed"].as_str().cmp(&a["accessed"].as_str()))
-        }
-        Some(SortKey::Size) => rows.sort_by_key(|r| std::cmp::Reverse(r["size"].as_u64())),
+        Some(SortKey::Heat) => rows.sort_by(|a, b| b.heat.total_cmp(&a.heat)),
+        Some(SortKey::Accessed) => rows.sort_by(|a, b| b.accessed.cmp(&a.accessed)),
+        Some(SortKey::Size) => rows.sort_by_key(|r| std::cmp::Reverse(r.size)),
         None => {}
     }
     if json_out {
-        println!("{}", Value::Array(rows.clone()));
+        println!("{}", serde_json::to_string(&rows).expect("serialisable"));
     } else {
-        println!(
-            "{:<5} {:<5} {:>8} {:<20} {:>10} {:>10}  path",
-            "tier", "pin", "heat", "accessed", "size", "stored"
-        );
-        for r in &rows {
-            println!(
-                "{:<5} {:<5} {:>8.2} {:<20} {:>10} {:>10}  {}",
-                r["tier"].as_str().unwrap_or("?"),
-                r["pin"].as_str().unwrap_or("-"),
-                r["heat"].as_f64().unwrap_or(0.0),
-                r["accessed"].as_str().unwrap_or("-"),
-                size(r["size"].as_u64().unwrap_or(0)),
-                size(r["stored"].as_u64().unwrap_or(0)),
-                r["path"].as_str().unwrap_or("?")
-            );
-        }
+        render::print_ls(&rows);
     }
     Ok(if rows.is_empty() {
-        ExitCode::from(1)
+        Exit::Partly
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok
     })
 }
 
-#[derive(Clone, Copy)]
-enum Action {
-    Move(TierArg),
-    Pin(TierArg),
-    Unpin,
-}
-
-/// move / pin / unpin: one file at a time, with progress, stopping cleanly
-/// between files on Ctrl-C, and every failure listed with its reason.
-fn apply(paths: &[PathBuf], recursive: bool, action: Action) -> Result<ExitCode, Fatal> {
-    let dirs_too = !matches!(action, Action::Move(_));
-    let targets = collect(paths, recursive, dirs_too)?;
-    if targets.is_empty() {
-        eprintln!("mountctl: nothing to do");
-        return Ok(ExitCode::from(1));
-    }
-    let total_bytes: u64 = targets
-        .iter()
-        .filter_map(|p| std::fs::symlink_metadata(p).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum();
-    let stop = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
-        let b = indicatif::ProgressBar::new(total_bytes);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap(),
-        );
-        b
-    });
-    let verb = match action {
-        Action::Move(t) => format!("moved to {}", t.name()),
-        Action::Pin(t) => format!("pinned to {}", t.name()),
-        Action::Unpin => "unpinned".to_string(),
-    };
-    let started = Instant::now();
-    let (mut done, mut done_bytes, mut failed) = (0usize, 0u64, Vec::new());
-    for (i, p) in targets.iter().enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let len = std::fs::symlink_metadata(p)
-            .map(|m| if m.is_file() { m.len() } else { 0 })
-            .unwrap_or(0);
-        let r = match action {
-            Action::Move(t) => xattr::set(p, names::TIER, t.name()),
-            Action::Pin(t) => xattr::set(p, names::PIN, t.name()),
-            Action::Unpin => match xattr::remove(p, names::PIN) {
-                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
-                r => r,
-            },
-        };
-        match r {
-            Ok(()) => {
-                done += 1;
-                done_bytes += len;
-                if bar.is_none() {
-                    println!("{verb}: {} ({}/{})", p.display(), i + 1, targets.len());
-                }
-            }
-            Err(e) => {
-                let why = xattr::get_string(p, names::WHY)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                failed.push(format!(
-                    "{}: {e}{}",
-                    p.display(),
-                    if why.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({why})")
-                    }
-                ));
-            }
-        }
-        if let Some(b) = &bar {
-            b.set_message(format!("{}/{} files", i + 1, targets.len()));
-            b.inc(len);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    println!(
-        "{verb}: {done} of {} files, {} in {:.1}s ({}/s)",
-        targets.len(),
-        size(done_bytes),
-        secs,
-        size((done_bytes as f64 / secs) as u64)
-    );
-    if stop.load(Ordering::Relaxed) {
-        println!(
-            "interrupted: {} files not done",
-            targets.len() - done - failed.len()
-        );
-    }
-    for f in &failed {
-        eprintln!("failed: {f}");
-    }
-    Ok(if failed.is_empty() && !stop.load(Ordering::Relaxed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn explain(path: &Path) -> Result<ExitCode, Fatal> {
-    let m = mounts::of(path)?;
+fn explain(path: &Path) -> Result<Exit, Fatal> {
+    let m = tierfs_mount_of(path)?;
     if !std::fs::symlink_metadata(path)
         .map_err(|e| io_err(path, e))?
         .is_file()
@@ -600,16 +306,13 @@ fn explain(path: &Path) -> Result<ExitCode, Fatal> {
     println!("  {why}");
     println!(
         "  tier {}, pin {}, heat {:.2}, {} accesses, last {}",
-        info["tier"].as_str().unwrap_or("?"),
-        info["pin"].as_str().unwrap_or("none"),
-        info["heat"].as_f64().unwrap_or(0.0),
-        info["accesses"],
-        info["accessed"].as_str().unwrap_or("never")
+        info.tier.as_deref().unwrap_or("?"),
+        info.pin.as_deref().unwrap_or("none"),
+        info.heat,
+        info.accesses,
+        info.accessed.as_deref().unwrap_or("never")
     );
-    println!(
-        "  {} bytes, {} stored on its tier",
-        info["size"], info["stored"]
-    );
+    println!("  {} bytes, {} stored on its tier", info.size, info.stored);
     if let Ok(Some(p)) = xattr::get_string(&m.point, names::POLICY) {
         let relevant: Vec<&str> = p
             .lines()
@@ -622,7 +325,7 @@ fn explain(path: &Path) -> Result<ExitCode, Fatal> {
             .collect();
         println!("  policy: {}", relevant.join("; "));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 /// inode number → path, for the files a plan names.
@@ -636,7 +339,7 @@ fn paths_by_ino(root: &Path, wanted: &[u64]) -> HashMap<u64, PathBuf> {
         .collect()
 }
 
-fn migrate(mount: Option<&Path>, dry: bool, json_out: bool) -> Result<ExitCode, Fatal> {
+fn migrate(mount: Option<&Path>, dry: bool, json_out: bool) -> Result<Exit, Fatal> {
     let m = one_mount(mount)?;
     let report = if dry {
         xattr::get_string(&m.point, names::PLAN).map_err(|e| io_err(&m.point, e))?
@@ -645,206 +348,61 @@ fn migrate(mount: Option<&Path>, dry: bool, json_out: bool) -> Result<ExitCode, 
         xattr::get_string(&m.point, names::LAST_CYCLE).map_err(|e| io_err(&m.point, e))?
     }
     .unwrap_or_default();
-    let mut v: Value = serde_json::from_str(&report).map_err(|e| format!("bad report: {e}"))?;
-    let inos: Vec<u64> = v["moved"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(v["failed"].as_array().into_iter().flatten())
-        .filter_map(|x| x["ino"].as_u64())
+    let mut v: CycleReport =
+        serde_json::from_str(&report).map_err(|e| format!("bad report: {e}"))?;
+    let inos: Vec<u64> = v
+        .moved
+        .iter()
+        .map(|x| x.ino)
+        .chain(v.failed.iter().map(|x| x.ino))
         .collect();
     let paths = paths_by_ino(&m.point, &inos);
-    for key in ["moved", "failed"] {
-        if let Some(arr) = v[key].as_array_mut() {
-            for x in arr {
-                let p = x["ino"]
-                    .as_u64()
-                    .and_then(|i| paths.get(&i))
-                    .map(|p| p.display().to_string());
-                x["path"] = json!(p);
-            }
-        }
+    let path_of = |ino: u64| paths.get(&ino).map(|p| p.display().to_string());
+    for x in &mut v.moved {
+        x.path = path_of(x.ino);
+    }
+    for x in &mut v.failed {
+        x.path = path_of(x.ino);
     }
     if json_out {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string(&v).expect("serialisable"));
+        return Ok(Exit::Ok);
     }
     let verb = if dry { "would move" } else { "moved" };
-    let moved = v["moved"].as_array().cloned().unwrap_or_default();
-    for x in &moved {
+    for x in &v.moved {
         println!(
             "{verb} {} {} → {}: {}",
-            x["path"].as_str().unwrap_or("?"),
-            x["from"].as_str().unwrap_or("?"),
-            x["to"].as_str().unwrap_or("?"),
-            x["reason"].as_str().unwrap_or("")
+            x.path.as_deref().unwrap_or("?"),
+            x.from,
+            x.to,
+            x.reason
         );
     }
-    let failed = v["failed"].as_array().cloned().unwrap_or_default();
-    for x in &failed {
-        eprintln!(
-            "failed {}: {}",
-            x["path"].as_str().unwrap_or("?"),
-            x["why"].as_str().unwrap_or("")
-        );
+    for x in &v.failed {
+        eprintln!("failed {}: {}", x.path.as_deref().unwrap_or("?"), x.why);
     }
-    println!("{} files {verb}, {} failed", moved.len(), failed.len());
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
+    println!("{} files {verb}, {} failed", v.moved.len(), v.failed.len());
+    Ok(if v.failed.is_empty() {
+        Exit::Ok
     } else {
-        ExitCode::from(1)
+        Exit::Partly
     })
 }
 
-fn watch(mount: Option<&Path>, interval: Duration, count: Option<u64>) -> Result<ExitCode, Fatal> {
-    let m = one_mount(mount)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
-    let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-    let raw = terminal.then(RawInput::enable).flatten();
-    let (mut last, mut last_t) = (None::<Value>, Instant::now());
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) && count.is_none_or(|c| n < c) {
-        let s = stats_of(&m)?;
-        if terminal {
-            print!("\x1b[2J\x1b[H");
-        }
-        print_status(&m, &s);
-        if let Some(prev) = &last {
-            let dt = last_t.elapsed().as_secs_f64().max(1e-3);
-            let rate = |a: &Value, b: &Value| {
-                (a.as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(b.as_u64().unwrap_or(0))) as f64
-                    / dt
-            };
-            let hits: Vec<String> = ["hot", "warm", "cold"]
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{t} {:.0}/s",
-                        rate(&s["tiers"][t]["hits"], &prev["tiers"][t]["hits"])
-                    )
-                })
-                .collect();
-            println!(
-                "  migrations {:.1}/s; reads {}",
-                rate(&s["migrations"]["done"], &prev["migrations"]["done"]),
-                hits.join(", ")
-            );
-        }
-        if terminal {
-            println!("  (q or Ctrl-C to quit)");
-        }
-        last = Some(s);
-        last_t = Instant::now();
-        n += 1;
-        let until = Instant::now() + interval;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            if raw.as_ref().is_some_and(|r| r.pressed_q()) {
-                stop.store(true, Ordering::Relaxed);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    drop(raw);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The terminal in non-canonical mode (to see a q), restored on drop.
-struct RawInput {
-    saved: libc::termios,
-}
-
-impl RawInput {
-    fn enable() -> Option<RawInput> {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a zeroed termios we own.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            t.c_lflag &= !(libc::ICANON | libc::ECHO);
-            t.c_cc[libc::VMIN] = 0;
-            t.c_cc[libc::VTIME] = 0;
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            Some(RawInput { saved })
-        }
-    }
-
-    fn pressed_q(&self) -> bool {
-        let mut b = [0u8; 16];
-        // SAFETY: reading into a local buffer; stdin is non-blocking (VMIN 0).
-        let n = unsafe { libc::read(0, b.as_mut_ptr().cast(), b.len()) };
-        n > 0 && b[..n as usize].iter().any(|c| *c == b'q' || *c == b'Q')
-    }
-}
-
-impl Drop for RawInput {
-    fn drop(&mut self) {
-        // SAFETY: restoring the settings saved in enable().
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
-    }
-}
-
-fn policy(mount: Option<&Path>) -> Result<ExitCode, Fatal> {
+fn policy(mount: Option<&Path>) -> Result<Exit, Fatal> {
     let m = one_mount(mount)?;
     let p = xattr::get_string(&m.point, names::POLICY)
         .map_err(|e| io_err(&m.point, e))?
         .unwrap_or_default();
     print!("{p}");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
-/// Processes with a file, directory or working directory inside `point`.
-fn open_files(point: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let comm = std::fs::read_to_string(p.path().join("comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let mut links: Vec<PathBuf> = std::fs::read_dir(p.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .collect();
-        links.extend(std::fs::read_link(p.path().join("cwd")).ok());
-        for l in links {
-            if l.starts_with(point) {
-                found.push(format!("pid {pid} ({comm}): {}", l.display()));
-            }
-        }
-    }
-    found
-}
-
-/// Whether `pid` is still running (an exited process waiting to be reaped,
-/// a zombie, has finished its work).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-fn unmount(mount: &Path) -> Result<ExitCode, Fatal> {
-    let m = mounts::of(mount)?;
+/// Unmounts, then waits for the daemon to exit. Its pid comes through the
+/// mount itself (`user.tier.stats`), never from the store's files, which
+/// the caller may not be able to read.
+fn unmount(mount: &Path) -> Result<Exit, Fatal> {
+    let m = tierfs_mount_of(mount)?;
     if m.point != std::fs::canonicalize(mount).map_err(|e| io_err(mount, e))? {
         return Err(format!(
             "{} is inside the mount {}; name the mount point",
@@ -852,7 +410,7 @@ fn unmount(mount: &Path) -> Result<ExitCode, Fatal> {
             m.point.display()
         ));
     }
-    let open = open_files(&m.point);
+    let open = procfs::open_files(&m.point);
     if !open.is_empty() {
         return Err(format!(
             "{} is busy; files still open: {}",
@@ -860,33 +418,35 @@ fn unmount(mount: &Path) -> Result<ExitCode, Fatal> {
             open.join("; ")
         ));
     }
-    let pid: Option<i32> = std::fs::read_to_string(m.store.join("tierfs.lock"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let pid = stats_of(&m)?.daemon.pid as i32;
     let st = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&m.point)
         .status();
     if !st.is_ok_and(|s| s.success()) {
-        let c = std::ffi::CString::new(m.point.as_os_str().as_encoded_bytes()).unwrap();
+        let c = std::ffi::CString::new(m.point.as_os_str().as_encoded_bytes())
+            .map_err(|_| "mount point has a NUL byte".to_string())?;
         // SAFETY: plain syscall with a NUL-terminated path.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
             return Err(io_err(&m.point, std::io::Error::last_os_error()));
         }
     }
-    if let Some(pid) = pid {
-        let t0 = Instant::now();
-        while alive(pid) {
-            if t0.elapsed() > Duration::from_secs(120) {
-                return Err(format!(
-                    "unmounted, but the daemon (pid {pid}) has not exited after 2 minutes"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    if !procfs::wait_exit(pid, Duration::from_secs(120)) {
+        return Err(format!(
+            "unmounted, but the daemon (pid {pid}) has not exited after 2 minutes"
+        ));
     }
     // Whether the final flush succeeded is in the daemon's log.
-    let log = std::fs::read_to_string(m.store.join("tierfs.log")).unwrap_or_default();
+    let log_path = m.store.join("tierfs.log");
+    let Ok(log) = std::fs::read_to_string(&log_path) else {
+        println!(
+            "unmounted {}; the daemon has exited (its log, {}, is not readable here: \
+             the result of its final flush is there)",
+            m.point.display(),
+            log_path.display()
+        );
+        return Ok(Exit::Ok);
+    };
     let last = log
         .lines()
         .rev()
@@ -895,9 +455,9 @@ fn unmount(mount: &Path) -> Result<ExitCode, Fatal> {
         return Err(format!(
             "unmounted {}, but the final flush FAILED (see {})",
             m.point.display(),
-            m.store.join("tierfs.log").display()
+            log_path.display()
         ));
     }
     println!("unmounted {}; the daemon has exited", m.point.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }

@@ -231,23 +231,53 @@ impl TierFs {
         let c = &self.shared.counters;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let (loaded_at, error) = self.policy_loaded.lock().clone();
-        let v = serde_json::json!({
-            "tiers": {
-                "hot": {"files": files[0], "bytes": bytes[0], "stored": pinned,
-                        "budget": policy.hot.budget.0, "cache_bytes": cache, "hits": load(&self.hits[0])},
-                "warm": {"files": files[1], "bytes": bytes[1], "stored": warm_live,
-                         "segment_bytes": warm_files, "budget": policy.warm.budget.0, "hits": load(&self.hits[1])},
-                "cold": {"files": files[2], "bytes": bytes[2], "stored": cold_live,
-                         "pack_bytes": cold_files, "hits": load(&self.hits[2])},
+        use contract::json;
+        let v = json::Stats {
+            daemon: json::Daemon {
+                pid: std::process::id(),
             },
-            "migrations": {"done": load(&c.migrations), "failed": load(&c.failed),
-                           "queued": load(&c.queued), "cycles": load(&c.cycles)},
-            "access_events": {"queued": self.access.queued(), "dropped": load(&c.dropped_events)},
-            "policy": {"file": self.opts.policy_path.display().to_string(),
-                       "loaded": humantime::format_rfc3339_seconds(loaded_at).to_string(),
-                       "last_rejected_edit": error},
-        });
-        Ok(v.to_string())
+            tiers: json::TierStats {
+                hot: json::Hot {
+                    files: files[0],
+                    bytes: bytes[0],
+                    stored: pinned,
+                    budget: policy.hot.budget.0,
+                    cache_bytes: cache,
+                    hits: load(&self.hits[0]),
+                },
+                warm: json::Warm {
+                    files: files[1],
+                    bytes: bytes[1],
+                    stored: warm_live,
+                    segment_bytes: warm_files,
+                    budget: policy.warm.budget.0,
+                    hits: load(&self.hits[1]),
+                },
+                cold: json::Cold {
+                    files: files[2],
+                    bytes: bytes[2],
+                    stored: cold_live,
+                    pack_bytes: cold_files,
+                    hits: load(&self.hits[2]),
+                },
+            },
+            migrations: json::Migrations {
+                done: load(&c.migrations),
+                failed: load(&c.failed),
+                queued: load(&c.queued),
+                cycles: load(&c.cycles),
+            },
+            access_events: json::AccessEvents {
+                queued: self.access.queued() as u64,
+                dropped: load(&c.dropped_events),
+            },
+            policy: json::PolicySource {
+                file: self.opts.policy_path.display().to_string(),
+                loaded: humantime::format_rfc3339_seconds(loaded_at).to_string(),
+                last_rejected_edit: error,
+            },
+        };
+        serde_json::to_string(&v).map_err(|e| Error::Corrupt(format!("stats: {e}")))
     }
 
     /// `user.tier.policy`: where the policy comes from, and the policy in force.

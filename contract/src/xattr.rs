@@ -1,5 +1,5 @@
 //! The xattr contract of a tierfs mount (DESIGN §1): names and value formats.
-//! mountctl reads and writes these same names.
+//! The daemon answers to these names; mountctl reads and writes them.
 
 /// Where a file is now: `hot`, `warm` or `cold`. Set it to move the file now.
 pub const TIER: &str = "user.tier";

@@ -1,0 +1,140 @@
+//! The command line: clap types, turned into calls by `main`; no clap type
+//! goes further.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = crate::exit::HELP;
+
+/// The operator's tool for a tierfs mount: see and steer tiers through the
+/// mount's xattrs.
+#[derive(Parser)]
+#[command(name = "mountctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    Hot,
+    Warm,
+    Cold,
+}
+
+impl TierArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            TierArg::Hot => "hot",
+            TierArg::Warm => "warm",
+            TierArg::Cold => "cold",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    Heat,
+    Accessed,
+    Size,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Files, bytes, stored bytes, budget and hits per tier; migrations; policy.
+    ///
+    /// Example: mountctl status ~/memories --json
+    Status {
+        /// Mounts to show (default: every tierfs mount).
+        mounts: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files with their tier, pin, heat, last access, size and stored size.
+    ///
+    /// Example: mountctl ls -r --tier cold --sort size ~/memories/notes
+    Ls {
+        paths: Vec<PathBuf>,
+        /// Descend into directories.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Only files on this tier.
+        #[arg(long, value_enum)]
+        tier: Option<TierArg>,
+        /// Only pinned files.
+        #[arg(long)]
+        pinned: bool,
+        /// Order by this, largest first.
+        #[arg(long, value_enum)]
+        sort: Option<SortKey>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move files to a tier now; returns when every move is durable.
+    ///
+    /// Example: mountctl move cold -r ~/memories/archive
+    Move {
+        #[arg(value_enum)]
+        tier: TierArg,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Pin files (and directories: inherited by new files) to a tier.
+    ///
+    /// Example: mountctl pin hot -r ~/memories/today
+    Pin {
+        #[arg(value_enum)]
+        tier: TierArg,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Remove pins.
+    ///
+    /// Example: mountctl unpin -r ~/memories/today
+    Unpin {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Why a file is where it is, and what would move it next.
+    ///
+    /// Example: mountctl explain ~/memories/notes/standup.md
+    Explain { path: PathBuf },
+    /// Run one migration cycle now and print its moves (or only show them).
+    ///
+    /// Example: mountctl migrate ~/memories --dry-run
+    Migrate {
+        mount: Option<PathBuf>,
+        /// Show what a cycle would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view of the status; q or Ctrl-C quits.
+    ///
+    /// Example: mountctl watch ~/memories
+    Watch {
+        mount: Option<PathBuf>,
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s")]
+        interval: humantime::Duration,
+        /// Stop after this many refreshes (default: until q or Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// The policy in force, and where it came from.
+    ///
+    /// Example: mountctl policy ~/memories
+    Policy { mount: Option<PathBuf> },
+    /// Flush and unmount, waiting until the daemon has exited.
+    ///
+    /// Example: mountctl unmount ~/memories
+    Unmount { mount: PathBuf },
+}

@@ -1,0 +1,115 @@
+//! How mountctl prints what it read: sizes, the status of a mount, and the
+//! table of `ls`.
+
+use std::path::PathBuf;
+
+use contract::json::Stats;
+use contract::mountinfo::TierMount;
+use serde::Serialize;
+
+pub fn size(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
+/// One row of `mountctl ls` (and what `explain` shows of a file).
+#[derive(Clone, Debug, Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub tier: Option<String>,
+    pub pin: Option<String>,
+    pub heat: f64,
+    pub accessed: Option<String>,
+    pub accesses: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub ino: u64,
+}
+
+pub fn print_status(m: &TierMount, s: &Stats) {
+    println!("{} (store {})", m.point.display(), m.store.display());
+    println!(
+        "  {:<5} {:>9} {:>11} {:>11} {:>6} {:>11} {:>6} {:>9}",
+        "tier", "files", "bytes", "stored", "ratio", "budget", "fill", "hits"
+    );
+    let t = &s.tiers;
+    // (name, files, bytes, stored, budget and what fills it, hits)
+    let rows = [
+        (
+            "hot",
+            t.hot.files,
+            t.hot.bytes,
+            t.hot.stored,
+            Some((t.hot.budget, t.hot.stored)),
+            t.hot.hits,
+        ),
+        (
+            "warm",
+            t.warm.files,
+            t.warm.bytes,
+            t.warm.stored,
+            Some((t.warm.budget, t.warm.bytes)),
+            t.warm.hits,
+        ),
+        (
+            "cold",
+            t.cold.files,
+            t.cold.bytes,
+            t.cold.stored,
+            None,
+            t.cold.hits,
+        ),
+    ];
+    for (name, files, bytes, stored, budget, hits) in rows {
+        let ratio = if name == "cold" && stored > 0 {
+            format!("{:.2}x", bytes as f64 / stored as f64)
+        } else {
+            "-".into()
+        };
+        let (budget, fill) = match budget {
+            Some((b, used)) if b > 0 => {
+                (size(b), format!("{:.0}%", used as f64 * 100.0 / b as f64))
+            }
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "  {:<5} {:>9} {:>11} {:>11} {:>6} {:>11} {:>6} {:>9}",
+            name,
+            files,
+            size(bytes),
+            size(stored),
+            ratio,
+            budget,
+            fill,
+            hits
+        );
+    }
+    let mig = &s.migrations;
+    println!(
+        "  migrations: {} done, {} failed, {} queued, {} cycles; access events: {} dropped, {} queued",
+        mig.done, mig.failed, mig.queued, mig.cycles, s.access_events.dropped, s.access_events.queued
+    );
+    print!("  policy: {} (loaded {})", s.policy.file, s.policy.loaded);
+    if let Some(e) = &s.policy.last_rejected_edit {
+        print!("; last edit REJECTED: {e}");
+    }
+    println!();
+}
+
+pub fn print_ls(rows: &[FileInfo]) {
+    println!(
+        "{:<5} {:<5} {:>8} {:<20} {:>10} {:>10}  path",
+        "tier", "pin", "heat", "accessed", "size", "stored"
+    );
+    for r in rows {
+        println!(
+            "{:<5} {:<5} {:>8.2} {:<20} {:>10} {:>10}  {}",
+            r.tier.as_deref().unwrap_or("?"),
+            r.pin.as_deref().unwrap_or("-"),
+            r.heat,
+            r.accessed.as_deref().unwrap_or("-"),
+            size(r.size),
+            size(r.stored),
+            r.path.display()
+        );
+    }
+}
