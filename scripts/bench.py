@@ -11,7 +11,11 @@ Targets, each set up fresh in every round, rounds interleaved:
 
 Prints one table of medians and the ratios tierfs/baseline, then the tier
 figures of tierfs (warm, cold) against its own hot figures and zstd -dc.
+Writes the medians as JSON to target/bench/results.json and renders the
+ratios as an SVG bar chart, docs/bench/ratios.svg (docs/BENCHMARKS.md shows
+it), with scripts/bench_chart.py.
 """
+import json
 import os
 import statistics
 import subprocess
@@ -262,6 +266,24 @@ def main():
           f"{fmt(med('tierfs', 'first4k_ms_hot'))} ms; "
           f"{fmt(med('tierfs', 'randread4k_hot'))} random 4 KiB reads/s")
     print(f"  {big_mb} MiB file hot→cold move: {fmt(med('tierfs', 'move_1gib_cold_s'))} s")
+
+    keys = sorted({k for t in results for k in results[t]})
+    out = {
+        "run": {"files": n_files, "size": size, "rounds": rounds, "big_mib": big_mb,
+                "cores": os.cpu_count(), "kernel": kernel,
+                "date": time.strftime("%Y-%m-%d")},
+        "rows": [{"label": label, "key": key} for label, key in rows],
+        "medians": {t: {k: med(t, k) for k in keys if med(t, k) is not None}
+                    for t in results},
+    }
+    path = os.path.join(work, "results.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    chart = os.path.join(ROOT, "docs", "bench", "ratios.svg")
+    os.makedirs(os.path.dirname(chart), exist_ok=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_chart.py"),
+                    path, chart], check=True)
+    print(f"\nmedians: {path}; chart: {chart}")
 
 
 main()

@@ -1,12 +1,10 @@
 //! The fuser adapter: each handler calls `TierFs`, maps `Error` to an errno
 //! and replies. No filesystem semantics live here.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -16,7 +14,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Caller, SetAttr, SetTime, TierFs, XattrFlags};
+use crate::fs::{Caller, SetAttr, SetTime, TierFs, XattrFlags, XattrReply};
 use crate::meta::{Inode, Kind, Time};
 use crate::tier::CHUNK_SIZE;
 
@@ -31,51 +29,11 @@ pub static DESTROYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 pub struct FuseAdapter {
     fs: std::sync::Arc<TierFs>,
-    probes: Probes,
-}
-
-/// The value of a live `user.tier*` attribute as it was when a process asked
-/// for its size, handed back on that process's next call for it: `getfattr`
-/// probes the size then reads, and a value that changed in between (a
-/// counter, a policy reload) would otherwise fail with ERANGE.
-#[derive(Default)]
-struct Probes(Mutex<HashMap<ProbeKey, (Instant, Vec<u8>)>>);
-
-/// (pid, inode, attribute name)
-type ProbeKey = (u32, u64, Vec<u8>);
-
-impl Probes {
-    const FRESH: Duration = Duration::from_millis(500);
-
-    fn keep(&self, key: ProbeKey, value: Vec<u8>) {
-        let mut map = self.0.lock().unwrap();
-        if map.len() >= 1024 {
-            map.retain(|_, (at, _)| at.elapsed() < Self::FRESH);
-        }
-        map.insert(key, (Instant::now(), value));
-    }
-
-    fn take(&self, key: &ProbeKey, size: u32) -> Option<Vec<u8>> {
-        let mut map = self.0.lock().unwrap();
-        let (at, value) = map.remove(key)?;
-        (at.elapsed() < Self::FRESH && value.len() <= size as usize).then_some(value)
-    }
-
-    /// A process that changes a file's attributes sees its own change next.
-    fn forget(&self, pid: u32, ino: u64) {
-        let mut map = self.0.lock().unwrap();
-        if !map.is_empty() {
-            map.retain(|&(p, i, _), _| (p, i) != (pid, ino));
-        }
-    }
 }
 
 impl FuseAdapter {
     pub fn new(fs: std::sync::Arc<TierFs>) -> FuseAdapter {
-        FuseAdapter {
-            fs,
-            probes: Probes::default(),
-        }
+        FuseAdapter { fs }
     }
 
     /// The errno for `e`; faults (not user mistakes, not a full disk) are
@@ -452,7 +410,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.probes.forget(req.pid(), ino.0);
+        self.fs.xattr_changed(req.pid(), ino.0);
         match self
             .fs
             .setxattr(ino.0, name(n), value, XattrFlags::from_raw(flags))
@@ -463,19 +421,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        // Only live tier attributes are snapshotted; user.* values are not built per call.
-        let key = crate::xattr::is_reserved(name(n)).then(|| (req.pid(), ino.0, name(n).to_vec()));
-        if let Some(key) = key.as_ref().filter(|_| size > 0) {
-            if let Some(v) = self.probes.take(key, size) {
-                return reply.data(&v);
-            }
-        }
-        match self.fs.getxattr(ino.0, name(n)) {
-            Ok(v) if key.is_some() && size == 0 => {
-                reply.size(v.len() as u32);
-                self.probes.keep(key.expect("checked"), v);
-            }
-            Ok(v) => reply_xattr(reply, &v, size),
+        match self.fs.getxattr_for(req.pid(), ino.0, name(n), size) {
+            Ok(XattrReply::Size(len)) => reply.size(len),
+            Ok(XattrReply::Data(v)) => reply.data(&v),
             Err(e) => reply.error(self.errno("getxattr", ino.0, e)),
         }
     }
@@ -488,7 +436,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        self.probes.forget(req.pid(), ino.0);
+        self.fs.xattr_changed(req.pid(), ino.0);
         match self.fs.removexattr(ino.0, name(n)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("removexattr", ino.0, e)),

@@ -8,14 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{errno, Mounted};
+use common::{errno, tier, Mounted};
 
 fn setxattr(p: &std::path::Path, name: &str, v: &[u8]) -> Result<(), i32> {
     common::setxattr(p, name, v, 0)
-}
-
-fn tier(m: &Mounted, rel: &str) -> String {
-    m.sh_ok(&format!("getfattr --only-values -n user.tier '{rel}'"))
 }
 
 #[test]

@@ -671,7 +671,7 @@ fn sigterm_during_a_move_and_with_open_files_is_clean_and_durable() {
     eprintln!("the interrupted move answered {}", out.status);
     m.start();
     assert!(fs::read(m.path("big")).unwrap() == big, "bytes intact");
-    let tier = m.sh_ok("getfattr --only-values -n user.tier big");
+    let tier = common::tier(&m, "big");
     assert!(tier == "warm" || tier == "cold", "{tier}");
     m.stop();
     m.assert_fsck_clean();
@@ -685,7 +685,12 @@ fn sigterm_during_a_move_and_with_open_files_is_clean_and_durable() {
     let pid = m.pid();
     // SAFETY: signalling the daemon, our child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    std::thread::sleep(Duration::from_millis(300));
+    // The mount is detached at once (lazily, as a file is open).
+    let t0 = Instant::now();
+    while common::is_mounted(&m.mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "still mounted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     f.write_all(b"after the signal\n").unwrap();
     drop(f);
     m.stop();

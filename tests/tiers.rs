@@ -8,11 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Mounted};
-
-fn tier(m: &Mounted, rel: &str) -> String {
-    m.sh_ok(&format!("getfattr --only-values -n user.tier '{rel}'"))
-}
+use common::{pattern, tier, Mounted};
 
 fn set_tier(m: &Mounted, rel: &str, t: &str) {
     m.sh_ok(&format!("setfattr -n user.tier -v {t} '{rel}'"));

@@ -55,6 +55,7 @@ impl TierFs {
             open_counts: Mutex::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
             writeback: Mutex::new(None),
+            probes: Default::default(),
         };
         for ino in fs.meta.orphans()? {
             fs.purge(ino)?;

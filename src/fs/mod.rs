@@ -28,7 +28,7 @@ use crate::migrate::{AccessLog, Migrator, Shared};
 use crate::policy::Policy;
 use crate::tier::Tiers;
 
-pub use xattr::XattrFlags;
+pub use xattr::{XattrFlags, XattrReply};
 
 /// Longest name in a directory, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -113,6 +113,8 @@ pub struct TierFs {
     hits: [AtomicU64; 3],
     policy_loaded: Mutex<(SystemTime, Option<String>)>,
     policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Live xattr values kept from a size probe for the read after it.
+    probes: xattr::Probes,
 }
 
 fn check_name(name: &[u8]) -> Result<()> {

@@ -7,7 +7,10 @@
 //! on get, EOPNOTSUPP on set) so that the kernel's `security.capability`
 //! probe on every write costs nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use super::TierFs;
 use crate::error::{Error, Result};
@@ -295,6 +298,39 @@ impl TierFs {
         s
     }
 
+    /// getxattr as the kernel asks it, for process `pid`: `size` 0 is the
+    /// size probe; a value larger than `size` is ERANGE. A live `user.tier*`
+    /// value is kept from a process's size probe for its read (see
+    /// `Probes`).
+    pub fn getxattr_for(&self, pid: u32, ino: u64, name: &[u8], size: u32) -> Result<XattrReply> {
+        // Only live tier attributes are snapshotted; user.* values are not
+        // built per call.
+        let key = names::is_reserved(name).then(|| (pid, ino, name.to_vec()));
+        if let Some(key) = key.as_ref().filter(|_| size > 0) {
+            if let Some(v) = self.probes.take(key, size) {
+                return Ok(XattrReply::Data(v));
+            }
+        }
+        let v = self.getxattr(ino, name)?;
+        if size == 0 {
+            let len = v.len() as u32;
+            if let Some(key) = key {
+                self.probes.keep(key, v);
+            }
+            return Ok(XattrReply::Size(len));
+        }
+        if v.len() > size as usize {
+            return Err(Error::Range);
+        }
+        Ok(XattrReply::Data(v))
+    }
+
+    /// Process `pid` changed an attribute of `ino`: it sees its own change
+    /// next, not a snapshot from before it.
+    pub fn xattr_changed(&self, pid: u32, ino: u64) {
+        self.probes.forget(pid, ino);
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         if names::is_reserved(name) {
             return self.tier_get(ino, std::str::from_utf8(name).unwrap_or(""));
@@ -379,6 +415,48 @@ impl TierFs {
                 t.put_inode(&inode);
                 self.meta.commit(&held, t)
             }
+        }
+    }
+}
+
+/// The answer to a getxattr call: the size (to a size probe) or the value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// The value of a live `user.tier*` attribute as it was when a process asked
+/// for its size, handed back on that process's next call for it: `getfattr`
+/// probes the size then reads, and a value that changed in between (a
+/// counter, a policy reload) would otherwise fail with ERANGE.
+#[derive(Default)]
+pub(super) struct Probes(Mutex<HashMap<ProbeKey, (Instant, Vec<u8>)>>);
+
+/// (pid, inode, attribute name)
+type ProbeKey = (u32, u64, Vec<u8>);
+
+impl Probes {
+    const FRESH: Duration = Duration::from_millis(500);
+
+    fn keep(&self, key: ProbeKey, value: Vec<u8>) {
+        let mut map = self.0.lock();
+        if map.len() >= 1024 {
+            map.retain(|_, (at, _)| at.elapsed() < Self::FRESH);
+        }
+        map.insert(key, (Instant::now(), value));
+    }
+
+    fn take(&self, key: &ProbeKey, size: u32) -> Option<Vec<u8>> {
+        let mut map = self.0.lock();
+        let (at, value) = map.remove(key)?;
+        (at.elapsed() < Self::FRESH && value.len() <= size as usize).then_some(value)
+    }
+
+    fn forget(&self, pid: u32, ino: u64) {
+        let mut map = self.0.lock();
+        if !map.is_empty() {
+            map.retain(|&(p, i, _), _| (p, i) != (pid, ino));
         }
     }
 }

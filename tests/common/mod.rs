@@ -298,3 +298,8 @@ pub fn setxattr(p: &Path, name: &str, v: &[u8], flags: i32) -> Result<(), i32> {
         Ok(())
     }
 }
+
+/// The tier of `rel` under the mount, as `getfattr` shows it.
+pub fn tier(m: &Mounted, rel: &str) -> String {
+    m.sh_ok(&format!("getfattr --only-values -n user.tier '{rel}'"))
+}
