@@ -56,7 +56,18 @@ impl TierFs {
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
         self.tiers.write(ino, off, data)?;
-        // The size grows durably with the data, in `Tiers::flush`.
+        // The size grows durably with the data, in `Tiers::flush`. The
+        // write has happened: a failure to record its times (the metadata
+        // store on a full disk) is logged, not answered, so that a write
+        // that answers an error never leaves a trace.
+        if let Err(e) = self.touch_after_write(caller, ino) {
+            log::warn!("write to {}: times not updated: {e}", self.describe(ino));
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// mtime and ctime to now, setuid/setgid cleared for a non-root writer.
+    fn touch_after_write(&self, caller: Caller, ino: u64) -> Result<()> {
         let held = self.meta.write_lock();
         let mut inode = self.meta.inode(ino)?;
         let now = Time::now();
@@ -67,8 +78,7 @@ impl TierFs {
         }
         let mut t = Txn::default();
         t.put_inode(&inode);
-        self.meta.commit(&held, t)?;
-        Ok(data.len() as u32)
+        self.meta.commit(&held, t)
     }
 
     /// Makes the file's bytes and all metadata so far durable.

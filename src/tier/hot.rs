@@ -269,6 +269,11 @@ impl HotCache {
         self.chunks.get(&(ino, idx)).map(|c| c.data.clone())
     }
 
+    /// The edit a cached chunk holds, and whether it is dirty.
+    pub fn edit_state(&self, ino: u64, idx: u64) -> Option<(u64, bool)> {
+        self.chunks.get(&(ino, idx)).map(|c| (c.edit, c.dirty))
+    }
+
     /// Whether the chunk is still dirty with the bytes of `edit` (no write,
     /// truncate or removal came after the copy of it).
     pub fn is_dirty_edit(&self, ino: u64, idx: u64, edit: u64) -> bool {

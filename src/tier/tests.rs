@@ -454,3 +454,39 @@ fn a_truncate_cuts_the_chunk_it_ends_in_durably() {
     assert_eq!(&r[..10], &[7u8; 10]);
     assert!(r[10..CHUNK_SIZE as usize].iter().all(|b| *b == 0));
 }
+
+#[test]
+fn overlapping_write_backs_still_make_the_size_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 12, Tier::Warm);
+    let data = pattern(12, 2_400_000);
+    t.write(12, 0, &data[..1_300_000]).unwrap();
+    // The write-back thread copies what is there...
+    let mut early = Vec::new();
+    let mut used = [false; 2];
+    t.copy_out(&[12], false, &mut early, &mut used).unwrap();
+    // ...the writer goes on and fsyncs, whose write-back copies it all...
+    t.write(12, 1_300_000, &data[1_300_000..]).unwrap();
+    let mut late = Vec::new();
+    t.copy_out(&[12], false, &mut late, &mut used).unwrap();
+    t.warm.sync().unwrap();
+    // ...and the early one commits first: chunk 0 is its, chunk 1 is stale.
+    t.commit_written(early, false).unwrap();
+    t.commit_written(late, false).unwrap();
+    assert_eq!(
+        t.meta.inode(12).unwrap().size,
+        2_400_000,
+        "the size the later copies cover"
+    );
+    // And fsync's flush leaves nothing behind, whatever overlapped.
+    t.write(12, 0, b"again").unwrap();
+    t.flush(12).unwrap();
+    assert!(t.pending_size(12).is_none() && !t.hot.lock().has_dirty(12));
+    t.meta.flush().unwrap();
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    let r = read_all(&t, 12).unwrap();
+    assert_eq!(&r[..5], b"again");
+    assert!(r[5..] == data[5..]);
+}

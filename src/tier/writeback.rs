@@ -13,7 +13,7 @@
 use super::*;
 
 /// One file's copies, written and waiting for the commit.
-struct Written {
+pub(super) struct Written {
     ino: u64,
     /// The pending size (and its number) when the copies were taken: they
     /// cover it.
@@ -25,11 +25,26 @@ struct Written {
 impl Tiers {
     /// Makes the content of `ino` durable, and its size with it (the rest of
     /// the metadata: see `Meta::flush`).
+    ///
+    /// A write-back of the same file running at the same time (the
+    /// write-back thread, a move) can leave a chunk or the size to the
+    /// other; what is still dirty then is written back once more under the
+    /// file's lock, where nothing can overlap.
     pub fn flush(&self, ino: u64) -> Result<()> {
-        if !self.hot.lock().has_dirty(ino) && !self.pending_size.lock().contains_key(&ino) {
+        let clean =
+            || !self.hot.lock().has_dirty(ino) && !self.pending_size.lock().contains_key(&ino);
+        if clean() {
             return Ok(());
         }
-        self.write_back(&[ino], false)
+        self.write_back(&[ino], false)?;
+        if clean() {
+            return Ok(());
+        }
+        let _g = self.lock(ino).write();
+        if clean() {
+            return Ok(());
+        }
+        self.write_back(&[ino], true)
     }
 
     /// Flushes many files with one sync per store and one metadata commit.
@@ -77,7 +92,7 @@ impl Tiers {
 
     /// Copies the dirty chunks of `inos` out of the cache and appends them
     /// to their file's tier (`used`: which stores were appended to).
-    fn copy_out(
+    pub(super) fn copy_out(
         &self,
         inos: &[u64],
         held: bool,
@@ -121,7 +136,7 @@ impl Tiers {
     }
 
     /// Commits the copies no write overtook, and the sizes they cover.
-    fn commit_written(&self, written: Vec<Written>, held: bool) -> Result<()> {
+    pub(super) fn commit_written(&self, written: Vec<Written>, held: bool) -> Result<()> {
         let mut shards: Vec<usize> = written
             .iter()
             .map(|w| (w.ino as usize) % FILE_LOCK_SHARDS)
@@ -143,15 +158,25 @@ impl Tiers {
         {
             let hot = self.hot.lock();
             for w in &written {
+                // Whether every byte below the size taken is durable once
+                // this commits: each chunk copied is committed here, or was
+                // by another write-back (clean with the same edit, or
+                // evicted once clean), or was dropped by a truncate (which
+                // also drops the pending size). A chunk written again
+                // since the copy is not: its older bytes are not durable.
                 let mut all = true;
                 for (idx, edit, loc) in &w.chunks {
-                    if hot.is_dirty_edit(w.ino, *idx, *edit) {
-                        clean.push((w.ino, *idx, *edit));
-                        t.put_chunk(w.ino, *idx, loc);
-                    } else {
-                        // Written, truncated or dropped since the copy.
-                        all = false;
-                        stale.push(*loc);
+                    match hot.edit_state(w.ino, *idx) {
+                        Some((e, true)) if e == *edit => {
+                            clean.push((w.ino, *idx, *edit));
+                            t.put_chunk(w.ino, *idx, loc);
+                        }
+                        Some((e, false)) if e == *edit => stale.push(*loc),
+                        None => stale.push(*loc),
+                        Some(_) => {
+                            all = false;
+                            stale.push(*loc);
+                        }
                     }
                 }
                 if let (true, Some(size)) = (all, w.size) {
