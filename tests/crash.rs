@@ -290,6 +290,7 @@ fn run(store: &Path, crash_at: Option<u64>) -> (fault::Report, BTreeMap<String, 
     }
     r.fs.halt();
     drop(r.fs);
+    common::wait_for_sled(store);
     // The power cut, metadata: what sled held since its last flush is gone.
     let meta = store.join("meta");
     let durable = store.join("meta.durable");
@@ -345,6 +346,7 @@ fn check(store: &Path, expect: &BTreeMap<String, Expect>, what: &str) {
     }
     fs.shutdown().unwrap();
     drop(fs);
+    common::wait_for_sled(store);
     let report = tierfs::fsck::check(store, false).unwrap();
     assert!(
         report.problems.is_empty(),

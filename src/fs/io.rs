@@ -55,6 +55,10 @@ impl TierFs {
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
+        if data.is_empty() {
+            // Writes nothing, and so does not grow the file to `off`.
+            return Ok(0);
+        }
         self.tiers.write(ino, off, data)?;
         // The size grows durably with the data, in `Tiers::flush`. The
         // write has happened: a failure to record its times (the metadata

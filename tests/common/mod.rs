@@ -303,3 +303,27 @@ pub fn setxattr(p: &Path, name: &str, v: &[u8], flags: i32) -> Result<(), i32> {
 pub fn tier(m: &Mounted, rel: &str) -> String {
     m.sh_ok(&format!("getfattr --only-values -n user.tier '{rel}'"))
 }
+
+/// Waits until no thread of a dropped sled database holds its lock: sled's
+/// I/O threads may still hold the file for a moment after the last handle
+/// to the database is gone (sled's own tests block on the lock for the same
+/// reason). Blocks on the lock itself, on another thread, so that a store
+/// that is never released fails the case instead of hanging it.
+pub fn wait_for_sled(store: &Path) {
+    use std::os::unix::io::AsRawFd;
+    let db = store.join("meta").join("db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&db).expect("opening sled's lock file");
+        // SAFETY: a blocking flock on a descriptor this thread owns; closing
+        // the file releases it.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        // Released before the store is opened again.
+        drop(f);
+        let _ = tx.send(r);
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the dropped store still holds sled's lock after 60 s");
+    assert_eq!(r, 0, "flock on sled's lock file");
+}
