@@ -482,11 +482,24 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
                 let f = OpenOptions::new().write(true).open(m.path(&name)).unwrap();
                 f.sync_all().expect("fsync of the accepted writes");
                 assert!(fs::read(m.path(&name)).unwrap() == pattern(i, 20 << 20)[..done]);
-                // Appending more is refused too, and changes nothing.
+                // Appending more is refused too: what the disk still takes
+                // (the kernel sends 1 MiB requests, each accepted or
+                // refused whole) is there, what was refused left no trace.
                 let mut f = OpenOptions::new().append(true).open(m.path(&name)).unwrap();
-                let e = f.write_all(&vec![1u8; 8 << 20]).unwrap_err();
+                let more = vec![1u8; 8 << 20];
+                let mut accepted = 0;
+                let e = loop {
+                    match f.write(&more[accepted..]) {
+                        Ok(n) => {
+                            accepted += n;
+                            assert!(n > 0 && accepted < more.len(), "8 MiB more fit");
+                        }
+                        Err(e) => break e,
+                    }
+                };
                 assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-                assert_eq!(fs::metadata(m.path(&name)).unwrap().len(), done as u64);
+                let len = fs::metadata(m.path(&name)).unwrap().len();
+                assert_eq!(len, (done + accepted) as u64);
                 fs::remove_file(m.path(&name)).unwrap();
                 full = true;
                 break;
@@ -512,7 +525,9 @@ fn a_full_disk_answers_enospc_loses_nothing_and_recovers() {
     assert!(synced.len() >= 8, "{} files fit", synced.len());
     // Nothing already stored is damaged, and the daemon is alive.
     for i in &synced {
-        assert!(fs::read(m.path(&format!("f{i}"))).unwrap() == pattern(*i, 20 << 20));
+        let got = fs::read(m.path(&format!("f{i}")))
+            .unwrap_or_else(|e| panic!("f{i}: {e}\n{}", m.log_text()));
+        assert!(got == pattern(*i, 20 << 20), "f{i}");
     }
     // Free space: the oldest files, so that whole segments die and go.
     for i in &synced[..4] {

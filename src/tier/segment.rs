@@ -192,7 +192,7 @@ impl Segment {
         }
         let need = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
         let want = need.max(size.saturating_mul(2)).min(SEG_SIZE);
-        let spare = disk_spare(dir).unwrap_or(u64::MAX);
+        let spare = disk_spare(dir).map_or(u64::MAX, |(s, _)| s);
         let target = if want - size <= spare {
             want
         } else if need - size <= spare {
@@ -428,7 +428,12 @@ impl SegmentStore {
         }
         // A record that does not fit in what is left of a segment starts a
         // new one: up to one largest record of the reserved part is lost.
-        let spare = disk_spare(&self.dir).map_or(u64::MAX, |s| s.saturating_sub(ROLLOVER_SLACK));
+        // And the metadata grows between a write and its write-back, out of
+        // the same free space: what is promised to writes stops short of
+        // what write-back may take, by a margin for it.
+        let spare = disk_spare(&self.dir).map_or(u64::MAX, |(spare, reserve)| {
+            spare.saturating_sub(ROLLOVER_SLACK + (reserve / 2).min(4 << 20))
+        });
         reserved.saturating_add(spare)
     }
 
@@ -723,9 +728,9 @@ pub fn disk_reserve(total: u64) -> u64 {
     (total / 20).min(32 << 20)
 }
 
-/// Bytes of the disk under `dir` that segments may still take: its free
-/// space beyond the reserve.
-fn disk_spare(dir: &Path) -> Option<u64> {
+/// Bytes of the disk under `dir` that segments may still take (its free
+/// space beyond the reserve), and the reserve.
+fn disk_spare(dir: &Path) -> Option<(u64, u64)> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -735,7 +740,8 @@ fn disk_spare(dir: &Path) -> Option<u64> {
     let frsize = s.f_frsize as u64;
     let free = s.f_bavail as u64 * frsize;
     let total = s.f_blocks as u64 * frsize;
-    Some(free.saturating_sub(disk_reserve(total)))
+    let reserve = disk_reserve(total);
+    Some((free.saturating_sub(reserve), reserve))
 }
 
 /// Reserves the first `len` bytes of `file` on the disk (extending it).
@@ -750,7 +756,7 @@ fn fallocate(file: &File, len: u64) -> Result<()> {
 
 fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64, first: u64) -> Result<Segment> {
     let first = first.div_ceil(RESERVE_STEP) * RESERVE_STEP;
-    if disk_spare(dir).is_some_and(|spare| spare < first) {
+    if disk_spare(dir).is_some_and(|(spare, _)| spare < first) {
         return Err(Error::NoSpace);
     }
     // Made whole under a temporary name, then renamed: a crash never leaves
