@@ -4,6 +4,8 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -22,18 +24,45 @@ use crate::tier::CHUNK_SIZE;
 /// through this kernel, so its cache never goes stale behind its back.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Set when the final flush at unmount failed; the daemon then exits 1.
-pub static FLUSH_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Set once `destroy` ran (the store was flushed, or its flush failed).
-pub static DESTROYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The store's final flush, shared between the adapter (whose `destroy`
+/// does it) and the code that runs the session (which does it when fuser
+/// skipped `destroy`, and exits 1 when it failed).
+#[derive(Default)]
+pub struct FinalFlush {
+    done: AtomicBool,
+    failed: AtomicBool,
+}
+
+impl FinalFlush {
+    /// Flushes the store, once, and logs how it went.
+    pub fn run(&self, fs: &TierFs) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match fs.shutdown() {
+            Ok(()) => log::info!("store flushed"),
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                log::error!(
+                    "flush at unmount failed, data written since the last fsync may be lost: {e}"
+                );
+            }
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
 
 pub struct FuseAdapter {
-    fs: std::sync::Arc<TierFs>,
+    fs: Arc<TierFs>,
+    final_flush: Arc<FinalFlush>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: std::sync::Arc<TierFs>) -> FuseAdapter {
-        FuseAdapter { fs }
+    pub fn new(fs: Arc<TierFs>, final_flush: Arc<FinalFlush>) -> FuseAdapter {
+        FuseAdapter { fs, final_flush }
     }
 
     /// The errno for `e`; faults (not user mistakes, not a full disk) are
@@ -104,16 +133,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
-        DESTROYED.store(true, std::sync::atomic::Ordering::SeqCst);
-        match self.fs.shutdown() {
-            Ok(()) => log::info!("store flushed"),
-            Err(e) => {
-                FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
-                log::error!(
-                    "flush at unmount failed, data written since the last fsync may be lost: {e}"
-                );
-            }
-        }
+        self.final_flush.run(&self.fs);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
@@ -196,7 +197,9 @@ fn serve(
     let fs = TierFs::open_store(store_dir, &opts)
         .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
     let config = fuse_config(cfg, store_dir)?;
-    let mut session = Session::new(FuseAdapter::new(fs.clone()), mountpoint, &config)
+    let final_flush = Arc::new(crate::fuse::FinalFlush::default());
+    let adapter = FuseAdapter::new(fs.clone(), final_flush.clone());
+    let mut session = Session::new(adapter, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     log::info!(
         "mounted {} on {} (pid {})",
@@ -239,19 +242,11 @@ fn serve(
     log::info!("unmounted {}", mountpoint.display());
     // fuser skips `destroy` when the session ends abnormally (a request
     // thread that panicked, a lost connection): flush here then.
-    if !crate::fuse::DESTROYED.load(std::sync::atomic::Ordering::SeqCst) {
-        match fs.shutdown() {
-            Ok(()) => log::info!("store flushed"),
-            Err(e) => {
-                crate::fuse::FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
-                log::error!("flush at unmount failed: {e}");
-            }
-        }
-    }
+    final_flush.run(&fs);
     drop(fs);
     drop(store);
     result.map_err(|e| format!("session ended with an error: {e}"))?;
-    if crate::fuse::FLUSH_FAILED.load(std::sync::atomic::Ordering::SeqCst) {
+    if final_flush.failed() {
         return Err(format!(
             "unmounted {}, but the final flush failed (see {})",
             mountpoint.display(),
