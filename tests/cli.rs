@@ -179,7 +179,11 @@ fn a_dead_mount_of_the_same_store_is_cleared_on_remount() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
     assert!(is_mounted(&m.mnt), "the dead mount is still there");
     m.start();
-    assert!(m.log_text().contains("clearing the dead mount"));
+    assert!(
+        m.log_text().contains("clearing the dead mount"),
+        "{}",
+        m.log_text()
+    );
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"x");
 }
 
