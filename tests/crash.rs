@@ -355,22 +355,9 @@ fn check(store: &Path, expect: &BTreeMap<String, Expect>, what: &str) {
     );
 }
 
-fn scratch() -> tempfile::TempDir {
-    // tmpfs when there is one: hundreds of stores are made and dropped.
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("tierfs-crash-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 #[test]
 fn a_crash_at_every_write_and_sync_loses_nothing_synced() {
-    let dir = scratch();
+    let dir = common::scratch("tierfs-crash-");
     let (clean, expect) = run(&dir.path().join("count"), None);
     assert!(clean.crashed.is_none());
     check(&dir.path().join("count"), &expect, "no crash");
@@ -397,7 +384,7 @@ fn a_crash_at_every_write_and_sync_loses_nothing_synced() {
 /// renames and links, without scanning the namespace.
 #[test]
 fn fault_log_lines_name_the_path_from_parent_records() {
-    let dir = scratch();
+    let dir = common::scratch("tierfs-crash-");
     let fs = open(&dir.path().join("store"));
     let d = fs.mkdir(ROOT, ROOT_INO, b"notes", 0o755, 0).unwrap();
     let sub = fs.mkdir(ROOT, d.ino, b"2026", 0o755, 0).unwrap();

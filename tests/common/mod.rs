@@ -327,3 +327,17 @@ pub fn wait_for_sled(store: &Path) {
         .expect("the dropped store still holds sled's lock after 60 s");
     assert_eq!(r, 0, "flock on sled's lock file");
 }
+
+/// A temporary directory on tmpfs when there is one (tests that make a
+/// store per case or per crash point), else in /tmp.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    let base = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .unwrap()
+}

@@ -75,7 +75,7 @@ use ops::*;
 use real::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::pattern;
@@ -348,21 +348,8 @@ fn show(x: &BTreeMap<String, Vec<u8>>) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
-fn scratch() -> tempfile::TempDir {
-    // tmpfs when there is one: a store per case.
-    let base = if Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("tierfs-reftest-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 fn run(ops: &[Op<Sel>]) -> Result<(), TestCaseError> {
-    let dir = scratch();
+    let dir = common::scratch("tierfs-reftest-");
     let store = dir.path().join("store");
     let mut real = Real::new(store.clone());
     let mut model = Model::new(ops.iter().any(|o| matches!(o, Op::Crash)));
