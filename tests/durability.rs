@@ -680,7 +680,21 @@ fn sigterm_during_a_move_and_with_open_files_is_clean_and_durable() {
         .arg(m.path("big"))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Under way once the first cold pack exists (its first copy is in).
+    let t0 = Instant::now();
+    let copying = || {
+        fs::read_dir(m.store.join("cold")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "pack"))
+        })
+    };
+    while !copying() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the move did not start"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     m.stop();
     let out = mover.wait_with_output().unwrap();
     eprintln!("the interrupted move answered {}", out.status);

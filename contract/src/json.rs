@@ -1,14 +1,18 @@
 //! The JSON values of `user.tier.stats`, `user.tier.plan` and
 //! `user.tier.last_cycle`, as types: the daemon serialises them, mountctl
-//! parses them. A field missing from the JSON is a parse error.
+//! parses them. A field missing from the JSON is a parse error (except the
+//! few marked optional). Owns the shapes only: what the numbers mean is the
+//! daemon's, how they are shown is mountctl's.
 
 use serde::{Deserialize, Serialize};
 
 /// `user.tier.stats` (mount root).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    /// The daemon serving the mount (mountctl waits for it at unmount).
-    pub daemon: Daemon,
+    /// The daemon serving the mount (mountctl waits for it at unmount);
+    /// absent from daemons older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<Daemon>,
     pub tiers: TierStats,
     pub migrations: Migrations,
     pub access_events: AccessEvents,

@@ -1,5 +1,5 @@
-//! The contract between a tierfs mount and the tools that drive it
-//! (DESIGN §1): the names of its extended attributes (`xattr`), the typed
+//! The contract between a tierfs mount and the tools that drive it: the
+//! names of its extended attributes (`xattr`), the typed
 //! JSON values some of them hold (`json`), and how to find tierfs mounts
 //! (`mountinfo`).
 //!

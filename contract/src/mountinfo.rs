@@ -1,5 +1,6 @@
 //! Finding mounts: the lines of `/proc/self/mountinfo`, and tierfs's among
-//! them (type `fuse.tierfs`, source the store directory).
+//! them (type `fuse.tierfs`, source the store directory). Reads mountinfo
+//! only; it never mounts or unmounts.
 
 use std::path::{Path, PathBuf};
 

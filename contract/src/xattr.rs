@@ -1,5 +1,6 @@
-//! The xattr contract of a tierfs mount (DESIGN §1): names and value formats.
-//! The daemon answers to these names; mountctl reads and writes them.
+//! The xattr contract of a tierfs mount: names and value formats. The
+//! daemon answers to these names; mountctl reads and writes them. Names
+//! only: what a value means is the daemon's (`fs/xattr.rs`).
 
 /// Where a file is now: `hot`, `warm` or `cold`. Set it to move the file now.
 pub const TIER: &str = "user.tier";

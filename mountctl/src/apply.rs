@@ -1,6 +1,6 @@
 //! `mountctl move`, `pin` and `unpin`: one file at a time through its
 //! xattrs, with a progress bar on a terminal, stopping cleanly between files
-//! on Ctrl-C.
+//! on Ctrl-C. Changes files only through the xattrs a user could set.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -418,7 +418,12 @@ fn unmount(mount: &Path) -> Result<Exit, Fatal> {
             open.join("; ")
         ));
     }
-    let pid = stats_of(&m)?.daemon.pid as i32;
+    // Through the mount: the daemon's pid, if the mount can tell it (a
+    // daemon older than that field, or one whose statistics fail, cannot).
+    let pid = stats_of(&m)
+        .ok()
+        .and_then(|s| s.daemon)
+        .map(|d| d.pid as i32);
     let st = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&m.point)
@@ -431,6 +436,13 @@ fn unmount(mount: &Path) -> Result<Exit, Fatal> {
             return Err(io_err(&m.point, std::io::Error::last_os_error()));
         }
     }
+    let Some(pid) = pid else {
+        println!(
+            "unmounted {}; the mount did not name its daemon, so its exit was not awaited",
+            m.point.display()
+        );
+        return Ok(Exit::Ok);
+    };
     if !procfs::wait_exit(pid, Duration::from_secs(120)) {
         return Err(format!(
             "unmounted, but the daemon (pid {pid}) has not exited after 2 minutes"

@@ -1,5 +1,6 @@
 //! What /proc says: processes with files open inside a mount, whether a
-//! process is still running, and waiting for one to exit.
+//! process is still running, and waiting for one to exit. Only reads /proc;
+//! never signals a process.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! How mountctl prints what it read: sizes, the status of a mount, and the
-//! table of `ls`.
+//! table of `ls`. Printing only: it reads nothing from the mount.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! `mountctl watch`: the status, refreshed, with rates since the last one.
+//! Only reads the mount's statistics.
 
 use std::io::IsTerminal;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Open files and their content: handles, opens (one access event each),
 //! release (an unlinked file goes with its last handle), read, write and
-//! fsync, which hand the bytes to `Tiers`.
+//! fsync, which hand the bytes to `Tiers`. Owns the handle table; never
+//! touches chunks or segments itself (that is `tier`).
 
 use super::*;
 

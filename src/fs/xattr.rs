@@ -236,9 +236,9 @@ impl TierFs {
         let (loaded_at, error) = self.policy_loaded.lock().clone();
         use contract::json;
         let v = json::Stats {
-            daemon: json::Daemon {
+            daemon: Some(json::Daemon {
                 pid: std::process::id(),
-            },
+            }),
             tiers: json::TierStats {
                 hot: json::Hot {
                     files: files[0],

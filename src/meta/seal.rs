@@ -1,5 +1,6 @@
 //! `STORE/meta.seal`: the generation of the last sealed (flushed) metadata,
-//! outside sled, so that metadata that comes back older is refused.
+//! outside sled, so that metadata that comes back older is refused. Owns
+//! that file's layout only; when to seal is `Meta::seal`'s.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Keys and the write transaction: a `Txn` is the set of changes one
 //! `Meta::commit` applies atomically, and encodes as the journal record `J`.
+//! Owns key layouts and the record's encoding; it never touches sled.
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! Metadata value types and their byte layouts (docs/FORMAT.md): inode
 //! kinds, times, tiers, inode records, directory entries, chunk locations.
+//! Pure values: no I/O, no locking.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
