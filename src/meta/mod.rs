@@ -151,6 +151,23 @@ impl Meta {
         Ok(meta)
     }
 
+    /// Opens `dir` as `open` does (uid and gid 0), waiting for the
+    /// background threads of a just-dropped instance to let go of sled's
+    /// file lock (they may hold it a moment after the drop). For tests.
+    #[cfg(test)]
+    pub(crate) fn open_when_free(dir: &Path) -> Result<Meta> {
+        let mut tries = 0;
+        loop {
+            match Meta::open(dir, 0, 0) {
+                Err(e) if tries < 200 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Flushes everything and records that it is durable under a new
     /// generation number, both in sled and in `meta.seal` outside it. Done at
     /// open, by write-back and at unmount: a store whose metadata later comes

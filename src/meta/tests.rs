@@ -42,18 +42,7 @@ fn an_interrupted_transaction_is_completed_at_open() {
         m.flush().unwrap();
         root
     };
-    // sled's flusher thread may hold the file lock a moment after drop.
-    let mut tries = 0;
-    let m = loop {
-        match Meta::open(&path, 0, 0) {
-            Ok(m) => break m,
-            Err(e) if tries < 100 && e.to_string().contains("lock") => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let m = Meta::open_when_free(&path).unwrap();
     assert_eq!(m.inode(77).unwrap().size, 5);
     assert_eq!(m.inode(ROOT_INO).unwrap(), root);
     assert_eq!(m.lookup(ROOT_INO, b"f").unwrap().unwrap().ino, 77);
@@ -136,12 +125,12 @@ fn metadata_older_than_its_seal_is_refused() {
         }
     };
     copy(&path, &old);
-    let m = Meta::open(&path, 0, 0).unwrap();
+    let m = Meta::open_when_free(&path).unwrap();
     m.seal().unwrap();
     drop(m);
     std::fs::remove_dir_all(&path).unwrap();
     copy(&old, &path);
-    let e = Meta::open(&path, 0, 0).err().expect("refused");
+    let e = Meta::open_when_free(&path).err().expect("refused");
     assert!(e.to_string().contains("damaged"), "{e}");
     // Metadata gone altogether is refused too, not recreated empty.
     std::fs::remove_dir_all(&path).unwrap();

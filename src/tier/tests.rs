@@ -6,7 +6,7 @@ use crate::meta::Kind;
 use std::sync::Arc;
 
 fn open(dir: &Path, budget: u64) -> Tiers {
-    let meta = Arc::new(Meta::open(&dir.join("meta"), 0, 0).unwrap());
+    let meta = Arc::new(Meta::open_when_free(&dir.join("meta")).unwrap());
     Tiers::open(meta, dir, budget, Access::ReadWrite).unwrap()
 }
 
