@@ -276,9 +276,10 @@ impl Tiers {
         let len = (size as u64).min(file_size - off);
         let mut buf = vec![0u8; len as usize];
         let _g = self.lock(ino).read();
-        // The tier under the lock: whether a loaded chunk is pinned follows
-        // the tier the file has now, not the one its caller saw.
-        let tier = self.meta.inode(ino).map_or(tier, |i| i.tier);
+        // Whether a loaded chunk is pinned follows the tier the file has
+        // under the lock, not the one its caller saw: read on the first
+        // cache miss only (a hit costs no metadata lookup).
+        let mut tier_now = None;
         for (idx, in_chunk, at, n) in chunk_span(off, len) {
             let out = &mut buf[at..at + n];
             if self.hot.lock().read_into(ino, idx, in_chunk, out) {
@@ -294,6 +295,8 @@ impl Tiers {
             match self.load(ino, idx)? {
                 Some(data) => {
                     hot::copy_or_zero(&data, in_chunk, out);
+                    let tier = *tier_now
+                        .get_or_insert_with(|| self.meta.inode(ino).map_or(tier, |i| i.tier));
                     let mut hot = self.hot.lock();
                     hot.insert_clean(ino, idx, data, tier == Tier::Hot);
                     hot.evict();
@@ -401,8 +404,11 @@ impl Tiers {
         if add <= self.warm.room(false) || add <= self.warm.room(true) {
             return Ok(());
         }
-        // Records deleted files left may still wait for reclamation.
-        self.reclaim()?;
+        // Records deleted files left may still wait for reclamation. If that
+        // fails, the write still only lacks room: ENOSPC, not the error.
+        if let Err(e) = self.reclaim() {
+            log::warn!("reclaiming freed records for a write: {e}");
+        }
         if add <= self.warm.room(true) {
             return Ok(());
         }
@@ -433,14 +439,11 @@ impl Tiers {
         if new_size > committed && dirty {
             self.write_back(&[ino], true)?;
         }
-        let old_size = self
-            .meta
-            .inode(ino)?
-            .size
-            .max(self.pending_size(ino).unwrap_or(0));
+        let now = self.meta.inode(ino)?;
+        let old_size = now.size.max(self.pending_size(ino).unwrap_or(0));
         let keep = old_size.min(new_size);
         let first_dropped = keep.div_ceil(CHUNK_SIZE);
-        let tier = self.meta.inode(ino)?.tier;
+        let tier = now.tier;
         // The chunk the new end falls in is cut in the same transaction,
         // durably: no durable chunk keeps bytes past the end (a later grow
         // would show them after a crash).
