@@ -112,6 +112,21 @@ pub struct Writeback {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MetaCache {
+    /// Memory for the metadata cache (sled's), read at mount.
+    pub cache: Bytes,
+}
+
+impl Default for MetaCache {
+    fn default() -> Self {
+        MetaCache {
+            cache: Bytes(crate::meta::DEFAULT_CACHE),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub hot: TierBudget,
     pub warm: TierBudget,
@@ -119,6 +134,9 @@ pub struct Policy {
     pub migration: Migration,
     pub cold: Cold,
     pub writeback: Writeback,
+    /// Absent from policy files older than this section: the default.
+    #[serde(default)]
+    pub meta: MetaCache,
 }
 
 impl Default for Policy {
@@ -153,6 +171,7 @@ impl Default for Policy {
             writeback: Writeback {
                 interval: Span(Duration::from_secs(5)),
             },
+            meta: MetaCache::default(),
         }
     }
 }
@@ -165,7 +184,7 @@ pub const DEFAULT_FILE: &str = r#"# tierfs policy. Edit it while mounted: it is 
 
 [hot]                    # files kept in RAM (with a durable copy on disk)
 budget = "256MiB"        # RAM for hot files and the read/write cache
-high_watermark = 0.9     # above this fill, the coldest hot files go warm...
+high_watermark = 0.9     # above this fill, the least recently used hot files go warm...
 low_watermark = 0.7      # ...until the fill is below this
 idle = "10m"             # a hot file not accessed for this long goes warm
 
@@ -191,6 +210,9 @@ dictionaries = true      # small files share zstd dictionaries trained on this s
 
 [writeback]
 interval = "5s"          # written data reaches disk this soon without fsync
+
+[meta]
+cache = "96MiB"          # memory for the metadata cache; takes effect at the next mount
 "#;
 
 impl Policy {
@@ -258,6 +280,9 @@ impl Policy {
         }
         if self.writeback.interval.0 < Duration::from_millis(100) {
             return Err("[writeback] interval must be at least 100ms".into());
+        }
+        if self.meta.cache.0 < 8 << 20 {
+            return Err("[meta] cache must be at least 8MiB".into());
         }
         Ok(())
     }

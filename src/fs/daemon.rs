@@ -27,8 +27,13 @@ impl TierFs {
         );
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let meta = Arc::new(Meta::open(&store_dir.join("meta"), uid, gid)?);
-        let tiers = Arc::new(Tiers::open(
+        let meta = Arc::new(Meta::open_with(
+            &store_dir.join("meta"),
+            uid,
+            gid,
+            policy.meta.cache.0,
+        )?);
+        let tiers = Arc::new(Tiers::open_uncounted(
             meta.clone(),
             store_dir,
             policy.hot.budget.0,
@@ -36,7 +41,7 @@ impl TierFs {
         )?);
         tiers.set_zstd_level(policy.cold.zstd_level);
         tiers.set_dictionaries(policy.cold.dictionaries);
-        let shared = Arc::new(Shared::new(&meta, policy)?);
+        let shared = Arc::new(Shared::new(meta.clone(), policy));
         let (migrator, access) = Migrator::start(meta.clone(), tiers.clone(), shared.clone());
         let fs = TierFs {
             opts: opts.clone(),
@@ -46,7 +51,6 @@ impl TierFs {
             hits: Default::default(),
             policy_loaded: Mutex::new((SystemTime::now(), None)),
             policy_watch: Mutex::new(None),
-            inode_count: AtomicU64::new(meta.count_inodes()),
             meta,
             tiers,
             store_dir: store_dir.to_path_buf(),
@@ -56,12 +60,17 @@ impl TierFs {
             lookups: Mutex::new(HashMap::new()),
             writeback: Mutex::new(None),
             probes: Default::default(),
+            census: Mutex::new(None),
         };
-        for ino in fs.meta.orphans()? {
-            fs.purge(ino)?;
-        }
         fs.start_writeback();
         let fs = Arc::new(fs);
+        // Live counts (after a crash) and the files unlinked while open at
+        // the last stop: in the background, while the mount serves.
+        let bg = fs.clone();
+        let census = std::thread::Builder::new()
+            .name("census".into())
+            .spawn(move || bg.census())?;
+        *fs.census.lock() = Some(census);
         let weak = Arc::downgrade(&fs);
         let watcher = crate::policy::watch(&opts.policy_path, move || {
             if let Some(fs) = weak.upgrade() {
@@ -139,10 +148,37 @@ impl TierFs {
         *self.writeback.lock() = Some(Writeback { tx, stop, thread });
     }
 
-    /// Stops the background threads (policy watch, migrator, write-back)
-    /// without writing anything back: all that is left is what a crash at
-    /// this moment would leave (the crash harness uses it).
+    /// Counts the segments' live records if the last stop did not save
+    /// them, then removes the files unlinked while open at the last stop.
+    fn census(&self) {
+        if let Err(e) = self.tiers.recount() {
+            log::error!("counting live records: {e}; nothing is reclaimed until a remount");
+            return;
+        }
+        let orphans = match self.meta.orphans() {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("listing unlinked files: {e}");
+                return;
+            }
+        };
+        for ino in orphans {
+            if self.open_counts.lock().contains_key(&ino) || self.lookups.lock().contains_key(&ino) {
+                continue; // in use again (by this mount): freed when let go
+            }
+            if let Err(e) = self.purge(ino) {
+                log::error!("freeing unlinked inode {ino}: {e}");
+            }
+        }
+    }
+
+    /// Stops the background threads (census, policy watch, migrator,
+    /// write-back) without writing anything back: all that is left is what
+    /// a crash at this moment would leave (the crash harness uses it).
     pub fn halt(&self) {
+        if let Some(t) = self.census.lock().take() {
+            let _ = t.join();
+        }
         self.policy_watch.lock().take();
         self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
@@ -161,7 +197,13 @@ impl TierFs {
             self.purge(ino)?;
         }
         self.meta.seal()?;
-        self.tiers.reclaim()
+        self.tiers.reclaim()?;
+        // The totals and live counts, so that the next mount needs no scan.
+        if self.tiers.counted() {
+            self.meta.seal_with_summary(&self.tiers.summary())
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -103,7 +103,6 @@ pub struct TierFs {
     open_counts: Mutex<HashMap<u64, u32>>,
     /// The kernel's lookup count per inode (it lives while it has any).
     lookups: Mutex<HashMap<u64, u64>>,
-    inode_count: AtomicU64,
     writeback: Mutex<Option<Writeback>>,
     opts: Options,
     shared: Arc<Shared>,
@@ -115,6 +114,8 @@ pub struct TierFs {
     policy_watch: Mutex<Option<notify::RecommendedWatcher>>,
     /// Live xattr values kept from a size probe for the read after it.
     probes: xattr::Probes,
+    /// The background count at mount (`daemon::census`).
+    census: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
@@ -186,7 +187,6 @@ impl TierFs {
         let t = self.meta.purge_txn(ino)?;
         self.tiers.purge(ino, t)?;
         self.shared.forget(ino);
-        self.inode_count.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -329,7 +329,6 @@ impl TierFs {
             },
         );
         self.meta.commit(&held, t)?;
-        self.inode_count.fetch_add(1, Ordering::Relaxed);
         self.count_lookup(ino);
         Ok(inode)
     }
@@ -687,7 +686,8 @@ impl TierFs {
             return Err(std::io::Error::last_os_error().into());
         }
         let frsize = s.f_frsize as u64;
-        let used = self.inode_count.load(Ordering::Relaxed);
+        // Running totals, exact once counted (at once after a clean unmount).
+        let used = self.meta.totals().inodes;
         let ffree = (u32::MAX as u64).saturating_sub(used);
         Ok(StatFs {
             blocks: s.f_blocks as u64 * frsize / 4096,

@@ -121,7 +121,7 @@ impl TierFs {
                 .map(|p| p.name().as_bytes().to_vec())
                 .ok_or(Error::NoXattr),
             names::WHY => {
-                let why = self.shared.why.lock().get(&ino).cloned();
+                let why = self.shared.why.lock().get(ino).map(str::to_string);
                 file_only(crate::migrate::explain(
                     &inode,
                     stats.as_ref(),
@@ -218,14 +218,15 @@ impl TierFs {
 
     /// `user.tier.stats`: files and bytes per tier, hits, migrations, errors, queue.
     fn stats_json(&self) -> Result<String> {
-        let mut files = [0u64; 3];
-        let mut bytes = [0u64; 3];
-        for r in self.meta.inodes() {
-            let i: Inode = r?;
-            if i.kind == Kind::File && i.nlink > 0 {
-                let size = i.size.max(self.tiers.pending_size(i.ino).unwrap_or(0));
-                files[i.tier as usize] += 1;
-                bytes[i.tier as usize] += size;
+        // Running totals of the committed sizes, plus what writes not yet
+        // durable add (as many files as are dirty, not a scan).
+        let totals = self.meta.totals();
+        let (files, mut bytes) = (totals.files, totals.bytes);
+        for (ino, size) in self.tiers.pending_sizes() {
+            if let Ok(i) = self.meta.inode(ino) {
+                if i.kind == Kind::File && i.nlink > 0 && size > i.size {
+                    bytes[i.tier as usize] += size - i.size;
+                }
             }
         }
         let ((warm_live, warm_files), (cold_live, cold_files)) = self.tiers.usage();

@@ -10,16 +10,18 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
+mod index;
 mod seal;
 mod txn;
 mod types;
 
+pub use index::{bucket_of, Totals, BUCKET_SECS};
 use seal::{read_seal, write_seal};
 pub use txn::Txn;
 use txn::{be_u64, key_ino, key_ino_name, key_ino_u64};
@@ -40,6 +42,10 @@ const TAG_SYMLINK: u8 = b'L';
 const TAG_ORPHAN: u8 = b'O';
 const TAG_ACCESS: u8 = b'A';
 const TAG_JOURNAL: u8 = b'J';
+const TAG_CAND: u8 = b'K';
+const TAG_PIN_PENDING: u8 = b'P';
+/// sled's own cache when the policy does not say (`[meta] cache`).
+pub const DEFAULT_CACHE: u64 = 96 << 20;
 /// Transactions with more changes than this use sled's batch (see `commit`).
 const JOURNAL_MAX_OPS: usize = 64;
 
@@ -64,6 +70,12 @@ pub struct Meta {
     commit_lock: Mutex<()>,
     /// Sequence number of the next journal record.
     journal_seq: AtomicU64,
+    /// Running totals over the inode records (`index`), kept by `commit`.
+    totals: Mutex<Totals>,
+    /// Whether `totals` are exact (see `counted`).
+    counted: AtomicBool,
+    /// The tiers' part of a valid summary found at open (`take_tier_summary`).
+    tier_summary: Mutex<Option<Vec<u8>>>,
 }
 
 impl Meta {
@@ -72,6 +84,13 @@ impl Meta {
     /// recovers a damaged log by dropping everything after the damage) is
     /// refused, so a damaged store is never mounted as an emptier one.
     pub fn open(dir: &Path, uid: u32, gid: u32) -> Result<Meta> {
+        Meta::open_with(dir, uid, gid, DEFAULT_CACHE)
+    }
+
+    /// Opens as `open` does, with `cache` bytes of memory for sled's cache.
+    /// sled charges its cache by on-disk size and keeps about twice that
+    /// in memory (NOTES-fuser-sled-mmap.md), so it gets a third of `cache`.
+    pub fn open_with(dir: &Path, uid: u32, gid: u32, cache: u64) -> Result<Meta> {
         let seal_path = dir.with_extension("seal");
         let sealed = read_seal(&seal_path)?;
         let damaged = |what: String| {
@@ -85,7 +104,7 @@ impl Meta {
         };
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 << 20)
+            .cache_capacity((cache / 3).max(4 << 20))
             // The crash harness flushes only where tierfs does: what sled
             // would write on its own it may or may not have written.
             .flush_every_ms((!crate::fault::armed()).then_some(500));
@@ -111,8 +130,21 @@ impl Meta {
             generation: Mutex::new(generation),
             commit_lock: Mutex::new(()),
             journal_seq: AtomicU64::new(0),
+            totals: Mutex::new(Totals::default()),
+            counted: AtomicBool::new(false),
+            tier_summary: Mutex::new(None),
         };
         let replayed = meta.replay_journal()?;
+        if let Some(b) = meta.db.get(meta_key("summary"))? {
+            match index::decode_summary(&b) {
+                Some((g, totals, tiers)) if g == generation && replayed == 0 => {
+                    *meta.totals.lock() = totals;
+                    meta.counted.store(true, Ordering::Release);
+                    *meta.tier_summary.lock() = Some(tiers);
+                }
+                _ => {}
+            }
+        }
         if replayed > 0 {
             log::info!("metadata: completed {replayed} transaction(s) interrupted by a crash");
         }
@@ -134,11 +166,15 @@ impl Meta {
                 ));
             }
             None => {
+                // A new store: its totals start at zero and its index is
+                // complete from the first record.
+                meta.counted.store(true, Ordering::Release);
                 let mut root = Inode::new(ROOT_INO, Kind::Dir, 0o755, uid, gid);
                 root.parent = ROOT_INO;
                 let mut t = Txn::default();
                 t.put_inode(&root);
                 t.put(meta_key("version"), META_VERSION.to_le_bytes());
+                t.put(meta_key("index"), 1u32.to_le_bytes());
                 meta.commit(&meta.write_lock(), t)?;
             }
         }
@@ -204,7 +240,7 @@ impl Meta {
         WriteGuard(self.lock.lock())
     }
 
-    fn commit_locked(&self, t: Txn) -> Result<()> {
+    fn commit_locked(&self, mut t: Txn) -> Result<()> {
         if t.ops.is_empty() {
             return Ok(());
         }
@@ -213,6 +249,13 @@ impl Meta {
             &self.seal_path.with_extension(""),
         )?;
         let _g = self.commit_lock.lock();
+        let delta = self.derive(&mut t)?;
+        self.apply_txn(t)?;
+        self.totals.lock().apply(&delta);
+        Ok(())
+    }
+
+    fn apply_txn(&self, t: Txn) -> Result<()> {
         if t.ops.len() == 1 {
             return self.apply_one(&t.ops[0]);
         }
@@ -448,9 +491,9 @@ impl Meta {
         Ok(t)
     }
 
-    /// Counts inode records (for statfs); O(n), used at start-up only.
-    pub fn count_inodes(&self) -> u64 {
-        self.db.scan_prefix([TAG_INODE]).count() as u64
+    /// The access record of `ino`, if it has one.
+    pub fn access_record(&self, ino: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key_ino(TAG_ACCESS, ino))?.map(|v| v.to_vec()))
     }
 
     /// A path for `ino` relative to the mount root, for log lines: found

@@ -132,6 +132,9 @@ impl Txn {
     pub fn put_access(&mut self, ino: u64, record: &[u8]) {
         self.put(key_ino(TAG_ACCESS, ino), record);
     }
+    pub fn del_access(&mut self, ino: u64) {
+        self.del(key_ino(TAG_ACCESS, ino));
+    }
     pub fn put_orphan(&mut self, ino: u64) {
         self.put(key_ino(TAG_ORPHAN, ino), &[][..]);
     }

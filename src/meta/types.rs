@@ -142,7 +142,7 @@ impl Tier {
 }
 
 /// One inode record. `perm` holds the low 12 mode bits (with setuid, setgid, sticky).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Inode {
     pub ino: u64,
     pub kind: Kind,
@@ -161,15 +161,25 @@ pub struct Inode {
     pub tier: Tier,
     /// The tier a user pinned this file (or directory: its new files) to.
     pub pin: Option<Tier>,
+    /// The last access the migrator folded in, seconds since the epoch (0:
+    /// none yet; then mtime and atime stand for it).
+    pub accessed: u32,
+    /// Accesses the migrator has counted.
+    pub accesses: u32,
+    /// Decayed access frequency as of `accessed` (see `migrate::access`).
+    pub heat: f32,
 }
 
-// Inode record layout (little-endian), 96 bytes:
-//   0 u8 version (1)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
-//  16 u32 rdev  20 u32 reserved  24 u64 size  32 u64 parent
+// Inode record layout (little-endian), 104 bytes (version 2):
+//   0 u8 version (2)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
+//  16 u32 rdev  20 u32 accessed  24 u64 size  32 u64 parent
 //  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
 //  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90..96 reserved
-const INODE_LEN: usize = 96;
-const INODE_REC_VERSION: u8 = 1;
+//  96 u32 accesses  100 f32 heat
+// Version 1 records are the first 96 bytes, with 20..24 reserved (zero).
+const INODE_LEN: usize = 104;
+const INODE_V1_LEN: usize = 96;
+const INODE_REC_VERSION: u8 = 2;
 
 impl Inode {
     pub fn new(ino: u64, kind: Kind, perm: u16, uid: u32, gid: u32) -> Inode {
@@ -190,6 +200,19 @@ impl Inode {
             crtime: now,
             tier: Tier::Warm,
             pin: None,
+            accessed: 0,
+            accesses: 0,
+            heat: 0.0,
+        }
+    }
+
+    /// When the file was last used, as the migrator sees it: its last
+    /// folded access, or before any its mtime or atime, whichever is later.
+    pub fn last_use(&self) -> i64 {
+        if self.accessed > 0 {
+            self.accessed as i64
+        } else {
+            self.mtime.secs.max(self.atime.secs)
         }
     }
 
@@ -202,6 +225,7 @@ impl Inode {
         b[8..12].copy_from_slice(&self.gid.to_le_bytes());
         b[12..16].copy_from_slice(&self.nlink.to_le_bytes());
         b[16..20].copy_from_slice(&self.rdev.to_le_bytes());
+        b[20..24].copy_from_slice(&self.accessed.to_le_bytes());
         b[24..32].copy_from_slice(&self.size.to_le_bytes());
         b[32..40].copy_from_slice(&self.parent.to_le_bytes());
         for (i, t) in [self.atime, self.mtime, self.ctime, self.crtime]
@@ -214,13 +238,17 @@ impl Inode {
         }
         b[88] = self.tier.to_u8();
         b[89] = self.pin.map_or(0, |t| t.to_u8() + 1);
+        b[96..100].copy_from_slice(&self.accesses.to_le_bytes());
+        b[100..104].copy_from_slice(&self.heat.to_le_bytes());
         b
     }
 
     pub fn decode(ino: u64, b: &[u8]) -> Result<Inode> {
-        if b.len() != INODE_LEN || b[0] != INODE_REC_VERSION {
-            return Err(Error::Corrupt(format!("inode {ino}: bad record")));
-        }
+        let v2 = match (b.len(), b.first()) {
+            (INODE_LEN, Some(&INODE_REC_VERSION)) => true,
+            (INODE_V1_LEN, Some(1)) => false,
+            _ => return Err(Error::Corrupt(format!("inode {ino}: bad record"))),
+        };
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         let time_at = |o: usize| Time {
@@ -245,6 +273,13 @@ impl Inode {
             pin: match b[89] {
                 0 => None,
                 v => Some(Tier::from_u8(v - 1)?),
+            },
+            accessed: if v2 { u32_at(20) } else { 0 },
+            accesses: if v2 { u32_at(96) } else { 0 },
+            heat: if v2 {
+                f32::from_le_bytes(b[100..104].try_into().unwrap())
+            } else {
+                0.0
             },
         })
     }

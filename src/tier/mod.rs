@@ -15,6 +15,7 @@
 //! file's own tier, syncs, and only then points the index at the new records:
 //! the index never names bytes that a crash could lose.
 
+mod census;
 mod codec;
 mod compact;
 pub mod dict;
@@ -47,6 +48,8 @@ const FILE_LOCK_SHARDS: usize = 64;
 const MOVE_ATTEMPTS: usize = 5;
 
 pub struct Tiers {
+    /// Whether the segments' live counts are known (`census`).
+    counted: std::sync::atomic::AtomicBool,
     meta: std::sync::Arc<Meta>,
     warm: SegmentStore,
     cold: SegmentStore,
@@ -116,16 +119,31 @@ impl Tiers {
         hot_budget: u64,
         access: Access,
     ) -> Result<Tiers> {
+        let tiers = Tiers::open_uncounted(meta, store_dir, hot_budget, access)?;
+        if !tiers.counted() {
+            tiers.recount()?;
+        }
+        Ok(tiers)
+    }
+
+    /// Opens as `open` does, but after a crash leaves the live counts to
+    /// `recount` (the daemon runs it in the background while it serves;
+    /// reclamation and compaction wait for it). After a clean unmount the
+    /// counts come from the summary it saved.
+    pub fn open_uncounted(
+        meta: std::sync::Arc<Meta>,
+        store_dir: &Path,
+        hot_budget: u64,
+        access: Access,
+    ) -> Result<Tiers> {
         let warm = SegmentStore::open(&store_dir.join("warm"), WARM, access)?;
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
-        for r in meta.all_chunks() {
-            let (_, _, loc) = r?;
-            match loc.tier {
-                Tier::Cold => cold.add_live(&loc),
-                Tier::Hot | Tier::Warm => warm.add_live(&loc),
-            }
-        }
+        let counted = match meta.take_tier_summary() {
+            Some(b) if meta.counted() => census::restore(&b, &warm, &cold),
+            _ => false,
+        };
         Ok(Tiers {
+            counted: std::sync::atomic::AtomicBool::new(counted),
             meta,
             warm,
             cold,
@@ -237,6 +255,9 @@ impl Tiers {
     /// live record left. The index must not name them on disk first: the
     /// metadata is flushed before anything is released.
     pub fn reclaim(&self) -> Result<()> {
+        if !self.counted() {
+            return Ok(()); // nothing is released before the live counts are known
+        }
         let free = self.reclaimer.collect();
         if !free.is_empty() {
             if let Err(e) = self.meta.flush() {
@@ -549,6 +570,15 @@ impl Tiers {
     /// The size of `ino` counting writes not yet durable, if they grew it.
     pub fn pending_size(&self, ino: u64) -> Option<u64> {
         self.pending_size.lock().get(&ino).map(|p| p.0)
+    }
+
+    /// Every file's size not yet durable: `(ino, size)`.
+    pub fn pending_sizes(&self) -> Vec<(u64, u64)> {
+        self.pending_size
+            .lock()
+            .iter()
+            .map(|(ino, p)| (*ino, p.0))
+            .collect()
     }
 
     /// Whether a file of `size` bytes can go hot when `room` bytes of the

@@ -668,6 +668,24 @@ impl SegmentStore {
         self.fmt.tier
     }
 
+    /// Live bytes per segment, for the summary saved at a clean unmount.
+    pub fn live_counts(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self.live.lock().iter().map(|(k, v)| (*k, *v)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Adds saved live counts (of segments that exist) to the current ones.
+    pub fn add_live_counts(&self, counts: &[(u64, u64)]) {
+        let segs = self.segs.read();
+        let mut live = self.live.lock();
+        for (id, n) in counts {
+            if segs.contains_key(id) {
+                *live.entry(*id).or_default() += n;
+            }
+        }
+    }
+
     /// Bytes of live records and bytes of segment files.
     pub fn usage(&self) -> (u64, u64) {
         let live = self.live.lock().values().sum();

@@ -490,3 +490,35 @@ fn overlapping_write_backs_still_make_the_size_durable() {
     assert_eq!(&r[..5], b"again");
     assert!(r[5..] == data[5..]);
 }
+
+#[test]
+fn live_counts_come_from_the_summary_after_a_clean_stop_and_are_recounted_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = {
+        let t = open(dir.path(), 64 << 20);
+        for ino in 10..30 {
+            file(&t, ino, Tier::Warm);
+            t.write(ino, 0, &pattern(ino as u32, 5000 + ino as usize)).unwrap();
+        }
+        t.flush_all().unwrap();
+        assert!(t.move_file(12, Tier::Cold).unwrap());
+        t.reclaim().unwrap(); // as at unmount: the moved record is released
+        t.meta.seal_with_summary(&t.summary()).unwrap();
+        (t.summary(), t.meta.totals())
+    };
+    let meta = Arc::new(Meta::open_when_free(&dir.path().join("meta")).unwrap());
+    let t = Tiers::open_uncounted(meta, dir.path(), 64 << 20, Access::ReadWrite).unwrap();
+    assert!(t.counted(), "a clean stop's summary is used");
+    assert_eq!((t.summary(), t.meta.totals()), want);
+    drop(t);
+    // That open sealed a new generation: the summary no longer counts (as
+    // after a crash), and the count from the index gives the same figures.
+    let meta = Arc::new(Meta::open_when_free(&dir.path().join("meta")).unwrap());
+    let t = Tiers::open_uncounted(meta, dir.path(), 64 << 20, Access::ReadWrite).unwrap();
+    assert!(!t.counted() && !t.meta.counted());
+    assert!(!t.compact_once().unwrap(), "no compaction before the count");
+    t.recount().unwrap();
+    assert!(t.counted());
+    assert_eq!((t.summary(), t.meta.totals()), want);
+    assert_eq!(read_all(&t, 12).unwrap(), pattern(12, 5012));
+}

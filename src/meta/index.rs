@@ -1,0 +1,335 @@
+//! Records derived from inode records and kept in step with them by
+//! `Meta::commit`, inside the same transaction: the candidate index (tag
+//! `K`: unpinned hot and warm files by tier and last-use bucket), pending
+//! pins (tag `P`: files pinned to a tier they are not on yet), and the
+//! running totals (inodes; files and bytes per tier) with the summary that
+//! saves them at a clean unmount. Owns those keys, their layouts and the
+//! arithmetic; it never decides a move (that is `migrate`).
+
+use std::collections::HashMap;
+
+use super::txn::{be_u64, key_ino};
+use super::*;
+
+/// Width of a last-use bucket of the candidate index, in seconds.
+pub const BUCKET_SECS: i64 = 60;
+
+/// The bucket that holds a file last used at `secs` (seconds since the epoch).
+pub fn bucket_of(secs: i64) -> u32 {
+    (secs.max(0) / BUCKET_SECS).min(u32::MAX as i64) as u32
+}
+
+/// `K` tier(u8) bucket(u32 BE) ino(u64 BE): 14 bytes, empty value.
+pub(super) fn cand_key(tier: Tier, bucket: u32, ino: u64) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[0] = TAG_CAND;
+    k[1] = tier.to_u8();
+    k[2..6].copy_from_slice(&bucket.to_be_bytes());
+    k[6..14].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+pub(super) fn decode_cand_key(k: &[u8]) -> Option<(u32, u64)> {
+    (k.len() == 14).then(|| {
+        (
+            u32::from_be_bytes(k[2..6].try_into().unwrap()),
+            be_u64(&k[6..14]),
+        )
+    })
+}
+
+fn is_live_file(i: &Inode) -> bool {
+    i.kind == Kind::File && i.nlink > 0
+}
+
+/// The candidate key an inode record implies, if any.
+pub(super) fn candidate(i: &Inode) -> Option<[u8; 14]> {
+    (is_live_file(i) && i.pin.is_none() && matches!(i.tier, Tier::Hot | Tier::Warm))
+        .then(|| cand_key(i.tier, bucket_of(i.last_use()), i.ino))
+}
+
+/// Whether an inode record implies a pending-pin record.
+pub(super) fn pin_pending(i: &Inode) -> bool {
+    is_live_file(i) && i.pin.is_some_and(|p| p != i.tier)
+}
+
+/// Running totals over the inode records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Inode records of every kind.
+    pub inodes: u64,
+    /// Linked regular files per tier (hot, warm, cold).
+    pub files: [u64; 3],
+    /// Their sizes as committed, per tier.
+    pub bytes: [u64; 3],
+}
+
+const TOTALS_LEN: usize = 56;
+
+impl Totals {
+    /// Adds (`sign` 1) or takes away (`sign` -1) one inode record.
+    pub(super) fn count(&mut self, i: &Inode, sign: i64) {
+        let add = |v: &mut u64, d: u64| {
+            *v = if sign > 0 {
+                v.wrapping_add(d)
+            } else {
+                v.wrapping_sub(d)
+            }
+        };
+        add(&mut self.inodes, 1);
+        if is_live_file(i) {
+            let t = i.tier.to_u8() as usize;
+            add(&mut self.files[t], 1);
+            add(&mut self.bytes[t], i.size);
+        }
+    }
+
+    /// Applies the changes `delta` was built from (wrapping arithmetic: a
+    /// delta is a difference of two totals).
+    pub(super) fn apply(&mut self, delta: &Totals) {
+        self.inodes = self.inodes.wrapping_add(delta.inodes);
+        for t in 0..3 {
+            self.files[t] = self.files[t].wrapping_add(delta.files[t]);
+            self.bytes[t] = self.bytes[t].wrapping_add(delta.bytes[t]);
+        }
+    }
+
+    pub(super) fn encode(&self) -> [u8; TOTALS_LEN] {
+        let mut b = [0u8; TOTALS_LEN];
+        let vals = [
+            self.inodes,
+            self.files[0],
+            self.files[1],
+            self.files[2],
+            self.bytes[0],
+            self.bytes[1],
+            self.bytes[2],
+        ];
+        for (i, v) in vals.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    pub(super) fn decode(b: &[u8]) -> Option<Totals> {
+        if b.len() < TOTALS_LEN {
+            return None;
+        }
+        let v = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        Some(Totals {
+            inodes: v(0),
+            files: [v(1), v(2), v(3)],
+            bytes: [v(4), v(5), v(6)],
+        })
+    }
+}
+
+/// The summary saved at a clean unmount (`M summary`): u64 generation
+/// (the seal it was written under), the totals, then the tiers' own bytes
+/// (per-segment live counts, `tier::Tiers::summary`). Valid only while the
+/// generation is still the store's: any later open seals a new one.
+pub(super) fn encode_summary(generation: u64, totals: &Totals, tiers: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + TOTALS_LEN + tiers.len());
+    b.extend_from_slice(&generation.to_le_bytes());
+    b.extend_from_slice(&totals.encode());
+    b.extend_from_slice(tiers);
+    b
+}
+
+pub(super) fn decode_summary(b: &[u8]) -> Option<(u64, Totals, Vec<u8>)> {
+    let generation = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let totals = Totals::decode(b.get(8..)?)?;
+    Some((generation, totals, b[8 + TOTALS_LEN..].to_vec()))
+}
+
+impl Meta {
+    /// Adds to `t` the derived changes its inode changes imply (candidate
+    /// and pending-pin records) and returns the change of the totals. Reads
+    /// the records `t` replaces, under the commit lock.
+    pub(super) fn derive(&self, t: &mut Txn) -> Result<Totals> {
+        let mut delta = Totals::default();
+        // The value each touched inode has so far within this transaction.
+        let mut current: HashMap<u64, Option<Inode>> = HashMap::new();
+        let mut extra: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for (k, v) in &t.ops {
+            if k.len() != 9 || k[0] != TAG_INODE {
+                continue;
+            }
+            let ino = be_u64(&k[1..]);
+            let old = match current.get(&ino) {
+                Some(o) => o.clone(),
+                None => match self.db.get(&k[..])? {
+                    // A damaged record counts as none: fsck reports it.
+                    Some(b) => Inode::decode(ino, &b).ok(),
+                    None => None,
+                },
+            };
+            let new = v.as_ref().and_then(|b| Inode::decode(ino, b).ok());
+            let (old_cand, new_cand) = (
+                old.as_ref().and_then(candidate),
+                new.as_ref().and_then(candidate),
+            );
+            if old_cand != new_cand {
+                if let Some(c) = old_cand {
+                    extra.push((c.to_vec(), None));
+                }
+                if let Some(c) = new_cand {
+                    extra.push((c.to_vec(), Some(Vec::new())));
+                }
+            }
+            let (old_pin, new_pin) = (
+                old.as_ref().is_some_and(pin_pending),
+                new.as_ref().is_some_and(pin_pending),
+            );
+            if old_pin != new_pin {
+                let k = key_ino(TAG_PIN_PENDING, ino).to_vec();
+                extra.push((k, new_pin.then(Vec::new)));
+            }
+            if let Some(o) = &old {
+                delta.count(o, -1);
+            }
+            if let Some(n) = &new {
+                delta.count(n, 1);
+            }
+            current.insert(ino, new);
+        }
+        t.ops.extend(extra);
+        Ok(delta)
+    }
+
+    /// The running totals (exact once `counted`).
+    pub fn totals(&self) -> Totals {
+        *self.totals.lock()
+    }
+
+    /// Whether the totals are known: at once after a clean unmount, after
+    /// `recount` otherwise.
+    pub fn counted(&self) -> bool {
+        self.counted.load(Ordering::Acquire)
+    }
+
+    /// Counts the totals from the inode records and, in a store that has no
+    /// candidate index yet, builds it. Runs under the write lock: no commit
+    /// comes between the count and its use.
+    pub fn recount(&self, _held: &WriteGuard<'_>) -> Result<()> {
+        let build = self.db.get(meta_key("index"))?.is_none();
+        let mut totals = Totals::default();
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for r in self.inodes() {
+            let i = match r {
+                Ok(i) => i,
+                Err(Error::Corrupt(_)) => continue, // fsck reports it
+                Err(e) => return Err(e),
+            };
+            totals.count(&i, 1);
+            if build {
+                if let Some(c) = candidate(&i) {
+                    batch.insert(&c[..], &[][..]);
+                    in_batch += 1;
+                }
+                if pin_pending(&i) {
+                    batch.insert(&key_ino(TAG_PIN_PENDING, i.ino)[..], &[][..]);
+                    in_batch += 1;
+                }
+                if in_batch >= 4096 {
+                    self.db.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+        }
+        if build {
+            batch.insert(meta_key("index"), &1u32.to_le_bytes()[..]);
+            self.db.apply_batch(batch)?;
+        }
+        *self.totals.lock() = totals;
+        self.counted.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Unpinned hot or warm files last used in a bucket up to `last`
+    /// (inclusive), oldest bucket first: `(bucket, ino)`.
+    pub fn candidates(&self, tier: Tier, last: u32) -> impl Iterator<Item = Result<(u32, u64)>> + '_ {
+        let start = cand_key(tier, 0, 0).to_vec();
+        let end = match last.checked_add(1) {
+            Some(b) => cand_key(tier, b, 0).to_vec(),
+            None => vec![TAG_CAND, tier.to_u8() + 1],
+        };
+        self.db.range(start..end).map(|r| {
+            let (k, _) = r?;
+            decode_cand_key(&k).ok_or_else(|| Error::Corrupt("bad candidate record".into()))
+        })
+    }
+
+    /// Files pinned to a tier they are not on yet.
+    pub fn pending_pins(&self) -> impl Iterator<Item = Result<u64>> + '_ {
+        self.db
+            .scan_prefix([TAG_PIN_PENDING])
+            .map(|r| Ok(be_u64(&r?.0[1..])))
+    }
+
+    /// Every candidate and pending-pin record as `(key, ino)`: for fsck,
+    /// which compares them with what the inode records imply.
+    pub fn derived_records(&self) -> impl Iterator<Item = Result<(Vec<u8>, u64)>> + '_ {
+        let cands = self.db.scan_prefix([TAG_CAND]).map(|r| {
+            let (k, _) = r?;
+            let (_, ino) =
+                decode_cand_key(&k).ok_or_else(|| Error::Corrupt("bad candidate record".into()))?;
+            Ok((k.to_vec(), ino))
+        });
+        let pins = self.db.scan_prefix([TAG_PIN_PENDING]).map(|r| {
+            let (k, _) = r?;
+            Ok((k.to_vec(), be_u64(&k[1..])))
+        });
+        cands.chain(pins)
+    }
+
+    /// The derived records one inode record implies (fsck compares).
+    pub fn derived_for(inode: &Inode) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        if let Some(c) = candidate(inode) {
+            v.push(c.to_vec());
+        }
+        if pin_pending(inode) {
+            v.push(key_ino(TAG_PIN_PENDING, inode.ino).to_vec());
+        }
+        v
+    }
+
+    /// Removes a derived record (fsck `--repair`: one no inode implies).
+    pub fn del_derived(&self, _held: &WriteGuard<'_>, key: &[u8]) -> Result<()> {
+        self.db.remove(key)?;
+        Ok(())
+    }
+
+    /// Adds a derived record (fsck `--repair`: one an inode implies).
+    pub fn put_derived(&self, _held: &WriteGuard<'_>, key: &[u8]) -> Result<()> {
+        self.db.insert(key, &[][..])?;
+        Ok(())
+    }
+
+    /// The tiers' part of the summary the last clean unmount saved, if it
+    /// is still valid; given out once.
+    pub fn take_tier_summary(&self) -> Option<Vec<u8>> {
+        self.tier_summary.lock().take()
+    }
+
+    /// Seals as `seal` does, with the summary of totals and `tiers` (the
+    /// tiers' live counts) saved under the new generation: the next open
+    /// needs no scan. Called last at a clean unmount.
+    pub fn seal_with_summary(&self, tiers: &[u8]) -> Result<()> {
+        if !self.counted() {
+            return self.seal();
+        }
+        let mut g = self.generation.lock();
+        let next = *g + 1;
+        let summary = encode_summary(next, &self.totals(), tiers);
+        self.db.insert(meta_key("summary"), summary)?;
+        self.db
+            .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
+        self.flush()?;
+        write_seal(&self.seal_path, next)?;
+        *g = next;
+        Ok(())
+    }
+}

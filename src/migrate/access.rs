@@ -1,0 +1,370 @@
+//! What the migrator knows of how files are used, and where it keeps it.
+//!
+//! A file's statistics (last access, count, decayed heat, its last four
+//! access times) live in three places, newest first: a bounded in-RAM cache
+//! of recently accessed files; an access record (tag `A`, 40 bytes) while
+//! the file was accessed within the promotion window, the only time its
+//! recent access times matter to the policy; and, folded, in the file's
+//! inode record (last access, count, heat). `persist` writes the cache's
+//! changes to both in one transaction (the candidate index moves with the
+//! inode), and `fold_expired` drops access records that left the window.
+//! Owns the statistics and their records; it decides no move (`plan` does).
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::meta::{Inode, Meta, Txn};
+
+/// Entries the cache holds before it lets go of the oldest clean ones.
+pub const CACHE_ENTRIES: usize = 65_536;
+/// Changed entries that make the migrator save them before its next cycle.
+pub const PERSIST_AT: usize = 8_192;
+/// Records per metadata transaction when saving.
+const BATCH: usize = 4_096;
+
+/// What the migrator knows of one file's use.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AccessStats {
+    /// Last access, seconds since the epoch.
+    pub last: f64,
+    pub count: u64,
+    /// Accesses, each decaying by half every promotion window.
+    pub heat: f64,
+    /// The last four access times (seconds since the epoch), newest first.
+    recent: [u32; 4],
+}
+
+impl AccessStats {
+    pub fn touch(&mut self, at: f64, half_life: f64) {
+        let dt = (at - self.last).max(0.0);
+        self.heat = self.heat * 0.5f64.powf(dt / half_life.max(1.0)) + 1.0;
+        self.last = self.last.max(at);
+        self.count += 1;
+        self.recent.rotate_right(1);
+        self.recent[0] = at as u32;
+    }
+
+    /// Heat as of `now`.
+    pub fn heat_at(&self, now: f64, half_life: f64) -> f64 {
+        self.heat * 0.5f64.powf((now - self.last).max(0.0) / half_life.max(1.0))
+    }
+
+    /// Accesses within `window` seconds before `now` (at most 4 are remembered).
+    pub fn recent_accesses(&self, now: f64, window: f64) -> u32 {
+        self.recent
+            .iter()
+            .filter(|t| **t > 0 && now - (**t as f64) <= window)
+            .count() as u32
+    }
+
+    /// What an inode record keeps of them once the access record is gone:
+    /// no recent times (they are all outside the window by then).
+    pub fn folded(inode: &Inode) -> Option<AccessStats> {
+        (inode.accessed > 0).then(|| AccessStats {
+            last: inode.accessed as f64,
+            count: inode.accesses as u64,
+            heat: inode.heat as f64,
+            recent: [0; 4],
+        })
+    }
+
+    fn fold_into(&self, inode: &mut Inode) {
+        inode.accessed = self.last.clamp(1.0, u32::MAX as f64) as u32;
+        inode.accesses = self.count.min(u32::MAX as u64) as u32;
+        inode.heat = self.heat as f32;
+    }
+
+    // Record layout (little-endian), 40 bytes:
+    //   0 f64 last  8 u64 count  16 f64 heat  24 [u32; 4] recent
+    pub fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[0..8].copy_from_slice(&self.last.to_le_bytes());
+        b[8..16].copy_from_slice(&self.count.to_le_bytes());
+        b[16..24].copy_from_slice(&self.heat.to_le_bytes());
+        for (i, t) in self.recent.iter().enumerate() {
+            b[24 + i * 4..28 + i * 4].copy_from_slice(&t.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<AccessStats> {
+        if b.len() != 40 {
+            return None;
+        }
+        let f = |o: usize| f64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let mut recent = [0u32; 4];
+        for (i, t) in recent.iter_mut().enumerate() {
+            *t = u32::from_le_bytes(b[24 + i * 4..28 + i * 4].try_into().unwrap());
+        }
+        Some(AccessStats {
+            last: f(0),
+            count: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            heat: f(16),
+            recent,
+        })
+    }
+}
+
+/// The statistics the store holds for `ino` (its access record, else the
+/// fold in its inode record); `None` for a file never seen accessed.
+pub fn load(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
+    if let Some(rec) = meta.access_record(ino)? {
+        if let Some(s) = AccessStats::decode(&rec) {
+            return Ok(Some(s));
+        }
+    }
+    match meta.inode(ino) {
+        Ok(i) => Ok(AccessStats::folded(&i)),
+        Err(Error::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+struct Entry {
+    stats: AccessStats,
+    /// Changed since it was last saved.
+    dirty: bool,
+}
+
+/// The recently accessed files' statistics, bounded: past `CACHE_ENTRIES`
+/// the clean entries accessed longest ago go (the store has them).
+#[derive(Default)]
+pub struct AccessCache {
+    map: HashMap<u64, Entry>,
+    dirty: usize,
+}
+
+impl AccessCache {
+    pub fn get(&self, ino: u64) -> Option<AccessStats> {
+        self.map.get(&ino).map(|e| e.stats)
+    }
+
+    pub fn contains(&self, ino: u64) -> bool {
+        self.map.contains_key(&ino)
+    }
+
+    /// Records an access at `at`; `stored` gives what the store knows of a
+    /// file the cache does not hold.
+    pub fn touch(
+        &mut self,
+        ino: u64,
+        at: f64,
+        half_life: f64,
+        stored: impl FnOnce() -> Option<AccessStats>,
+    ) {
+        let e = self.map.entry(ino).or_insert_with(|| Entry {
+            stats: stored().unwrap_or_default(),
+            dirty: false,
+        });
+        e.stats.touch(at, half_life);
+        if !e.dirty {
+            e.dirty = true;
+            self.dirty += 1;
+        }
+    }
+
+    pub fn dirty(&self) -> usize {
+        self.dirty
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The changed entries, in inode order; they count as clean from now.
+    pub fn take_dirty(&mut self) -> Vec<(u64, AccessStats)> {
+        let mut v: Vec<(u64, AccessStats)> = self
+            .map
+            .iter_mut()
+            .filter(|(_, e)| e.dirty)
+            .map(|(ino, e)| {
+                e.dirty = false;
+                (*ino, e.stats)
+            })
+            .collect();
+        self.dirty = 0;
+        v.sort_unstable_by_key(|(ino, _)| *ino);
+        v
+    }
+
+    /// Marks entries changed again (their save failed).
+    pub fn redirty(&mut self, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            if let Some(e) = self.map.get_mut(&ino) {
+                if !e.dirty {
+                    e.dirty = true;
+                    self.dirty += 1;
+                }
+            }
+        }
+    }
+
+    /// Lets go of the clean entries accessed longest ago until at most
+    /// `keep` are left (changed ones stay until saved).
+    pub fn trim(&mut self, keep: usize) {
+        if self.map.len() <= keep {
+            return;
+        }
+        let mut clean: Vec<(f64, u64)> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !e.dirty)
+            .map(|(ino, e)| (e.stats.last, *ino))
+            .collect();
+        let excess = (self.map.len() - keep).min(clean.len());
+        if excess == 0 {
+            return;
+        }
+        clean.select_nth_unstable_by(excess - 1, |a, b| a.0.total_cmp(&b.0));
+        for (_, ino) in &clean[..excess] {
+            self.map.remove(ino);
+        }
+    }
+
+    pub fn forget(&mut self, ino: u64) {
+        if let Some(e) = self.map.remove(&ino) {
+            if e.dirty {
+                self.dirty -= 1;
+            }
+        }
+    }
+}
+
+/// Saves `changed` statistics: each file's inode record gets the fold (and
+/// with it its place in the candidate index), and an access record is kept
+/// while the last access is within `window` seconds of `now`. Returns the
+/// files whose save failed (to retry).
+pub fn persist(
+    meta: &Meta,
+    changed: &[(u64, AccessStats)],
+    now: f64,
+    window: f64,
+) -> std::result::Result<(), (Error, Vec<u64>)> {
+    for (n, part) in changed.chunks(BATCH).enumerate() {
+        let held = meta.write_lock();
+        let r = (|| -> Result<()> {
+            let mut t = Txn::default();
+            for (ino, s) in part {
+                let mut inode = match meta.inode(*ino) {
+                    Ok(i) => i,
+                    Err(Error::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                s.fold_into(&mut inode);
+                t.put_inode(&inode);
+                if now - s.last <= window {
+                    t.put_access(*ino, &s.encode());
+                } else {
+                    t.del_access(*ino);
+                }
+            }
+            meta.commit(&held, t)
+        })();
+        if let Err(e) = r {
+            let left = changed[n * BATCH..].iter().map(|(i, _)| *i).collect();
+            return Err((e, left));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the access records whose last access left the promotion window
+/// (their inode records hold the fold; a newer access in the cache writes
+/// a new record when saved). Returns the files still within the window:
+/// the only ones an access can promote.
+pub fn fold_expired(meta: &Meta, now: f64, window: f64) -> Result<Vec<(u64, AccessStats)>> {
+    let mut within = Vec::new();
+    let mut expired = Vec::new();
+    for (ino, rec) in meta.access_records()? {
+        match AccessStats::decode(&rec) {
+            Some(s) if now - s.last <= window => within.push((ino, s)),
+            Some(s) => expired.push((ino, s)),
+            None => expired.push((ino, AccessStats::default())),
+        }
+    }
+    for part in expired.chunks(BATCH) {
+        let held = meta.write_lock();
+        let mut t = Txn::default();
+        for (ino, s) in part {
+            match meta.inode(*ino) {
+                Ok(mut inode) => {
+                    // A record from before the fold existed (or one the
+                    // fold is older than): the inode takes its figures.
+                    if s.last > inode.accessed as f64 + 1.0 {
+                        s.fold_into(&mut inode);
+                        t.put_inode(&inode);
+                    }
+                }
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            t.del_access(*ino);
+        }
+        meta.commit(&held, t)?;
+    }
+    Ok(within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heat_decays_and_records_roundtrip() {
+        let mut s = AccessStats::default();
+        s.touch(1000.0, 100.0);
+        s.touch(1000.0, 100.0);
+        assert!((s.heat_at(1100.0, 100.0) - 1.0).abs() < 1e-9);
+        assert_eq!(AccessStats::decode(&s.encode()).unwrap(), s);
+        assert_eq!(s.recent_accesses(1001.0, 10.0), 2);
+    }
+
+    #[test]
+    fn the_cache_keeps_changed_entries_and_lets_the_oldest_clean_ones_go() {
+        let mut c = AccessCache::default();
+        for ino in 0..100u64 {
+            c.touch(ino, 1000.0 + ino as f64, 60.0, || None);
+        }
+        assert_eq!(c.dirty(), 100);
+        c.trim(10);
+        assert_eq!(c.len(), 100, "nothing unsaved is dropped");
+        let saved = c.take_dirty();
+        assert_eq!(saved.len(), 100);
+        assert!(saved.windows(2).all(|w| w[0].0 < w[1].0), "in inode order");
+        c.touch(3, 5000.0, 60.0, || unreachable!("cached"));
+        c.trim(10);
+        assert_eq!(c.len(), 10);
+        assert!(c.contains(3), "changed since the save");
+        for ino in 91..100 {
+            assert!(c.contains(ino), "recently accessed {ino} kept");
+        }
+        assert_eq!(c.get(3).unwrap().count, 2);
+    }
+
+    #[test]
+    fn statistics_move_from_the_cache_to_the_store_and_fold_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+        let ino = meta.next_ino().unwrap();
+        let mut t = Txn::default();
+        t.put_inode(&Inode::new(ino, crate::meta::Kind::File, 0o644, 0, 0));
+        meta.commit(&meta.write_lock(), t).unwrap();
+        let mut c = AccessCache::default();
+        for at in [1000.0, 1001.0, 1002.0] {
+            c.touch(ino, at, 600.0, || load(&meta, ino).unwrap());
+        }
+        persist(&meta, &c.take_dirty(), 1003.0, 600.0).unwrap();
+        let stored = load(&meta, ino).unwrap().unwrap();
+        assert_eq!(stored, c.get(ino).unwrap(), "the access record has it all");
+        assert_eq!(stored.recent_accesses(1003.0, 600.0), 3);
+        // Past the window: the record goes, the inode keeps the fold.
+        let within = fold_expired(&meta, 2000.0, 600.0).unwrap();
+        assert!(within.is_empty());
+        assert!(meta.access_record(ino).unwrap().is_none());
+        let folded = load(&meta, ino).unwrap().unwrap();
+        assert_eq!(folded.count, 3);
+        assert_eq!(folded.last, 1002.0);
+        assert!((folded.heat - stored.heat).abs() < 1e-3);
+        assert_eq!(folded.recent_accesses(2000.0, 600.0), 0);
+    }
+}
