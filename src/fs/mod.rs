@@ -686,7 +686,9 @@ impl TierFs {
             return Err(std::io::Error::last_os_error().into());
         }
         let frsize = s.f_frsize as u64;
-        // Running totals, exact once counted (at once after a clean unmount).
+        // Running totals: known at once after a clean unmount; after a
+        // crash, once the census at mount has counted them (this waits).
+        self.tiers.recount()?;
         let used = self.meta.totals().inodes;
         let ffree = (u32::MAX as u64).saturating_sub(used);
         Ok(StatFs {

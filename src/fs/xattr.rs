@@ -219,7 +219,9 @@ impl TierFs {
     /// `user.tier.stats`: files and bytes per tier, hits, migrations, errors, queue.
     fn stats_json(&self) -> Result<String> {
         // Running totals of the committed sizes, plus what writes not yet
-        // durable add (as many files as are dirty, not a scan).
+        // durable add (as many files as are dirty, not a scan). After a
+        // crash, the totals are known once the census has counted them.
+        self.tiers.recount()?;
         let totals = self.meta.totals();
         let (files, mut bytes) = (totals.files, totals.bytes);
         for (ino, size) in self.tiers.pending_sizes() {

@@ -74,13 +74,17 @@ impl Tiers {
     /// the metadata's totals, if they are not known either), under the
     /// metadata write lock: no commit, compaction swap or retirement comes
     /// during the count, and the records appended meanwhile (counted when
-    /// appended) are not in the index yet. Reads go on.
+    /// appended) are not in the index yet. Reads go on. A second caller
+    /// waits for the first one's count.
     pub fn recount(&self) -> Result<()> {
         if self.counted() {
             return Ok(());
         }
         let t0 = std::time::Instant::now();
         let held = self.meta.write_lock();
+        if self.counted() {
+            return Ok(());
+        }
         if !self.meta.counted() {
             self.meta.recount(&held)?;
         }
