@@ -163,7 +163,8 @@ impl TierFs {
             }
         };
         for ino in orphans {
-            if self.open_counts.lock().contains_key(&ino) || self.lookups.lock().contains_key(&ino) {
+            if self.open_counts.lock().contains_key(&ino) || self.lookups.lock().contains_key(&ino)
+            {
                 continue; // in use again (by this mount): freed when let go
             }
             if let Err(e) = self.purge(ino) {

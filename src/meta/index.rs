@@ -249,7 +249,11 @@ impl Meta {
 
     /// Unpinned hot or warm files last used in a bucket up to `last`
     /// (inclusive), oldest bucket first: `(bucket, ino)`.
-    pub fn candidates(&self, tier: Tier, last: u32) -> impl Iterator<Item = Result<(u32, u64)>> + '_ {
+    pub fn candidates(
+        &self,
+        tier: Tier,
+        last: u32,
+    ) -> impl Iterator<Item = Result<(u32, u64)>> + '_ {
         let start = cand_key(tier, 0, 0).to_vec();
         let end = match last.checked_add(1) {
             Some(b) => cand_key(tier, b, 0).to_vec(),

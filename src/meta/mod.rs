@@ -76,6 +76,8 @@ pub struct Meta {
     counted: AtomicBool,
     /// The tiers' part of a valid summary found at open (`take_tier_summary`).
     tier_summary: Mutex<Option<Vec<u8>>>,
+    /// Whether this open created the store (it has nothing to count).
+    created: AtomicBool,
 }
 
 impl Meta {
@@ -133,6 +135,7 @@ impl Meta {
             totals: Mutex::new(Totals::default()),
             counted: AtomicBool::new(false),
             tier_summary: Mutex::new(None),
+            created: AtomicBool::new(false),
         };
         let replayed = meta.replay_journal()?;
         if let Some(b) = meta.db.get(meta_key("summary"))? {
@@ -169,6 +172,7 @@ impl Meta {
                 // A new store: its totals start at zero and its index is
                 // complete from the first record.
                 meta.counted.store(true, Ordering::Release);
+                meta.created.store(true, Ordering::Release);
                 let mut root = Inode::new(ROOT_INO, Kind::Dir, 0o755, uid, gid);
                 root.parent = ROOT_INO;
                 let mut t = Txn::default();
@@ -202,6 +206,11 @@ impl Meta {
                 r => return r,
             }
         }
+    }
+
+    /// Whether this open created the store.
+    pub fn created(&self) -> bool {
+        self.created.load(Ordering::Acquire)
     }
 
     /// Flushes everything and records that it is durable under a new

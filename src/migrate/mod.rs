@@ -35,8 +35,8 @@ use crate::error::{Error, Result};
 use crate::meta::{Meta, Tier};
 use crate::policy::Policy;
 use crate::tier::Tiers;
-use access::{AccessCache, CACHE_ENTRIES, PERSIST_AT};
 pub use access::AccessStats;
+use access::{AccessCache, CACHE_ENTRIES, PERSIST_AT};
 pub use plan::{decide, explain};
 
 const EVENT_QUEUE: usize = 65_536;
@@ -89,7 +89,8 @@ impl Reasons {
         if self.order.len() > 2 * WHY_ENTRIES {
             let map = &self.map;
             let mut kept = HashSet::new();
-            self.order.retain(|i| map.contains_key(i) && kept.insert(*i));
+            self.order
+                .retain(|i| map.contains_key(i) && kept.insert(*i));
         }
     }
 
@@ -418,7 +419,11 @@ impl Worker {
                     break;
                 }
             };
-            log::debug!("cycle: planned {} moves in {:?}", plan.len(), planned_at.elapsed());
+            log::debug!(
+                "cycle: planned {} moves in {:?}",
+                plan.len(),
+                planned_at.elapsed()
+            );
             let whole = plan.len() < plan::PLAN_MAX;
             let plan: Vec<plan::Move> = plan
                 .into_iter()
@@ -431,7 +436,15 @@ impl Worker {
                 .counters
                 .queued
                 .store(plan.len() as u64, Ordering::Relaxed);
-            self.execute(plan, &mut report, &mut full, &mut tried, &mut moved_bytes, rate, t0);
+            self.execute(
+                plan,
+                &mut report,
+                &mut full,
+                &mut tried,
+                &mut moved_bytes,
+                rate,
+                t0,
+            );
             if whole || !self.stop.is_empty() {
                 break;
             }

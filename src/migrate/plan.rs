@@ -92,7 +92,8 @@ pub fn plan(i: &Inputs, recent: &[u64], max: usize) -> Result<Vec<Move>> {
             .map(|(f, _, _)| f.size)
             .sum()
     };
-    let warm_used = i.meta.totals().bytes[Tier::Warm as usize].saturating_sub(leaving(&plan, Tier::Warm));
+    let warm_used =
+        i.meta.totals().bytes[Tier::Warm as usize].saturating_sub(leaving(&plan, Tier::Warm));
     for (tier, used, t, to) in [
         (Tier::Hot, i.hot_used, &i.policy.hot, Tier::Warm),
         (Tier::Warm, warm_used, &i.policy.warm, Tier::Cold),

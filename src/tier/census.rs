@@ -97,9 +97,9 @@ impl Tiers {
             }
             chunks += 1;
         }
+        log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
         self.counted.store(true, Ordering::Release);
         drop(held);
-        log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
         Ok(())
     }
 }

@@ -140,7 +140,7 @@ impl Tiers {
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
         let counted = match meta.take_tier_summary() {
             Some(b) if meta.counted() => census::restore(&b, &warm, &cold),
-            _ => false,
+            _ => meta.created(),
         };
         Ok(Tiers {
             counted: std::sync::atomic::AtomicBool::new(counted),

@@ -498,7 +498,8 @@ fn live_counts_come_from_the_summary_after_a_clean_stop_and_are_recounted_after_
         let t = open(dir.path(), 64 << 20);
         for ino in 10..30 {
             file(&t, ino, Tier::Warm);
-            t.write(ino, 0, &pattern(ino as u32, 5000 + ino as usize)).unwrap();
+            t.write(ino, 0, &pattern(ino as u32, 5000 + ino as usize))
+                .unwrap();
         }
         t.flush_all().unwrap();
         assert!(t.move_file(12, Tier::Cold).unwrap());
