@@ -195,8 +195,8 @@ impl TierFs {
                 let r = self.migrator.run_cycle(false)?;
                 log::info!(
                     "migration cycle on request: {} moved, {} failed",
-                    r.moved.len(),
-                    r.failed.len()
+                    r.moved_count,
+                    r.failed_count
                 );
                 Ok(())
             }

@@ -210,11 +210,14 @@ impl AccessLog {
 /// A request for one cycle now (or, dry, only its plan), answered when done.
 type CycleRequest = (bool, Sender<CycleReport>);
 
-/// What one cycle did (or, dry, would do).
+/// What one cycle did (or, dry, would do): its first `LAST_CYCLE_ENTRIES`
+/// moves and failures, and how many there were.
 #[derive(Clone, Debug, Default)]
 pub struct CycleReport {
     pub moved: Vec<(u64, Tier, Tier, String)>,
     pub failed: Vec<(u64, Tier, String)>,
+    pub moved_count: u64,
+    pub failed_count: u64,
 }
 
 impl CycleReport {
@@ -386,11 +389,12 @@ impl Worker {
         let policy = self.shared.policy();
         match self.plan(&policy, plan::PLAN_MAX) {
             Ok(plan) => CycleReport {
+                moved_count: plan.len() as u64,
                 moved: plan
                     .into_iter()
                     .map(|(i, to, why)| (i.ino, i.tier, to, why))
                     .collect(),
-                failed: Vec::new(),
+                ..CycleReport::default()
             },
             Err(e) => {
                 log::error!("planning a migration cycle: {e}");
@@ -451,16 +455,13 @@ impl Worker {
         }
         log::debug!(
             "cycle: {} moved, {} failed, in {:?}",
-            report.moved.len(),
-            report.failed.len(),
+            report.moved_count,
+            report.failed_count,
             t0.elapsed()
         );
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);
         self.shared.counters.queued.store(0, Ordering::Relaxed);
-        let mut kept = report.clone();
-        kept.moved.truncate(LAST_CYCLE_ENTRIES);
-        kept.failed.truncate(LAST_CYCLE_ENTRIES);
-        *self.shared.last_cycle.lock() = kept;
+        *self.shared.last_cycle.lock() = report.clone();
         report
     }
 
@@ -508,7 +509,10 @@ impl Worker {
                             inode.ino,
                             format!("{reason}: moved {} → {}", inode.tier.name(), to.name()),
                         );
-                        report.moved.push((inode.ino, inode.tier, to, reason));
+                        report.moved_count += 1;
+                        if report.moved.len() < LAST_CYCLE_ENTRIES {
+                            report.moved.push((inode.ino, inode.tier, to, reason));
+                        }
                         *moved_bytes += inode.size;
                     }
                     Ok(false) | Err(Error::NotFound) => {
@@ -527,7 +531,10 @@ impl Worker {
                         let why = format!("{reason}, but the move to {} failed: {e}", to.name());
                         log::warn!("inode {}: {why}", inode.ino);
                         self.shared.set_why(inode.ino, why.clone());
-                        report.failed.push((inode.ino, to, why));
+                        report.failed_count += 1;
+                        if report.failed.len() < LAST_CYCLE_ENTRIES {
+                            report.failed.push((inode.ino, to, why));
+                        }
                     }
                 }
             }
