@@ -120,6 +120,26 @@ pub fn load(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
     }
 }
 
+/// As `load`, for a file whose inode record was just read.
+pub fn load_for(meta: &Meta, inode: &Inode) -> Result<Option<AccessStats>> {
+    if let Some(rec) = meta.access_record(inode.ino)? {
+        if let Some(s) = AccessStats::decode(&rec) {
+            return Ok(Some(s));
+        }
+    }
+    Ok(AccessStats::folded(inode))
+}
+
+/// Of the files within the promotion window (`fold_expired`), those with
+/// `after` accesses in it: the only ones an access can promote.
+pub fn promotable(within: Vec<(u64, AccessStats)>, now: f64, window: f64, after: u32) -> Vec<u64> {
+    within
+        .into_iter()
+        .filter(|(_, s)| s.recent_accesses(now, window) >= after)
+        .map(|(ino, _)| ino)
+        .collect()
+}
+
 struct Entry {
     stats: AccessStats,
     /// Changed since it was last saved.

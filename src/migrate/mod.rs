@@ -179,6 +179,13 @@ impl Shared {
         access::load(&self.meta, ino)
     }
 
+    fn stats_for(&self, inode: &crate::meta::Inode) -> Result<Option<AccessStats>> {
+        if let Some(s) = self.cache.lock().get(inode.ino) {
+            return Ok(Some(s));
+        }
+        access::load_for(&self.meta, inode)
+    }
+
     /// Entries in the statistics cache (for `user.tier.stats`).
     pub fn cached(&self) -> usize {
         self.cache.lock().len()
@@ -362,32 +369,43 @@ impl Worker {
         self.shared.cache.lock().trim(CACHE_ENTRIES);
     }
 
-    /// Saves the statistics, folds the access records that left the
-    /// promotion window, and plans: up to `max` moves.
-    fn plan(&mut self, policy: &Policy, max: usize) -> Result<Vec<plan::Move>> {
+    /// Saves the statistics and folds the access records that left the
+    /// promotion window; returns the files an access may promote.
+    fn prepare(&mut self, policy: &Policy) -> Result<Vec<u64>> {
         self.persist();
         let now = now_secs();
         let window = policy.promote.window.0.as_secs_f64();
-        let recent: Vec<u64> = access::fold_expired(&self.meta, now, window)?
-            .into_iter()
-            .map(|(ino, _)| ino)
-            .collect();
+        let within = access::fold_expired(&self.meta, now, window)?;
+        Ok(access::promotable(
+            within,
+            now,
+            window,
+            policy.promote.after,
+        ))
+    }
+
+    /// Up to `max` moves, going on through `recent` from where the last
+    /// plan of this cycle stopped.
+    fn plan(&self, policy: &Policy, recent: &mut &[u64], max: usize) -> Result<Vec<plan::Move>> {
         let shared = &self.shared;
-        let stats = |ino: u64| shared.stats_now(ino);
+        let stats = |inode: &crate::meta::Inode| shared.stats_for(inode);
         let inputs = plan::Inputs {
             meta: &self.meta,
             policy,
-            now,
+            now: now_secs(),
             hot_used: self.tiers.hot_bytes().1,
             stats: &stats,
         };
-        plan::plan(&inputs, &recent, max)
+        plan::plan(&inputs, recent, max)
     }
 
     /// What a cycle would move now, moving nothing.
     fn dry_run(&mut self) -> CycleReport {
         let policy = self.shared.policy();
-        match self.plan(&policy, plan::PLAN_MAX) {
+        let planned = self
+            .prepare(&policy)
+            .and_then(|recent| self.plan(&policy, &mut &recent[..], plan::PLAN_MAX));
+        match planned {
             Ok(plan) => CycleReport {
                 moved_count: plan.len() as u64,
                 moved: plan
@@ -414,9 +432,17 @@ impl Worker {
         let mut full: HashSet<Tier> = HashSet::new();
         // Files a round could not move: not planned again this cycle.
         let mut tried: HashSet<u64> = HashSet::new();
+        let recent = match self.prepare(&policy) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("migration cycle: {e}");
+                Vec::new()
+            }
+        };
+        let mut recent = &recent[..];
         loop {
             let planned_at = Instant::now();
-            let plan = match self.plan(&policy, plan::PLAN_MAX) {
+            let plan = match self.plan(&policy, &mut recent, plan::PLAN_MAX) {
                 Ok(p) => p,
                 Err(e) => {
                     log::error!("migration cycle: {e}");

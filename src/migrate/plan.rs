@@ -27,8 +27,9 @@ pub struct Inputs<'a> {
     pub now: f64,
     /// Bytes the hot tier holds (`Tiers::hot_bytes`).
     pub hot_used: u64,
-    /// A file's statistics (the cache's, else the store's).
-    pub stats: &'a dyn Fn(u64) -> Result<Option<AccessStats>>,
+    /// A file's statistics (the cache's, else the store's), given its
+    /// inode record as just read.
+    pub stats: &'a dyn Fn(&Inode) -> Result<Option<AccessStats>>,
 }
 
 impl Inputs<'_> {
@@ -41,16 +42,18 @@ impl Inputs<'_> {
     }
 
     fn decide(&self, inode: &Inode) -> Result<Option<(Tier, String)>> {
-        let s = (self.stats)(inode.ino)?;
+        let s = (self.stats)(inode)?;
         Ok(decide(inode, s.as_ref(), self.policy, self.now))
     }
 }
 
-/// The plan from the indexes: pending pins, then the files accessed within
-/// the promotion window (`recent`, from the access records), then idle
+/// The plan from the indexes: pending pins, then the files accessed often
+/// enough within the promotion window to be promoted (`recent`, from the
+/// access records; the entries it gets through are taken off the front, so
+/// that the next plan of the same cycle goes on from there), then idle
 /// files from the oldest last-use buckets, then, for a tier over its high
 /// watermark, the least recently used of the rest until its low watermark.
-pub fn plan(i: &Inputs, recent: &[u64], max: usize) -> Result<Vec<Move>> {
+pub fn plan(i: &Inputs, recent: &mut &[u64], max: usize) -> Result<Vec<Move>> {
     let mut plan = Vec::new();
     let mut seen = HashSet::new();
     // `seen` holds the planned files only: one the idle scan finds not
@@ -69,10 +72,14 @@ pub fn plan(i: &Inputs, recent: &[u64], max: usize) -> Result<Vec<Move>> {
             consider(&mut plan, inode)?;
         }
     }
-    for ino in recent {
+    while let Some((ino, rest)) = recent.split_first() {
+        if plan.len() >= max {
+            break;
+        }
         if let Some(inode) = i.inode(*ino)? {
             consider(&mut plan, inode)?;
         }
+        *recent = rest;
     }
     for (tier, t) in [(Tier::Hot, &i.policy.hot), (Tier::Warm, &i.policy.warm)] {
         let due = bucket_of((i.now - t.idle.0.as_secs_f64()).floor() as i64);

@@ -123,12 +123,13 @@ fn sorted(plan: Vec<Move>) -> Vec<(u64, Tier, Tier, String)> {
 
 fn compare(meta: &Meta, policy: &Policy, now: f64, hot_used: u64) -> usize {
     let window = policy.promote.window.0.as_secs_f64();
-    let recent: Vec<u64> = access::fold_expired(meta, now, window)
-        .unwrap()
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
-    let stats = |ino: u64| access::load(meta, ino);
+    let recent = access::promotable(
+        access::fold_expired(meta, now, window).unwrap(),
+        now,
+        window,
+        policy.promote.after,
+    );
+    let stats = |inode: &Inode| access::load_for(meta, inode);
     let inputs = Inputs {
         meta,
         policy,
@@ -136,7 +137,7 @@ fn compare(meta: &Meta, policy: &Policy, now: f64, hot_used: u64) -> usize {
         hot_used,
         stats: &stats,
     };
-    let by_index = sorted(plan(&inputs, &recent, usize::MAX).unwrap());
+    let by_index = sorted(plan(&inputs, &mut &recent[..], usize::MAX).unwrap());
     let by_scan = sorted(plan_by_scan(&inputs).unwrap());
     assert_eq!(by_index, by_scan);
     by_index.len()
