@@ -60,7 +60,7 @@ impl AccessStats {
     /// What an inode record keeps of them once the access record is gone:
     /// no recent times (they are all outside the window by then).
     pub fn folded(inode: &Inode) -> Option<AccessStats> {
-        (inode.accessed > 0).then(|| AccessStats {
+        (inode.accessed > 0).then_some(AccessStats {
             last: inode.accessed as f64,
             count: inode.accesses as u64,
             heat: inode.heat as f64,
