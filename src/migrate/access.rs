@@ -191,6 +191,10 @@ impl AccessCache {
         self.map.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The changed entries, in inode order; they count as clean from now.
     pub fn take_dirty(&mut self) -> Vec<(u64, AccessStats)> {
         let mut v: Vec<(u64, AccessStats)> = self

@@ -92,7 +92,6 @@ pub fn plan(i: &Inputs, recent: &mut &[u64], max: usize) -> Result<Vec<Move>> {
             }
         }
     }
-    drop(consider);
     let leaving = |plan: &[Move], tier: Tier| -> u64 {
         plan.iter()
             .filter(|(f, _, _)| f.tier == tier)
