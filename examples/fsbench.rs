@@ -13,6 +13,8 @@
 //!                              4 KiB reads; also the time to the first 4 KiB
 //!   fsbench many DIR N DIRS SIZE  create N files of SIZE bytes spread over
 //!                              DIRS directories, with 2 threads
+//!   fsbench readmany DIR N DIRS K  read K of those N files, chosen at
+//!                              random, with 2 threads
 //!
 //! Drop the kernel caches between steps when the cold path is wanted
 //! (`echo 3 > /proc/sys/vm/drop_caches`); bench.sh does.
@@ -205,6 +207,30 @@ fn main() {
                 }
             });
             println!("create {:.0}", per_s(n, t));
+        }
+        "readmany" => {
+            let dir = Path::new(arg(1));
+            let (n, dirs, k): (usize, usize, usize) = (
+                arg(2).parse().unwrap(),
+                arg(3).parse().unwrap(),
+                arg(4).parse().unwrap(),
+            );
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for part in 0..2u64 {
+                    s.spawn(move || {
+                        let mut x = 0x9e37_79b9_7f4a_7c15 ^ (part + 1);
+                        let mut buf = Vec::new();
+                        for _ in 0..k / 2 {
+                            let i = (xorshift(&mut x) % n as u64) as usize;
+                            let p = dir.join(format!("d{}/m{i}", i % dirs));
+                            buf.clear();
+                            File::open(p).unwrap().read_to_end(&mut buf).unwrap();
+                        }
+                    });
+                }
+            });
+            println!("read {:.0}", per_s(k / 2 * 2, t));
         }
         other => panic!("unknown workload {other}"),
     }

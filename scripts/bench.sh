@@ -12,7 +12,10 @@
 #       criterion microbenchmarks of the hot-path pieces (benches/micro.rs).
 #   scripts/bench.sh scale [N_FILES] [DIRS]
 #       N files of 1 KiB in DIRS directories (default 1,000,000 in 1,000):
-#       create, find | wc -l, a full migration cycle, mount time, RSS/file.
+#       create and random-read rates, a migration cycle with nothing to move
+#       and one that demotes 10,000 idle files (next to the same cycle in a
+#       store of those 10,000 alone), mount time after a clean unmount and
+#       after kill -9, daemon RSS per file beyond an empty store's.
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
 #       1 GiB file moves warm→cold and back, and of a 4 KiB read + 4 KiB
@@ -93,43 +96,94 @@ fi
 if [ "${1:-}" = scale ]; then
   n=${2:-1000000}
   dirs=${3:-1000}
+  old=10000 # files created a minute before the rest: the idle ones of the demotion cycle
   scripts/deps.sh
   cargo build --release -q --bin tierfs --example fsbench
   work=$PWD/target/bench-scale
-  rm -rf "$work" && mkdir -p "$work/mnt"
-  trap 'fusermount3 -u "$work/mnt" 2>/dev/null || true' EXIT
+  mnt=$work/mnt
+  rm -rf "$work" && mkdir -p "$mnt"
+  trap 'fusermount3 -u "$mnt" 2>/dev/null || true' EXIT
   t() { local s=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $s" | bc; }
-  target/release/tierfs mount "$work/store" "$work/mnt"
+  rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+  gone() { while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
+  # Cycles only when asked, no rate limit, no promotion of the new files, a
+  # promotion window of a minute (the access records of files not accessed
+  # within it are folded into their inodes by the next cycle).
+  quiet() {
+    sed -i 's/^interval = "30s"/interval = "1h"/; s/^rate = "64MiB"/rate = "100GiB"/;
+            s/^warm_to = "hot"/warm_to = "none"/; s/^window = "10m"/window = "1m"/' "$1"
+  }
+  umnt() { until fusermount3 -u "$mnt" 2>/dev/null; do sleep 0.2; done; gone "$1"; }
+  idle_since() { # warm idle time that makes files last used before $2 idle, and no others
+    sed -i "/^\[warm\]/,/^\[/ s/^idle = .*/idle = \"$(( $(date +%s) - $2 ))s\"/" "$1"
+    sleep 1
+  }
+  cold_files() {
+    getfattr --only-values -n user.tier.stats "$mnt" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["tiers"]["cold"]["files"])'
+  }
+
+  # An empty store's daemon after mount + find: what the per-file figures exclude.
+  target/release/tierfs mount "$work/empty" "$mnt"
+  pid=$(cat "$work/empty/tierfs.lock")
+  find "$mnt" >/dev/null
+  rss_empty=$(rss "$pid")
+  umnt "$pid"
+
+  # The demotion cycle among $old files alone, for the ratio.
+  target/release/tierfs mount "$work/small" "$mnt"
+  pid=$(cat "$work/small/tierfs.lock")
+  quiet "$work/small/policy.toml"
+  target/release/examples/fsbench many "$mnt/old" "$old" 10 1024 >/dev/null
+  sleep 61
+  idle_since "$work/small/policy.toml" "$(( $(date +%s) - 30 ))"
+  demote_small_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
+  demoted_small=$(cold_files)
+  umnt "$pid"
+
+  target/release/tierfs mount "$work/store" "$mnt"
   pid=$(cat "$work/store/tierfs.lock")
   policy=$work/store/policy.toml
-  sed -i 's/^interval = "30s"/interval = "1h"/; s/^rate = "64MiB"/rate = "100GiB"/' "$policy"
-  create=$(target/release/examples/fsbench many "$work/mnt" "$n" "$dirs" 1024)
-  find_s=$(t sh -c "find '$work/mnt' | wc -l")
-  rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  # A full cycle that moves every file: warm idle down to 0 s (a live edit).
-  sed -i 's/^idle = "1day"/idle = "1s"/' "$policy"
-  sleep 2
-  cycle_s=$(t setfattr -n user.tier.migrate -v 1 "$work/mnt")
-  cold=$(getfattr --only-values -n user.tier.stats "$work/mnt" 2>/dev/null |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["tiers"]["cold"]["files"])')
-  fusermount3 -u "$work/mnt"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  mount_s=$(t target/release/tierfs mount "$work/store" "$work/mnt")
+  quiet "$policy"
+  target/release/examples/fsbench many "$mnt/old" "$old" 10 1024 >/dev/null
+  t_old=$(date +%s)
+  sleep 61
+  create=$(target/release/examples/fsbench many "$mnt" $((n - old)) "$dirs" 1024)
+  read=$(target/release/examples/fsbench readmany "$mnt" $((n - old)) "$dirs" 100000)
+  sleep 61
+  first_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
+  idle_none_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
+  idle_since "$policy" "$((t_old + 30))"
+  demote_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
+  demoted=$(cold_files)
+  umnt "$pid"
+
+  mount_s=$(t target/release/tierfs mount "$work/store" "$mnt")
   pid=$(cat "$work/store/tierfs.lock")
-  rss_mounted_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  find_cold_s=$(t sh -c "find '$work/mnt' | wc -l")
-  rss2_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  rss_mounted=$(rss "$pid")
+  find_s=$(t sh -c "find '$mnt' | wc -l")
+  rss_found=$(rss "$pid")
+  kill -9 "$pid" && gone "$pid"
+  crash_ls_s=$(t sh -c "target/release/tierfs mount '$work/store' '$mnt' && ls '$mnt/d1'")
+  pid=$(cat "$work/store/tierfs.lock")
+  umnt "$pid"
+  meta_mib=$(du -sm "$work/store/meta" | cut -f1)
+
   printf '%d files of 1 KiB in %d directories, %s cores, kernel %s\n' "$n" "$dirs" "$(nproc)" "$(uname -r)"
-  echo "create (2 threads):          ${create#create } files/s"
-  echo "find | wc -l:                ${find_s} s"
-  echo "full migration cycle:        ${cycle_s} s (warm→cold; $cold files now cold)"
-  echo "mount of that store:         ${mount_s} s"
-  echo "find | wc -l after remount:  ${find_cold_s} s"
-  awk -v r="$rss_kib" -v r2="$rss2_kib" -v rm="$rss_mounted_kib" -v n="$n" 'BEGIN {
-    printf "daemon RSS after find:       %.0f MiB = %.0f B per file\n", r/1024, r*1024/n
-    printf "  beyond sled'"'"'s 64 MiB cache: %.0f B per file\n", (r*1024 - 64*1048576)/n
-    printf "after remount, before find:  %.0f MiB = %.0f B per file\n", rm/1024, rm*1024/n
-    printf "after remount + find:        %.0f MiB = %.0f B per file (%.0f B beyond the cache)\n", r2/1024, r2*1024/n, (r2*1024 - 64*1048576)/n }'
+  echo "create (2 threads):                 ${create#create } files/s"
+  echo "read 100,000 at random (2 threads): ${read#read } files/s"
+  echo "first cycle after the window:       ${first_s} s (saves and folds the statistics of every file read or written)"
+  echo "cycle with nothing to move:         $(echo "$idle_none_s * 1000" | bc | xargs printf '%.0f') ms"
+  echo "cycle demoting $demoted idle files:   ${demote_s} s"
+  echo "  the same among $old files alone:  ${demote_small_s} s ($demoted_small demoted)"
+  echo "mount after a clean unmount:        ${mount_s} s"
+  echo "mount + ls after kill -9:           ${crash_ls_s} s"
+  echo "find | wc -l after the mount:       ${find_s} s"
+  echo "metadata on disk (sled):            ${meta_mib} MiB"
+  awk -v e="$rss_empty" -v m="$rss_mounted" -v f="$rss_found" -v n="$n" 'BEGIN {
+    printf "empty store, mounted + find:        %.0f MiB\n", e/1024
+    printf "daemon RSS after mount:             %.0f MiB = %.0f B per file beyond the empty store\n", m/1024, (m-e)*1024/n
+    printf "daemon RSS after mount + find:      %.0f MiB = %.0f B per file beyond the empty store\n", f/1024, (f-e)*1024/n }'
   exit 0
 fi
 

@@ -185,11 +185,6 @@ impl Shared {
         }
         access::load_for(&self.meta, inode)
     }
-
-    /// Entries in the statistics cache (for `user.tier.stats`).
-    pub fn cached(&self) -> usize {
-        self.cache.lock().len()
-    }
 }
 
 /// Where request threads report accesses.
