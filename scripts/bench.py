@@ -52,6 +52,13 @@ def run_bench(*args):
     return {k: float(v) for k, v in (l.split() for l in out.splitlines())}
 
 
+def timed(cmd):
+    """Seconds `cmd` takes, its output discarded."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def cpu_s(pid):
     if pid is None:
         return 0.0
@@ -146,6 +153,11 @@ def one_round(r):
             note(target, "cpu_us_per_file_op", (cpu_s(pid) - c0) * 1e6 / (4 * n_files))
         for k, v in res.items():
             note(target, k, v)
+        # Listings with attributes, from cold kernel caches.
+        for key, cmd in [("ls_l", ["ls", "-l", small]),
+                         ("find_printf", ["find", small, "-printf", "%s %m %u %T@\n"])]:
+            drop_caches()
+            note(target, key, n_files / timed(cmd))
         drop_caches()
         note(target, "read1_nocache", run_bench("read", small, str(n_files))["read1"])
         if target == "tierfs":
@@ -234,21 +246,23 @@ def main():
     rows = [
         ("create files/s", "create"), ("read files/s, 1 thread", "read1"),
         ("read files/s, 2 threads", "read2"), ("stat files/s", "stat"),
-        ("list entries/s", "list"), ("read files/s, caches dropped", "read1_nocache"),
+        ("list entries/s", "list"), ("ls -l entries/s, caches dropped", "ls_l"),
+        ("find -printf entries/s, caches dropped", "find_printf"),
+        ("read files/s, caches dropped", "read1_nocache"),
         ("write MB/s (1 MiB writes + fsync)", "write_mb_s"),
         ("read MB/s, caches dropped", "seqread_mb_s"),
         ("4 KiB random reads/s", "randread4k"), ("first 4 KiB, ms", "first4k_ms"),
         ("daemon CPU µs per small-file op", "cpu_us_per_file_op"),
         ("daemon CPU µs per MiB", "cpu_us_per_mib"), ("daemon peak RSS MiB", "peak_rss_mib"),
     ]
-    head = f"{'':36}" + "".join(f"{t:>11}" for t in TARGETS)
-    head += f"{'/ceiling':>10}{'/mergerfs':>10}{'/tmpfs':>8}"
+    head = f"{'':40}" + "".join(f"{t:>11}" for t in TARGETS)
+    head += f"{'/ceiling':>10}{'/mergerfs':>10}{'/tmpfs':>8}{'/disk':>8}"
     print(head)
     for label, key in rows:
-        line = f"{label:36}" + "".join(f"{fmt(med(t, key)):>11}" for t in TARGETS)
+        line = f"{label:40}" + "".join(f"{fmt(med(t, key)):>11}" for t in TARGETS)
         tv = med("tierfs", key)
         line += f"{ratio(tv, med('ceiling', key)):>10}{ratio(tv, med('mergerfs', key)):>10}"
-        line += f"{ratio(tv, med('tmpfs', key)):>8}"
+        line += f"{ratio(tv, med('tmpfs', key)):>8}{ratio(tv, med('disk', key)):>8}"
         print(line)
     hot = med("tierfs", "read1_nocache")
     print("\ntierfs by tier (kernel caches dropped before each read):")

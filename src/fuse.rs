@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -129,6 +129,15 @@ fn name(n: &OsStr) -> &[u8] {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(CHUNK_SIZE as u32);
+        // Listings carry attributes (`ls -l`, rsync: no lookup per entry).
+        // AUTO: the kernel asks for them for a directory's first batch and
+        // then only while its entries are being looked at, so a walk that
+        // wants names only (`find`) gets plain listings and leaves no
+        // kernel inode per name behind.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            log::warn!("the kernel does not offer {missing:?}: listings come without attributes");
+        }
         Ok(())
     }
 
@@ -394,6 +403,30 @@ impl Filesystem for FuseAdapter {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("readdir", ino.0, e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.fs.readdirplus(ino.0, offset, |off, n, i| {
+            reply.add(
+                INodeNo(i.ino),
+                off,
+                OsStr::from_bytes(n),
+                &TTL,
+                &attr(i),
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.errno("readdirplus", ino.0, e)),
         }
     }
 

@@ -208,9 +208,17 @@ impl TierFs {
             return Err(Error::NameTooLong);
         }
         let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
-        let inode = self.inode(d.ino)?;
-        self.count_lookup(inode.ino);
-        Ok(inode)
+        self.entry_inode(d.ino)
+    }
+
+    /// The inode of a name just read, counted as one kernel lookup; the
+    /// caller replies with it (or takes the count back with `forget`).
+    /// Counted before the inode is read: an unlink that commits in between
+    /// then leaves the inode to the forget, and never frees it under an
+    /// entry the kernel is about to get.
+    fn entry_inode(&self, ino: u64) -> Result<Inode> {
+        self.count_lookup(ino);
+        self.inode(ino).inspect_err(|_| self.forget(ino, 1))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Inode> {
@@ -673,6 +681,71 @@ impl TierFs {
             if add(child, seq + 3, kind, &name) {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// `readdir` with each entry's attributes (the kernel's READDIRPLUS):
+    /// calls `add(next offset, name, inode)` until it answers true (buffer
+    /// full). Every entry `add` takes, other than `.` and `..`, is one
+    /// kernel lookup, as `lookup` counts it (the kernel links each such
+    /// entry into its cache and sends `forget` for it later; `.` and `..`
+    /// it skips); an entry that did not fit is not counted. An entry
+    /// unlinked while the directory is listed is left out. An error after
+    /// some entries ends the reply before it (those entries are what the
+    /// kernel gets and counts); the next call, from that offset, reports it.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &[u8], &Inode) -> bool,
+    ) -> Result<()> {
+        let dir = self.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        if offset == 0 && add(1, b".", &dir) {
+            return Ok(());
+        }
+        if offset <= 1 {
+            let parent = match dir.parent.max(ROOT_INO) {
+                p if p == ino => dir.clone(),
+                p => self.inode(p)?,
+            };
+            if add(2, b"..", &parent) {
+                return Ok(());
+            }
+        }
+        let mut sent = offset <= 1;
+        let from = offset.saturating_sub(2);
+        for r in self.meta.dir_entries(ino, from) {
+            let (seq, name, child, _) = match r {
+                Ok(entry) => entry,
+                Err(e) if !sent => return Err(e),
+                Err(e) => {
+                    log::debug!("readdirplus {ino}: ends early: {e}");
+                    break;
+                }
+            };
+            let inode = match self.entry_inode(child) {
+                Ok(i) if i.nlink > 0 => i,
+                // Unlinked since its entry was read.
+                Ok(_) => {
+                    self.forget(child, 1);
+                    continue;
+                }
+                Err(Error::NotFound) => continue,
+                Err(e) if !sent => return Err(e),
+                Err(e) => {
+                    log::debug!("readdirplus {ino}: ends early: {e}");
+                    break;
+                }
+            };
+            if add(seq + 3, &name, &inode) {
+                self.forget(child, 1);
+                break;
+            }
+            sent = true;
         }
         Ok(())
     }

@@ -2,10 +2,11 @@
 //! which namespaces are stored, and the create/replace rules.
 //!
 //! Other `user.*` names are stored verbatim in the metadata store and kept
-//! across tier moves. `security.*`,
-//! `trusted.*` and `system.*` are answered at once without a lookup (ENODATA
-//! on get, EOPNOTSUPP on set) so that the kernel's `security.capability`
-//! probe on every write costs nothing.
+//! across tier moves. `security.*`, `trusted.*` and `system.*` are not
+//! kept: get and set answer EOPNOTSUPP at once, without a lookup, so that
+//! the kernel's `security.capability` probe on every write costs nothing,
+//! and `ls -l`, told the filesystem has no ACLs or security contexts, stops
+//! asking each file for them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -339,7 +340,10 @@ impl TierFs {
             return self.tier_get(ino, std::str::from_utf8(name).unwrap_or(""));
         }
         match namespace(name)? {
-            Namespace::Unsupported => Err(Error::NoXattr),
+            // Not ENODATA: ls (and anything using gnulib's ACL and SELinux
+            // helpers) asks every file again after ENODATA, but remembers
+            // EOPNOTSUPP for the whole device.
+            Namespace::Unsupported => Err(Error::XattrNotSupported),
             Namespace::User => {
                 self.meta.inode(ino)?;
                 self.meta.xattr(ino, name)?.ok_or(Error::NoXattr)

@@ -17,6 +17,8 @@ pub struct Mounted {
     /// stderr of the daemon (its log), appended across remounts.
     pub log: PathBuf,
     args: Vec<String>,
+    /// The daemon's RUST_LOG.
+    log_filter: String,
     child: Option<Child>,
     /// A size-limited tmpfs the store lives on, unmounted on drop.
     small_fs: Option<PathBuf>,
@@ -50,7 +52,22 @@ impl Mounted {
         Mounted::build(args, Some(mib))
     }
 
+    /// A fresh store whose daemon logs with `RUST_LOG=filter` (e.g.
+    /// `info,fuser=debug`: every request the kernel sends, one line each).
+    pub fn with_log_filter(filter: &str) -> Mounted {
+        let mut m = Mounted::unstarted(&[], None);
+        m.log_filter = filter.to_string();
+        m.start();
+        m
+    }
+
     fn build(args: &[&str], small_disk_mib: Option<u64>) -> Mounted {
+        let mut m = Mounted::unstarted(args, small_disk_mib);
+        m.start();
+        m
+    }
+
+    fn unstarted(args: &[&str], small_disk_mib: Option<u64>) -> Mounted {
         let tmp = tempfile::Builder::new()
             .prefix("tierfs-test-")
             .tempdir_in("/tmp")
@@ -71,17 +88,16 @@ impl Mounted {
             store = dir.join("store");
             dir
         });
-        let mut m = Mounted {
+        Mounted {
             small_fs,
             log: base.join("daemon.log"),
             tmp,
             store,
             mnt,
             args: args.iter().map(|s| s.to_string()).collect(),
+            log_filter: "info".to_string(),
             child: None,
-        };
-        m.start();
-        m
+        }
     }
 
     pub fn start(&mut self) {
@@ -97,7 +113,7 @@ impl Mounted {
             .arg(&self.store)
             .arg(&self.mnt)
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

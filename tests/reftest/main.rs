@@ -13,7 +13,12 @@
 //!   rename (over a file, into another directory, a directory into its own
 //!   subtree), link; the errno of each failure; link counts; that every
 //!   name leads to the inode the model says (hard links share one, a rename
-//!   keeps it); that `..` of each directory is its parent.
+//!   keeps it); that `..` of each directory is its parent; that
+//!   `readdirplus`, read in replies too small for the directory, lists what
+//!   `readdir` lists with what `getattr` answers, and counts no lookup
+//!   beyond one per entry it returns (an extra one keeps an unlinked inode:
+//!   the leak checks below find it; that it counts one at all, a mount
+//!   test, `tests/listing.rs`, checks).
 //! * User xattrs are kept, and the `user.tier*` contract: `user.tier` of
 //!   every file, `user.tier.pin` of files and directories, a directory's pin
 //!   inherited by what is created in it, a pinned file created on its pin,

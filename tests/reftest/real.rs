@@ -343,6 +343,38 @@ impl Real {
                     false
                 })
                 .map_err(|e| format!("readdir {dir:?}: {e}"))?;
+            let plus = self.list_plus(ino)?;
+            let same = plus.len() == listed.len()
+                && plus
+                    .iter()
+                    .zip(&listed)
+                    .all(|((name, i), (child, kind, n))| {
+                        name == n && i.ino == *child && i.kind == *kind
+                    });
+            if !same {
+                let names = |v: Vec<(&[u8], u64)>| {
+                    v.into_iter()
+                        .map(|(n, i)| format!("{} {i}", String::from_utf8_lossy(n)))
+                        .collect::<Vec<_>>()
+                };
+                return Err(format!(
+                    "readdirplus {dir:?} lists {:?}, readdir {:?}",
+                    names(plus.iter().map(|(n, i)| (&n[..], i.ino)).collect()),
+                    names(listed.iter().map(|(c, _, n)| (&n[..], *c)).collect()),
+                ));
+            }
+            for (name, i) in &plus {
+                let a = self
+                    .fs()
+                    .getattr(i.ino)
+                    .map_err(|e| format!("getattr: {e}"))?;
+                if *i != a {
+                    return Err(format!(
+                        "readdirplus {dir:?}: {} has {i:?}, getattr {a:?}",
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+            }
             let dots: Vec<_> = listed
                 .iter()
                 .filter(|e| e.2 == b"." || e.2 == b"..")
@@ -391,6 +423,38 @@ impl Real {
             }
         }
         Ok(out)
+    }
+
+    /// `readdirplus` of directory `ino` from offset 0 to the end, in replies
+    /// that hold three entries (the kernel's buffer, small: every reply
+    /// ends with an entry that did not fit). Each entry returned other than
+    /// `.` and `..` is counted as the kernel counts it.
+    fn list_plus(&mut self, ino: u64) -> Result<Vec<(Vec<u8>, Inode)>, String> {
+        const PER_REPLY: usize = 3;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut reply: Vec<(u64, Vec<u8>, Inode)> = Vec::new();
+            self.fs()
+                .readdirplus(ino, offset, |off, name, inode| {
+                    if reply.len() == PER_REPLY {
+                        return true;
+                    }
+                    reply.push((off, name.to_vec(), inode.clone()));
+                    false
+                })
+                .map_err(|e| format!("readdirplus {ino} from {offset}: {e}"))?;
+            let Some(&(last, _, _)) = reply.last() else {
+                return Ok(out);
+            };
+            offset = last;
+            for (_, name, inode) in reply {
+                if name != b"." && name != b".." {
+                    self.counted(inode.ino);
+                }
+                out.push((name, inode));
+            }
+        }
     }
 
     /// getattr, the content (files) and the xattrs of `ino`.

@@ -1,0 +1,374 @@
+//! Listings with attributes (READDIRPLUS) through a real mount: `ls -l` and
+//! `find -printf` show what `stat` shows, `ls -l` costs no request per
+//! entry, and every entry a listing returns with attributes is one kernel
+//! lookup: the daemon frees an unlinked inode exactly when the kernel has
+//! forgotten it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{cstr, Mounted};
+
+/// Longer than the TTL of the daemon's attributes and entries (1 s): what
+/// the kernel had cached has expired.
+const PAST_TTL: Duration = Duration::from_millis(1200);
+
+/// Inodes in use, as statfs reports them (the daemon frees an inode, and
+/// this drops, when the file is unlinked, closed and forgotten).
+fn inodes_used(m: &Mounted) -> u64 {
+    let c = cstr(&m.mnt);
+    // SAFETY: statvfs into a zeroed struct, with a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    s.f_files - s.f_ffree
+}
+
+/// Waits until `want` inodes are in use (forgets reach the daemon after the
+/// kernel evicts an inode, not with the unlink's reply).
+fn wait_inodes_used(m: &Mounted, want: u64, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let used = inodes_used(m);
+        if used == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: {used} inodes in use, want {want}: the daemon still counts \
+             kernel lookups the kernel has forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ls -l`'s mode column for `mode`.
+fn mode_string(mode: u32) -> String {
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFDIR => 'd',
+        libc::S_IFLNK => 'l',
+        libc::S_IFIFO => 'p',
+        libc::S_IFSOCK => 's',
+        libc::S_IFCHR => 'c',
+        libc::S_IFBLK => 'b',
+        _ => '-',
+    };
+    let mut s = String::from(kind);
+    let special = [libc::S_ISUID, libc::S_ISGID, libc::S_ISVTX];
+    for (i, shift) in [6, 3, 0].into_iter().enumerate() {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special[i] != 0, x, i) {
+            (false, true, _) => 'x',
+            (false, false, _) => '-',
+            (true, true, 2) => 't',
+            (true, false, 2) => 'T',
+            (true, true, _) => 's',
+            (true, false, _) => 'S',
+        });
+    }
+    s
+}
+
+/// A directory with what a listing can meet: files of several sizes and
+/// modes (setuid, setgid, sticky), given times, subdirectories, symlinks,
+/// hard links within and across directories, a FIFO, and enough entries
+/// that a listing takes several replies.
+fn populate(dir: &Path) {
+    fs::create_dir(dir).unwrap();
+    for i in 0..600u32 {
+        let p = dir.join(format!("file-{i:04}"));
+        fs::write(&p, vec![b'x'; (i as usize * 37) % 5000]).unwrap();
+        let modes = [0o644, 0o600, 0o755, 0o4755, 0o2750, 0o1777, 0o000, 0o444];
+        fs::set_permissions(&p, fs::Permissions::from_mode(modes[i as usize % 8])).unwrap();
+        if i % 5 == 0 {
+            let t = libc::timespec {
+                tv_sec: 1_600_000_000 + i as i64 * 1013,
+                tv_nsec: i as i64 * 1_234_567,
+            };
+            let times = [t, t];
+            let c = cstr(&p);
+            // SAFETY: utimensat with a NUL-terminated path and two timespecs.
+            let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+            assert_eq!(r, 0);
+        }
+    }
+    for i in 0..20 {
+        let sub = dir.join(format!("dir-{i:02}"));
+        fs::create_dir(&sub).unwrap();
+        fs::write(sub.join("inner"), b"inner").unwrap();
+        fs::hard_link(dir.join(format!("file-{:04}", i * 3)), sub.join("linked")).unwrap();
+    }
+    fs::set_permissions(dir.join("dir-03"), fs::Permissions::from_mode(0o3755)).unwrap();
+    for i in 0..20 {
+        symlink(
+            format!("file-{:04}", i * 7),
+            dir.join(format!("link-{i:02}")),
+        )
+        .unwrap();
+    }
+    symlink("/nowhere/at/all", dir.join("dangling")).unwrap();
+    for i in 0..10 {
+        fs::hard_link(
+            dir.join(format!("file-{:04}", i * 11)),
+            dir.join(format!("hard-{i:02}")),
+        )
+        .unwrap();
+    }
+    let fifo = cstr(&dir.join("fifo"));
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+}
+
+/// What `ls -lani` prints of each entry: (ino, mode, nlink, uid, gid, size,
+/// mtime, symlink target), by name.
+type LsEntry = (u64, String, u64, u32, u32, u64, String, Option<String>);
+
+fn ls_l(m: &Mounted, rel: &str) -> HashMap<String, LsEntry> {
+    let out = m.sh_ok(&format!("ls -lani --time-style=+%s.%N '{rel}'"));
+    let mut entries = HashMap::new();
+    for line in out.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f.len() >= 8, "ls line: {line}");
+        let target = (f.len() == 10 && f[8] == "->").then(|| f[9].to_string());
+        let e = (
+            f[0].parse().unwrap(),
+            // A trailing '+' (ACL) or '.' (security context) would be wrong
+            // too: this filesystem keeps neither.
+            f[1].to_string(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+            f[5].parse().unwrap(),
+            f[6].to_string(),
+            target,
+        );
+        entries.insert(f[7].to_string(), e);
+    }
+    entries
+}
+
+/// The same fields from lstat(2).
+fn stat_entry(p: &Path) -> LsEntry {
+    let md = fs::symlink_metadata(p).unwrap();
+    let target = md
+        .file_type()
+        .is_symlink()
+        .then(|| fs::read_link(p).unwrap().to_string_lossy().into_owned());
+    (
+        md.ino(),
+        mode_string(md.mode()),
+        md.nlink(),
+        md.uid(),
+        md.gid(),
+        md.size(),
+        format!("{}.{:09}", md.mtime(), md.mtime_nsec()),
+        target,
+    )
+}
+
+fn assert_ls_matches(m: &Mounted, rel: &str, want: &HashMap<String, LsEntry>, when: &str) {
+    let got = ls_l(m, rel);
+    assert_eq!(got.len(), want.len(), "{when}: entries listed");
+    for (name, w) in want {
+        let g = got
+            .get(name)
+            .unwrap_or_else(|| panic!("{when}: {name} not listed"));
+        assert_eq!(g, w, "{when}: ls -l of {name} differs from stat");
+    }
+}
+
+#[test]
+fn ls_l_shows_what_stat_shows() {
+    let mut m = Mounted::new();
+    populate(&m.path("d"));
+    // lstat answers come from LOOKUP and GETATTR; the listings below get
+    // theirs from READDIRPLUS.
+    let stat_all = |m: &Mounted| -> HashMap<String, LsEntry> {
+        let mut want: HashMap<String, LsEntry> = fs::read_dir(m.path("d"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), stat_entry(&e.path()))
+            })
+            .collect();
+        want.insert(".".into(), stat_entry(&m.path("d")));
+        want.insert("..".into(), stat_entry(&m.mnt));
+        want
+    };
+    let want = stat_all(&m);
+    assert_eq!(want.len(), 600 + 20 + 20 + 1 + 10 + 1 + 2);
+    // The kernel's cached names and attributes expired: ls gets them anew.
+    std::thread::sleep(PAST_TTL);
+    assert_ls_matches(&m, "d", &want, "after the TTL");
+    // A fresh kernel cache: every entry reaches the kernel through the listing.
+    m.remount();
+    assert_ls_matches(&m, "d", &want, "after a remount");
+    // find -printf reads the same attributes.
+    std::thread::sleep(PAST_TTL);
+    let out = m.sh_ok("find d -mindepth 1 -maxdepth 1 -printf '%f %i %m %n %U %G %s %T@ %C@\\n'");
+    let mut seen = 0;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let md = fs::symlink_metadata(m.path("d").join(f[0])).unwrap();
+        let want = format!(
+            "{} {} {:o} {} {} {} {} {}.{:09}0 {}.{:09}0",
+            f[0],
+            md.ino(),
+            md.mode() & 0o7777,
+            md.nlink(),
+            md.uid(),
+            md.gid(),
+            md.size(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec()
+        );
+        assert_eq!(line, want, "find -printf differs from stat");
+        seen += 1;
+    }
+    assert_eq!(seen, want.len() - 2);
+}
+
+/// The requests the daemon logged from byte `from` of its log on: how many
+/// of each kind (LOOKUP, GETATTR, READDIRPLUS, …).
+fn requests_since(m: &Mounted, from: usize) -> HashMap<String, usize> {
+    let log = m.log_text();
+    let mut counts = HashMap::new();
+    for line in log[from..].lines() {
+        // fuser: "FUSE(  12) ino 0x0000000000000001 LOOKUP name \"x\" thread=…"
+        let Some(rest) = line.split_once(") ino ").map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(op) = rest.split_whitespace().nth(1) {
+            *counts.entry(op.to_string()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn ls_l_costs_no_request_per_entry() {
+    let mut m = Mounted::with_log_filter("info,fuser=debug");
+    fs::create_dir(m.path("d")).unwrap();
+    for i in 0..500 {
+        File::create(m.path(&format!("d/f{i}"))).unwrap();
+    }
+    let n = |c: &HashMap<String, usize>, op: &str| c.get(op).copied().unwrap_or(0);
+    // A fresh kernel cache: nothing about the entries is known before.
+    m.remount();
+    let from = m.log_text().len();
+    m.sh_ok("ls -l d > /dev/null");
+    let c = requests_since(&m, from);
+    // Every batch with attributes (ls looks at each batch's entries before
+    // it reads the next), and no request for an entry: the directory's own
+    // lookup and getattr only.
+    assert!(n(&c, "READDIRPLUS") >= 2, "{c:?}");
+    assert_eq!(n(&c, "READDIR"), 0, "{c:?}");
+    assert!(n(&c, "LOOKUP") <= 2, "{c:?}");
+    assert!(n(&c, "GETATTR") <= 2, "{c:?}");
+    // ls asks every file for its ACL and security context unless the
+    // filesystem answers that it keeps no such attributes at all; then it
+    // stops asking for the rest of the device.
+    assert!(n(&c, "GETXATTR") <= 4, "{c:?}");
+
+    // A walk for names only gets plain listings after the first batch: no
+    // attribute is read for it, and the kernel keeps no inode per name.
+    m.remount();
+    let from = m.log_text().len();
+    m.sh_ok("find d > /dev/null");
+    let c = requests_since(&m, from);
+    assert!(n(&c, "READDIR") >= 1, "{c:?}");
+    assert!(n(&c, "READDIRPLUS") <= 1, "{c:?}");
+    assert!(n(&c, "LOOKUP") <= 2, "{c:?}");
+}
+
+#[test]
+fn a_listed_entry_lives_while_the_kernel_holds_it() {
+    let mut m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    for i in 0..400 {
+        fs::write(m.path(&format!("d/f{i:03}")), format!("content {i}")).unwrap();
+    }
+    let used = inodes_used(&m);
+    // A fresh kernel cache: the listing is the only lookup of each file.
+    m.remount();
+    let listed = m.sh_ok("ls -l d");
+    assert_eq!(listed.lines().count(), 401);
+    let names: Vec<_> = (0..400).map(|i| m.path(&format!("d/f{i:03}"))).collect();
+    // O_PATH: the kernel holds each inode without an open handle, from the
+    // entry the listing gave it (no LOOKUP within the entry's TTL).
+    let fds: Vec<OwnedFd> = names
+        .iter()
+        .map(|p| {
+            let c = cstr(p);
+            // SAFETY: open with a NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW) };
+            assert!(fd >= 0, "open O_PATH {}", p.display());
+            // SAFETY: a descriptor just opened, owned by nothing else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .collect();
+    for p in &names {
+        fs::remove_file(p).unwrap();
+    }
+    // Unlinked, but the kernel still references each inode: the daemon must
+    // keep them (had the listing taken no lookup, they are gone already).
+    for (fd, p) in fds.iter().zip(&names) {
+        // SAFETY: fstat into a zeroed struct on an fd we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+        assert_eq!(
+            r,
+            0,
+            "fstat of unlinked {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(st.st_nlink, 0);
+    }
+    assert_eq!(inodes_used(&m), used, "inodes freed while referenced");
+    drop(fds);
+    // Closed and forgotten: now they go.
+    wait_inodes_used(&m, used - 400, "after the last reference");
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn lookup_counts_balance_after_find_and_ls() {
+    let mut m = Mounted::new();
+    let used0 = inodes_used(&m);
+    populate(&m.path("top"));
+    populate(&m.path("top/dir-00/deeper"));
+    fs::create_dir_all(m.path("top/a/b/c")).unwrap();
+    for run in 0..2 {
+        for cmd in [
+            "find top > /dev/null",
+            "find top -printf '%i %s %m\\n' > /dev/null",
+            "ls -lR top > /dev/null",
+            // `.` and `..` of a nested directory: listed, never counted.
+            "ls -la top/a/b top/a/b/c top/dir-00/deeper > /dev/null",
+            "du -s top > /dev/null",
+        ] {
+            m.sh_ok(cmd);
+        }
+        if run == 0 {
+            // Listings over entries the kernel holds already, and over
+            // entries whose names and attributes expired.
+            std::thread::sleep(PAST_TTL);
+        }
+    }
+    m.sh_ok("rm -rf top");
+    // Every inode of the tree was unlinked; the kernel evicts each and
+    // forgets it: the daemon frees them all, and none early.
+    wait_inodes_used(&m, used0, "after rm -rf");
+    m.assert_fsck_clean();
+}
