@@ -12,7 +12,8 @@
 #       criterion microbenchmarks of the hot-path pieces (benches/micro.rs).
 #   scripts/bench.sh scale [N_FILES] [DIRS]
 #       N files of 1 KiB in DIRS directories (default 1,000,000 in 1,000):
-#       create, find | wc -l, a full migration cycle, mount time, RSS/file.
+#       create, find | wc -l, a full migration cycle, mount time, RSS/file,
+#       fsck of the unmounted store (time, peak RSS).
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
 #       1 GiB file moves warm→cold and back, and of a 4 KiB read + 4 KiB
@@ -119,6 +120,16 @@ if [ "${1:-}" = scale ]; then
   rss_mounted_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   find_cold_s=$(t sh -c "find '$work/mnt' | wc -l")
   rss2_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  # A read-only fsck of the unmounted store: its time and peak RSS.
+  fusermount3 -u "$work/mnt"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  read -r fsck_s fsck_kib fsck_rc < <(python3 - target/release/tierfs fsck "$work/store" <<'PY'
+import resource, subprocess, sys, time
+t = time.monotonic()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(f"{time.monotonic() - t:.1f}", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)
+PY
+)
   printf '%d files of 1 KiB in %d directories, %s cores, kernel %s\n' "$n" "$dirs" "$(nproc)" "$(uname -r)"
   echo "create (2 threads):          ${create#create } files/s"
   echo "find | wc -l:                ${find_s} s"
@@ -130,6 +141,7 @@ if [ "${1:-}" = scale ]; then
     printf "  beyond sled'"'"'s 64 MiB cache: %.0f B per file\n", (r*1024 - 64*1048576)/n
     printf "after remount, before find:  %.0f MiB = %.0f B per file\n", rm/1024, rm*1024/n
     printf "after remount + find:        %.0f MiB = %.0f B per file (%.0f B beyond the cache)\n", r2/1024, r2*1024/n, (r2*1024 - 64*1048576)/n }'
+  echo "fsck:                        ${fsck_s} s, peak RSS $((fsck_kib / 1024)) MiB (exit ${fsck_rc})"
   exit 0
 fi
 
