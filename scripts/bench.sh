@@ -15,7 +15,8 @@
 #       create and random-read rates, a migration cycle with nothing to move
 #       and one that demotes 10,000 idle files (next to the same cycle in a
 #       store of those 10,000 alone), mount time after a clean unmount and
-#       after kill -9, daemon RSS per file beyond an empty store's.
+#       after kill -9, daemon RSS per file beyond an empty store's, and a
+#       read-only fsck of the unmounted store (time, peak RSS).
 #   scripts/bench.sh latency
 #       p50/p99/max latency of stat + readdir of an unrelated file while a
 #       1 GiB file moves warm→cold and back, and of a 4 KiB read + 4 KiB
@@ -149,7 +150,7 @@ if [ "${1:-}" = scale ]; then
   t_old=$(date +%s)
   sleep 61
   create=$(target/release/examples/fsbench many "$mnt" $((n - old)) "$dirs" 1024)
-  read=$(target/release/examples/fsbench readmany "$mnt" $((n - old)) "$dirs" 100000)
+  read_rate=$(target/release/examples/fsbench readmany "$mnt" $((n - old)) "$dirs" 100000)
   sleep 61
   first_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
   idle_none_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
@@ -168,10 +169,18 @@ if [ "${1:-}" = scale ]; then
   pid=$(cat "$work/store/tierfs.lock")
   umnt "$pid"
   meta_mib=$(du -sm "$work/store/meta" | cut -f1)
+  # A read-only fsck of the unmounted store: its time and peak RSS.
+  read -r fsck_s fsck_kib fsck_rc < <(python3 - target/release/tierfs fsck "$work/store" <<'PY'
+import resource, subprocess, sys, time
+t = time.monotonic()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(f"{time.monotonic() - t:.1f}", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)
+PY
+)
 
   printf '%d files of 1 KiB in %d directories, %s cores, kernel %s\n' "$n" "$dirs" "$(nproc)" "$(uname -r)"
   echo "create (2 threads):                 ${create#create } files/s"
-  echo "read 100,000 at random (2 threads): ${read#read } files/s"
+  echo "read 100,000 at random (2 threads): ${read_rate#read } files/s"
   echo "first cycle after the window:       ${first_s} s (saves and folds the statistics of every file read or written)"
   echo "cycle with nothing to move:         $(echo "$idle_none_s * 1000" | bc | xargs printf '%.0f') ms"
   echo "cycle demoting $demoted idle files:   ${demote_s} s"
@@ -180,6 +189,7 @@ if [ "${1:-}" = scale ]; then
   echo "mount + ls after kill -9:           ${crash_ls_s} s"
   echo "find | wc -l after the mount:       ${find_s} s"
   echo "metadata on disk (sled):            ${meta_mib} MiB"
+  echo "fsck:                               ${fsck_s} s, peak RSS $((fsck_kib / 1024)) MiB (exit $fsck_rc)"
   awk -v e="$rss_empty" -v m="$rss_mounted" -v f="$rss_found" -v n="$n" 'BEGIN {
     printf "empty store, mounted + find:        %.0f MiB\n", e/1024
     printf "daemon RSS after mount:             %.0f MiB = %.0f B per file beyond the empty store\n", m/1024, (m-e)*1024/n

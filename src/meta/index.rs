@@ -300,6 +300,11 @@ impl Meta {
         v
     }
 
+    /// Whether a derived record is there (fsck).
+    pub fn derived_exists(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.db.contains_key(key)?)
+    }
+
     /// Removes a derived record (fsck `--repair`: one no inode implies).
     pub fn del_derived(&self, _held: &WriteGuard<'_>, key: &[u8]) -> Result<()> {
         self.db.remove(key)?;

@@ -164,6 +164,12 @@ impl Tiers {
         Ok((warm, cold))
     }
 
+    /// Lets go of the segment and pack pages reads have mapped in (fsck).
+    pub fn drop_pages(&self) {
+        self.warm.drop_pages();
+        self.cold.drop_pages();
+    }
+
     /// Segment and pack files that could not be opened (for fsck).
     pub fn damaged_segments(&self) -> Vec<String> {
         let mut v = self.warm.damaged_files();

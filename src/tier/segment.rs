@@ -629,6 +629,14 @@ impl SegmentStore {
         self.kept.lock().insert(id);
     }
 
+    /// Lets go of the mapped pages reads have faulted in (fsck, which reads
+    /// every record once: they would stay in its resident memory).
+    pub fn drop_pages(&self) {
+        for seg in self.segs.read().values() {
+            seg.drop_pages();
+        }
+    }
+
     /// Segment files that could not be opened, and why (for fsck).
     pub fn damaged_files(&self) -> Vec<String> {
         self.damaged.lock().values().cloned().collect()
