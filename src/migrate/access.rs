@@ -6,8 +6,11 @@
 //! the file was accessed within the promotion window, the only time its
 //! recent access times matter to the policy; and, folded, in the file's
 //! inode record (last access, count, heat). `persist` writes the cache's
-//! changes to both in one transaction (the candidate index moves with the
-//! inode), and `fold_expired` drops access records that left the window.
+//! changes as access records, and `fold_expired` folds the records that
+//! left the window into their inode records (the candidate index moves
+//! with the inode) and drops them. Until then a file's candidate record
+//! may sit in an older bucket than its last access: a plan finds it
+//! sooner and decides on its access record, never later.
 //! Owns the statistics and their records; it decides no move (`plan` does).
 
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ pub const CACHE_ENTRIES: usize = 65_536;
 /// Changed entries that make the migrator save them before its next cycle.
 pub const PERSIST_AT: usize = 8_192;
 /// Records per metadata transaction when saving.
-const BATCH: usize = 4_096;
+const BATCH: usize = 1_024;
 
 /// What the migrator knows of one file's use.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -254,10 +257,12 @@ impl AccessCache {
     }
 }
 
-/// Saves `changed` statistics: each file's inode record gets the fold (and
-/// with it its place in the candidate index), and an access record is kept
-/// while the last access is within `window` seconds of `now`. Returns the
-/// files whose save failed (to retry).
+/// Saves `changed` statistics: an access record for each file whose last
+/// access is within `window` seconds of `now` (the fold into the inode
+/// record waits until it leaves the window: `fold_expired`), the fold at
+/// once for the others. Returns the files whose save failed (to retry).
+/// In small transactions: a request waits for the metadata lock at most
+/// one of them.
 pub fn persist(
     meta: &Meta,
     changed: &[(u64, AccessStats)],
@@ -269,6 +274,10 @@ pub fn persist(
         let r = (|| -> Result<()> {
             let mut t = Txn::default();
             for (ino, s) in part {
+                if now - s.last <= window {
+                    t.put_access(*ino, &s.encode());
+                    continue;
+                }
                 let mut inode = match meta.inode(*ino) {
                     Ok(i) => i,
                     Err(Error::NotFound) => continue,
@@ -276,11 +285,7 @@ pub fn persist(
                 };
                 s.fold_into(&mut inode);
                 t.put_inode(&inode);
-                if now - s.last <= window {
-                    t.put_access(*ino, &s.encode());
-                } else {
-                    t.del_access(*ino);
-                }
+                t.del_access(*ino);
             }
             meta.commit(&held, t)
         })();
@@ -312,9 +317,7 @@ pub fn fold_expired(meta: &Meta, now: f64, window: f64) -> Result<Vec<(u64, Acce
         for (ino, s) in part {
             match meta.inode(*ino) {
                 Ok(mut inode) => {
-                    // A record from before the fold existed (or one the
-                    // fold is older than): the inode takes its figures.
-                    if s.last > inode.accessed as f64 + 1.0 {
+                    if s.last >= inode.accessed as f64 + 1.0 {
                         s.fold_into(&mut inode);
                         t.put_inode(&inode);
                     }
