@@ -33,7 +33,7 @@ impl TierFs {
             gid,
             policy.meta.cache.0,
         )?);
-        let tiers = Arc::new(Tiers::open_uncounted(
+        let tiers = Arc::new(Tiers::open(
             meta.clone(),
             store_dir,
             policy.hot.budget.0,
@@ -148,12 +148,12 @@ impl TierFs {
         *self.writeback.lock() = Some(Writeback { tx, stop, thread });
     }
 
-    /// Counts the segments' live records if the last stop did not save
-    /// them, then removes the files unlinked while open at the last stop.
+    /// Counts the inode totals if the last stop did not save them (and
+    /// builds the candidate index of a store that has none), then removes
+    /// the files unlinked while open at the last stop.
     fn census(&self) {
-        if let Err(e) = self.tiers.recount() {
-            log::error!("counting live records: {e}; nothing is reclaimed until a remount");
-            return;
+        if let Err(e) = self.meta.recount(&self.meta.write_lock()) {
+            log::error!("counting inodes: {e}; statfs and user.tier.stats count again");
         }
         let orphans = match self.meta.orphans() {
             Ok(o) => o,
@@ -200,11 +200,7 @@ impl TierFs {
         self.meta.seal()?;
         self.tiers.reclaim()?;
         // The totals and live counts, so that the next mount needs no scan.
-        if self.tiers.counted() {
-            self.meta.seal_with_summary(&self.tiers.summary())
-        } else {
-            Ok(())
-        }
+        self.meta.seal_with_summary(&self.tiers.summary())
     }
 }
 

@@ -661,7 +661,7 @@ impl TierFs {
         let frsize = s.f_frsize as u64;
         // Running totals: known at once after a clean unmount; after a
         // crash, once the census at mount has counted them (this waits).
-        self.tiers.recount()?;
+        self.meta.wait_counted()?;
         let used = self.meta.totals().inodes;
         let ffree = (u32::MAX as u64).saturating_sub(used);
         Ok(StatFs {

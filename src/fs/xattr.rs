@@ -222,7 +222,7 @@ impl TierFs {
         // Running totals of the committed sizes, plus what writes not yet
         // durable add (as many files as are dirty, not a scan). After a
         // crash, the totals are known once the census has counted them.
-        self.tiers.recount()?;
+        self.meta.wait_counted()?;
         let totals = self.meta.totals();
         let (files, mut bytes) = (totals.files, totals.bytes);
         for (ino, size) in self.tiers.pending_sizes() {

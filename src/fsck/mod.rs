@@ -62,6 +62,8 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     let meta = Arc::new(Meta::open_with(&meta_dir, uid, gid, 12 << 20)?);
     // Counted at open only from the summary of a clean unmount: checked below.
     let summary = meta.counted();
+    // Totals (and, in a store made before it, the candidate index).
+    meta.wait_counted()?;
     let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20, access)?;
     let mut pages = Pages::default();
     let mut c = Check {

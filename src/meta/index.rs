@@ -212,6 +212,10 @@ impl Meta {
     /// candidate index yet, builds it. Runs under the write lock: no commit
     /// comes between the count and its use.
     pub fn recount(&self, _held: &WriteGuard<'_>) -> Result<()> {
+        if self.counted() {
+            return Ok(());
+        }
+        let t0 = std::time::Instant::now();
         let build = self.db.get(meta_key("index"))?.is_none();
         let mut totals = Totals::default();
         let mut batch = sled::Batch::default();
@@ -244,7 +248,20 @@ impl Meta {
         }
         *self.totals.lock() = totals;
         self.counted.store(true, Ordering::Release);
+        log::info!(
+            "counted {} inode records in {:?}",
+            totals.inodes,
+            t0.elapsed()
+        );
         Ok(())
+    }
+
+    /// Waits for the totals (counting them here if the census could not).
+    pub fn wait_counted(&self) -> Result<()> {
+        if self.counted() {
+            return Ok(());
+        }
+        self.recount(&self.write_lock())
     }
 
     /// Unpinned hot or warm files last used in a bucket up to `last`
@@ -259,9 +276,11 @@ impl Meta {
             Some(b) => cand_key(tier, b, 0).to_vec(),
             None => vec![TAG_CAND, tier.to_u8() + 1],
         };
-        self.db.range(start..end).map(|r| {
-            let (k, _) = r?;
-            decode_cand_key(&k).ok_or_else(|| Error::Corrupt("bad candidate record".into()))
+        // A malformed key (fsck removes it) is passed over, not an error
+        // that would stop every plan.
+        self.db.range(start..end).filter_map(|r| match r {
+            Ok((k, _)) => decode_cand_key(&k).map(Ok),
+            Err(e) => Some(Err(e.into())),
         })
     }
 
@@ -269,21 +288,26 @@ impl Meta {
     pub fn pending_pins(&self) -> impl Iterator<Item = Result<u64>> + '_ {
         self.db
             .scan_prefix([TAG_PIN_PENDING])
-            .map(|r| Ok(be_u64(&r?.0[1..])))
+            .filter_map(|r| match r {
+                Ok((k, _)) => (k.len() == 9).then(|| Ok(be_u64(&k[1..]))),
+                Err(e) => Some(Err(e.into())),
+            })
     }
 
     /// Every candidate and pending-pin record as `(key, ino)`: for fsck,
     /// which compares them with what the inode records imply.
     pub fn derived_records(&self) -> impl Iterator<Item = Result<(Vec<u8>, u64)>> + '_ {
+        // A malformed key names inode 0, which never exists: fsck reports
+        // it as implied by no inode and `--repair` removes it.
         let cands = self.db.scan_prefix([TAG_CAND]).map(|r| {
             let (k, _) = r?;
-            let (_, ino) =
-                decode_cand_key(&k).ok_or_else(|| Error::Corrupt("bad candidate record".into()))?;
+            let ino = decode_cand_key(&k).map_or(0, |(_, ino)| ino);
             Ok((k.to_vec(), ino))
         });
         let pins = self.db.scan_prefix([TAG_PIN_PENDING]).map(|r| {
             let (k, _) = r?;
-            Ok((k.to_vec(), be_u64(&k[1..])))
+            let ino = if k.len() == 9 { be_u64(&k[1..]) } else { 0 };
+            Ok((k.to_vec(), ino))
         });
         cands.chain(pins)
     }

@@ -29,7 +29,10 @@ pub use types::*;
 
 pub const ROOT_INO: u64 = 1;
 /// Version of the metadata encoding; bumped on any incompatible change.
-pub const META_VERSION: u32 = 1;
+/// 2: inode records of 104 bytes (access fold), candidate index, pending
+/// pins, summary. A version-1 store is upgraded at open (its index is built
+/// by the first count); a tierfs that reads version 1 refuses it after.
+pub const META_VERSION: u32 = 2;
 
 // Key tags: the first byte of every key.
 const TAG_META: u8 = b'M';
@@ -157,10 +160,19 @@ impl Meta {
                     u32::from_le_bytes(v.as_ref().try_into().map_err(|_| {
                         Error::Corrupt("metadata version record is malformed".into())
                     })?);
-                if v != META_VERSION {
-                    return Err(Error::Corrupt(format!(
-                        "metadata format version {v}, this tierfs reads version {META_VERSION}"
-                    )));
+                match v {
+                    META_VERSION => {}
+                    1 => {
+                        meta.db
+                            .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..])?;
+                        log::info!("metadata format 1 upgraded to {META_VERSION}");
+                    }
+                    _ => {
+                        return Err(Error::Corrupt(format!(
+                            "metadata format version {v}, this tierfs reads versions 1 \
+                             and {META_VERSION}"
+                        )))
+                    }
                 }
             }
             None if sealed.is_some() => {
@@ -219,7 +231,10 @@ impl Meta {
         let t0 = std::time::Instant::now();
         loop {
             let config = sled::Config::new().path(dir).cache_capacity(4 << 20);
-            match config.open() {
+            let opened =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+                    .map_err(|_| Error::Corrupt("sled could not read its log".into()))?;
+            match opened {
                 Ok(db) => {
                     drop(db);
                     return Ok(t0.elapsed());
@@ -287,7 +302,12 @@ impl Meta {
         )?;
         let _g = self.commit_lock.lock();
         let delta = self.derive(&mut t)?;
-        self.apply_txn(t)?;
+        if let Err(e) = self.apply_txn(t) {
+            // Partly applied, maybe: the totals are counted again when
+            // next asked for (the journal completes the rest at open).
+            self.counted.store(false, Ordering::Release);
+            return Err(e);
+        }
         self.totals.lock().apply(&delta);
         Ok(())
     }

@@ -2,16 +2,6 @@
 //!
 //! Request threads report opens, reads and writes with `AccessLog::record`
 //! (a `try_send` on a bounded channel: a request never blocks, a full channel
-//! drops the event and counts it). The migrator thread folds the events into
-//! a compact table (last access, count, decayed-frequency heat, the last four
-//! access times), persists it to sled in batches, and every cycle decides
-//! which files move where, moves them through `Tiers::move_file` at the
-//! policy's rate, and records why.
-
-//! The migrator: access events in, policy decisions, tier moves out.
-//!
-//! Request threads report opens, reads and writes with `AccessLog::record`
-//! (a `try_send` on a bounded channel: a request never blocks, a full channel
 //! drops the event and counts it). The migrator thread takes the events into
 //! a bounded cache of statistics and saves them to the store (`access`);
 //! every cycle it plans from the store's indexes which files move where
@@ -99,7 +89,9 @@ impl Reasons {
     }
 
     fn forget(&mut self, ino: u64) {
-        self.map.remove(&ino);
+        if self.map.remove(&ino).is_some() {
+            self.order.retain(|i| *i != ino);
+        }
     }
 }
 
@@ -420,6 +412,11 @@ impl Worker {
     /// `PLAN_MAX` moves at a time, so a cycle's memory is bounded too).
     fn cycle(&mut self) -> CycleReport {
         let t0 = Instant::now();
+        if !self.meta.counted() {
+            // The watermarks need the totals: the census is counting them.
+            log::debug!("cycle skipped: the totals are being counted");
+            return CycleReport::default();
+        }
         let policy = self.shared.policy();
         let mut report = CycleReport::default();
         let rate = policy.migration.rate.0 as f64;

@@ -118,6 +118,9 @@ pub fn plan(i: &Inputs, recent: &mut &[u64], max: usize) -> Result<Vec<Move>> {
                 continue;
             }
             if let Some(inode) = i.inode(ino)? {
+                if !seen.insert(ino) {
+                    continue;
+                }
                 used = used.saturating_sub(inode.size);
                 let why = over_watermark(tier, t);
                 plan.push((inode, to, why));
@@ -202,7 +205,10 @@ pub fn decide(
     if let Some(pin) = inode.pin {
         return (inode.tier != pin).then(|| (pin, format!("pinned to {}", pin.name())));
     }
-    let last = stats.map_or_else(|| inode.last_use() as f64, |s| s.last);
+    // Never older than what the candidate index files it under (a write
+    // through a handle opened long ago is use too): a plan that scans the
+    // buckets up to the idle limit finds every file this calls idle.
+    let last = stats.map_or(0.0, |s| s.last).max(inode.last_use() as f64);
     let idle = now - last;
     let window = p.promote.window.0.as_secs_f64();
     let recent = stats.map_or(0, |s| s.recent_accesses(now, window));
@@ -252,7 +258,7 @@ pub fn explain(
     let next = if inode.pin.is_some() {
         "stays until unpinned (setfattr -x user.tier.pin)".to_string()
     } else {
-        let last = stats.map_or(inode.last_use() as f64, |s| s.last);
+        let last = stats.map_or(0.0, |s| s.last).max(inode.last_use() as f64);
         let idle = (now - last).max(0.0);
         let after = p.promote.after;
         let window = fmt_secs(p.promote.window.0.as_secs_f64());

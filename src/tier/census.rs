@@ -1,17 +1,15 @@
 //! The segments' live-byte counts at mount: restored from the summary a
 //! clean unmount saved (`Tiers::summary`, kept by `Meta` under the seal's
-//! generation), or recounted from the chunk index after a crash
-//! (`Tiers::recount`). Until they are known nothing is released, swept or
-//! compacted: a count too low would let a segment go with live records in it.
-//! Owns the summary's tier part and the recount; what a live byte is stays
+//! generation), or counted from the chunk index after a crash (`count`),
+//! at open, before any append, retirement or release could race the count:
+//! a count too low would let a segment go with live records in it. Owns
+//! the summary's tier part and the count; what a live byte is stays
 //! `segment`'s.
-
-use std::sync::atomic::Ordering;
 
 use super::segment::SegmentStore;
 use super::Tiers;
 use crate::error::Result;
-use crate::meta::Tier;
+use crate::meta::{Meta, Tier};
 
 /// The tiers' part of the summary: for warm, then cold, a u32 count and
 /// that many (u64 segment id, u64 live bytes), little-endian.
@@ -60,47 +58,27 @@ pub(super) fn restore(b: &[u8], warm: &SegmentStore, cold: &SegmentStore) -> boo
     }
 }
 
-impl Tiers {
-    pub fn counted(&self) -> bool {
-        self.counted.load(Ordering::Acquire)
+/// Counts the live records of every segment from the chunk index: at
+/// open, after a crash, before anything can append, retire or release.
+pub(super) fn count(meta: &Meta, warm: &SegmentStore, cold: &SegmentStore) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut chunks = 0u64;
+    for r in meta.all_chunks() {
+        let (_, _, loc) = r?;
+        match loc.tier {
+            Tier::Cold => cold.add_live(&loc),
+            Tier::Hot | Tier::Warm => warm.add_live(&loc),
+        }
+        chunks += 1;
     }
+    log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
+    Ok(())
+}
 
+impl Tiers {
     /// The live counts, for the summary of a clean unmount.
     pub fn summary(&self) -> Vec<u8> {
         encode([&self.warm, &self.cold])
-    }
-
-    /// Counts the live records of every segment from the chunk index (and
-    /// the metadata's totals, if they are not known either), under the
-    /// metadata write lock: no commit, compaction swap or retirement comes
-    /// during the count, and the records appended meanwhile (counted when
-    /// appended) are not in the index yet. Reads go on. A second caller
-    /// waits for the first one's count.
-    pub fn recount(&self) -> Result<()> {
-        if self.counted() {
-            return Ok(());
-        }
-        let t0 = std::time::Instant::now();
-        let held = self.meta.write_lock();
-        if self.counted() {
-            return Ok(());
-        }
-        if !self.meta.counted() {
-            self.meta.recount(&held)?;
-        }
-        let mut chunks = 0u64;
-        for r in self.meta.all_chunks() {
-            let (_, _, loc) = r?;
-            match loc.tier {
-                Tier::Cold => self.cold.add_live(&loc),
-                Tier::Hot | Tier::Warm => self.warm.add_live(&loc),
-            }
-            chunks += 1;
-        }
-        log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
-        self.counted.store(true, Ordering::Release);
-        drop(held);
-        Ok(())
     }
 }
 

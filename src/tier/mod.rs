@@ -48,8 +48,6 @@ const FILE_LOCK_SHARDS: usize = 64;
 const MOVE_ATTEMPTS: usize = 5;
 
 pub struct Tiers {
-    /// Whether the segments' live counts are known (`census`).
-    counted: std::sync::atomic::AtomicBool,
     meta: std::sync::Arc<Meta>,
     warm: SegmentStore,
     cold: SegmentStore,
@@ -119,31 +117,18 @@ impl Tiers {
         hot_budget: u64,
         access: Access,
     ) -> Result<Tiers> {
-        let tiers = Tiers::open_uncounted(meta, store_dir, hot_budget, access)?;
-        if !tiers.counted() {
-            tiers.recount()?;
-        }
-        Ok(tiers)
-    }
-
-    /// Opens as `open` does, but after a crash leaves the live counts to
-    /// `recount` (the daemon runs it in the background while it serves;
-    /// reclamation and compaction wait for it). After a clean unmount the
-    /// counts come from the summary it saved.
-    pub fn open_uncounted(
-        meta: std::sync::Arc<Meta>,
-        store_dir: &Path,
-        hot_budget: u64,
-        access: Access,
-    ) -> Result<Tiers> {
         let warm = SegmentStore::open(&store_dir.join("warm"), WARM, access)?;
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
-        let counted = match meta.take_tier_summary() {
+        // After a clean unmount the counts come from its summary; otherwise
+        // from the chunk index, before anything can append or retire.
+        let restored = match meta.take_tier_summary() {
             Some(b) if meta.counted() => census::restore(&b, &warm, &cold),
             _ => meta.created(),
         };
+        if !restored {
+            census::count(&meta, &warm, &cold)?;
+        }
         Ok(Tiers {
-            counted: std::sync::atomic::AtomicBool::new(counted),
             meta,
             warm,
             cold,
@@ -255,9 +240,6 @@ impl Tiers {
     /// live record left. The index must not name them on disk first: the
     /// metadata is flushed before anything is released.
     pub fn reclaim(&self) -> Result<()> {
-        if !self.counted() {
-            return Ok(()); // nothing is released before the live counts are known
-        }
         let free = self.reclaimer.collect();
         if !free.is_empty() {
             if let Err(e) = self.meta.flush() {
