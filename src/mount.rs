@@ -244,13 +244,6 @@ fn serve(
     // thread that panicked, a lost connection): flush here then.
     final_flush.run(&fs);
     drop(fs);
-    if !final_flush.failed() {
-        // Still under the store lock: nothing else opens the metadata.
-        match crate::meta::Meta::write_snapshot(&store_dir.join("meta")) {
-            Ok(t) => log::info!("metadata snapshot written in {t:?}"),
-            Err(e) => log::warn!("writing the metadata snapshot: {e}"),
-        }
-    }
     drop(store);
     result.map_err(|e| format!("session ended with an error: {e}"))?;
     if final_flush.failed() {

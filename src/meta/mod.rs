@@ -220,37 +220,6 @@ impl Meta {
         }
     }
 
-    /// Opens sled's files in `dir` once more and closes them, changing no
-    /// record (the generation and a clean unmount's summary stay valid).
-    /// sled 0.34 writes its snapshot only when it opens, and an open
-    /// replays all the log written since the last one: done after a clean
-    /// unmount, it makes the next mount fast (at a million files, 0.5 s
-    /// instead of 5 s after a busy session). Waits up to 5 s for the
-    /// threads of the instance just dropped to let go of sled's lock.
-    pub fn write_snapshot(dir: &Path) -> Result<std::time::Duration> {
-        let t0 = std::time::Instant::now();
-        loop {
-            let config = sled::Config::new().path(dir).cache_capacity(4 << 20);
-            let opened =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
-                    .map_err(|_| Error::Corrupt("sled could not read its log".into()))?;
-            match opened {
-                Ok(db) => {
-                    drop(db);
-                    return Ok(t0.elapsed());
-                }
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && t0.elapsed() < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(sled::Error::Io(e)) => return Err(e.into()),
-                Err(e) => return Err(Error::Corrupt(format!("sled: {e}"))),
-            }
-        }
-    }
-
     /// Whether this open created the store.
     pub fn created(&self) -> bool {
         self.created.load(Ordering::Acquire)
