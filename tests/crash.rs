@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use common::pattern;
 use tierfs::fault;
-use tierfs::fs::{Caller, Options, SetAttr, TierFs, XattrFlags};
+use tierfs::fs::{Caller, SetAttr, TierFs, XattrFlags};
 use tierfs::meta::ROOT_INO;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
@@ -226,26 +226,7 @@ impl Run {
 }
 
 fn open(store: &Path) -> Arc<TierFs> {
-    let policy = store.join("policy.toml");
-    if !policy.exists() {
-        std::fs::create_dir_all(store).unwrap();
-        tierfs::policy::Policy::load_or_create(&policy).unwrap();
-        // No migration cycle or write-back on its own during a run.
-        let text = std::fs::read_to_string(&policy)
-            .unwrap()
-            .replace("interval = \"30s\"", "interval = \"1h\"")
-            .replace("interval = \"5s\"", "interval = \"1h\"");
-        std::fs::write(&policy, text).unwrap();
-    }
-    let opts = Options {
-        policy_path: policy,
-        hot_budget: None,
-        writeback_interval: None,
-    };
-    let fs = TierFs::open_store(store, &opts).unwrap();
-    // Small segments: the script fills, seals and compacts several.
-    fs.tiers().set_segment_limit(1 << 20);
-    fs
+    common::open_direct(store)
 }
 
 /// Runs the script on a new store, crashing at point `crash_at`.

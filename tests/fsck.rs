@@ -9,32 +9,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use tierfs::fs::{Caller, Options, TierFs};
+use tierfs::fs::{Caller, TierFs};
 use tierfs::meta::{Dirent, Kind, Meta, Tier, Txn, ROOT_INO};
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
 
 fn open(store: &Path) -> Arc<TierFs> {
-    let policy = store.join("policy.toml");
-    if !policy.exists() {
-        std::fs::create_dir_all(store).unwrap();
-        tierfs::policy::Policy::load_or_create(&policy).unwrap();
-        // No migration cycle or write-back on its own during a test.
-        let text = std::fs::read_to_string(&policy)
-            .unwrap()
-            .replace("interval = \"30s\"", "interval = \"1h\"")
-            .replace("interval = \"5s\"", "interval = \"1h\"");
-        std::fs::write(&policy, text).unwrap();
-    }
-    let opts = Options {
-        policy_path: policy,
-        hot_budget: None,
-        writeback_interval: None,
-    };
-    let fs = TierFs::open_store(store, &opts).unwrap();
-    // Small segments: the chunks of the big store spread over several.
-    fs.tiers().set_segment_limit(1 << 20);
-    fs
+    common::open_direct(store)
 }
 
 fn close(fs: Arc<TierFs>, store: &Path) {

@@ -357,3 +357,27 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
         .tempdir_in(base)
         .unwrap()
 }
+
+/// `TierFs` on `store` without FUSE: its policy written on first use with
+/// no migration cycle or write-back of its own, and segments sealed at
+/// 1 MiB (so that a few files fill, seal and compact several).
+pub fn open_direct(store: &Path) -> std::sync::Arc<tierfs::fs::TierFs> {
+    let policy = store.join("policy.toml");
+    if !policy.exists() {
+        std::fs::create_dir_all(store).unwrap();
+        tierfs::policy::Policy::load_or_create(&policy).unwrap();
+        let text = std::fs::read_to_string(&policy)
+            .unwrap()
+            .replace("interval = \"30s\"", "interval = \"1h\"")
+            .replace("interval = \"5s\"", "interval = \"1h\"");
+        std::fs::write(&policy, text).unwrap();
+    }
+    let opts = tierfs::fs::Options {
+        policy_path: policy,
+        hot_budget: None,
+        writeback_interval: None,
+    };
+    let fs = tierfs::fs::TierFs::open_store(store, &opts).unwrap();
+    fs.tiers().set_segment_limit(1 << 20);
+    fs
+}
