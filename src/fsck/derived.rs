@@ -5,7 +5,7 @@
 //! the other), so memory does not grow with the store.
 
 use crate::error::{Error, Result};
-use crate::meta::{Meta, Totals};
+use crate::meta::{Inode, Kind, Meta, Totals};
 
 /// What the derived-record check found and, repairing, did.
 #[derive(Default)]
@@ -16,56 +16,56 @@ pub(super) struct Found {
     pub totals: Totals,
 }
 
-/// Checks the candidate index and the pending pins against the inode
-/// records; `repair` adds the missing records and removes the others.
-pub(super) fn check(meta: &Meta, repair: bool) -> Result<Found> {
-    let mut f = Found::default();
-    for r in meta.inodes() {
-        let i = match r {
-            Ok(i) => i,
-            Err(Error::Corrupt(_)) => continue, // reported by the inode pass
-            Err(e) => return Err(e),
-        };
-        f.totals.inodes += 1;
-        if i.kind == crate::meta::Kind::File && i.nlink > 0 {
-            f.totals.files[i.tier as usize] += 1;
-            f.totals.bytes[i.tier as usize] += i.size;
+impl Found {
+    /// One inode record, in the inode pass: counts it into the totals and
+    /// checks that the records it implies are there (`repair` adds them).
+    pub fn inode(&mut self, meta: &Meta, i: &Inode, repair: bool) -> Result<()> {
+        self.totals.inodes += 1;
+        if i.kind == Kind::File && i.nlink > 0 {
+            self.totals.files[i.tier as usize] += 1;
+            self.totals.bytes[i.tier as usize] += i.size;
         }
-        for key in Meta::derived_for(&i) {
+        for key in Meta::derived_for(i) {
             if !meta.derived_exists(&key)? {
-                f.problems.push(format!(
+                self.problems.push(format!(
                     "{}: missing from the {}",
                     meta.path_of(i.ino).display(),
                     what(&key)
                 ));
                 if repair {
                     meta.put_derived(&meta.write_lock(), &key)?;
-                    f.repairs
+                    self.repairs
                         .push(format!("inode {}: added to the {}", i.ino, what(&key)));
                 }
             }
         }
+        Ok(())
     }
-    for r in meta.derived_records() {
-        let (key, ino) = r?;
-        let implied = match meta.inode(ino) {
-            Ok(i) => Meta::derived_for(&i).contains(&key),
-            Err(Error::NotFound) | Err(Error::Corrupt(_)) => false,
-            Err(e) => return Err(e),
-        };
-        if !implied {
-            f.problems.push(format!(
-                "inode {ino}: a {} record its inode does not imply",
-                what(&key)
-            ));
-            if repair {
-                meta.del_derived(&meta.write_lock(), &key)?;
-                f.repairs
-                    .push(format!("inode {ino}: removed from the {}", what(&key)));
+
+    /// After the inode repairs: every candidate and pending-pin record is
+    /// one its inode implies (`repair` removes the others).
+    pub fn strays(&mut self, meta: &Meta, repair: bool) -> Result<()> {
+        for r in meta.derived_records() {
+            let (key, ino) = r?;
+            let implied = match meta.inode(ino) {
+                Ok(i) => Meta::derived_for(&i).contains(&key),
+                Err(Error::NotFound) | Err(Error::Corrupt(_)) => false,
+                Err(e) => return Err(e),
+            };
+            if !implied {
+                self.problems.push(format!(
+                    "inode {ino}: a {} record its inode does not imply",
+                    what(&key)
+                ));
+                if repair {
+                    meta.del_derived(&meta.write_lock(), &key)?;
+                    self.repairs
+                        .push(format!("inode {ino}: removed from the {}", what(&key)));
+                }
             }
         }
+        Ok(())
     }
-    Ok(f)
 }
 
 fn what(key: &[u8]) -> &'static str {

@@ -76,9 +76,12 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         fixed: HashMap::new(),
         indexed: (0, 0),
     };
+    // The derived records are checked in the same pass over the inodes.
+    let mut found = derived::Found::default();
     for r in meta.inodes() {
         let i = r?;
         c.table.push(&i)?;
+        found.inode(&meta, &i, repair)?;
     }
     let subdirs = c.entries()?;
     let lost = c.link_counts(&subdirs)?;
@@ -108,7 +111,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         }
         meta.commit(&meta.write_lock(), fix)?;
     }
-    let found = derived::check(&meta, repair)?;
+    found.strays(&meta, repair)?;
     c.problems.extend(found.problems);
     c.repairs.extend(found.repairs);
     // What a clean unmount saved, so that the next mount scans nothing.

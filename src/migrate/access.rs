@@ -111,10 +111,8 @@ impl AccessStats {
 /// The statistics the store holds for `ino` (its access record, else the
 /// fold in its inode record); `None` for a file never seen accessed.
 pub fn load(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
-    if let Some(rec) = meta.access_record(ino)? {
-        if let Some(s) = AccessStats::decode(&rec) {
-            return Ok(Some(s));
-        }
+    if let Some(s) = recorded(meta, ino)? {
+        return Ok(Some(s));
     }
     match meta.inode(ino) {
         Ok(i) => Ok(AccessStats::folded(&i)),
@@ -125,12 +123,14 @@ pub fn load(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
 
 /// As `load`, for a file whose inode record was just read.
 pub fn load_for(meta: &Meta, inode: &Inode) -> Result<Option<AccessStats>> {
-    if let Some(rec) = meta.access_record(inode.ino)? {
-        if let Some(s) = AccessStats::decode(&rec) {
-            return Ok(Some(s));
-        }
-    }
-    Ok(AccessStats::folded(inode))
+    Ok(recorded(meta, inode.ino)?.or_else(|| AccessStats::folded(inode)))
+}
+
+/// The access record of `ino`, if it has a readable one.
+fn recorded(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
+    Ok(meta
+        .access_record(ino)?
+        .and_then(|rec| AccessStats::decode(&rec)))
 }
 
 /// Of the files within the promotion window (`fold_expired`), those with

@@ -165,17 +165,13 @@ impl Shared {
     }
 
     fn stats_now(&self, ino: u64) -> Result<Option<AccessStats>> {
-        if let Some(s) = self.cache.lock().get(ino) {
-            return Ok(Some(s));
-        }
-        access::load(&self.meta, ino)
+        let cached = self.cache.lock().get(ino);
+        cached.map_or_else(|| access::load(&self.meta, ino), |s| Ok(Some(s)))
     }
 
     fn stats_for(&self, inode: &crate::meta::Inode) -> Result<Option<AccessStats>> {
-        if let Some(s) = self.cache.lock().get(inode.ino) {
-            return Ok(Some(s));
-        }
-        access::load_for(&self.meta, inode)
+        let cached = self.cache.lock().get(inode.ino);
+        cached.map_or_else(|| access::load_for(&self.meta, inode), |s| Ok(Some(s)))
     }
 }
 

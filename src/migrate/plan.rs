@@ -114,13 +114,10 @@ pub fn plan(i: &Inputs, recent: &mut &[u64], max: usize) -> Result<Vec<Move>> {
                 break;
             }
             let ino = r?.1;
-            if seen.contains(&ino) {
-                continue;
+            if !seen.insert(ino) {
+                continue; // planned already (or a duplicate record)
             }
             if let Some(inode) = i.inode(ino)? {
-                if !seen.insert(ino) {
-                    continue;
-                }
                 used = used.saturating_sub(inode.size);
                 let why = over_watermark(tier, t);
                 plan.push((inode, to, why));
