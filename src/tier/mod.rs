@@ -23,6 +23,7 @@ pub mod hot;
 mod moves;
 pub mod reclaim;
 pub mod record;
+mod segfile;
 pub mod segment;
 mod writeback;
 
@@ -74,6 +75,10 @@ pub struct Tiers {
     use_dictionaries: std::sync::atomic::AtomicBool,
     /// Records the index stopped naming wait here for their readers.
     reclaimer: reclaim::Reclaimer,
+    /// Files a write-back is working on (see `writeback::Claim`), and where
+    /// the next one waits for them.
+    flushing: Mutex<std::collections::HashSet<u64>>,
+    flushed: parking_lot::Condvar,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -142,6 +147,8 @@ impl Tiers {
             zstd_level: AtomicI32::new(3),
             use_dictionaries: std::sync::atomic::AtomicBool::new(true),
             reclaimer: reclaim::Reclaimer::default(),
+            flushing: Mutex::default(),
+            flushed: parking_lot::Condvar::new(),
         })
     }
 

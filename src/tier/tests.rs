@@ -522,3 +522,34 @@ fn live_counts_come_from_the_summary_after_a_clean_stop_and_from_the_index_after
     assert_eq!((t.summary(), t.meta.totals()), want);
     assert_eq!(read_all(&t, 12).unwrap(), pattern(12, 5012));
 }
+
+#[test]
+fn write_backs_of_the_same_file_append_each_chunk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    let records_of = |t: &Tiers, ino: u64| -> usize {
+        let warm = &t.warm;
+        warm.segment_ids()
+            .into_iter()
+            .filter_map(|id| warm.scan(id))
+            .map(|s| s.records.iter().filter(|(_, h)| h.ino == ino).count())
+            .sum()
+    };
+    // fsync and the write-back thread at the same moment, a few times: on a
+    // nearly full disk a second copy of each chunk is room no write was
+    // promised.
+    for ino in 20..26u64 {
+        file(&t, ino, Tier::Warm);
+        t.write(ino, 0, &pattern(ino as u32, 24 << 20)).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                go.wait();
+                t.flush_all().unwrap();
+            });
+            go.wait();
+            t.flush(ino).unwrap();
+        });
+        assert_eq!(records_of(&t, ino), 24, "inode {ino}: one record per chunk");
+    }
+}

@@ -9,6 +9,14 @@
 //! between wins, and the copy is retired. A size grown by writes is
 //! committed with the chunks, and only if every chunk of that file was
 //! committed, so a file is never longer than its durable data.
+//!
+//! Two write-backs of the same file do not run at once (fsync, the
+//! write-back thread, a writer under memory pressure): each would append
+//! its own copy of the same dirty chunks, and on a nearly full disk the
+//! second copy takes room a write was promised, so that the fsync of
+//! accepted writes answered ENOSPC. Only a caller that holds the file's
+//! content lock (truncate, the fallback of `flush`) writes back without
+//! waiting its turn: the others cannot change the file meanwhile.
 
 use super::*;
 
@@ -22,13 +30,33 @@ pub(super) struct Written {
     chunks: Vec<(u64, u64, ChunkLoc)>,
 }
 
+/// The turn of some files for a write-back, given back when dropped.
+pub(super) struct Claim<'a> {
+    tiers: &'a Tiers,
+    pub(super) inos: Vec<u64>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.inos.is_empty() {
+            return;
+        }
+        let mut busy = self.tiers.flushing.lock();
+        for i in &self.inos {
+            busy.remove(i);
+        }
+        self.tiers.flushed.notify_all();
+    }
+}
+
 impl Tiers {
     /// Makes the content of `ino` durable, and its size with it (the rest of
     /// the metadata: see `Meta::flush`).
     ///
-    /// A write-back of the same file running at the same time (the
-    /// write-back thread, a move) can leave a chunk or the size to the
-    /// other; what is still dirty then is written back once more under the
+    /// It waits for a write-back of the same file already running (the
+    /// write-back thread, a move) and then writes back what is still dirty.
+    /// A write that came meanwhile, or a truncate's write-back, can leave a
+    /// chunk or the size dirty: that is written back once more under the
     /// file's lock, where nothing can overlap.
     pub fn flush(&self, ino: u64) -> Result<()> {
         let clean =
@@ -36,7 +64,10 @@ impl Tiers {
         if clean() {
             return Ok(());
         }
-        self.write_back(&[ino], false)?;
+        {
+            let _turn = self.claim(&[ino], true);
+            self.write_back(&[ino], false)?;
+        }
         if clean() {
             return Ok(());
         }
@@ -49,6 +80,7 @@ impl Tiers {
 
     /// Flushes many files with one sync per store and one metadata commit.
     pub fn flush_many(&self, inos: &[u64]) -> Result<()> {
+        let _turn = self.claim(inos, true);
         self.write_back(inos, false)
     }
 
@@ -59,10 +91,30 @@ impl Tiers {
         inodes.sort_unstable();
         inodes.dedup();
         for batch in inodes.chunks(512) {
-            self.write_back(batch, false)?;
+            // A file another write-back is working on is left to it.
+            let turn = self.claim(batch, false);
+            self.write_back(&turn.inos, false)?;
         }
         self.hot.lock().evict();
         Ok(())
+    }
+
+    /// Takes the turn of `inos` for a write-back: with `wait`, of all of
+    /// them at once, once no other write-back has any (all or nothing, so
+    /// that two batches never wait for each other); without, of those no
+    /// other write-back has. The caller must hold no content lock.
+    pub(super) fn claim(&self, inos: &[u64], wait: bool) -> Claim<'_> {
+        let mut busy = self.flushing.lock();
+        if wait {
+            while inos.iter().any(|i| busy.contains(i)) {
+                self.flushed.wait(&mut busy);
+            }
+        }
+        let mine: Vec<u64> = inos.iter().copied().filter(|i| busy.insert(*i)).collect();
+        Claim {
+            tiers: self,
+            inos: mine,
+        }
     }
 
     /// The write-back of `inos`. `held`: the caller holds their content

@@ -248,6 +248,15 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            // What the daemon said is the first thing a failed run needs.
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(100).collect();
+            eprintln!("--- daemon log (last {} lines) ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(dir) = self.small_fs.take() {
             detach(&dir);
         }
