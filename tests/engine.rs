@@ -427,3 +427,87 @@ fn fsck_without_repair_changes_no_byte_of_the_store() {
         "a cleanly unmounted store is clean: {clean_report}"
     );
 }
+
+/// A tmpfs of `mib` MiB at `dir`, unmounted when dropped (even on panic).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u64) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}M"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        common::detach(&self.0);
+    }
+}
+
+#[test]
+fn compacting_segments_full_of_freed_holes_on_a_full_tmpfs() {
+    use tierfs::fs::Caller;
+    use tierfs::meta::ROOT_INO;
+    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let disk = Tmpfs::mount(&tmp.path().join("small"), 32);
+    let store = disk.0.join("store");
+    let fs = common::open_direct(&store);
+    // Small segments (1 MiB in tests) of 100 KB files; four in five deleted
+    // and their records punched out: sealed segments mostly made of holes.
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    for i in 0..200u64 {
+        let name = format!("f{i}");
+        let (inode, fh) = fs
+            .create(ROOT, ROOT_INO, name.as_bytes(), 0o644, 0, libc::O_RDWR)
+            .unwrap();
+        let data = pattern(i, FILE_LEN);
+        fs.write(ROOT, inode.ino, 0, &data).unwrap();
+        fs.fsync(inode.ino).unwrap();
+        fs.release(fh);
+        if i % 5 == 0 {
+            kept.push((inode.ino, data));
+        } else {
+            gone.push((i, inode.ino));
+        }
+    }
+    for (i, ino) in gone {
+        fs.unlink(ROOT_INO, format!("f{i}").as_bytes()).unwrap();
+        fs.forget(ino, 1);
+    }
+    let before = free_bytes(&disk.0);
+    fs.tiers().reclaim().unwrap();
+    assert!(
+        free_bytes(&disk.0) > before + (8 << 20),
+        "records punched out"
+    );
+    // Someone else fills the disk. On tmpfs a read fault on a hole of a
+    // mapped file allocates a page: on a full one, the daemon got SIGBUS.
+    let mut filler = fs::File::create(disk.0.join("filler")).unwrap();
+    let block = vec![1u8; 64 << 10];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    for _ in 0..10 {
+        match fs.tiers().compact_once() {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.errno(), libc::ENOSPC, "{e}"),
+        }
+    }
+    // The disk has room again: compaction gets on, nothing was lost.
+    drop(filler);
+    fs::remove_file(disk.0.join("filler")).unwrap();
+    while fs.tiers().compact_once().unwrap() {}
+    for (ino, data) in &kept {
+        let got = fs.read(*ino, 0, FILE_LEN as u32 + 10).unwrap();
+        assert!(got == *data, "inode {ino} reads back");
+    }
+    fs.shutdown().unwrap();
+    drop(fs);
+    common::wait_for_sled(&store);
+}

@@ -8,51 +8,40 @@
 //! record belongs to is the caller's business (the chunk index in `meta`),
 //! and so is when a record may be released (`tier::reclaim`).
 //!
-//! A segment file grows as it fills, reserved with `posix_fallocate` in
-//! doubling steps from 256 KiB up to `SEG_SIZE` (so a write into it never
-//! meets a full disk, and a store of a few files takes under a megabyte). Each is
-//! mapped once over `SEG_SIZE` bytes, and only bytes inside the file are ever
-//! touched. Records are only appended to the active segment, never over
+//! A segment file (`tier::segfile`) grows as it fills, reserved with
+//! `posix_fallocate` in doubling steps from 256 KiB up to `SEG_SIZE` (so a
+//! write into it never meets a full disk, and a store of a few files takes
+//! under a megabyte). Each is mapped once over `SEG_SIZE` bytes, and only
+//! bytes inside the file are ever touched. Records are only appended to the active segment, never over
 //! bytes a record the index may name could be in: an active segment found
 //! damaged at open is sealed as it is and a new one started. Released
 //! records are punched out of their file (the disk gets their space back at
 //! once); a sealed segment no live record is left in is deleted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
 
-use super::record::{self, record_crc, RecordHeader, REC_HEADER_LEN};
 pub use super::record::{record_size, Scan};
+use super::record::{RecordHeader, REC_HEADER_LEN};
+use super::segfile::{
+    bad_checksum, create_segment, disk_spare, not_indexed, open_segment, seg_path, Segment,
+    BIG_RECORD, FIRST_RESERVE, SEG_HEADER_LEN,
+};
+pub use super::segfile::{disk_reserve, SEG_SIZE};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::meta::{ChunkLoc, Tier};
 
-/// Largest size of a segment file.
-pub const SEG_SIZE: u64 = 64 << 20;
-/// Disk space a new segment file starts with.
-const FIRST_RESERVE: u64 = 256 << 10;
-/// Steps of reservation are whole multiples of this.
-const RESERVE_STEP: u64 = 64 << 10;
 /// Room `room` leaves for the end of a segment a record did not fit in
 /// (a largest record, 1 MiB of data and its header, rounded up).
 const ROLLOVER_SLACK: u64 = 2 << 20;
-
-// Segment header, 64 bytes at offset 0:
-//   0  [u8; 8] magic: "TIERSEG\0" (warm) or "TIERPAK\0" (cold)
-//   8  u32     format version (1)
-//  12  u32     reserved
-//  16  u64     segment id
-//  24  [u8;40] reserved (zero)
-pub const SEG_HEADER_LEN: u64 = 64;
-const SEG_VERSION: u32 = 1;
 
 /// What kind of segment files a store holds.
 #[derive(Clone, Copy, Debug)]
@@ -82,166 +71,6 @@ pub const COLD: SegmentFormat = SegmentFormat {
 pub enum Access {
     ReadWrite,
     ReadOnly,
-}
-
-struct Segment {
-    id: u64,
-    file: File,
-    /// `SEG_SIZE` bytes of address space over the file; only the first
-    /// `size` bytes are inside the file and may be touched.
-    map: Mmap,
-    /// Bytes of the file (all reserved on the disk).
-    size: AtomicU64,
-    /// Where its records end, once sealed in this run (the file's size for
-    /// segments found at open): what compaction weighs live bytes against.
-    end: AtomicU64,
-}
-
-impl Segment {
-    /// The part of the map that is inside the file.
-    fn bytes(&self) -> &[u8] {
-        let n = (self.size.load(Ordering::Acquire) as usize).min(self.map.len());
-        &self.map[..n]
-    }
-
-    /// Lets go of the pages a whole-segment scan faulted in: they would
-    /// stay in the daemon's resident memory (64 MiB per tier at mount) for
-    /// nothing; a later read faults in what it needs again.
-    fn drop_pages(&self) {
-        // SAFETY: a read-only shared mapping of a file: MADV_DONTNEED only
-        // unmaps its pages, whose contents stay in the file (and page cache).
-        // No reference into the mapping is held across it.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
-    }
-
-    /// The record at `off`, checked against its checksum. `None` when there is
-    /// no valid record there (never written, freed, torn or damaged).
-    fn record(&self, off: u64) -> Option<(RecordHeader, &[u8])> {
-        record::record_at(self.bytes(), off)
-    }
-
-    /// Reads a big record with `pread` rather than through the map: one large
-    /// read from the disk instead of a page fault per 128 KiB (which made the
-    /// first read of a 1 MiB chunk from a cold page cache take ~10 ms), and
-    /// no mapped pages left behind to grow the daemon's RSS by the file size.
-    fn read_big(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
-        let mut hb = [0u8; REC_HEADER_LEN as usize];
-        self.read_at(&mut hb, loc.off, loc)?;
-        let h = RecordHeader::decode(&hb).ok_or_else(|| bad_checksum(loc))?;
-        if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
-            return Err(not_indexed(loc));
-        }
-        out.clear();
-        out.resize(h.len as usize, 0);
-        if let Err(e) = self.read_at(out, loc.off + REC_HEADER_LEN, loc) {
-            out.clear();
-            return Err(e);
-        }
-        if record_crc(&hb, out) != h.crc {
-            out.clear();
-            return Err(bad_checksum(loc));
-        }
-        // A big file's chunks were mostly appended one after another: ask the
-        // kernel to start reading what follows while this one is used.
-        // SAFETY: a hint on our own open descriptor; no memory is passed.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                (loc.off + record_size(h.len)) as libc::off_t,
-                READ_AHEAD as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
-        Ok(())
-    }
-
-    /// `pread` of the record at `loc`: a read past the end of the file is a
-    /// damaged index or segment (EIO for that file), not an I/O error.
-    fn read_at(&self, buf: &mut [u8], off: u64, loc: &ChunkLoc) -> Result<()> {
-        let end = off.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.size.load(Ordering::Acquire)) {
-            return Err(bad_checksum(loc));
-        }
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad_checksum(loc),
-                _ => e.into(),
-            })
-    }
-
-    /// No more appends: records end at `tail`, and the space reserved past
-    /// it goes back to the disk.
-    fn seal(&self, tail: u64) {
-        self.end.store(tail, Ordering::Release);
-        let size = self.size.load(Ordering::Acquire);
-        let from = tail.div_ceil(4096) * 4096;
-        if from < size {
-            // SAFETY: plain syscall on an fd we own; only bytes past every
-            // record are given back (they read as zeros, and are never read).
-            unsafe {
-                libc::fallocate(
-                    self.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    from as libc::off_t,
-                    (size - from) as libc::off_t,
-                )
-            };
-        }
-    }
-
-    /// Reserves the file up to at least `end` bytes: doubling, capped at
-    /// `SEG_SIZE`, and no more than the disk can give beyond its reserve.
-    fn grow(&self, dir: &Path, end: u64) -> Result<()> {
-        let size = self.size.load(Ordering::Acquire);
-        if end <= size {
-            return Ok(());
-        }
-        if end > SEG_SIZE {
-            return Err(Error::NoSpace);
-        }
-        let need = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
-        let want = need.max(size.saturating_mul(2)).min(SEG_SIZE);
-        let spare = disk_spare(dir).map_or(u64::MAX, |(s, _)| s);
-        let target = if want - size <= spare {
-            want
-        } else if need - size <= spare {
-            need
-        } else {
-            return Err(Error::NoSpace);
-        };
-        fault::check(Point::Write, dir)?;
-        fallocate(&self.file, target)?;
-        self.size.store(target, Ordering::Release);
-        Ok(())
-    }
-}
-
-/// How far past a big record `read_big` asks the kernel to read ahead.
-const READ_AHEAD: u64 = 4 << 20;
-
-/// Records at least this big are read with `pread`, smaller ones from the map.
-const BIG_RECORD: u64 = 64 << 10;
-
-fn bad_checksum(loc: &ChunkLoc) -> Error {
-    Error::Corrupt(format!(
-        "segment {:016x} offset {}: record fails its checksum",
-        loc.seg, loc.off
-    ))
-}
-
-fn not_indexed(loc: &ChunkLoc) -> Error {
-    Error::Corrupt(format!(
-        "segment {:016x} offset {}: record is not the indexed one",
-        loc.seg, loc.off
-    ))
-}
-
-fn seg_path(dir: &Path, fmt: &SegmentFormat, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.{}", fmt.ext))
 }
 
 struct Active {
@@ -333,8 +162,7 @@ impl SegmentStore {
             .next_back()
             .filter(|_| writable)
             .and_then(|(_, seg)| {
-                let scan = record::scan(seg.bytes(), SEG_HEADER_LEN);
-                seg.drop_pages();
+                let scan = seg.scan();
                 let path = seg_path(dir, &fmt, seg.id);
                 if scan.damaged_inside() {
                     log::warn!(
@@ -484,7 +312,7 @@ impl SegmentStore {
         if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
             return Err(bad_checksum(loc));
         }
-        if loc.stored as u64 >= BIG_RECORD {
+        if loc.stored as u64 >= BIG_RECORD || seg.pread_only {
             return seg.read_big(loc, out);
         }
         let Some((h, data)) = seg.record(loc.off) else {
@@ -541,10 +369,13 @@ impl SegmentStore {
         }
         // Only the record the location names: a damaged index entry must
         // not punch out a neighbour's bytes.
+        // Read with `pread`: a location released twice names a hole.
+        let mut hb = [0u8; REC_HEADER_LEN as usize];
         let header = seg
-            .bytes()
-            .get(loc.off as usize..(loc.off + REC_HEADER_LEN) as usize)
-            .and_then(RecordHeader::decode);
+            .file
+            .read_exact_at(&mut hb, loc.off)
+            .ok()
+            .and_then(|_| RecordHeader::decode(&hb));
         if header
             .is_none_or(|h| h.len != loc.stored || h.version != loc.version || h.crc != loc.crc)
         {
@@ -650,7 +481,7 @@ impl SegmentStore {
     /// Every valid record of segment `id`, around any damage.
     pub fn scan(&self, id: u64) -> Option<Scan> {
         let seg = self.segs.read().get(&id).cloned()?;
-        Some(record::scan(seg.bytes(), SEG_HEADER_LEN))
+        Some(seg.scan())
     }
 
     pub fn segment_ids(&self) -> Vec<u64> {
@@ -719,114 +550,6 @@ impl SegmentStore {
             .sum();
         (live, files)
     }
-}
-
-fn open_segment(dir: &Path, fmt: &SegmentFormat, id: u64, access: Access) -> Result<Segment> {
-    let path = seg_path(dir, fmt, id);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(access == Access::ReadWrite)
-        .open(&path)?;
-    let len = file.metadata()?.len();
-    let mut header = [0u8; SEG_HEADER_LEN as usize];
-    if len < SEG_HEADER_LEN || file.read_exact_at(&mut header, 0).is_err() {
-        return Err(Error::Corrupt(format!("{}: too short", path.display())));
-    }
-    if &header[0..8] != fmt.magic {
-        return Err(Error::Corrupt(format!(
-            "{}: not a tierfs segment",
-            path.display()
-        )));
-    }
-    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != SEG_VERSION {
-        return Err(Error::Corrupt(format!(
-            "{}: segment format {version}, this tierfs reads {SEG_VERSION}",
-            path.display()
-        )));
-    }
-    // SAFETY: segment files are only appended to by this process (the store
-    // lock keeps other tierfs processes out), at offsets past every record
-    // that has been read, and never truncated. The map covers SEG_SIZE bytes
-    // of address space, but only bytes inside the file (`Segment::size`,
-    // which only grows, after `posix_fallocate` reserved them) are touched.
-    let map = unsafe { MmapOptions::new().len(SEG_SIZE as usize).map(&file)? };
-    Ok(Segment {
-        id,
-        file,
-        map,
-        size: AtomicU64::new(len.min(SEG_SIZE)),
-        end: AtomicU64::new(len.min(SEG_SIZE)),
-    })
-}
-
-/// Free space the store leaves on its disk, for the metadata store (sled)
-/// and the fsync of what is already written: 5 % of the filesystem, at most
-/// 32 MiB. A full disk answers ENOSPC to writers before it starves the
-/// metadata.
-pub fn disk_reserve(total: u64) -> u64 {
-    (total / 20).min(32 << 20)
-}
-
-/// Bytes of the disk under `dir` that segments may still take (its free
-/// space beyond the reserve), and the reserve.
-fn disk_spare(dir: &Path) -> Option<(u64, u64)> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let frsize = s.f_frsize as u64;
-    let free = s.f_bavail as u64 * frsize;
-    let total = s.f_blocks as u64 * frsize;
-    let reserve = disk_reserve(total);
-    Some((free.saturating_sub(reserve), reserve))
-}
-
-/// Reserves the first `len` bytes of `file` on the disk (extending it).
-fn fallocate(file: &File, len: u64) -> Result<()> {
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-    if rc != 0 {
-        return Err(Error::from(std::io::Error::from_raw_os_error(rc)));
-    }
-    Ok(())
-}
-
-fn create_segment(dir: &Path, fmt: &SegmentFormat, id: u64, first: u64) -> Result<Segment> {
-    let first = first.div_ceil(RESERVE_STEP) * RESERVE_STEP;
-    if disk_spare(dir).is_some_and(|(spare, _)| spare < first) {
-        return Err(Error::NoSpace);
-    }
-    // Made whole under a temporary name, then renamed: a crash never leaves
-    // a segment without its header (leftovers are removed at open).
-    let path = seg_path(dir, fmt, id);
-    fault::check(Point::Create, &path)?;
-    let tmp = path.with_extension("new");
-    let made = (|| -> Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        fallocate(&file, first)?;
-        let mut header = [0u8; SEG_HEADER_LEN as usize];
-        header[0..8].copy_from_slice(fmt.magic);
-        header[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
-        header[16..24].copy_from_slice(&id.to_le_bytes());
-        file.write_all_at(&header, 0)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    open_segment(dir, fmt, id, Access::ReadWrite)
 }
 
 #[cfg(test)]

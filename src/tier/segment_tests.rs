@@ -1,6 +1,7 @@
 //! Unit tests of `SegmentStore`: appends, reads, damage, growth, release.
 
 use super::*;
+use std::fs::OpenOptions;
 
 #[test]
 fn a_half_made_segment_is_removed_at_open() {
