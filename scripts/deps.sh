@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages tierfs and its tests use, when they are missing:
 # fuse3 (fusermount3), attr (getfattr/setfattr), rsync, and for the load
-# tests fio and stress-ng. Needs root for apt-get.
+# tests fio and stress-ng. Needs root for apt-get. And Garage, the S3 store
+# the object-store tests run against: `cargo install garage --locked`, a
+# long build (about 25 minutes on 2 cores), once per machine.
 set -euo pipefail
 
 need=()
@@ -32,4 +34,16 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install a Rust toolchain (rustup)" >&2
   exit 2
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+for tool in curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || need_more+=("$tool")
+done
+if [ -n "${need_more[*]:-}" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_more[@]}" >/dev/null
+fi
+if ! command -v garage >/dev/null 2>&1; then
+  echo "installing garage (cargo install garage --locked: a long build, once per machine) ..." >&2
+  cargo install garage --locked --quiet
 fi

@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
+# Garage (the object-store tests' S3 server) is where cargo installs.
+export PATH="$HOME/.cargo/bin:$PATH"
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/test.sh: the mount tests need root" >&2
   exit 2
@@ -28,4 +30,7 @@ for m in $stale; do
   echo "scripts/test.sh: clearing stale test mount $m" >&2
   umount -l "$m" || true
 done
+# Nor a Garage server of an object-store test.
+pkill -f 'garage -c /tmp/garage-test-' 2>/dev/null && echo "scripts/test.sh: stopped a stray test Garage" >&2
+true
 exit "$status"

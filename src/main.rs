@@ -205,11 +205,15 @@ fn fsck(store: &std::path::Path, repair: bool) -> ExitCode {
     };
     match tierfs::fsck::check(store, repair) {
         Ok(r) if r.problems.is_empty() => {
+            let remote = match r.remote_chunks {
+                0 => String::new(),
+                n => format!("; {n} in the object store, not read"),
+            };
             println!(
-                "{}: clean ({} inodes, {} chunks checked)",
+                "{}: clean ({} inodes, {} chunks checked{remote})",
                 store.display(),
                 r.inodes,
-                r.chunks
+                r.chunks.saturating_sub(r.remote_chunks)
             );
             Exit::Ok.into()
         }

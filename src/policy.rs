@@ -101,6 +101,29 @@ pub struct Cold {
     /// Compress small chunks with dictionaries trained from the store's own
     /// small files.
     pub dictionaries: bool,
+    /// Where sealed packs go: "local" (STORE/cold) or "s3://BUCKET/PREFIX".
+    #[serde(default = "local_store")]
+    pub store: String,
+    /// The object store's URL (omitted: AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A file of `AWS_*=value` lines, mode 0600 (omitted: the `AWS_*`
+    /// environment of `tierfs mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<std::path::PathBuf>,
+    /// Local disk cache of frames read from the object store.
+    #[serde(default = "default_frame_cache")]
+    pub cache: Bytes,
+}
+
+fn local_store() -> String {
+    "local".into()
+}
+
+fn default_frame_cache() -> Bytes {
+    Bytes(1 << 30)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +190,11 @@ impl Default for Policy {
             cold: Cold {
                 zstd_level: 3,
                 dictionaries: true,
+                store: local_store(),
+                endpoint: None,
+                region: None,
+                credentials: None,
+                cache: default_frame_cache(),
             },
             writeback: Writeback {
                 interval: Span(Duration::from_secs(5)),
@@ -207,6 +235,11 @@ interval = "30s"         # time between migration cycles
 [cold]                   # files in zstd packs
 zstd_level = 3           # 1 (fast) to 19 (small)
 dictionaries = true      # small files share zstd dictionaries trained on this store
+store = "local"          # or "s3://BUCKET/PREFIX": sealed packs go to an S3-compatible bucket
+# endpoint = "http://127.0.0.1:3900"   # the object store (omit for AWS)
+# region = "garage"
+# credentials = "/etc/tierfs/s3.env"   # AWS_ACCESS_KEY_ID=... lines, mode 0600; omitted: AWS_* of `tierfs mount`
+cache = "1GiB"           # local disk cache of frames read from the object store
 
 [writeback]
 interval = "5s"          # written data reaches disk this soon without fsync
@@ -278,6 +311,7 @@ impl Policy {
         if !(1..=19).contains(&self.cold.zstd_level) {
             return Err("[cold] zstd_level must be 1 to 19".into());
         }
+        crate::tier::store::Target::from_policy(&self.cold)?;
         if self.writeback.interval.0 < Duration::from_millis(100) {
             return Err("[writeback] interval must be at least 100ms".into());
         }

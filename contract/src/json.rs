@@ -17,6 +17,31 @@ pub struct Stats {
     pub migrations: Migrations,
     pub access_events: AccessEvents,
     pub policy: PolicySource,
+    /// The object store cold packs go to; absent with `[cold] store =
+    /// "local"` and from daemons older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStore>,
+}
+
+/// What the cold tier's object store holds and what was asked of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectStore {
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    /// Packs uploaded and still named by the index.
+    pub packs: u64,
+    /// Live record bytes in them.
+    pub stored: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub errors: u64,
+    pub cache_bytes: u64,
+    pub cache_budget: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Why calls fail at once for now (the store was unreachable), if they do.
+    pub down: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -39,6 +39,18 @@ impl TierFs {
             policy.hot.budget.0,
             crate::tier::segment::Access::ReadWrite,
         )?);
+        if let target @ crate::tier::store::Target::S3 { .. } =
+            crate::tier::store::Target::from_policy(&policy.cold).map_err(Error::Config)?
+        {
+            let remote = crate::tier::store::Remote::connect(
+                &target,
+                meta.store_id()?,
+                &store_dir.join("cold").join("cache"),
+                policy.cold.cache.0,
+            )
+            .map_err(Error::Config)?;
+            tiers.attach_remote(Arc::new(remote));
+        }
         tiers.set_zstd_level(policy.cold.zstd_level);
         tiers.set_dictionaries(policy.cold.dictionaries);
         let shared = Arc::new(Shared::new(meta.clone(), policy));

@@ -283,6 +283,7 @@ impl TierFs {
                 loaded: humantime::format_rfc3339_seconds(loaded_at).to_string(),
                 last_rejected_edit: error,
             },
+            object_store: self.tiers.remote_stats(),
         };
         serde_json::to_string(&v).map_err(|e| Error::Corrupt(format!("stats: {e}")))
     }

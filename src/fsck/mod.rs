@@ -41,6 +41,9 @@ pub struct Report {
     pub repairs: Vec<String>,
     pub inodes: u64,
     pub chunks: u64,
+    /// Chunks in packs that were uploaded to the object store: indexed, not
+    /// read.
+    pub remote_chunks: u64,
 }
 
 /// Checks the store in `store_dir`. Without `repair` not a byte of any file
@@ -75,6 +78,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         fix: Txn::default(),
         fixed: HashMap::new(),
         indexed: (0, 0),
+        remote_chunks: 0,
     };
     // The derived records are checked in the same pass over the inodes.
     let mut found = derived::Found::default();
@@ -140,6 +144,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         repairs: c.repairs,
         inodes: c.table.len() as u64,
         chunks,
+        remote_chunks: c.remote_chunks,
     })
 }
 
@@ -180,6 +185,8 @@ struct Check<'a> {
     fixed: HashMap<u64, Inode>,
     /// Bytes of the records the chunk index names: warm, cold.
     indexed: (u64, u64),
+    /// Chunks in the object store (not read).
+    remote_chunks: u64,
 }
 
 impl Check<'_> {
@@ -384,6 +391,11 @@ impl Check<'_> {
             match store_tier(loc.tier) {
                 crate::meta::Tier::Cold => self.indexed.1 += record_size(loc.stored),
                 _ => self.indexed.0 += record_size(loc.stored),
+            }
+            if tiers.is_remote(&loc) {
+                // In the object store: not read here, and never "repaired".
+                self.remote_chunks += 1;
+                continue;
             }
             if let Err(e) = tiers.read_record(&loc) {
                 bad.push((ino, idx, e));

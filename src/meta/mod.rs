@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 
 mod index;
+mod packs;
 mod seal;
 mod txn;
 mod types;

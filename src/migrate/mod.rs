@@ -428,6 +428,7 @@ impl Worker {
             }
         };
         let mut recent = &recent[..];
+        let cold_tail = self.tiers.cold_tail();
         loop {
             let planned_at = Instant::now();
             let plan = match self.plan(&policy, &mut recent, plan::PLAN_MAX) {
@@ -473,6 +474,11 @@ impl Worker {
             report.failed_count,
             t0.elapsed()
         );
+        // Sealed cold packs go to the object store (if there is one); a
+        // failure leaves them here for the next cycle.
+        if let Err(e) = self.tiers.offload(cold_tail) {
+            log::warn!("cold packs stay local for now: {e}");
+        }
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);
         self.shared.counters.queued.store(0, Ordering::Relaxed);
         *self.shared.last_cycle.lock() = report.clone();

@@ -21,10 +21,12 @@ mod compact;
 pub mod dict;
 pub mod hot;
 mod moves;
+mod offload;
 pub mod reclaim;
 pub mod record;
 mod segfile;
 pub mod segment;
+pub mod store;
 mod writeback;
 
 use std::collections::HashMap;
@@ -124,6 +126,7 @@ impl Tiers {
     ) -> Result<Tiers> {
         let warm = SegmentStore::open(&store_dir.join("warm"), WARM, access)?;
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
+        cold.remote.load(meta.remote_packs()?);
         // After a clean unmount the counts come from its summary; otherwise
         // from the chunk index, before anything can append or retire.
         let restored = match meta.take_tier_summary() {

@@ -103,6 +103,11 @@ pub struct SegmentStore {
     /// Segment files that could not be opened (a damaged header), with why:
     /// left as they are, their ids never reused, reported by fsck.
     damaged: Mutex<BTreeMap<u64, String>>,
+    /// Sealed packs that were uploaded to the object store (cold only):
+    /// reads of a pack with no file here go there.
+    pub remote: super::store::RemotePacks,
+    /// Packs being uploaded: neither compacted nor removed meanwhile.
+    uploading: Mutex<BTreeSet<u64>>,
 }
 
 impl SegmentStore {
@@ -200,6 +205,8 @@ impl SegmentStore {
             kept: Mutex::new(BTreeSet::new()),
             limit: AtomicU64::new(SEG_SIZE),
             damaged: Mutex::new(damaged),
+            remote: Default::default(),
+            uploading: Mutex::default(),
         })
     }
 
@@ -218,7 +225,13 @@ impl SegmentStore {
             .max(SEG_HEADER_LEN + size);
         let mut guard = self.active.lock();
         if guard.as_ref().is_none_or(|a| a.tail + size > limit) {
-            let last = self.segs.read().keys().next_back().copied();
+            let last = self
+                .segs
+                .read()
+                .keys()
+                .next_back()
+                .copied()
+                .max(self.remote.max_id());
             let last_damaged = self.damaged.lock().keys().next_back().copied();
             let id = last.max(last_damaged).map_or(1, |last| last + 1);
             let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
@@ -303,7 +316,11 @@ impl SegmentStore {
     /// Copies the stored bytes of the record at `loc` into `out`, after
     /// checking them against their checksum and the location.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
-        let seg = self.segs.read().get(&loc.seg).cloned().ok_or_else(|| {
+        let seg = self.segs.read().get(&loc.seg).cloned();
+        if seg.is_none() && self.remote.contains(loc.seg) {
+            return self.remote.read(loc, out);
+        }
+        let seg = seg.ok_or_else(|| {
             Error::Corrupt(format!(
                 "segment {:016x} is missing (chunk at offset {})",
                 loc.seg, loc.off
@@ -420,11 +437,13 @@ impl SegmentStore {
         let active = guard.as_ref().map(|a| a.seg.id);
         let dead: Vec<u64> = {
             let live = self.live.lock();
+            let uploading = self.uploading.lock();
             self.segs
                 .read()
                 .keys()
                 .copied()
                 .filter(|id| Some(*id) != active && live.get(id).copied().unwrap_or(0) == 0)
+                .filter(|id| !uploading.contains(id))
                 .collect()
         };
         for id in &dead {
@@ -440,10 +459,12 @@ impl SegmentStore {
         let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
         let kept = self.kept.lock();
+        let uploading = self.uploading.lock();
         self.segs
             .read()
             .iter()
             .filter(|(id, _)| Some(**id) != active && !kept.contains(id))
+            .filter(|(id, _)| !uploading.contains(id))
             .map(|(id, seg)| {
                 let l = live.get(id).copied().unwrap_or(0);
                 (l, *id, seg.end.load(Ordering::Acquire))
@@ -533,10 +554,102 @@ impl SegmentStore {
         let segs = self.segs.read();
         let mut live = self.live.lock();
         for (id, n) in counts {
-            if segs.contains_key(id) {
+            if segs.contains_key(id) || self.remote.contains(*id) {
                 *live.entry(*id).or_default() += n;
             }
         }
+    }
+
+    /// Where appends to the active segment go next (0: none is active).
+    pub fn active_tail(&self) -> u64 {
+        self.active.lock().as_ref().map_or(0, |a| a.tail)
+    }
+
+    /// Seals the active segment if it holds a record; the next append
+    /// starts a new one.
+    pub fn seal_active(&self) {
+        let mut guard = self.active.lock();
+        if let Some(a) = guard.as_ref() {
+            if a.tail > SEG_HEADER_LEN {
+                a.seg.seal(a.tail);
+                *guard = None;
+            }
+        }
+    }
+
+    /// Sealed local segments with live records, each marked as being
+    /// uploaded (not compacted nor removed) until `upload_done`.
+    pub fn start_uploads(&self) -> Vec<u64> {
+        let active = self.active.lock().as_ref().map(|a| a.seg.id);
+        let live = self.live.lock();
+        let kept = self.kept.lock();
+        let mut uploading = self.uploading.lock();
+        let ids: Vec<u64> = self
+            .segs
+            .read()
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != active && !kept.contains(id) && !uploading.contains(id))
+            .filter(|id| live.get(id).copied().unwrap_or(0) > 0 && !self.remote.contains(*id))
+            .collect();
+        uploading.extend(ids.iter().copied());
+        ids
+    }
+
+    pub fn upload_done(&self, id: u64) {
+        self.uploading.lock().remove(&id);
+    }
+
+    /// The bytes of sealed segment `id` up to the end of its records, read
+    /// with `pread` (for an upload).
+    pub fn read_whole(&self, id: u64) -> Result<Vec<u8>> {
+        let seg = self.segs.read().get(&id).cloned().ok_or(Error::NotFound)?;
+        let end = seg.end.load(Ordering::Acquire);
+        let mut buf = vec![0u8; end as usize];
+        seg.file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
+    /// Segment `id` is now the object `name`: reads go there, and the local
+    /// file goes (a reader holding it keeps its map until done).
+    pub fn now_remote(&self, id: u64, name: String) -> Result<()> {
+        self.remote.insert(id, name);
+        self.segs.write().remove(&id);
+        self.unsynced.lock().remove(&id);
+        match std::fs::remove_file(self.path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Uploaded packs whose local file is still here (a crash came between
+    /// the pack-location record and the removal of the file).
+    pub fn uploaded_but_local(&self) -> Vec<u64> {
+        let segs = self.segs.read();
+        self.remote
+            .ids()
+            .into_iter()
+            .filter(|id| segs.contains_key(id))
+            .collect()
+    }
+
+    /// Uploaded packs no live record is left in.
+    pub fn dead_remote(&self) -> Vec<u64> {
+        let live = self.live.lock();
+        self.remote
+            .ids()
+            .into_iter()
+            .filter(|id| live.get(id).copied().unwrap_or(0) == 0)
+            .collect()
+    }
+
+    /// Forgets an uploaded pack whose object was deleted.
+    pub fn forget_remote(&self, id: u64) {
+        self.remote.remove(id);
+        self.live.lock().remove(&id);
     }
 
     /// Bytes of live records and bytes of segment files.

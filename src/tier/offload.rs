@@ -1,0 +1,126 @@
+//! The cold tier's packs on their way to the object store: sealed packs
+//! uploaded whole, the local file removed once the pack-location record is
+//! durable, and objects no live record is left in deleted. Runs on the
+//! migrator's thread after each cycle, never in a request.
+//!
+//! A crash after the upload and before the record leaves an object no
+//! record names (the local pack stays and is uploaded again under a new
+//! name); after the record and before the file's removal, both (the file
+//! goes at the next offload).
+
+use std::sync::Arc;
+
+use super::store::Remote;
+use super::Tiers;
+use crate::error::Result;
+
+/// An active pack this big is sealed and uploaded after a cycle even when
+/// files are still going cold: no PUT carries less while a migration runs.
+const SEAL_AT: u64 = 16 << 20;
+
+impl Tiers {
+    /// Sends sealed packs to `remote` from now on (and reads uploaded ones
+    /// from it).
+    pub fn attach_remote(&self, remote: Arc<Remote>) {
+        self.cold.remote.attach(remote);
+    }
+
+    /// The object store packs go to, if any.
+    pub fn remote(&self) -> Option<Arc<Remote>> {
+        self.cold.remote.remote()
+    }
+
+    /// The object store's figures for `user.tier.stats`, if there is one.
+    pub fn remote_stats(&self) -> Option<contract::json::ObjectStore> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let remote = self.remote()?;
+        let ids = self.cold.remote.ids();
+        let stored = ids.iter().map(|id| self.cold.live_bytes(*id)).sum();
+        let (cache_bytes, cache_budget, cache_hits, cache_misses) = remote.cache_stats();
+        let c = &remote.s3.counts;
+        Some(contract::json::ObjectStore {
+            url: remote.s3.url().to_string(),
+            packs: ids.len() as u64,
+            stored,
+            gets: c.gets.load(Relaxed),
+            puts: c.puts.load(Relaxed),
+            deletes: c.deletes.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            cache_bytes,
+            cache_budget,
+            cache_hits,
+            cache_misses,
+            down: remote.s3.down(),
+        })
+    }
+
+    /// Whether `loc` is in a pack that was uploaded (fsck leaves those
+    /// unread: it checks the local store).
+    pub fn is_remote(&self, loc: &crate::meta::ChunkLoc) -> bool {
+        super::store_tier(loc.tier) == crate::meta::Tier::Cold && self.cold.remote.contains(loc.seg)
+    }
+
+    /// Where the active cold pack's records end (a cycle compares it before
+    /// and after, see `offload`).
+    pub fn cold_tail(&self) -> u64 {
+        self.cold.active_tail()
+    }
+
+    /// After a cycle: seals the active cold pack if it holds `SEAL_AT`
+    /// bytes, or if nothing went cold since `tail_before` (the migration
+    /// paused: what is staged goes now), uploads every sealed local pack,
+    /// and deletes the objects of packs no record needs any more. Returns
+    /// the packs uploaded. Does nothing without an object store.
+    pub fn offload(&self, tail_before: u64) -> Result<usize> {
+        let Some(remote) = self.remote() else {
+            return Ok(0);
+        };
+        let tail = self.cold.active_tail();
+        if tail >= SEAL_AT || (tail > 0 && tail == tail_before) {
+            self.cold.seal_active();
+        }
+        for id in self.cold.uploaded_but_local() {
+            if let Some(name) = self.cold.remote.name(id) {
+                self.cold.now_remote(id, name)?;
+            }
+        }
+        let mut uploaded = 0;
+        let ids = self.cold.start_uploads();
+        let mut result = Ok(());
+        for id in &ids {
+            if result.is_ok() {
+                result = self.upload(&remote, *id);
+                uploaded += result.is_ok() as usize;
+            }
+            self.cold.upload_done(*id);
+        }
+        result?;
+        for id in self.cold.dead_remote() {
+            let Some(name) = self.cold.remote.name(id) else {
+                continue;
+            };
+            remote.s3.delete(&name)?;
+            self.meta.del_remote_pack(id)?;
+            self.cold.forget_remote(id);
+            remote.drop_cached(id);
+            log::debug!("deleted {name}: no live records");
+        }
+        Ok(uploaded)
+    }
+
+    fn upload(&self, remote: &Remote, id: u64) -> Result<()> {
+        let bytes = self.cold.read_whole(id)?;
+        let n = bytes.len();
+        let name = remote.object_name(id, self.meta.next_id()?);
+        let t0 = std::time::Instant::now();
+        remote.s3.put(&name, bytes)?;
+        self.meta.put_remote_pack(id, &name)?;
+        self.cold.now_remote(id, name.clone())?;
+        log::info!(
+            "uploaded pack {id:016x} ({n} bytes) to {} as {name} in {:?}",
+            remote.s3.url(),
+            t0.elapsed()
+        );
+        Ok(())
+    }
+}

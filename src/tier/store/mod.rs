@@ -1,0 +1,294 @@
+//! Where the cold tier's packs live: local files under `STORE/cold` (every
+//! pack while it is being filled, and all of them with `[cold] store =
+//! "local"`), or objects in an S3-compatible bucket (`s3://BUCKET/PREFIX`).
+//!
+//! Owns the sealed packs that were uploaded: their object names (kept in
+//! the metadata as pack-location records, `meta::packs`), their reads (one
+//! range GET per record, kept in a local frame cache) and the deletion of
+//! an object no record is left in. The `SegmentStore` of the cold tier asks
+//! it for every pack it has no file of.
+
+mod cache;
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
+
+use super::record::{self, record_size};
+use crate::error::{Error, Result};
+use crate::meta::ChunkLoc;
+use crate::policy::Cold;
+
+pub use s3::S3;
+
+/// Where new packs go, from `[cold]` of the policy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Local,
+    S3 {
+        bucket: String,
+        /// Without leading or trailing slashes; may be empty.
+        prefix: String,
+        endpoint: Option<String>,
+        region: Option<String>,
+        credentials: Option<PathBuf>,
+    },
+}
+
+impl Target {
+    /// The target `[cold]` names, or why it is not one.
+    pub fn from_policy(c: &Cold) -> std::result::Result<Target, String> {
+        if c.store == "local" {
+            return Ok(Target::Local);
+        }
+        let Some(rest) = c.store.strip_prefix("s3://") else {
+            return Err(format!(
+                "[cold] store = {:?}: must be \"local\" or \"s3://BUCKET/PREFIX\"",
+                c.store
+            ));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("[cold] store = {:?}: no bucket name", c.store));
+        }
+        if let Some(e) = &c.endpoint {
+            let Some(rest) = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+            else {
+                return Err(format!(
+                    "[cold] endpoint = {e:?}: must start with http:// or https://"
+                ));
+            };
+            let authority = rest.split('/').next().unwrap_or("");
+            let port_ok = match authority.rsplit_once(':') {
+                Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+                None => !authority.is_empty(),
+            };
+            if !port_ok {
+                return Err(format!(
+                    "[cold] endpoint = {e:?}: not a host with an optional port (0-65535)"
+                ));
+            }
+        }
+        Ok(Target::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: c.endpoint.clone(),
+            region: c.region.clone(),
+            credentials: c.credentials.clone(),
+        })
+    }
+
+    /// `s3://BUCKET/PREFIX` (or "local"), for messages.
+    pub fn url(&self) -> String {
+        match self {
+            Target::Local => "local".into(),
+            Target::S3 { bucket, prefix, .. } if prefix.is_empty() => format!("s3://{bucket}"),
+            Target::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            Target::Local => "",
+            Target::S3 { prefix, .. } => prefix,
+        }
+    }
+}
+
+/// The object store behind the cold tier, with its cache and names.
+pub struct Remote {
+    pub s3: S3,
+    /// `PREFIX/packs/<store id>/`: this store's packs.
+    packs_dir: String,
+    cache: cache::FrameCache,
+}
+
+impl Remote {
+    /// Connects to `target` (checking it can be written), with a frame cache
+    /// of `cache_budget` bytes in `cache_dir`.
+    pub fn connect(
+        target: &Target,
+        store_id: u64,
+        cache_dir: &Path,
+        cache_budget: u64,
+    ) -> std::result::Result<Remote, String> {
+        let base = match target.prefix() {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let s3 = S3::connect(target, &format!("{base}probe/{store_id:016x}"))?;
+        let cache = cache::FrameCache::open(cache_dir, cache_budget)
+            .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))?;
+        Ok(Remote {
+            s3,
+            packs_dir: format!("{base}packs/{store_id:016x}/"),
+            cache,
+        })
+    }
+
+    /// A name for pack `id` never used before: the pack id and a number
+    /// from the metadata's id generator (a pack id can come back once its
+    /// pack is gone; the pair cannot).
+    pub fn object_name(&self, id: u64, unique: u64) -> String {
+        format!("{}{id:016x}-{unique:016x}", self.packs_dir)
+    }
+
+    /// Forgets the cached records of pack `id` (its object is gone).
+    pub fn drop_cached(&self, id: u64) {
+        self.cache.drop_pack(id);
+    }
+
+    /// (frame cache bytes, budget, hits, misses).
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        self.cache.stats()
+    }
+}
+
+/// The uploaded packs of a store, by id: what reads of them need.
+#[derive(Default)]
+pub struct RemotePacks {
+    names: RwLock<BTreeMap<u64, String>>,
+    remote: RwLock<Option<std::sync::Arc<Remote>>>,
+}
+
+impl RemotePacks {
+    /// Knows `packs` (from the pack-location records).
+    pub fn load(&self, packs: Vec<(u64, String)>) {
+        self.names.write().extend(packs);
+    }
+
+    pub fn attach(&self, remote: std::sync::Arc<Remote>) {
+        *self.remote.write() = Some(remote);
+    }
+
+    pub fn remote(&self) -> Option<std::sync::Arc<Remote>> {
+        self.remote.read().clone()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.names.read().contains_key(&id)
+    }
+
+    pub fn insert(&self, id: u64, name: String) {
+        self.names.write().insert(id, name);
+    }
+
+    pub fn remove(&self, id: u64) -> Option<String> {
+        self.names.write().remove(&id)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.names.read().keys().copied().collect()
+    }
+
+    pub fn name(&self, id: u64) -> Option<String> {
+        self.names.read().get(&id).cloned()
+    }
+
+    pub fn max_id(&self) -> Option<u64> {
+        self.names.read().keys().next_back().copied()
+    }
+
+    /// Reads the record `loc` names from its pack's object (or the frame
+    /// cache), checked against its checksum and the location.
+    pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        let name = self.name(loc.seg).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "pack {:016x} is missing (chunk at offset {})",
+                loc.seg, loc.off
+            ))
+        })?;
+        let Some(remote) = self.remote() else {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "pack {:016x} is in the object store ({name}), and this store is not \
+                 connected to one ([cold] store)",
+                loc.seg
+            ))));
+        };
+        let len = record_size(loc.stored);
+        let bytes = match remote.cache.get(loc.seg, loc.off) {
+            Some(b) => b,
+            None => {
+                let b = remote.s3.get_range(&name, loc.off..loc.off + len)?;
+                if checked(&b, loc).is_ok() {
+                    remote.cache.put(loc.seg, loc.off, &b);
+                }
+                b
+            }
+        };
+        let data = checked(&bytes, loc)?;
+        out.clear();
+        out.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The data of the record in `bytes` (header first), if it is the one
+/// `loc` names and its checksum holds.
+fn checked<'a>(bytes: &'a [u8], loc: &ChunkLoc) -> Result<&'a [u8]> {
+    let Some((h, data)) = record::record_at(bytes, 0) else {
+        return Err(Error::Corrupt(format!(
+            "pack {:016x} offset {}: record fails its checksum",
+            loc.seg, loc.off
+        )));
+    };
+    if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
+        return Err(Error::Corrupt(format!(
+            "pack {:016x} offset {}: record is not the indexed one",
+            loc.seg, loc.off
+        )));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cold(store: &str) -> Cold {
+        Cold {
+            store: store.into(),
+            ..crate::policy::Policy::default().cold
+        }
+    }
+
+    #[test]
+    fn targets_parse_and_bad_ones_say_why() {
+        assert_eq!(Target::from_policy(&cold("local")), Ok(Target::Local));
+        let t = Target::from_policy(&cold("s3://b/some/prefix/")).unwrap();
+        assert_eq!(t.url(), "s3://b/some/prefix");
+        assert_eq!(
+            Target::from_policy(&cold("s3://b")).unwrap().url(),
+            "s3://b"
+        );
+        for bad in ["s3://", "s3:///x", "/mnt/cold", "S3://b"] {
+            let e = Target::from_policy(&cold(bad)).unwrap_err();
+            assert!(e.contains("[cold] store"), "{bad}: {e}");
+        }
+        let mut c = cold("s3://b");
+        for bad in [
+            "127.0.0.1:3900",
+            "http://127.0.0.1:139000",
+            "http://",
+            "https://:80",
+        ] {
+            c.endpoint = Some(bad.into());
+            assert!(
+                Target::from_policy(&c).unwrap_err().contains("endpoint"),
+                "{bad}"
+            );
+        }
+        for good in [
+            "http://127.0.0.1:3900",
+            "https://s3.example.com",
+            "http://[::1]:3900/",
+        ] {
+            c.endpoint = Some(good.into());
+            assert!(Target::from_policy(&c).is_ok(), "{good}");
+        }
+    }
+}

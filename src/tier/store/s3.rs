@@ -1,0 +1,320 @@
+//! The object-store client of the cold tier: an S3-compatible bucket reached
+//! with the `object_store` crate, on a small tokio runtime of its own. Every
+//! call blocks its (request or migrator) thread for a bounded time; nothing
+//! async leaves this module.
+//!
+//! Owns the connection settings and secrets (never logged or shown), the
+//! time bounds, the circuit breaker that answers at once for a few seconds
+//! after the store was found unreachable, and the request counters.
+
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use parking_lot::Mutex;
+
+use super::Target;
+use crate::error::{Error, Result};
+
+/// How long a read waits for the object store before it answers EIO.
+pub const READ_BOUND: Duration = Duration::from_secs(10);
+/// How long an upload (a whole pack, up to 64 MiB) may take.
+const PUT_BOUND: Duration = Duration::from_secs(120);
+/// After a failure to reach the store, calls fail at once for this long.
+const BREAKER: Duration = Duration::from_secs(5);
+
+/// Counters of what the client did, for `user.tier.stats`.
+#[derive(Default)]
+pub struct Counts {
+    pub gets: AtomicU64,
+    pub puts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+pub struct S3 {
+    rt: tokio::runtime::Runtime,
+    client: Arc<dyn ObjectStore>,
+    /// The bucket's URL as the user wrote it (no secret), for messages.
+    url: String,
+    /// Until when calls fail at once, and why.
+    down: Mutex<Option<(Instant, String)>>,
+    pub counts: Counts,
+}
+
+/// `AWS_*=value` lines of a credentials file: refused unless it is a
+/// regular file of mode 0600 (or stricter) owned by the mounting user.
+fn read_credentials(path: &Path) -> std::result::Result<Vec<(String, String)>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("credentials file {shown}: {e}"))?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_file() {
+        return Err(format!("credentials file {shown}: not a regular file"));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "credentials file {shown}: owned by uid {}, not by the mounting user ({uid})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "credentials file {shown}: mode {:04o}, must be 0600 (chmod 600 {shown})",
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| format!("credentials file {shown}: {e}"))?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!(
+                "credentials file {shown} line {}: not KEY=value",
+                n + 1
+            ));
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'');
+        vars.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(vars)
+}
+
+impl S3 {
+    /// Connects to the bucket of `target` and checks, with a PUT, a HEAD
+    /// and a DELETE of a small object under the prefix, that it is there and
+    /// that the credentials may write to it. The error is one line naming
+    /// the problem (never a secret).
+    pub fn connect(target: &Target, probe_name: &str) -> std::result::Result<S3, String> {
+        let Target::S3 {
+            bucket,
+            endpoint,
+            region,
+            credentials,
+            ..
+        } = target
+        else {
+            return Err("not an object store".into());
+        };
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(path) = credentials {
+            for (k, v) in read_credentials(path)? {
+                match k.as_str() {
+                    "AWS_ACCESS_KEY_ID" => b = b.with_access_key_id(v),
+                    "AWS_SECRET_ACCESS_KEY" => b = b.with_secret_access_key(v),
+                    "AWS_SESSION_TOKEN" => b = b.with_token(v),
+                    "AWS_REGION" | "AWS_DEFAULT_REGION" => b = b.with_region(v),
+                    "AWS_ENDPOINT" | "AWS_ENDPOINT_URL" => b = b.with_endpoint(v),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(r) = region {
+            b = b.with_region(r);
+        }
+        if let Some(e) = endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        let b = b
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(READ_BOUND)
+                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_allow_http(
+                        endpoint
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("http://")),
+                    ),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: READ_BOUND,
+            });
+        let client: Arc<dyn ObjectStore> = Arc::new(
+            b.build()
+                .map_err(|e| format!("object store {}: {}", target.url(), first_line(&e)))?,
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("object store runtime: {e}"))?;
+        let s3 = S3 {
+            rt,
+            client,
+            url: target.url(),
+            down: Mutex::new(None),
+            counts: Counts::default(),
+        };
+        s3.probe(probe_name)?;
+        Ok(s3)
+    }
+
+    fn probe(&self, name: &str) -> std::result::Result<(), String> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let r = self.rt.block_on(async move {
+            tokio::time::timeout(READ_BOUND, async {
+                c.put(&path, b"tierfs probe".to_vec().into()).await?;
+                c.head(&path).await?;
+                c.delete(&path).await
+            })
+            .await
+        });
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("object store {}: {}", self.url, explain(&e))),
+            Err(_) => Err(format!(
+                "object store {}: no answer within {:?}",
+                self.url, READ_BOUND
+            )),
+        }
+    }
+
+    /// The store's URL (no secret in it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Why calls fail at once now, if they do (the breaker is open).
+    pub fn down(&self) -> Option<String> {
+        let mut d = self.down.lock();
+        match d.as_ref() {
+            Some((until, why)) if Instant::now() < *until => Some(why.clone()),
+            Some(_) => {
+                *d = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn call<T>(
+        &self,
+        bound: Duration,
+        what: &str,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        if let Some(why) = self.down() {
+            return Err(remote_error(format!("{what}: {why}")));
+        }
+        let r = self
+            .rt
+            .block_on(async { tokio::time::timeout(bound, f).await });
+        let why = match r {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => explain(&e),
+            Err(_) => format!("no answer within {bound:?}"),
+        };
+        self.counts.errors.fetch_add(1, Ordering::Relaxed);
+        let why = format!("object store {}: {why}", self.url);
+        *self.down.lock() = Some((Instant::now() + BREAKER, why.clone()));
+        log::warn!("{what}: {why}");
+        Err(remote_error(format!("{what}: {why}")))
+    }
+
+    /// Uploads `bytes` whole as the object `name`.
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let n = bytes.len() as u64;
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        self.call(PUT_BOUND, &format!("upload of {name}"), async move {
+            c.put(&path, bytes.into()).await.map(|_| ())
+        })?;
+        self.counts.puts.fetch_add(1, Ordering::Relaxed);
+        self.counts.bytes_out.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes `range` of the object `name`.
+    pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
+            c.get_range(&path, range).await
+        })?;
+        self.counts.gets.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .bytes_in
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(b.to_vec())
+    }
+
+    /// Deletes the object `name` (one that is already gone is no error).
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        self.call(READ_BOUND, &format!("delete of {name}"), async move {
+            match c.delete(&path).await {
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                r => r,
+            }
+        })?;
+        self.counts.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn remote_error(msg: String) -> Error {
+    Error::Io(std::io::Error::other(msg))
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}
+
+/// One line saying what went wrong, in the user's terms where it is known.
+fn explain(e: &object_store::Error) -> String {
+    use std::error::Error as _;
+    let mut chain = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let text = chain.replace('\n', " ");
+    let low = text.to_lowercase();
+    if low.contains("nosuchbucket") || low.contains("bucket not found") {
+        "the bucket does not exist".into()
+    } else if low.contains("invalidaccesskeyid")
+        || low.contains("signaturedoesnotmatch")
+        || low.contains("forbidden")
+        || low.contains("accessdenied")
+        || low.contains("403")
+    {
+        "the credentials were refused (access key or secret is wrong, or lacks write access)".into()
+    } else if low.contains("connection refused") {
+        "connection refused".into()
+    } else if low.contains("dns error") || low.contains("failed to lookup") {
+        "the endpoint's host name does not resolve".into()
+    } else if low.contains("missing") && low.contains("credential") || low.contains("access key") {
+        "no credentials (set `credentials` in [cold], or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into()
+    } else {
+        let mut t = text;
+        t.truncate(300);
+        t
+    }
+}

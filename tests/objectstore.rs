@@ -1,0 +1,346 @@
+//! The cold tier on a real Garage cluster (`scripts/garage.sh`), through the
+//! mount: sealed packs go to the bucket and read back byte for byte after a
+//! remount, from the frame cache once fetched; an outage costs uncached
+//! cold reads only, for a bounded time; a bad object store is refused at
+//! mount with one line. Each test runs its own cluster, stopped on drop.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{pattern, Mounted};
+
+/// A throwaway Garage cluster, stopped and deleted when dropped.
+struct Garage {
+    dir: tempfile::TempDir,
+}
+
+fn garage_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh")
+}
+
+impl Garage {
+    fn up(nodes: u32) -> Garage {
+        assert!(
+            Command::new("sh")
+                .args(["-c", "command -v garage >/dev/null"])
+                .status()
+                .unwrap()
+                .success(),
+            "garage is not installed: scripts/deps.sh installs it"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("garage-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let g = Garage { dir };
+        g.run(&["up", &nodes.to_string()]);
+        g
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new(garage_sh())
+            .arg(args[0])
+            .arg(self.dir.path().join("c"))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn endpoint(&self) -> String {
+        fs::read_to_string(self.dir.path().join("c/endpoint"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn credentials(&self) -> PathBuf {
+        self.dir.path().join("c/s3.env")
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = Command::new(garage_sh())
+            .arg("down")
+            .arg(self.dir.path().join("c"))
+            .status();
+    }
+}
+
+/// The `[cold]` lines that put packs in `bucket`/`prefix` of `g`.
+fn cold_lines(g: &Garage, bucket: &str, prefix: &str, credentials: &Path) -> String {
+    format!(
+        "store = \"s3://{bucket}/{prefix}\"\nendpoint = \"{}\"\nregion = \"garage\"\ncredentials = \"{}\"\n",
+        g.endpoint(),
+        credentials.display()
+    )
+}
+
+/// Rewrites the `store = ` line of `[cold]` in the store's policy.
+fn set_cold_store(store: &Path, lines: &str) {
+    let path = store.join("policy.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let out: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            !["endpoint = ", "region = ", "credentials = "]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| {
+            if l.starts_with("store = ") {
+                lines.trim_end().to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    fs::write(&path, out.join("\n") + "\n").unwrap();
+}
+
+/// A mount whose cold packs go to `g`.
+fn mount_on(g: &Garage, prefix: &str) -> Mounted {
+    let mut m = Mounted::new();
+    m.stop();
+    set_cold_store(&m.store, &cold_lines(g, "tierfs", prefix, &g.credentials()));
+    m.start();
+    m
+}
+
+fn stats(m: &Mounted) -> serde_json::Value {
+    let v = m.sh_ok("getfattr --only-values -n user.tier.stats .");
+    serde_json::from_str(&v).unwrap()
+}
+
+fn counter(m: &Mounted, name: &str) -> u64 {
+    stats(m)["object_store"][name].as_u64().unwrap()
+}
+
+fn pack_files(store: &Path) -> Vec<PathBuf> {
+    fs::read_dir(store.join("cold"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect()
+}
+
+fn drop_caches() {
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// Moves `names` cold and runs a cycle, which uploads the pack they are in.
+fn move_cold_and_upload(m: &Mounted, names: &[String]) {
+    for n in names {
+        m.sh_ok(&format!("setfattr -n user.tier -v cold {n}"));
+    }
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+}
+
+#[test]
+fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "roundtrip");
+    let sizes = [0usize, 1, 4096, (1 << 20) + 1, 9 << 20];
+    let files: Vec<(String, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("f{i}"), pattern(i as u64 + 7, *n)))
+        .collect();
+    for (name, data) in &files {
+        fs::write(m.path(name), data).unwrap();
+    }
+    let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
+    move_cold_and_upload(&m, &names);
+    assert!(
+        pack_files(&m.store).is_empty(),
+        "the uploaded pack left the local disk: {:?}",
+        pack_files(&m.store)
+    );
+    assert!(counter(&m, "packs") >= 1 && counter(&m, "puts") >= 1);
+    // Nothing of it in any cache: a fresh daemon, the page cache dropped.
+    m.stop();
+    drop_caches();
+    m.start();
+    for (name, data) in &files {
+        assert_eq!(
+            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
+            "cold"
+        );
+        assert!(
+            fs::read(m.path(name)).unwrap() == *data,
+            "{name} reads back"
+        );
+    }
+    let gets = counter(&m, "gets");
+    assert!(gets >= 4, "the records came from the bucket ({gets} GETs)");
+    // Random reads of the big one, compared byte for byte.
+    let big = &files[4].1;
+    let f = fs::File::open(m.path("f4")).unwrap();
+    let mut x = 99u64;
+    for _ in 0..50 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = (x >> 11) as usize % big.len();
+        let len = (4096).min(big.len() - off);
+        let mut buf = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off as u64).unwrap();
+        assert!(buf == big[off..off + len], "f4 at {off}");
+    }
+    drop(f);
+    // Once fetched, a record comes from the local frame cache, even in the
+    // next daemon.
+    m.stop();
+    drop_caches();
+    m.start();
+    for (name, data) in &files {
+        assert!(fs::read(m.path(name)).unwrap() == *data, "{name} again");
+    }
+    assert_eq!(counter(&m, "gets"), 0, "no GET for a cached frame");
+    assert!(counter(&m, "cache_hits") >= 4);
+    m.stop();
+    let out = m.fsck();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("in the object store"), "{text}");
+}
+
+#[test]
+fn an_outage_costs_uncached_cold_reads_only_and_heals() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "outage");
+    fs::write(m.path("cold"), pattern(1, 300_000)).unwrap();
+    fs::write(m.path("warm"), pattern(2, 300_000)).unwrap();
+    m.sh_ok("setfattr -n user.tier -v warm warm");
+    move_cold_and_upload(&m, &["cold".to_string()]);
+    m.stop();
+    drop_caches();
+    m.start();
+    g.run(&["stop"]);
+    let t0 = Instant::now();
+    let err = fs::read(m.path("cold")).unwrap_err();
+    let waited = t0.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(waited < Duration::from_secs(15), "EIO after {waited:?}");
+    // The breaker answers the next one at once; warm files are unaffected.
+    let t0 = Instant::now();
+    assert!(fs::read(m.path("cold")).is_err());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(fs::read(m.path("warm")).unwrap() == pattern(2, 300_000));
+    assert!(stats(&m)["object_store"]["down"].is_string());
+    g.run(&["start"]);
+    let t0 = Instant::now();
+    loop {
+        match fs::read(m.path("cold")) {
+            Ok(b) => {
+                assert!(b == pattern(1, 300_000));
+                break;
+            }
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(30), "not healed: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_with_one_down_still_take_and_serve_packs() {
+    let g = Garage::up(3);
+    let mut m = mount_on(&g, "three");
+    fs::write(m.path("a"), pattern(3, 2 << 20)).unwrap();
+    move_cold_and_upload(&m, &["a".to_string()]);
+    g.run(&["stop", "2"]);
+    fs::write(m.path("b"), pattern(4, 2 << 20)).unwrap();
+    move_cold_and_upload(&m, &["b".to_string()]);
+    assert!(pack_files(&m.store).is_empty(), "uploaded with a node down");
+    m.stop();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("a")).unwrap() == pattern(3, 2 << 20));
+    assert!(fs::read(m.path("b")).unwrap() == pattern(4, 2 << 20));
+    g.run(&["start", "2"]);
+    m.stop();
+    let out = m.fsck();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_bad_object_store_is_refused_at_mount_with_one_line() {
+    let g = Garage::up(1);
+    let mut m = Mounted::new();
+    m.stop();
+    let dir = m.tmp.path().to_path_buf();
+    let wrong = dir.join("wrong.env");
+    let text = fs::read_to_string(g.credentials()).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("AWS_SECRET_ACCESS_KEY=") {
+            Some(_) => "AWS_SECRET_ACCESS_KEY=0000000000000000000000000000000000000000000000000000000000000000\n".to_string(),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(&wrong, text).unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).unwrap();
+    let open = dir.join("open.env");
+    fs::copy(g.credentials(), &open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    let refused_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            cold_lines(&g, "no-such-bucket", "p", &g.credentials()),
+            "the bucket does not exist",
+        ),
+        (
+            cold_lines(&g, "tierfs", "p", &wrong),
+            "credentials were refused",
+        ),
+        (
+            cold_lines(&g, "tierfs", "p", &g.credentials())
+                .replace(&g.endpoint(), &format!("http://127.0.0.1:{refused_port}")),
+            "connection refused",
+        ),
+        (
+            cold_lines(&g, "tierfs", "p", &open),
+            "mode 0644, must be 0600",
+        ),
+    ];
+    for (lines, want) in cases {
+        set_cold_store(&m.store, &lines);
+        let out = Command::new(common::TIERFS)
+            .arg("mount")
+            .arg(&m.store)
+            .arg(&m.mnt)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(!common::is_mounted(&m.mnt), "{want}: mounted");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(want), "want {want:?}: {err}");
+        assert!(
+            !err.contains("0000000000000000000000"),
+            "no secret in the message: {err}"
+        );
+    }
+    // The store itself is fine: back to local, it mounts.
+    set_cold_store(&m.store, "store = \"local\"\n");
+    m.start();
+}
