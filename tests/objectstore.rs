@@ -344,3 +344,127 @@ fn a_bad_object_store_is_refused_at_mount_with_one_line() {
     set_cold_store(&m.store, "store = \"local\"\n");
     m.start();
 }
+
+/// A request to `g`'s S3 API, signed with its key, by curl: the test's own
+/// view of the bucket. Returns the body.
+fn s3_request(g: &Garage, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let env = fs::read_to_string(g.credentials()).unwrap();
+    let var = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let body_file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(body_file.path(), body).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--aws-sigv4",
+            "aws:amz:garage:s3",
+            "--user",
+        ])
+        .arg(format!(
+            "{}:{}",
+            var("AWS_ACCESS_KEY_ID"),
+            var("AWS_SECRET_ACCESS_KEY")
+        ))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-X", method])
+        .args(if method == "PUT" {
+            vec![
+                "--data-binary".to_string(),
+                format!("@{}", body_file.path().display()),
+            ]
+        } else {
+            Vec::new()
+        })
+        .arg(format!("{}/tierfs/{path}", g.endpoint()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {method} {path}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The keys in the bucket under `prefix`.
+fn bucket_keys(g: &Garage, prefix: &str) -> Vec<String> {
+    let prefix = prefix.replace('/', "%2F");
+    let xml = s3_request(g, "GET", &format!("?list-type=2&prefix={prefix}"), b"");
+    let xml = String::from_utf8_lossy(&xml);
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn objects_no_pack_needs_are_deleted() {
+    let g = Garage::up(1);
+    let mut m = Mounted::new();
+    m.stop();
+    set_cold_store(&m.store, &cold_lines(&g, "tierfs", "gc", &g.credentials()));
+    // No grace period: an object no record names goes at the next sweep.
+    m.set_env("TIERFS_SWEEP_GRACE", "0");
+    m.start();
+    for name in ["kept", "deleted"] {
+        fs::write(m.path(name), pattern(name.len() as u64, 200_000)).unwrap();
+        move_cold_and_upload(&m, &[name.to_string()]);
+    }
+    let packs = bucket_keys(&g, "gc/packs/");
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    // An upload a crash cut off before its record: an object in this
+    // store's directory that no record names.
+    let dir = &packs[0][..packs[0].rfind('/').unwrap() + 1];
+    let orphan = format!("{dir}00000000000000ff-0000000000000001");
+    s3_request(&g, "PUT", &orphan, b"left by a crash");
+    // The file whose pack it is goes: its pack has no live record left.
+    fs::remove_file(m.path("deleted")).unwrap();
+    // The sweep runs at a mount's first cycle.
+    m.stop();
+    m.start();
+    let t0 = Instant::now();
+    loop {
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+        let now = bucket_keys(&g, "gc/packs/");
+        if now.len() == 1 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "left: {now:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(fs::read(m.path("kept")).unwrap() == pattern(4, 200_000));
+    assert!(counter(&m, "deletes") >= 2);
+}
+
+#[test]
+fn an_uploaded_pack_whose_file_a_crash_left_is_never_appended_to() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "crash");
+    fs::write(m.path("first"), pattern(5, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["first".to_string()]);
+    let key = bucket_keys(&g, "crash/packs/").pop().unwrap();
+    m.stop();
+    // A crash after the pack-location record and before the file's
+    // removal: the pack file is back, as the last pack of the store.
+    let leaf = key.rsplit('/').next().unwrap();
+    let pack = leaf.split('-').next().unwrap();
+    let bytes = s3_request(&g, "GET", &key, b"");
+    fs::write(m.store.join(format!("cold/{pack}.pack")), bytes).unwrap();
+    m.start();
+    // What goes cold now goes to a new pack, not into the uploaded one.
+    fs::write(m.path("second"), pattern(6, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["second".to_string()]);
+    assert!(pack_files(&m.store).is_empty(), "{:?}", pack_files(&m.store));
+    assert_eq!(bucket_keys(&g, "crash/packs/").len(), 2);
+    m.stop();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("first")).unwrap() == pattern(5, 300_000));
+    assert!(fs::read(m.path("second")).unwrap() == pattern(6, 300_000));
+}

@@ -476,7 +476,8 @@ impl Worker {
         );
         // Sealed cold packs go to the object store (if there is one); a
         // failure leaves them here for the next cycle.
-        if let Err(e) = self.tiers.offload(cold_tail) {
+        let stopping = || !self.stop.is_empty();
+        if let Err(e) = self.tiers.offload(cold_tail, &stopping) {
             log::warn!("cold packs stay local for now: {e}");
         }
         self.shared.counters.cycles.fetch_add(1, Ordering::Relaxed);

@@ -126,7 +126,7 @@ impl Tiers {
     ) -> Result<Tiers> {
         let warm = SegmentStore::open(&store_dir.join("warm"), WARM, access)?;
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
-        cold.remote.load(meta.remote_packs()?);
+        cold.load_remote(meta.remote_packs()?);
         // After a clean unmount the counts come from its summary; otherwise
         // from the chunk index, before anything can append or retire.
         let restored = match meta.take_tier_summary() {
@@ -615,9 +615,14 @@ impl Tiers {
     }
 
     pub fn set_hot_budget(&self, budget: u64) {
-        let mut hot = self.hot.lock();
-        hot.set_budget(budget);
-        hot.evict();
+        {
+            let mut hot = self.hot.lock();
+            hot.set_budget(budget);
+            hot.evict();
+        }
+        if let Some(r) = self.remote() {
+            r.set_keep_free(self.frame_cache_keep_free());
+        }
     }
 
     /// Live record bytes and file bytes of the warm and cold segment stores.

@@ -22,7 +22,14 @@ impl Tiers {
     /// Sends sealed packs to `remote` from now on (and reads uploaded ones
     /// from it).
     pub fn attach_remote(&self, remote: Arc<Remote>) {
+        remote.set_keep_free(self.frame_cache_keep_free());
         self.cold.remote.attach(remote);
+    }
+
+    /// What the disk keeps free beyond the frame cache: twice the hot
+    /// budget (the most that can be dirty, promised to writes) and 64 MiB.
+    pub(super) fn frame_cache_keep_free(&self) -> u64 {
+        self.hot.lock().budget().saturating_mul(2) + (64 << 20)
     }
 
     /// The object store packs go to, if any.
@@ -68,10 +75,11 @@ impl Tiers {
 
     /// After a cycle: seals the active cold pack if it holds `SEAL_AT`
     /// bytes, or if nothing went cold since `tail_before` (the migration
-    /// paused: what is staged goes now), uploads every sealed local pack,
-    /// and deletes the objects of packs no record needs any more. Returns
-    /// the packs uploaded. Does nothing without an object store.
-    pub fn offload(&self, tail_before: u64) -> Result<usize> {
+    /// paused: what is staged goes now), uploads every sealed local pack
+    /// (until `stopping`), and deletes the objects of packs no record needs
+    /// any more. Returns the packs uploaded. Does nothing without an object
+    /// store.
+    pub fn offload(&self, tail_before: u64, stopping: &dyn Fn() -> bool) -> Result<usize> {
         let Some(remote) = self.remote() else {
             return Ok(0);
         };
@@ -88,7 +96,8 @@ impl Tiers {
         let ids = self.cold.start_uploads();
         let mut result = Ok(());
         for id in &ids {
-            if result.is_ok() {
+            // Unmount does not wait for a backlog: the rest goes next time.
+            if result.is_ok() && !stopping() {
                 result = self.upload(&remote, *id);
                 uploaded += result.is_ok() as usize;
             }
@@ -102,9 +111,12 @@ impl Tiers {
             remote.s3.delete(&name)?;
             self.meta.del_remote_pack(id)?;
             self.cold.forget_remote(id);
-            remote.drop_cached(id);
+            remote.drop_cached(&name);
             log::debug!("deleted {name}: no live records");
         }
+        // Objects no record names: an upload a crash cut off before its
+        // record. Nothing is being uploaded now (this thread uploads).
+        remote.sweep(&self.cold.remote.names())?;
         Ok(uploaded)
     }
 

@@ -613,6 +613,14 @@ impl SegmentStore {
     /// Segment `id` is now the object `name`: reads go there, and the local
     /// file goes (a reader holding it keeps its map until done).
     pub fn now_remote(&self, id: u64, name: String) -> Result<()> {
+        // Never the pack appends go to: records appended after its upload
+        // are in no object.
+        let active = self.active.lock();
+        if active.as_ref().is_some_and(|a| a.seg.id == id) {
+            return Err(Error::Corrupt(format!(
+                "pack {id:016x} was uploaded but is the one appends go to"
+            )));
+        }
         self.remote.insert(id, name);
         self.segs.write().remove(&id);
         self.unsynced.lock().remove(&id);
@@ -634,6 +642,20 @@ impl SegmentStore {
             .into_iter()
             .filter(|id| segs.contains_key(id))
             .collect()
+    }
+
+    /// Loads the pack-location records; an uploaded pack whose file is
+    /// still here (a crash came before its removal) is never the one
+    /// appends go to: the next append starts a new pack.
+    pub fn load_remote(&self, packs: Vec<(u64, String)>) {
+        self.remote.load(packs);
+        let mut active = self.active.lock();
+        if active
+            .as_ref()
+            .is_some_and(|a| self.remote.contains(a.seg.id))
+        {
+            *active = None;
+        }
     }
 
     /// Uploaded packs no live record is left in.

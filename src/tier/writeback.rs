@@ -64,10 +64,10 @@ impl Tiers {
         if clean() {
             return Ok(());
         }
-        {
-            let _turn = self.claim(&[ino], true);
-            self.write_back(&[ino], false)?;
-        }
+        // The turn is held to the end: the write-back thread must not copy
+        // the chunks the fallback below copies too.
+        let _turn = self.claim(&[ino], true);
+        self.write_back(&[ino], false)?;
         if clean() {
             return Ok(());
         }

@@ -19,6 +19,8 @@ pub struct Mounted {
     args: Vec<String>,
     /// The daemon's RUST_LOG.
     log_filter: String,
+    /// More environment for the daemon.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// A size-limited tmpfs the store lives on, unmounted on drop.
     small_fs: Option<PathBuf>,
@@ -96,6 +98,7 @@ impl Mounted {
             mnt,
             args: args.iter().map(|s| s.to_string()).collect(),
             log_filter: "info".to_string(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -114,6 +117,7 @@ impl Mounted {
             .arg(&self.mnt)
             .args(&self.args)
             .env("RUST_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -134,6 +138,11 @@ impl Mounted {
             assert!(t0.elapsed() < Duration::from_secs(30), "mount timed out");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Sets `key` in the environment of the daemons started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     pub fn pid(&self) -> u32 {

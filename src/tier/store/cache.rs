@@ -1,8 +1,10 @@
 //! The local disk cache of records fetched from the object store: one file
-//! per record (`STORE/cold/cache/<pack>-<offset>`, header and frame as in
-//! the pack), least recently used out first once the budget is passed.
+//! per record (`STORE/cold/cache/<object>-<offset>`, header and frame as in
+//! the pack; `<object>` is the last part of the object's name, which is
+//! never reused), least recently used out first once the budget is passed.
 //! Every use checks the record against its checksum and location, so a
-//! damaged cache file is a miss, never wrong data.
+//! damaged cache file is a miss (`forget`), never wrong data. It takes disk
+//! space only while the disk keeps `keep_free` bytes free beyond it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 struct Index {
-    /// (pack, offset) → (bytes, last use tick).
-    entries: HashMap<(u64, u64), (u64, u64)>,
-    /// tick → (pack, offset): the use order.
-    order: BTreeMap<u64, (u64, u64)>,
+    /// (object, offset) → (bytes, last use tick).
+    entries: HashMap<(String, u64), (u64, u64)>,
+    /// tick → (object, offset): the use order.
+    order: BTreeMap<u64, (String, u64)>,
     bytes: u64,
     tick: u64,
 }
@@ -25,18 +27,37 @@ pub struct FrameCache {
     index: Mutex<Index>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Bytes the disk must keep free beyond what the cache writes (room
+    /// promised to writes not yet written back, and a margin).
+    pub keep_free: AtomicU64,
+    /// Numbers the temporary files of concurrent `put`s.
+    tmp: AtomicU64,
 }
 
-fn file_name(pack: u64, off: u64) -> String {
-    format!("{pack:016x}-{off:016x}")
+fn file_name(object: &str, off: u64) -> String {
+    format!("{object}-{off:016x}")
 }
 
-fn parse_name(name: &str) -> Option<(u64, u64)> {
-    let (p, o) = name.split_once('-')?;
-    Some((
-        u64::from_str_radix(p, 16).ok()?,
-        u64::from_str_radix(o, 16).ok()?,
-    ))
+fn parse_name(name: &str) -> Option<(String, u64)> {
+    let (p, o) = name.rsplit_once('-')?;
+    if p.is_empty() || p.contains('/') || p.starts_with('.') {
+        return None;
+    }
+    Some((p.to_string(), u64::from_str_radix(o, 16).ok()?))
+}
+
+/// Free bytes of the disk under `dir`.
+fn disk_free(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return 0;
+    }
+    s.f_bavail as u64 * s.f_frsize as u64
 }
 
 impl FrameCache {
@@ -64,7 +85,7 @@ impl FrameCache {
         };
         for (_, key, len) in found {
             index.tick += 1;
-            index.entries.insert(key, (len, index.tick));
+            index.entries.insert(key.clone(), (len, index.tick));
             index.order.insert(index.tick, key);
             index.bytes += len;
         }
@@ -74,29 +95,32 @@ impl FrameCache {
             index: Mutex::new(index),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            keep_free: AtomicU64::new(0),
+            tmp: AtomicU64::new(0),
         };
         c.evict();
         Ok(c)
     }
 
-    /// The cached bytes of the record at (`pack`, `off`), if any.
-    pub fn get(&self, pack: u64, off: u64) -> Option<Vec<u8>> {
+    /// The cached bytes of the record at `off` of `object`, if any.
+    pub fn get(&self, object: &str, off: u64) -> Option<Vec<u8>> {
+        let key = (object.to_string(), off);
         let known = {
             let mut ix = self.index.lock();
             ix.tick += 1;
             let tick = ix.tick;
-            match ix.entries.get_mut(&(pack, off)) {
+            match ix.entries.get_mut(&key) {
                 Some(e) => {
                     let old = std::mem::replace(&mut e.1, tick);
                     ix.order.remove(&old);
-                    ix.order.insert(tick, (pack, off));
+                    ix.order.insert(tick, key.clone());
                     true
                 }
                 None => false,
             }
         };
         let got = known
-            .then(|| std::fs::read(self.dir.join(file_name(pack, off))).ok())
+            .then(|| std::fs::read(self.dir.join(file_name(object, off))).ok())
             .flatten();
         match got {
             Some(b) => {
@@ -110,14 +134,20 @@ impl FrameCache {
         }
     }
 
-    /// Keeps `bytes` (a checked record) for (`pack`, `off`). A failure to
-    /// write only means no cache.
-    pub fn put(&self, pack: u64, off: u64, bytes: &[u8]) {
-        if self.budget == 0 || bytes.len() as u64 > self.budget {
+    /// Keeps `bytes` (a checked record) for `off` of `object`. A failure
+    /// to write, or a disk short of `keep_free`, only means no cache.
+    pub fn put(&self, object: &str, off: u64, bytes: &[u8]) {
+        let len = bytes.len() as u64;
+        if self.budget == 0 || len > self.budget {
             return;
         }
-        let path = self.dir.join(file_name(pack, off));
-        let tmp = path.with_extension("new");
+        let keep = self.keep_free.load(Ordering::Relaxed);
+        if disk_free(&self.dir) < keep.saturating_add(len) {
+            return;
+        }
+        let path = self.dir.join(file_name(object, off));
+        let n = self.tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".new-{}-{n}", std::process::id()));
         if std::fs::write(&tmp, bytes)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .is_err()
@@ -129,25 +159,41 @@ impl FrameCache {
             let mut ix = self.index.lock();
             ix.tick += 1;
             let tick = ix.tick;
-            if let Some((len, old)) = ix.entries.insert((pack, off), (bytes.len() as u64, tick)) {
+            let key = (object.to_string(), off);
+            if let Some((len, old)) = ix.entries.insert(key.clone(), (bytes.len() as u64, tick)) {
                 ix.order.remove(&old);
                 ix.bytes -= len;
             }
-            ix.order.insert(tick, (pack, off));
+            ix.order.insert(tick, key);
             ix.bytes += bytes.len() as u64;
         }
         self.evict();
     }
 
-    /// Forgets every record of `pack` (its object is gone).
-    pub fn drop_pack(&self, pack: u64) {
+    /// Forgets the record at `off` of `object` (it failed its check).
+    pub fn forget(&self, object: &str, off: u64) {
         let mut ix = self.index.lock();
-        let gone: Vec<(u64, u64)> = ix.entries.keys().filter(|k| k.0 == pack).copied().collect();
+        if let Some((len, tick)) = ix.entries.remove(&(object.to_string(), off)) {
+            ix.order.remove(&tick);
+            ix.bytes -= len;
+        }
+        let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
+    }
+
+    /// Forgets every record of `object` (it was deleted).
+    pub fn drop_object(&self, object: &str) {
+        let mut ix = self.index.lock();
+        let gone: Vec<(String, u64)> = ix
+            .entries
+            .keys()
+            .filter(|k| k.0 == object)
+            .cloned()
+            .collect();
         for k in gone {
             if let Some((len, tick)) = ix.entries.remove(&k) {
                 ix.order.remove(&tick);
                 ix.bytes -= len;
-                let _ = std::fs::remove_file(self.dir.join(file_name(k.0, k.1)));
+                let _ = std::fs::remove_file(self.dir.join(file_name(&k.0, k.1)));
             }
         }
     }
@@ -155,13 +201,12 @@ impl FrameCache {
     fn evict(&self) {
         let mut ix = self.index.lock();
         while ix.bytes > self.budget {
-            let Some((tick, key)) = ix.order.pop_first() else {
+            let Some((_, key)) = ix.order.pop_first() else {
                 break;
             };
-            let _ = tick;
             if let Some((len, _)) = ix.entries.remove(&key) {
                 ix.bytes -= len;
-                let _ = std::fs::remove_file(self.dir.join(file_name(key.0, key.1)));
+                let _ = std::fs::remove_file(self.dir.join(file_name(&key.0, key.1)));
             }
         }
     }
@@ -185,17 +230,24 @@ mod tests {
     fn least_recently_used_goes_first_and_a_reopen_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let c = FrameCache::open(dir.path(), 250).unwrap();
-        c.put(1, 64, &[1u8; 100]);
-        c.put(1, 200, &[2u8; 100]);
-        assert_eq!(c.get(1, 64).unwrap(), vec![1u8; 100]);
-        c.put(2, 64, &[3u8; 100]);
-        assert!(c.get(1, 200).is_none(), "the least recently used went");
-        assert!(c.get(1, 64).is_some() && c.get(2, 64).is_some());
+        c.put("p1-a", 64, &[1u8; 100]);
+        c.put("p1-a", 200, &[2u8; 100]);
+        assert_eq!(c.get("p1-a", 64).unwrap(), vec![1u8; 100]);
+        c.put("p2-b", 64, &[3u8; 100]);
+        assert!(c.get("p1-a", 200).is_none(), "the least recently used went");
+        assert!(c.get("p1-a", 64).is_some() && c.get("p2-b", 64).is_some());
         drop(c);
         let c = FrameCache::open(dir.path(), 250).unwrap();
         assert_eq!(c.stats().0, 200);
-        c.drop_pack(1);
-        assert!(c.get(1, 64).is_none());
+        c.drop_object("p1-a");
+        assert!(c.get("p1-a", 64).is_none());
         assert_eq!(c.stats().0, 100);
+        c.forget("p2-b", 64);
+        assert!(c.get("p2-b", 64).is_none());
+        assert_eq!(c.stats().0, 0);
+        // A disk short of what must stay free takes nothing.
+        c.keep_free.store(u64::MAX / 2, Ordering::Relaxed);
+        c.put("p3-c", 64, &[4u8; 10]);
+        assert!(c.get("p3-c", 64).is_none());
     }
 }

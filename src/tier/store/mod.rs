@@ -99,12 +99,21 @@ impl Target {
     }
 }
 
+/// An object of this store's that no pack-location record names is
+/// deleted once it is this old (seconds; `TIERFS_SWEEP_GRACE` sets it for
+/// tests).
+const SWEEP_GRACE: i64 = 3600;
+/// Time between two sweeps of the bucket.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The object store behind the cold tier, with its cache and names.
 pub struct Remote {
     pub s3: S3,
     /// `PREFIX/packs/<store id>/`: this store's packs.
     packs_dir: String,
     cache: cache::FrameCache,
+    /// When the bucket was last swept (none yet: at the first offload).
+    swept: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Remote {
@@ -127,7 +136,39 @@ impl Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),
             cache,
+            swept: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Deletes this store's objects that no record in `named` names and
+    /// that are older than the grace period, at most every `SWEEP_EVERY`.
+    /// Called where no upload is in flight. A listing error stops it:
+    /// nothing is deleted from a partial view. Returns the objects deleted.
+    pub fn sweep(&self, named: &std::collections::HashSet<String>) -> Result<usize> {
+        {
+            let mut swept = self.swept.lock();
+            if swept.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return Ok(0);
+            }
+            *swept = Some(std::time::Instant::now());
+        }
+        let grace = std::env::var("TIERFS_SWEEP_GRACE")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(SWEEP_GRACE);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut gone = 0;
+        for (name, written) in self.s3.list(&self.packs_dir)? {
+            if named.contains(&name) || now - written < grace {
+                continue;
+            }
+            self.s3.delete(&name)?;
+            log::info!("deleted {name} from {}: no pack names it", self.s3.url());
+            gone += 1;
+        }
+        Ok(gone)
     }
 
     /// A name for pack `id` never used before: the pack id and a number
@@ -137,9 +178,17 @@ impl Remote {
         format!("{}{id:016x}-{unique:016x}", self.packs_dir)
     }
 
-    /// Forgets the cached records of pack `id` (its object is gone).
-    pub fn drop_cached(&self, id: u64) {
-        self.cache.drop_pack(id);
+    /// Forgets the cached records of the object `name` (it is gone).
+    pub fn drop_cached(&self, name: &str) {
+        self.cache.drop_object(leaf(name));
+    }
+
+    /// Bytes the disk must keep free beyond the frame cache: room promised
+    /// to writes (up to the hot cache's budget, dirty) and a margin.
+    pub fn set_keep_free(&self, bytes: u64) {
+        self.cache
+            .keep_free
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// (frame cache bytes, budget, hits, misses).
@@ -181,6 +230,11 @@ impl RemotePacks {
         self.names.write().remove(&id)
     }
 
+    /// The object names of every uploaded pack.
+    pub fn names(&self) -> std::collections::HashSet<String> {
+        self.names.read().values().cloned().collect()
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         self.names.read().keys().copied().collect()
     }
@@ -210,12 +264,19 @@ impl RemotePacks {
             ))));
         };
         let len = record_size(loc.stored);
-        let bytes = match remote.cache.get(loc.seg, loc.off) {
+        let object = leaf(&name);
+        let cached = remote
+            .cache
+            .get(object, loc.off)
+            .filter(|b| checked(b, loc).is_ok());
+        let bytes = match cached {
             Some(b) => b,
             None => {
+                // Not cached, or a damaged or torn cache file: fetched again.
+                remote.cache.forget(object, loc.off);
                 let b = remote.s3.get_range(&name, loc.off..loc.off + len)?;
                 if checked(&b, loc).is_ok() {
-                    remote.cache.put(loc.seg, loc.off, &b);
+                    remote.cache.put(object, loc.off, &b);
                 }
                 b
             }
@@ -225,6 +286,11 @@ impl RemotePacks {
         out.extend_from_slice(data);
         Ok(())
     }
+}
+
+/// The last part of an object's name: unique among this store's objects.
+fn leaf(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
 }
 
 /// The data of the record in `bytes` (header first), if it is the one

@@ -42,8 +42,12 @@ pub struct Counts {
 }
 
 pub struct S3 {
-    rt: tokio::runtime::Runtime,
+    /// Taken at drop, to shut it down with a bound.
+    rt: Option<tokio::runtime::Runtime>,
+    /// Reads, listings and deletes: each request bounded by `READ_BOUND`.
     client: Arc<dyn ObjectStore>,
+    /// Uploads: a whole pack per request, bounded by `PUT_BOUND`.
+    uploader: Arc<dyn ObjectStore>,
     /// The bucket's URL as the user wrote it (no secret), for messages.
     url: String,
     /// Until when calls fail at once, and why.
@@ -131,30 +135,33 @@ impl S3 {
         if let Some(e) = endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
-        let b = b
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(READ_BOUND)
-                    .with_connect_timeout(Duration::from_secs(3))
-                    .with_allow_http(
-                        endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    ),
-            )
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(1),
-                    base: 2.0,
-                },
-                max_retries: 3,
-                retry_timeout: READ_BOUND,
-            });
-        let client: Arc<dyn ObjectStore> = Arc::new(
-            b.build()
-                .map_err(|e| format!("object store {}: {}", target.url(), first_line(&e)))?,
-        );
+        let http = endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let build = |bound: Duration| -> std::result::Result<Arc<dyn ObjectStore>, String> {
+            let store = b
+                .clone()
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_timeout(bound)
+                        .with_connect_timeout(Duration::from_secs(3))
+                        .with_allow_http(http),
+                )
+                .with_retry(RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_secs(1),
+                        base: 2.0,
+                    },
+                    max_retries: 3,
+                    retry_timeout: bound,
+                })
+                .build()
+                .map_err(|e| format!("object store {}: {}", target.url(), first_line(&e)))?;
+            Ok(Arc::new(store))
+        };
+        let client = build(READ_BOUND)?;
+        let uploader = build(PUT_BOUND)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("object-store")
@@ -162,8 +169,9 @@ impl S3 {
             .build()
             .map_err(|e| format!("object store runtime: {e}"))?;
         let s3 = S3 {
-            rt,
+            rt: Some(rt),
             client,
+            uploader,
             url: target.url(),
             down: Mutex::new(None),
             counts: Counts::default(),
@@ -175,7 +183,7 @@ impl S3 {
     fn probe(&self, name: &str) -> std::result::Result<(), String> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        let r = self.rt.block_on(async move {
+        let r = self.runtime().block_on(async move {
             tokio::time::timeout(READ_BOUND, async {
                 c.put(&path, b"tierfs probe".to_vec().into()).await?;
                 c.head(&path).await?;
@@ -191,6 +199,12 @@ impl S3 {
                 self.url, READ_BOUND
             )),
         }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the client")
     }
 
     /// The store's URL (no secret in it).
@@ -221,16 +235,24 @@ impl S3 {
             return Err(remote_error(format!("{what}: {why}")));
         }
         let r = self
-            .rt
+            .runtime()
             .block_on(async { tokio::time::timeout(bound, f).await });
-        let why = match r {
+        // Only a store that did not answer opens the breaker (not a missing
+        // object, nor a refusal), and not for an upload: a big PUT on a slow
+        // link must not stop the reads.
+        let (why, unreachable) = match r {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => explain(&e),
-            Err(_) => format!("no answer within {bound:?}"),
+            Ok(Err(e)) => (
+                explain(&e),
+                matches!(e, object_store::Error::Generic { .. }),
+            ),
+            Err(_) => (format!("no answer within {bound:?}"), true),
         };
         self.counts.errors.fetch_add(1, Ordering::Relaxed);
         let why = format!("object store {}: {why}", self.url);
-        *self.down.lock() = Some((Instant::now() + BREAKER, why.clone()));
+        if unreachable && bound == READ_BOUND {
+            *self.down.lock() = Some((Instant::now() + BREAKER, why.clone()));
+        }
         log::warn!("{what}: {why}");
         Err(remote_error(format!("{what}: {why}")))
     }
@@ -239,7 +261,7 @@ impl S3 {
     pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let n = bytes.len() as u64;
         let path = ObjectPath::from(name);
-        let c = self.client.clone();
+        let c = self.uploader.clone();
         self.call(PUT_BOUND, &format!("upload of {name}"), async move {
             c.put(&path, bytes.into()).await.map(|_| ())
         })?;
@@ -262,6 +284,21 @@ impl S3 {
         Ok(b.to_vec())
     }
 
+    /// Every object directly under `dir` (a prefix ending in `/`): its name
+    /// and when it was last written (seconds since the epoch). One error
+    /// and the listing is none: a caller never decides from part of one.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, i64)>> {
+        let path = ObjectPath::from(dir.trim_end_matches('/'));
+        let c = self.client.clone();
+        let r = self.call(READ_BOUND, &format!("listing of {dir}"), async move {
+            c.list_with_delimiter(Some(&path)).await
+        })?;
+        Ok(r.objects
+            .into_iter()
+            .map(|o| (o.location.to_string(), o.last_modified.timestamp()))
+            .collect())
+    }
+
     /// Deletes the object `name` (one that is already gone is no error).
     pub fn delete(&self, name: &str) -> Result<()> {
         let path = ObjectPath::from(name);
@@ -274,6 +311,16 @@ impl S3 {
         })?;
         self.counts.deletes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        // A request stuck in the blocking pool (a DNS lookup) must not hold
+        // the unmount.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
     }
 }
 
