@@ -27,6 +27,12 @@
 #       N text memories of 4 KiB: migration passes warm→hot, hot→warm,
 #       warm→cold (one cycle each), reads while warm and while cold next to
 #       the same files on tmpfs, and cold bytes next to `tar c | zstd -3`.
+#   scripts/bench.sh s3 [N_FILES] [BIG_MIB]
+#       the same memories (default 20,000) and a big file (default 1 GiB)
+#       with cold packs local and in a 1-node Garage (scripts/garage.sh):
+#       the warm→cold pass, cold reads, PUTs per compressed MiB, the first
+#       4 KiB and sequential reads of the big file uncached (after a remount
+#       with the page cache dropped) and from the frame cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -254,6 +260,110 @@ TOML
   printf 'bytes: raw %d, tierfs cold (per-chunk zstd -3 with trained dictionaries, record headers included) %d, tar|zstd -3 %d\n' \
     "$raw" "$cold_stored" "$solid"
   awk -v c="$cold_stored" -v s="$solid" 'BEGIN { printf "tierfs cold / solid tar|zstd: %.2f\n", c/s }'
+  exit 0
+fi
+
+if [ "${1:-}" = s3 ]; then
+  n=${2:-20000}
+  big_mib=${3:-1024}
+  scripts/deps.sh
+  export PATH="$HOME/.cargo/bin:$PATH"
+  cargo build --release -q --bin tierfs --example tierbench
+  work=$PWD/target/bench-s3
+  for m in "$work"/mnt-*; do fusermount3 -u "$m" 2>/dev/null || true; done
+  [ -d "$work/garage" ] && scripts/garage.sh down "$work/garage"
+  umount "$work/tmpfs" 2>/dev/null || true
+  rm -rf "$work"
+  mkdir -p "$work/tmpfs"
+  mount -t tmpfs -o size=4G tmpfs "$work/tmpfs"
+  scripts/garage.sh up "$work/garage" 1 >/dev/null
+  trap 'for m in "$work"/mnt-*; do fusermount3 -u "$m" 2>/dev/null || true; done;
+        umount "$work/tmpfs" 2>/dev/null || true; scripts/garage.sh down "$work/garage"' EXIT
+  endpoint=$(cat "$work/garage/endpoint")
+  # The policy of `tiers`, with cold packs local or in the Garage bucket.
+  policy() {
+    cat <<TOML
+[hot]
+budget = "2GiB"
+high_watermark = 0.9
+low_watermark = 0.7
+idle = "1h"
+[warm]
+budget = "64GiB"
+high_watermark = 0.9
+low_watermark = 0.7
+idle = "1h"
+[promote]
+cold_to = "warm"
+warm_to = "hot"
+after = 1
+window = "10m"
+[migration]
+rate = "100GiB"
+interval = "1h"
+[writeback]
+interval = "5s"
+[cold]
+zstd_level = 3
+dictionaries = true
+TOML
+    if [ "$1" = s3 ]; then
+      printf 'store = "s3://tierfs/bench"\nendpoint = "%s"\nregion = "garage"\ncredentials = "%s"\n' \
+        "$endpoint" "$work/garage/s3.env"
+    fi
+  }
+  stat_of() { getfattr --only-values -n user.tier.stats "$1" | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)"; }
+  secs() { python3 -c 'import time; print(time.perf_counter())'; }
+  declare -A R
+  for mode in local s3; do
+    mnt=$work/mnt-$mode
+    mkdir -p "$mnt" "$work/tmpfs/copy-$mode"
+    policy "$mode" > "$work/policy-$mode.toml"
+    target/release/tierfs mount "$work/store-$mode" "$mnt" --policy "$work/policy-$mode.toml"
+    out=$(target/release/examples/tierbench "$mnt" "$n" "$work/tmpfs/copy-$mode" "$work/policy-$mode.toml")
+    R[$mode.pass]=$(echo "$out" | awk '$1 == "pass_warm_to_cold_s" {print $2}')
+    R[$mode.read]=$(echo "$out" | awk '$1 == "read_cold_files_per_s" {print $2}')
+    # A second cycle uploads what the first left staged.
+    setfattr -n user.tier.migrate -v 1 "$mnt"
+    if [ "$mode" = s3 ]; then
+      R[puts]=$(stat_of "$mnt" 'v["object_store"]["puts"]')
+      R[stored]=$(stat_of "$mnt" 'v["tiers"]["cold"]["stored"]')
+    fi
+    # A big file, cold, read after a remount with the page cache dropped:
+    # the first 4 KiB, then all of it (from the bucket), then all of it again
+    # (from the frame cache).
+    head -c $((big_mib << 20)) /dev/urandom > "$mnt/big"
+    setfattr -n user.tier -v cold "$mnt/big"
+    setfattr -n user.tier.migrate -v 1 "$mnt"
+    fusermount3 -u "$mnt"
+    sleep 1
+    target/release/tierfs mount "$work/store-$mode" "$mnt" --policy "$work/policy-$mode.toml"
+    echo 3 > /proc/sys/vm/drop_caches
+    t0=$(secs); head -c 4096 "$mnt/big" > /dev/null; t1=$(secs)
+    cat "$mnt/big" > /dev/null; t2=$(secs)
+    fusermount3 -u "$mnt"; sleep 1
+    target/release/tierfs mount "$work/store-$mode" "$mnt" --policy "$work/policy-$mode.toml"
+    echo 3 > /proc/sys/vm/drop_caches
+    t3=$(secs); cat "$mnt/big" > /dev/null; t4=$(secs)
+    R[$mode.first]=$(python3 -c "print(f'{($t1-$t0)*1000:.1f}')")
+    R[$mode.seq]=$(python3 -c "print(f'{$big_mib/($t2-$t1):.0f}')")
+    R[$mode.again]=$(python3 -c "print(f'{$big_mib/($t4-$t3):.0f}')")
+    if [ "$mode" = s3 ]; then
+      R[gets]=$(stat_of "$mnt" 'v["object_store"]["gets"]')
+    fi
+    fusermount3 -u "$mnt"
+  done
+  printf '%d memories of 4 KiB and a %d MiB file, cold packs local and in a 1-node Garage on 127.0.0.1; %s cores\n' \
+    "$n" "$big_mib" "$(nproc)"
+  printf '%-44s %12s %12s %8s\n' "" local s3 ratio
+  row() { awk -v a="$2" -v b="$3" -v l="$1" 'BEGIN { printf "%-44s %12s %12s %8.2f\n", l, a, b, (a > 0 ? b / a : 0) }'; }
+  row "warm->cold pass (s)" "${R[local.pass]}" "${R[s3.pass]}"
+  row "read of the cold memories (files/s)" "${R[local.read]}" "${R[s3.read]}"
+  row "first 4 KiB of the cold big file (ms)" "${R[local.first]}" "${R[s3.first]}"
+  row "sequential read, uncached (MB/s)" "${R[local.seq]}" "${R[s3.seq]}"
+  row "sequential read, next mount (MB/s)" "${R[local.again]}" "${R[s3.again]}"
+  awk -v p="${R[puts]}" -v s="${R[stored]}" 'BEGIN { printf "memories: %d PUTs for %.1f MiB of compressed records (%.1f MiB per PUT)\n", p, s / 1048576, (p > 0 ? s / 1048576 / p : 0) }'
+  echo "GETs in the last mount (frame cache hits make none): ${R[gets]}"
   exit 0
 fi
 

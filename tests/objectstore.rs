@@ -460,7 +460,11 @@ fn an_uploaded_pack_whose_file_a_crash_left_is_never_appended_to() {
     // What goes cold now goes to a new pack, not into the uploaded one.
     fs::write(m.path("second"), pattern(6, 300_000)).unwrap();
     move_cold_and_upload(&m, &["second".to_string()]);
-    assert!(pack_files(&m.store).is_empty(), "{:?}", pack_files(&m.store));
+    assert!(
+        pack_files(&m.store).is_empty(),
+        "{:?}",
+        pack_files(&m.store)
+    );
     assert_eq!(bucket_keys(&g, "crash/packs/").len(), 2);
     m.stop();
     drop_caches();

@@ -287,6 +287,9 @@ impl Tiers {
             return Ok(Vec::new());
         }
         let len = (size as u64).min(file_size - off);
+        if tier == Tier::Cold {
+            self.prefetch_remote(ino, off, len)?;
+        }
         let mut buf = vec![0u8; len as usize];
         let _g = self.lock(ino).read();
         // Whether a loaded chunk is pinned follows the tier the file has

@@ -61,6 +61,29 @@ impl Tiers {
         })
     }
 
+    /// Fetches the records of `len` bytes at `off` of `ino` that are in the
+    /// object store and in no cache into the frame cache, holding no lock
+    /// (only a reclamation pin): a slow or unreachable store then holds up
+    /// the readers of this file only, never the locks other files share. An
+    /// error is the read's (EIO after the bounded wait).
+    pub(super) fn prefetch_remote(&self, ino: u64, off: u64, len: u64) -> Result<()> {
+        if self.cold.remote.remote().is_none() {
+            return Ok(());
+        }
+        let _pin = self.reclaimer.pin();
+        for (idx, ..) in super::chunk_span(off, len) {
+            if self.hot.lock().state(ino, idx).is_some() {
+                continue;
+            }
+            if let Some(loc) = self.meta.chunk(ino, idx)? {
+                if self.is_remote(&loc) {
+                    self.cold.remote.prefetch(&loc)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `loc` is in a pack that was uploaded (fsck leaves those
     /// unread: it checks the local store).
     pub fn is_remote(&self, loc: &crate::meta::ChunkLoc) -> bool {

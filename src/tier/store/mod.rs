@@ -247,6 +247,13 @@ impl RemotePacks {
         self.names.read().keys().next_back().copied()
     }
 
+    /// Makes sure the record `loc` names is in the frame cache (fetching it
+    /// if not).
+    pub fn prefetch(&self, loc: &ChunkLoc) -> Result<()> {
+        let mut scratch = Vec::new();
+        self.read(loc, &mut scratch)
+    }
+
     /// Reads the record `loc` names from its pack's object (or the frame
     /// cache), checked against its checksum and the location.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
