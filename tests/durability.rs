@@ -628,12 +628,7 @@ fn damaged_metadata_is_refused_never_emptied_and_salvage_gets_the_bytes() {
     f.write_all_at(&flipped, at as u64).unwrap();
     drop(f);
 
-    let out = std::process::Command::new(common::TIERFS)
-        .arg("mount")
-        .arg(&m.store)
-        .arg(&m.mnt)
-        .output()
-        .unwrap();
+    let out = m.mount_attempt();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "refused: {err}");
     assert!(

@@ -245,6 +245,17 @@ impl Mounted {
     }
 
     /// `tierfs fsck` on the (unmounted) store.
+    /// `tierfs mount STORE MNT` as a user runs it (daemonised), while this
+    /// mount is stopped: for the ways a mount is refused.
+    pub fn mount_attempt(&self) -> Output {
+        Command::new(TIERFS)
+            .arg("mount")
+            .arg(&self.store)
+            .arg(&self.mnt)
+            .output()
+            .unwrap()
+    }
+
     pub fn fsck(&self) -> Output {
         Command::new(TIERFS)
             .arg("fsck")

@@ -103,6 +103,12 @@ impl Target {
 /// deleted once it is this old (seconds; `TIERFS_SWEEP_GRACE` sets it for
 /// tests).
 const SWEEP_GRACE: i64 = 3600;
+/// How far a read that follows the previous one fetched from the same
+/// object asks for at once: the records it finds go to the frame cache.
+const READAHEAD: u64 = 8 << 20;
+/// Objects whose read position is remembered for readahead.
+const READ_POSITIONS: usize = 1024;
+
 /// Time between two sweeps of the bucket.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -114,6 +120,9 @@ pub struct Remote {
     cache: cache::FrameCache,
     /// When the bucket was last swept (none yet: at the first offload).
     swept: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Per object: where the last fetch from it ended, and its size once
+    /// asked (a fetch that starts there is sequential and reads ahead).
+    positions: parking_lot::Mutex<std::collections::HashMap<String, (u64, Option<u64>)>>,
 }
 
 impl Remote {
@@ -137,7 +146,48 @@ impl Remote {
             packs_dir: format!("{base}packs/{store_id:016x}/"),
             cache,
             swept: parking_lot::Mutex::new(None),
+            positions: Default::default(),
         })
+    }
+
+    /// Fetches the record `loc` names from the object `name` with one range
+    /// GET; when the read follows the previous fetch from that object, the
+    /// GET reaches `READAHEAD` further and every whole record in it is kept
+    /// in the frame cache too. Returns the record's bytes (header first).
+    fn fetch(&self, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        let object = leaf(name);
+        let len = record_size(loc.stored);
+        let mut end = loc.off + len;
+        let known = self.positions.lock().get(object).copied();
+        if let Some((last, size)) = known.filter(|(last, _)| *last == loc.off) {
+            let size = match size {
+                Some(s) => s,
+                None => self.s3.size(name)?,
+            };
+            self.positions
+                .lock()
+                .insert(object.to_string(), (last, Some(size)));
+            end = end.max((loc.off + READAHEAD).min(size));
+        }
+        let buf = self.s3.get_range(name, loc.off..end)?;
+        let mut pos = 0usize;
+        while let Some((h, _)) = record::record_at(&buf, pos as u64) {
+            let n = record_size(h.len) as usize;
+            self.cache
+                .put(object, loc.off + pos as u64, &buf[pos..pos + n]);
+            pos += n;
+        }
+        {
+            let mut p = self.positions.lock();
+            if p.len() >= READ_POSITIONS && !p.contains_key(object) {
+                p.clear();
+            }
+            let size = p.get(object).and_then(|e| e.1);
+            p.insert(object.to_string(), (loc.off + (pos as u64).max(len), size));
+        }
+        let mut b = buf;
+        b.truncate(len as usize);
+        Ok(b)
     }
 
     /// Deletes this store's objects that no record in `named` names and
@@ -270,7 +320,6 @@ impl RemotePacks {
                 loc.seg
             ))));
         };
-        let len = record_size(loc.stored);
         let object = leaf(&name);
         let cached = remote
             .cache
@@ -281,11 +330,7 @@ impl RemotePacks {
             None => {
                 // Not cached, or a damaged or torn cache file: fetched again.
                 remote.cache.forget(object, loc.off);
-                let b = remote.s3.get_range(&name, loc.off..loc.off + len)?;
-                if checked(&b, loc).is_ok() {
-                    remote.cache.put(object, loc.off, &b);
-                }
-                b
+                remote.fetch(&name, loc)?
             }
         };
         let data = checked(&bytes, loc)?;

@@ -299,6 +299,16 @@ impl S3 {
             .collect())
     }
 
+    /// The size of the object `name`.
+    pub fn size(&self, name: &str) -> Result<u64> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let m = self.call(READ_BOUND, &format!("size of {name}"), async move {
+            c.head(&path).await
+        })?;
+        Ok(m.size)
+    }
+
     /// Deletes the object `name` (one that is already gone is no error).
     pub fn delete(&self, name: &str) -> Result<()> {
         let path = ObjectPath::from(name);
