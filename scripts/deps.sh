@@ -3,7 +3,7 @@
 # fuse3 (fusermount3), attr (getfattr/setfattr), rsync, and for the load
 # tests fio and stress-ng. Needs root for apt-get. And Garage, the S3 store
 # the object-store tests run against: `cargo install garage --locked`, a
-# long build (about 25 minutes on 2 cores), once per machine.
+# long build (about 15 minutes on 2 cores), once per machine.
 set -euo pipefail
 
 need=()

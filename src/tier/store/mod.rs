@@ -123,6 +123,12 @@ pub struct Remote {
     /// Per object: where the last fetch from it ended, and its size once
     /// asked (a fetch that starts there is sequential and reads ahead).
     positions: parking_lot::Mutex<std::collections::HashMap<String, (u64, Option<u64>)>>,
+    /// Held while an object is fetched from: the kernel's readahead sends
+    /// reads of the next chunks at once, and they wait for the GET that
+    /// reads ahead instead of each asking for its own record.
+    fetching: parking_lot::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<parking_lot::Mutex<()>>>,
+    >,
 }
 
 impl Remote {
@@ -147,7 +153,47 @@ impl Remote {
             cache,
             swept: parking_lot::Mutex::new(None),
             positions: Default::default(),
+            fetching: Default::default(),
         })
+    }
+
+    /// The record at `off` of `object` from the frame cache, if it is there
+    /// and is the one `loc` names.
+    fn cached(&self, object: &str, loc: &ChunkLoc) -> Option<Vec<u8>> {
+        self.cache
+            .get(object, loc.off)
+            .filter(|b| checked(b, loc).is_ok())
+    }
+
+    /// The record `loc` names, from the frame cache or fetched (one fetch
+    /// from an object at a time).
+    fn record(&self, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        let object = leaf(name);
+        if let Some(b) = self.cached(object, loc) {
+            return Ok(b);
+        }
+        let lock = self
+            .fetching
+            .lock()
+            .entry(object.to_string())
+            .or_default()
+            .clone();
+        let r = {
+            let _g = lock.lock();
+            match self.cached(object, loc) {
+                Some(b) => Ok(b),
+                None => {
+                    // Not cached, or a damaged or torn cache file.
+                    self.cache.forget(object, loc.off);
+                    self.fetch(name, loc)
+                }
+            }
+        };
+        let mut f = self.fetching.lock();
+        if std::sync::Arc::strong_count(&lock) == 2 {
+            f.remove(object);
+        }
+        r
     }
 
     /// Fetches the record `loc` names from the object `name` with one range
@@ -320,19 +366,7 @@ impl RemotePacks {
                 loc.seg
             ))));
         };
-        let object = leaf(&name);
-        let cached = remote
-            .cache
-            .get(object, loc.off)
-            .filter(|b| checked(b, loc).is_ok());
-        let bytes = match cached {
-            Some(b) => b,
-            None => {
-                // Not cached, or a damaged or torn cache file: fetched again.
-                remote.cache.forget(object, loc.off);
-                remote.fetch(&name, loc)?
-            }
-        };
+        let bytes = remote.record(&name, loc)?;
         let data = checked(&bytes, loc)?;
         out.clear();
         out.extend_from_slice(data);
