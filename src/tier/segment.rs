@@ -12,11 +12,14 @@
 //! `posix_fallocate` in doubling steps from 256 KiB up to `SEG_SIZE` (so a
 //! write into it never meets a full disk, and a store of a few files takes
 //! under a megabyte). Each is mapped once over `SEG_SIZE` bytes, and only
-//! bytes inside the file are ever touched. Records are only appended to the active segment, never over
-//! bytes a record the index may name could be in: an active segment found
-//! damaged at open is sealed as it is and a new one started. Released
-//! records are punched out of their file (the disk gets their space back at
-//! once); a sealed segment no live record is left in is deleted.
+//! bytes inside the file are ever touched. Records are only appended to the
+//! active segment, never over bytes a record the index may name could be
+//! in: an active segment found damaged at open is sealed as it is and a new
+//! one started. Released records are punched out of their file (the disk
+//! gets their space back at once); a sealed segment no live record is left
+//! in is deleted. A cold pack uploaded to the object store has no file here
+//! any more: `remote` (`tier::store`) reads it, and its live bytes are
+//! counted here like a local one's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
