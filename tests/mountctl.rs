@@ -58,6 +58,27 @@ fn status_and_ls_agree_with_getfattr() {
     assert_eq!(v[0]["stats"]["tiers"]["hot"]["files"], 1);
     let o = mountctl(&m, &["status"]);
     assert!(stdout(&o).contains("cold") && stdout(&o).contains("policy:"));
+    // The same figures in Prometheus's text format: each family once, each
+    // sample with its mount.
+    let o = mountctl(&m, &["status", "--prometheus", m.mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    let mount = m.mnt.to_str().unwrap();
+    for (tier, files) in [("hot", 1), ("cold", 1)] {
+        let line = format!("tierfs_files{{mount=\"{mount}\",tier=\"{tier}\"}} {files}");
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert_eq!(text.matches("# TYPE tierfs_files gauge").count(), 1);
+    assert!(text.contains("# TYPE tierfs_migrations_total counter"));
+    assert!(
+        !text.contains("tierfs_object_store"),
+        "no object store here"
+    );
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = l.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("tierfs_") && name.ends_with('}'), "{l}");
+        value.parse::<u64>().unwrap();
+    }
 
     let o = mountctl(&m, &["ls", "-r", "--json", "."]);
     assert!(o.status.success());

@@ -213,6 +213,37 @@ fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
     }
     assert_eq!(counter(&m, "gets"), 0, "no GET for a cached frame");
     assert!(counter(&m, "cache_hits") >= 4);
+    // mountctl shows the object store, and exports it for Prometheus.
+    let mountctl = |args: &[&str]| {
+        let bin = Path::new(common::TIERFS).with_file_name("mountctl");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "mountctl"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new(bin).args(args).arg(&m.mnt).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = mountctl(&["status"]);
+    assert!(
+        text.contains("object store s3://tierfs/roundtrip"),
+        "{text}"
+    );
+    let text = mountctl(&["status", "--prometheus"]);
+    let up = format!(
+        "tierfs_object_store_up{{mount=\"{}\",store=\"s3://tierfs/roundtrip\"}} 1",
+        m.mnt.display()
+    );
+    assert!(text.lines().any(|l| l == up), "{up} in:\n{text}");
+    assert!(
+        text.contains("tierfs_object_store_requests_total{"),
+        "{text}"
+    );
     m.stop();
     let out = m.fsck();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -243,6 +274,8 @@ fn an_outage_costs_uncached_cold_reads_only_and_heals() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert!(fs::read(m.path("warm")).unwrap() == pattern(2, 300_000));
     assert!(stats(&m)["object_store"]["down"].is_string());
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why cold");
+    assert!(why.contains("its last read failed"), "{why}");
     g.run(&["start"]);
     let t0 = Instant::now();
     loop {

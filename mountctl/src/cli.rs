@@ -48,8 +48,11 @@ pub enum Command {
     Status {
         /// Mounts to show (default: every tierfs mount).
         mounts: Vec<PathBuf>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Prometheus's text format (for node_exporter's textfile collector).
+        #[arg(long)]
+        prometheus: bool,
     },
     /// Files with their tier, pin, heat, last access, size and stored size.
     ///

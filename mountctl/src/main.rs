@@ -12,6 +12,7 @@ mod apply;
 mod cli;
 mod exit;
 mod procfs;
+mod prometheus;
 mod render;
 mod watch;
 mod xattr;
@@ -51,7 +52,11 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<Exit, Fatal> {
     match cmd {
-        Command::Status { mounts, json } => status(&mounts, json),
+        Command::Status {
+            mounts,
+            json,
+            prometheus,
+        } => status(&mounts, json, prometheus),
         Command::Ls {
             paths,
             recursive,
@@ -120,7 +125,7 @@ fn stats_of(m: &TierMount) -> Result<Stats, Fatal> {
     serde_json::from_str(&text).map_err(|e| format!("{}: bad statistics: {e}", m.point.display()))
 }
 
-fn status(given: &[PathBuf], json_out: bool) -> Result<Exit, Fatal> {
+fn status(given: &[PathBuf], json_out: bool, prometheus: bool) -> Result<Exit, Fatal> {
     let list = if given.is_empty() {
         tierfs_mounts()
     } else {
@@ -129,6 +134,15 @@ fn status(given: &[PathBuf], json_out: bool) -> Result<Exit, Fatal> {
             .map(|p| tierfs_mount_of(p))
             .collect::<Result<_, _>>()?
     };
+    if prometheus {
+        let mut all = Vec::new();
+        for m in list {
+            let s = stats_of(&m)?;
+            all.push((m, s));
+        }
+        print!("{}", prometheus::render(&all));
+        return Ok(Exit::Ok);
+    }
     if list.is_empty() {
         if json_out {
             println!("[]");

@@ -88,6 +88,26 @@ pub fn print_status(m: &TierMount, s: &Stats) {
         "  migrations: {} done, {} failed, {} queued, {} cycles; access events: {} dropped, {} queued",
         mig.done, mig.failed, mig.queued, mig.cycles, s.access_events.dropped, s.access_events.queued
     );
+    if let Some(o) = &s.object_store {
+        println!(
+            "  object store {}: {} packs, {} live; {} GET, {} PUT, {} DELETE, {} errors; \
+             frame cache {} of {}, {} hits, {} misses{}",
+            o.url,
+            o.packs,
+            size(o.stored),
+            o.gets,
+            o.puts,
+            o.deletes,
+            o.errors,
+            size(o.cache_bytes),
+            size(o.cache_budget),
+            o.cache_hits,
+            o.cache_misses,
+            o.down
+                .as_ref()
+                .map_or(String::new(), |why| format!("; DOWN: {why}"))
+        );
+    }
     print!("  policy: {} (loaded {})", s.policy.file, s.policy.loaded);
     if let Some(e) = &s.policy.last_rejected_edit {
         print!("; last edit REJECTED: {e}");

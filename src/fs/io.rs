@@ -46,7 +46,18 @@ impl TierFs {
     pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         self.hits[inode.tier as usize].fetch_add(1, Ordering::Relaxed);
-        self.tiers.read(ino, off, size, inode.size, inode.tier)
+        let r = self.tiers.read(ino, off, size, inode.size, inode.tier);
+        if let (Err(e), Some(remote)) = (&r, self.tiers.remote()) {
+            // A cold file the object store could not give: `user.tier.why`
+            // says so until something else happens to the file.
+            if inode.tier == crate::meta::Tier::Cold && matches!(e, Error::Io(_)) {
+                self.shared.set_why(
+                    ino,
+                    format!("cold, in {}; its last read failed: {e}", remote.s3.url()),
+                );
+            }
+        }
+        r
     }
 
     /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
