@@ -505,3 +505,35 @@ fn an_uploaded_pack_whose_file_a_crash_left_is_never_appended_to() {
     assert!(fs::read(m.path("first")).unwrap() == pattern(5, 300_000));
     assert!(fs::read(m.path("second")).unwrap() == pattern(6, 300_000));
 }
+
+#[test]
+fn while_the_store_is_down_idle_files_stay_warm() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "backoff");
+    m.stop();
+    // Warm files idle for a second are due to go cold.
+    let policy = m.store.join("policy.toml");
+    let text = fs::read_to_string(&policy).unwrap();
+    fs::write(&policy, text.replace("idle = \"1day\"", "idle = \"1s\"")).unwrap();
+    m.start();
+    fs::write(m.path("idle"), pattern(9, 100_000)).unwrap();
+    m.sh_ok("setfattr -n user.tier -v warm idle");
+    g.run(&["stop"]);
+    std::thread::sleep(Duration::from_secs(2));
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(m.sh_ok("getfattr --only-values -n user.tier idle"), "warm");
+    assert!(
+        m.log_text().contains("no moves to cold this cycle"),
+        "{}",
+        m.log_text()
+    );
+    // Back up: the next cycle after the breaker's few seconds moves it.
+    g.run(&["start"]);
+    let t0 = Instant::now();
+    while m.sh_ok("getfattr --only-values -n user.tier idle") != "cold" {
+        assert!(t0.elapsed() < Duration::from_secs(30), "still warm");
+        std::thread::sleep(Duration::from_millis(500));
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    }
+    assert!(fs::read(m.path("idle")).unwrap() == pattern(9, 100_000));
+}

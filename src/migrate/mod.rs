@@ -418,6 +418,12 @@ impl Worker {
         let rate = policy.migration.rate.0 as f64;
         let mut moved_bytes = 0u64;
         let mut full: HashSet<Tier> = HashSet::new();
+        // While the object store does not answer, nothing is moved cold:
+        // the files stay warm until a later cycle finds it back.
+        if let Err(why) = self.tiers.object_store_reachable() {
+            log::warn!("no moves to cold this cycle: {why}");
+            full.insert(Tier::Cold);
+        }
         // Files a round could not move: not planned again this cycle.
         let mut tried: HashSet<u64> = HashSet::new();
         let recent = match self.prepare(&policy) {

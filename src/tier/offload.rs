@@ -84,6 +84,16 @@ impl Tiers {
         Ok(())
     }
 
+    /// Whether the object store (if there is one) answers: a HEAD of the
+    /// mount's probe object (missing is an answer), or at once no while the
+    /// breaker is open.
+    pub fn object_store_reachable(&self) -> std::result::Result<(), String> {
+        match self.remote() {
+            Some(r) => r.reachable(),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `loc` is in a pack that was uploaded (fsck leaves those
     /// unread: it checks the local store).
     pub fn is_remote(&self, loc: &crate::meta::ChunkLoc) -> bool {

@@ -117,6 +117,8 @@ pub struct Remote {
     pub s3: S3,
     /// `PREFIX/packs/<store id>/`: this store's packs.
     packs_dir: String,
+    /// `PREFIX/probe/<store id>`: what mount and `reachable` ask for.
+    probe: String,
     cache: cache::FrameCache,
     /// When the bucket was last swept (none yet: at the first offload).
     swept: parking_lot::Mutex<Option<std::time::Instant>>,
@@ -144,12 +146,14 @@ impl Remote {
             "" => String::new(),
             p => format!("{p}/"),
         };
-        let s3 = S3::connect(target, &format!("{base}probe/{store_id:016x}"))?;
+        let probe = format!("{base}probe/{store_id:016x}");
+        let s3 = S3::connect(target, &probe)?;
         let cache = cache::FrameCache::open(cache_dir, cache_budget)
             .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))?;
         Ok(Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),
+            probe,
             cache,
             swept: parking_lot::Mutex::new(None),
             positions: Default::default(),
@@ -234,6 +238,17 @@ impl Remote {
         let mut b = buf;
         b.truncate(len as usize);
         Ok(b)
+    }
+
+    /// Whether the store answers (see `Tiers::object_store_reachable`).
+    pub fn reachable(&self) -> std::result::Result<(), String> {
+        if let Some(why) = self.s3.down() {
+            return Err(why);
+        }
+        self.s3
+            .exists(&self.probe)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Deletes this store's objects that no record in `named` names and

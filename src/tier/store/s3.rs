@@ -299,6 +299,20 @@ impl S3 {
             .collect())
     }
 
+    /// Whether the object `name` exists (an error only when the store did
+    /// not answer, or refused).
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        self.call(READ_BOUND, &format!("check of {name}"), async move {
+            match c.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// The size of the object `name`.
     pub fn size(&self, name: &str) -> Result<u64> {
         let path = ObjectPath::from(name);
