@@ -185,6 +185,16 @@ impl TierFs {
         }
     }
 
+    /// Waits for the census `open_store` started: once this returns, the
+    /// files unlinked while open at the last stop are gone and the totals
+    /// are counted (tests compare the store with a model right after a
+    /// reopen).
+    pub fn wait_census(&self) {
+        if let Some(t) = self.census.lock().take() {
+            let _ = t.join();
+        }
+    }
+
     /// Stops the background threads (census, policy watch, migrator,
     /// write-back) without writing anything back: all that is left is what
     /// a crash at this moment would leave (the crash harness uses it).

@@ -408,5 +408,6 @@ pub fn open_direct(store: &Path) -> std::sync::Arc<tierfs::fs::TierFs> {
     };
     let fs = tierfs::fs::TierFs::open_store(store, &opts).unwrap();
     fs.tiers().set_segment_limit(1 << 20);
+    fs.wait_census();
     fs
 }
