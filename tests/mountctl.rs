@@ -3,30 +3,13 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::Mounted;
 
-/// The mountctl binary of this workspace (built here if `cargo test` was
-/// run for the tierfs package alone).
-fn mountctl_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = PathBuf::from(common::TIERFS).with_file_name("mountctl");
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "mountctl"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building mountctl");
-        bin
-    })
-}
-
 fn mountctl(m: &Mounted, args: &[&str]) -> Output {
-    Command::new(mountctl_bin())
+    Command::new(common::mountctl_bin())
         .args(args)
         .current_dir(&m.mnt)
         .output()
@@ -203,7 +186,7 @@ fn unmount_refuses_open_files_then_waits_for_the_daemon() {
         "{err}"
     );
     drop(f);
-    let o = Command::new(mountctl_bin())
+    let o = Command::new(common::mountctl_bin())
         .args(["unmount", m.mnt.to_str().unwrap()])
         .output()
         .unwrap();
@@ -218,14 +201,17 @@ fn every_subcommand_has_help_with_an_example() {
     for sub in [
         "status", "ls", "move", "pin", "unpin", "explain", "migrate", "watch", "policy", "unmount",
     ] {
-        let o = Command::new(mountctl_bin())
+        let o = Command::new(common::mountctl_bin())
             .args([sub, "--help"])
             .output()
             .unwrap();
         assert!(o.status.success());
         assert!(stdout(&o).contains("Example: mountctl"), "{sub}");
     }
-    let o = Command::new(mountctl_bin()).arg("--help").output().unwrap();
+    let o = Command::new(common::mountctl_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(stdout(&o).contains("Exit codes"));
 }
 

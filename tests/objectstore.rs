@@ -215,13 +215,11 @@ fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
     assert!(counter(&m, "cache_hits") >= 4);
     // mountctl shows the object store, and exports it for Prometheus.
     let mountctl = |args: &[&str]| {
-        let bin = Path::new(common::TIERFS).with_file_name("mountctl");
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "mountctl"])
-            .status()
+        let out = Command::new(common::mountctl_bin())
+            .args(args)
+            .arg(&m.mnt)
+            .output()
             .unwrap();
-        assert!(st.success());
-        let out = Command::new(bin).args(args).arg(&m.mnt).output().unwrap();
         assert!(
             out.status.success(),
             "{}",

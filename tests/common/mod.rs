@@ -283,6 +283,21 @@ impl Drop for Mounted {
     }
 }
 
+/// The mountctl binary of this workspace (built here if `cargo test` was
+/// run for the tierfs package alone).
+pub fn mountctl_bin() -> &'static PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = PathBuf::from(TIERFS).with_file_name("mountctl");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "mountctl"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building mountctl");
+        bin
+    })
+}
+
 /// The errno of a failed std::io call.
 pub fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)

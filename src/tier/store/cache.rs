@@ -46,18 +46,10 @@ fn parse_name(name: &str) -> Option<(String, u64)> {
     Some((p.to_string(), u64::from_str_radix(o, 16).ok()?))
 }
 
-/// Free bytes of the disk under `dir`.
+/// Free bytes of the disk under `dir` (0 if unknown: nothing is cached; at
+/// most the store's reserve when less is free, far below any `keep_free`).
 fn disk_free(dir: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs into a zeroed struct; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return 0;
-    }
-    s.f_bavail as u64 * s.f_frsize as u64
+    super::super::segfile::disk_spare(dir).map_or(0, |(spare, reserve)| spare + reserve)
 }
 
 impl FrameCache {
@@ -100,6 +92,15 @@ impl FrameCache {
         };
         c.evict();
         Ok(c)
+    }
+
+    /// Whether the record at `off` of `object` is cached (its bytes are
+    /// checked when read).
+    pub fn contains(&self, object: &str, off: u64) -> bool {
+        self.index
+            .lock()
+            .entries
+            .contains_key(&(object.to_string(), off))
     }
 
     /// The cached bytes of the record at `off` of `object`, if any.

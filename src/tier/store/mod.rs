@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 
 use super::record::{self, record_size};
+use super::segfile::{bad_checksum, not_indexed};
 use crate::error::{Error, Result};
 use crate::meta::ChunkLoc;
 use crate::policy::Cold;
@@ -361,8 +362,18 @@ impl RemotePacks {
     /// Makes sure the record `loc` names is in the frame cache (fetching it
     /// if not).
     pub fn prefetch(&self, loc: &ChunkLoc) -> Result<()> {
-        let mut scratch = Vec::new();
-        self.read(loc, &mut scratch)
+        let Some(remote) = self.remote() else {
+            return Ok(()); // the read that follows says why
+        };
+        let Some(name) = self.name(loc.seg) else {
+            return Ok(());
+        };
+        // Known to the cache: the read checks it (and fetches it again if
+        // the file is damaged).
+        if remote.cache.contains(leaf(&name), loc.off) {
+            return Ok(());
+        }
+        remote.record(&name, loc).map(|_| ())
     }
 
     /// Reads the record `loc` names from its pack's object (or the frame
@@ -397,17 +408,9 @@ fn leaf(name: &str) -> &str {
 /// The data of the record in `bytes` (header first), if it is the one
 /// `loc` names and its checksum holds.
 fn checked<'a>(bytes: &'a [u8], loc: &ChunkLoc) -> Result<&'a [u8]> {
-    let Some((h, data)) = record::record_at(bytes, 0) else {
-        return Err(Error::Corrupt(format!(
-            "pack {:016x} offset {}: record fails its checksum",
-            loc.seg, loc.off
-        )));
-    };
+    let (h, data) = record::record_at(bytes, 0).ok_or_else(|| bad_checksum(loc))?;
     if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
-        return Err(Error::Corrupt(format!(
-            "pack {:016x} offset {}: record is not the indexed one",
-            loc.seg, loc.off
-        )));
+        return Err(not_indexed(loc));
     }
     Ok(data)
 }
