@@ -53,6 +53,12 @@ impl FinalFlush {
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
     }
+
+    /// Whether the flush ran (the kernel sent DESTROY: it is done with the
+    /// filesystem).
+    pub fn ran(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
 }
 
 pub struct FuseAdapter {

@@ -239,6 +239,16 @@ fn serve(
         })
         .map_err(|e| format!("spawn: {e}"))?;
     let result = session.run();
+    // A connection the kernel aborts after its DESTROY (a lazy unmount
+    // while files were open) ends the session with ECONNABORTED: the
+    // filesystem was already done and flushed, so that is a normal end.
+    let result = match result {
+        Err(e) if final_flush.ran() && e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::debug!("the kernel aborted the connection after unmount: {e}");
+            Ok(())
+        }
+        r => r,
+    };
     log::info!("unmounted {}", mountpoint.display());
     // fuser skips `destroy` when the session ends abnormally (a request
     // thread that panicked, a lost connection): flush here then.
