@@ -161,3 +161,18 @@ pub fn synced(path: &Path) {
 fn power_off() -> std::io::Error {
     std::io::Error::other("injected fault: the power is off")
 }
+
+/// Where a mount's daemon can be killed from inside (the kill -9 tests of
+/// steps no signal from outside can hit): `TIERFS_KILL_AT=NAME` in the
+/// daemon's environment makes the point named NAME send it SIGKILL.
+/// Names: `after-upload` (a pack's PUT succeeded, its pack-location record
+/// is not written yet).
+pub fn kill_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("TIERFS_KILL_AT").ok());
+    if at.as_deref() == Some(name) {
+        log::warn!("TIERFS_KILL_AT={name}: killing the daemon here");
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}

@@ -14,6 +14,7 @@ pub mod meta;
 pub mod migrate;
 pub mod mount;
 pub mod policy;
+pub mod restore;
 pub mod store;
 pub mod tier;
 /// The xattr names of the contract (`contract::xattr`).

@@ -75,6 +75,47 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         salvage: Option<PathBuf>,
     },
+    /// Rebuild a store from an object store's bucket alone (after the
+    /// local disk was lost).
+    ///
+    /// Takes the newest metadata snapshot under s3://BUCKET/PREFIX/meta/
+    /// (one is uploaded after each migration cycle that uploaded packs)
+    /// and makes NEWSTORE, in which every file that was cold reads back
+    /// under its name, with its mode, owner, times and xattrs; files whose
+    /// content was not in the bucket are listed and left out. NEWSTORE
+    /// must not exist or be empty. Exit 0 when restored, 1 when it failed,
+    /// 2 when NEWSTORE is not empty.
+    ///
+    /// Example: tierfs restore s3://memories/agent1 /srv/tierfs-new --policy old-policy.toml
+    Restore {
+        /// The bucket and prefix the lost store's `[cold] store` named.
+        url: String,
+        /// The store to make.
+        newstore: PathBuf,
+        /// The new store's policy (copied to NEWSTORE/policy.toml); its
+        /// `[cold]` must name URL and says how to reach it. Without it the
+        /// default policy, with the options below.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The object store's URL (without --policy; omit for AWS).
+        #[arg(long, conflicts_with = "policy")]
+        endpoint: Option<String>,
+        /// The region (without --policy).
+        #[arg(long, conflicts_with = "policy")]
+        region: Option<String>,
+        /// A file of AWS_*=value lines, mode 0600 (without --policy;
+        /// omitted: the AWS_* environment).
+        #[arg(long, conflicts_with = "policy")]
+        credentials: Option<PathBuf>,
+        /// The store id (16 hex digits) whose snapshot to take, when
+        /// several stores share the prefix (default: the newest snapshot).
+        #[arg(long, value_parser = parse_store_id)]
+        from: Option<u64>,
+    },
+}
+
+fn parse_store_id(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s, 16).map_err(|_| format!("{s:?} is not a store id (16 hex digits)"))
 }
 
 /// Arguments in the form mount(8) helpers are called with — `tierfs STORE
@@ -85,7 +126,8 @@ fn mount_helper_args(args: Vec<String>) -> Vec<String> {
     let as_helper = args
         .first()
         .is_some_and(|a0| a0.ends_with("mount.fuse.tierfs"));
-    let is_command = |a: &str| matches!(a, "mount" | "fsck" | "help") || a.starts_with('-');
+    let is_command =
+        |a: &str| matches!(a, "mount" | "fsck" | "restore" | "help") || a.starts_with('-');
     if !(as_helper || args.len() >= 3 && !is_command(&args[1])) {
         return args;
     }
@@ -168,6 +210,61 @@ fn main() -> ExitCode {
             ..
         } => salvage(&store, &dest),
         Command::Fsck { store, repair, .. } => fsck(&store, repair),
+        Command::Restore {
+            url,
+            newstore,
+            policy,
+            endpoint,
+            region,
+            credentials,
+            from,
+        } => restore(&tierfs::restore::RestoreConfig {
+            url,
+            store: newstore,
+            policy,
+            endpoint,
+            region,
+            credentials,
+            from,
+        }),
+    }
+}
+
+fn restore(cfg: &tierfs::restore::RestoreConfig) -> ExitCode {
+    if std::fs::read_dir(&cfg.store).is_ok_and(|mut d| d.next().is_some()) {
+        eprintln!(
+            "tierfs restore: {}: not empty; restore makes a new store",
+            cfg.store.display()
+        );
+        return Exit::CannotRun.into();
+    }
+    match tierfs::restore::run(cfg) {
+        Ok(r) => {
+            println!(
+                "{}: restored {} files ({} bytes), {} directories and {} other entries from {}",
+                cfg.store.display(),
+                r.files,
+                r.bytes,
+                r.dirs,
+                r.other,
+                r.snapshot
+            );
+            if !r.left_out.is_empty() {
+                println!(
+                    "{} files were left out: their content was not in the bucket (not cold \
+                     when the snapshot was taken):",
+                    r.left_out.len()
+                );
+                for p in &r.left_out {
+                    println!("  {p}");
+                }
+            }
+            Exit::Ok.into()
+        }
+        Err(msg) => {
+            eprintln!("tierfs restore: {msg}");
+            Exit::Failed.into()
+        }
     }
 }
 

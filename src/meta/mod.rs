@@ -16,12 +16,14 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
+mod dump;
 mod index;
 mod packs;
 mod seal;
 mod txn;
 mod types;
 
+pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
 use seal::{read_seal, write_seal};
 pub use txn::Txn;
@@ -78,6 +80,8 @@ pub struct Meta {
     totals: Mutex<Totals>,
     /// Whether `totals` are exact (see `counted`).
     counted: AtomicBool,
+    /// Added to every id sled generates (`M id-floor`, see `dump`).
+    id_floor: AtomicU64,
     /// The tiers' part of a valid summary found at open (`take_tier_summary`).
     tier_summary: Mutex<Option<Vec<u8>>>,
     /// Whether this open created the store (it has nothing to count).
@@ -138,10 +142,12 @@ impl Meta {
             journal_seq: AtomicU64::new(0),
             totals: Mutex::new(Totals::default()),
             counted: AtomicBool::new(false),
+            id_floor: AtomicU64::new(0),
             tier_summary: Mutex::new(None),
             created: AtomicBool::new(false),
         };
         let replayed = meta.replay_journal()?;
+        meta.load_id_floor()?;
         if let Some(b) = meta.db.get(meta_key("summary"))? {
             match index::decode_summary(&b) {
                 Some((g, totals, tiers)) if g == generation && replayed == 0 => {
@@ -352,7 +358,7 @@ impl Meta {
 
     /// A number never handed out before, not even across crashes.
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        Ok(self.db.generate_id()? + self.id_floor.load(Ordering::Acquire))
     }
 
     /// A fresh inode number (never reused).

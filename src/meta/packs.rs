@@ -6,9 +6,9 @@
 use super::{meta_key, Meta};
 use crate::error::Result;
 
-const TAG_PACK: u8 = b'R';
+pub(super) const TAG_PACK: u8 = b'R';
 
-fn pack_key(id: u64) -> [u8; 9] {
+pub(super) fn pack_key(id: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = TAG_PACK;
     k[1..].copy_from_slice(&id.to_be_bytes());

@@ -50,6 +50,11 @@ pub struct Dictionaries {
 impl Dictionaries {
     /// Reads every dictionary in `dir`; read-write, a missing `dir` is
     /// created, read-only (fsck) it counts as empty.
+    /// The directory the dictionaries are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn open(dir: &Path, access: super::segment::Access) -> Result<Dictionaries> {
         let entries = if access == super::segment::Access::ReadWrite {
             std::fs::create_dir_all(dir)?;

@@ -1,13 +1,16 @@
 //! The cold tier's packs on their way to the object store: sealed packs
 //! uploaded whole, the local file removed once the pack-location record is
-//! durable, and objects no live record is left in deleted. Runs on the
-//! migrator's thread after each cycle, never in a request.
+//! durable, a metadata snapshot (and the dictionaries) after uploads, and
+//! objects no live record is left in deleted once a snapshot that does not
+//! name them is in the bucket. Runs on the migrator's thread after each
+//! cycle, never in a request.
 //!
 //! A crash after the upload and before the record leaves an object no
 //! record names (the local pack stays and is uploaded again under a new
 //! name); after the record and before the file's removal, both (the file
 //! goes at the next offload).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::store::Remote;
@@ -39,7 +42,6 @@ impl Tiers {
 
     /// The object store's figures for `user.tier.stats`, if there is one.
     pub fn remote_stats(&self) -> Option<contract::json::ObjectStore> {
-        use std::sync::atomic::Ordering::Relaxed;
         let remote = self.remote()?;
         let ids = self.cold.remote.ids();
         let stored = ids.iter().map(|id| self.cold.live_bytes(*id)).sum();
@@ -136,21 +138,45 @@ impl Tiers {
             }
             self.cold.upload_done(*id);
         }
+        if uploaded > 0 {
+            remote.snapshot_due.store(true, Relaxed);
+        }
         result?;
-        for id in self.cold.dead_remote() {
+        let dead = self.cold.dead_remote();
+        if !dead.is_empty() {
+            remote.snapshot_due.store(true, Relaxed);
+        }
+        // The dictionaries and a snapshot that names no dead pack go first:
+        // the newest snapshot in the bucket never names a deleted object.
+        if remote.snapshot_due.load(Relaxed) {
+            remote.upload_dicts(self.dicts.dir())?;
+            remote.put_snapshot(&self.meta, self.cold_dir())?;
+            remote.snapshot_due.store(false, Relaxed);
+        }
+        for id in dead {
             let Some(name) = self.cold.remote.name(id) else {
                 continue;
             };
-            remote.s3.delete(&name)?;
+            // A restored store reads the objects of the store it came from
+            // and never deletes them: that store may still be in use.
+            if remote.owns(&name) {
+                remote.s3.delete(&name)?;
+            }
             self.meta.del_remote_pack(id)?;
             self.cold.forget_remote(id);
             remote.drop_cached(&name);
-            log::debug!("deleted {name}: no live records");
+            log::debug!("let go of {name}: no live records");
         }
         // Objects no record names: an upload a crash cut off before its
         // record. Nothing is being uploaded now (this thread uploads).
         remote.sweep(&self.cold.remote.names())?;
         Ok(uploaded)
+    }
+
+    /// `STORE/cold`, where the snapshot is written before its upload.
+    fn cold_dir(&self) -> &std::path::Path {
+        let d = self.dicts.dir();
+        d.parent().unwrap_or(d)
     }
 
     fn upload(&self, remote: &Remote, id: u64) -> Result<()> {
@@ -159,6 +185,7 @@ impl Tiers {
         let name = remote.object_name(id, self.meta.next_id()?);
         let t0 = std::time::Instant::now();
         remote.s3.put(&name, bytes)?;
+        crate::fault::kill_point("after-upload");
         self.meta.put_remote_pack(id, &name)?;
         self.cold.now_remote(id, name.clone())?;
         log::info!(

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod garage;
+
 pub const TIERFS: &str = env!("CARGO_BIN_EXE_tierfs");
 
 pub struct Mounted {
@@ -143,6 +145,30 @@ impl Mounted {
     /// Sets `key` in the environment of the daemons started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Takes `key` out of the environment of the daemons started from now on.
+    pub fn unset_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
+    /// Waits for a daemon that exits by itself (a kill point) and clears
+    /// its dead mount.
+    pub fn wait_dead(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a daemon");
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the daemon lives on"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        detach(&self.mnt);
+        status
     }
 
     pub fn pid(&self) -> u32 {

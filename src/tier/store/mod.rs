@@ -10,6 +10,7 @@
 
 mod cache;
 pub mod s3;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,13 @@ pub struct Remote {
     pub s3: S3,
     /// `PREFIX/packs/<store id>/`: this store's packs.
     packs_dir: String,
+    /// `PREFIX/` (or empty): what every object name starts with.
+    base: String,
+    store_id: u64,
+    /// This store's dictionaries in the bucket, once listed (`snapshot`).
+    dicts_up: parking_lot::Mutex<Option<std::collections::HashSet<String>>>,
+    /// A pack was uploaded or let go of since the last snapshot.
+    pub snapshot_due: std::sync::atomic::AtomicBool,
     /// `PREFIX/probe/<store id>`: what mount and `reachable` ask for.
     probe: String,
     cache: cache::FrameCache,
@@ -154,6 +162,10 @@ impl Remote {
         Ok(Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),
+            base,
+            store_id,
+            dicts_up: Default::default(),
+            snapshot_due: Default::default(),
             probe,
             cache,
             swept: parking_lot::Mutex::new(None),
@@ -288,6 +300,12 @@ impl Remote {
     /// pack is gone; the pair cannot).
     pub fn object_name(&self, id: u64, unique: u64) -> String {
         format!("{}{id:016x}-{unique:016x}", self.packs_dir)
+    }
+
+    /// Whether the object `name` is one of this store's own packs (not one
+    /// a restore adopted from the store it came from).
+    pub fn owns(&self, name: &str) -> bool {
+        name.starts_with(&self.packs_dir)
     }
 
     /// Forgets the cached records of the object `name` (it is gone).

@@ -270,6 +270,69 @@ impl S3 {
         Ok(())
     }
 
+    /// Uploads the file at `path` as the object `name`: one PUT up to
+    /// `PART`, in parts of `PART` (a multipart upload) beyond, so that no
+    /// more than a part is ever held in memory.
+    pub fn put_file(&self, name: &str, path: &Path) -> Result<()> {
+        const PART: u64 = 16 << 20;
+        let size = std::fs::metadata(path)?.len();
+        if size <= PART {
+            return self.put(name, std::fs::read(path)?);
+        }
+        let mut file = std::fs::File::open(path)?;
+        let object = ObjectPath::from(name);
+        let c = self.uploader.clone();
+        let mut upload = self.call(PUT_BOUND, &format!("upload of {name}"), async move {
+            c.put_multipart(&object).await
+        })?;
+        let mut sent = 0;
+        while sent < size {
+            let n = PART.min(size - sent) as usize;
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf)?;
+            let part = upload.put_part(buf.into());
+            if let Err(e) = self.call(PUT_BOUND, &format!("upload of {name}"), part) {
+                let _ = self
+                    .runtime()
+                    .block_on(async { tokio::time::timeout(READ_BOUND, upload.abort()).await });
+                return Err(e);
+            }
+            sent += n as u64;
+        }
+        self.call(PUT_BOUND, &format!("upload of {name}"), upload.complete())?;
+        self.counts.puts.fetch_add(1, Ordering::Relaxed);
+        self.counts.bytes_out.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The whole object `name`.
+    pub fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
+            c.get(&path).await?.bytes().await
+        })?;
+        self.counts.gets.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .bytes_in
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(b.to_vec())
+    }
+
+    /// The "directories" directly under `dir` (a prefix ending in `/`):
+    /// the common prefixes of the objects below it, each ending in `/`.
+    pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
+        let path = ObjectPath::from(dir.trim_end_matches('/'));
+        let c = self.client.clone();
+        let r = self.call(READ_BOUND, &format!("listing of {dir}"), async move {
+            c.list_with_delimiter(Some(&path)).await
+        })?;
+        Ok(r.common_prefixes
+            .into_iter()
+            .map(|p| format!("{p}/"))
+            .collect())
+    }
+
     /// Bytes `range` of the object `name`.
     pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = ObjectPath::from(name);
