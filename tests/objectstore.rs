@@ -351,3 +351,45 @@ fn while_the_store_is_down_idle_files_stay_warm() {
     }
     assert!(fs::read(m.path("idle")).unwrap() == pattern(9, 100_000));
 }
+
+#[test]
+fn a_mostly_dead_uploaded_pack_is_compacted_into_a_new_object() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "compact");
+    let names: Vec<String> = (0..4).map(|i| format!("f{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        fs::write(m.path(n), pattern(20 + i as u64, 1 << 20)).unwrap();
+    }
+    move_cold_and_upload(&m, &names);
+    let old = bucket_keys(&g, "compact/packs/");
+    assert_eq!(old.len(), 1, "{old:?}");
+    // Three quarters of the pack die: the next cycle copies the live
+    // quarter into a new pack, uploads it, and deletes the old object.
+    for n in &names[1..] {
+        fs::remove_file(m.path(n)).unwrap();
+    }
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+        let now = bucket_keys(&g, "compact/packs/");
+        if now.len() == 1 && now != old {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{now:?}");
+    }
+    assert!(pack_files(&m.store).is_empty());
+    assert!(m.log_text().contains("compacted uploaded pack"));
+    assert_eq!(m.sh_ok("getfattr --only-values -n user.tier f0"), "cold");
+    m.stop();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("f0")).unwrap() == pattern(20, 1 << 20));
+    m.stop();
+    let out = m.fsck();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

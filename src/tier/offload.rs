@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::store::Remote;
 use super::Tiers;
 use crate::error::Result;
+use crate::meta::{ChunkLoc, Tier};
 
 /// An active pack this big is sealed and uploaded after a cycle even when
 /// files are still going cold: no PUT carries less while a migration runs.
@@ -118,8 +119,18 @@ impl Tiers {
         let Some(remote) = self.remote() else {
             return Ok(0);
         };
+        // An uploaded pack mostly dead: its live records are copied into
+        // the staging pack, which is sealed and uploaded below, before
+        // the old object goes.
+        let compacted = match self.compact_remote(&remote) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("compaction of an uploaded pack: {e}; tried again next cycle");
+                0
+            }
+        };
         let tail = self.cold.active_tail();
-        if tail >= SEAL_AT || (tail > 0 && tail == tail_before) {
+        if tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0 {
             self.cold.seal_active();
         }
         for id in self.cold.uploaded_but_local() {
@@ -142,6 +153,10 @@ impl Tiers {
             remote.snapshot_due.store(true, Relaxed);
         }
         result?;
+        if uploaded < ids.len() {
+            // Stopping: a dead pack's records may be in a pack still here.
+            return Ok(uploaded);
+        }
         let dead = self.cold.dead_remote();
         if !dead.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
@@ -171,6 +186,89 @@ impl Tiers {
         // record. Nothing is being uploaded now (this thread uploads).
         remote.sweep(&self.cold.remote.names())?;
         Ok(uploaded)
+    }
+
+    /// Copies the live records of the uploaded pack that is deadest (less
+    /// than half of its object live) into the staging pack, and points the
+    /// index at the copies; the pack is then dead, and its object goes once
+    /// the copies are uploaded and a snapshot names them (`offload`). A
+    /// crash before that leaves a dead pack's record, which the next
+    /// offload deletes. At most one pack per cycle. Returns the records
+    /// copied.
+    fn compact_remote(&self, remote: &Remote) -> Result<usize> {
+        let Some((id, name)) = self.remote_compaction_candidate(remote)? else {
+            return Ok(0);
+        };
+        let bytes = remote.s3.get(&name)?;
+        let scan = super::record::scan(&bytes, super::segfile::SEG_HEADER_LEN);
+        let mut moved = Vec::new();
+        let undo = |moved: &[(u64, u64, ChunkLoc, ChunkLoc)]| {
+            self.reclaimer.retire(moved.iter().map(|m| m.3));
+        };
+        for (off, h) in scan.records {
+            let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+                continue;
+            };
+            if super::store_tier(loc.tier) != Tier::Cold || loc.seg != id || loc.off != off {
+                continue;
+            }
+            let Some((rh, data)) = super::record::record_at(&bytes, off) else {
+                continue;
+            };
+            if rh.version != loc.version || rh.crc != loc.crc || rh.len != loc.stored {
+                continue;
+            }
+            let mut new = match self.cold.append(h.ino, h.chunk, loc.version, data) {
+                Ok(n) => n,
+                Err(e) => {
+                    undo(&moved);
+                    return Err(e);
+                }
+            };
+            new.len = loc.len;
+            new.tier = loc.tier;
+            moved.push((h.ino, h.chunk, loc, new));
+        }
+        if let Err(e) = self.cold.sync() {
+            undo(&moved);
+            return Err(e);
+        }
+        for (k, (ino, idx, old, new)) in moved.iter().enumerate() {
+            match self.meta.swap_chunk(*ino, *idx, old, new) {
+                Ok(swapped) => self.retire(if swapped { old } else { new }),
+                Err(e) => {
+                    undo(&moved[k..]);
+                    return Err(e);
+                }
+            }
+        }
+        self.reclaim()?;
+        log::info!(
+            "compacted uploaded pack {id:016x} ({name}): {} live chunks copied",
+            moved.len()
+        );
+        Ok(moved.len())
+    }
+
+    /// The uploaded pack with the fewest live bytes among those less than
+    /// half live (sizes asked of the store once per pack and mount).
+    fn remote_compaction_candidate(&self, remote: &Remote) -> Result<Option<(u64, String)>> {
+        let mut best: Option<(u64, u64)> = None;
+        for id in self.cold.remote.ids() {
+            let live = self.cold.live_bytes(id);
+            let Some(name) = self.cold.remote.name(id) else {
+                continue;
+            };
+            if live == 0 {
+                continue;
+            }
+            let size = self.cold.remote.object_size(&remote.s3, id, &name)?;
+            let written = size.saturating_sub(super::segfile::SEG_HEADER_LEN);
+            if live * 2 < written && best.is_none_or(|b| live < b.0) {
+                best = Some((live, id));
+            }
+        }
+        Ok(best.and_then(|(_, id)| self.cold.remote.name(id).map(|n| (id, n))))
     }
 
     /// `STORE/cold`, where the snapshot is written before its upload.

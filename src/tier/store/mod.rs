@@ -331,6 +331,8 @@ impl Remote {
 #[derive(Default)]
 pub struct RemotePacks {
     names: RwLock<BTreeMap<u64, String>>,
+    /// Object sizes, once asked (for compaction).
+    sizes: RwLock<std::collections::HashMap<u64, u64>>,
     remote: RwLock<Option<std::sync::Arc<Remote>>>,
 }
 
@@ -357,7 +359,18 @@ impl RemotePacks {
     }
 
     pub fn remove(&self, id: u64) -> Option<String> {
+        self.sizes.write().remove(&id);
         self.names.write().remove(&id)
+    }
+
+    /// The size of pack `id`'s object `name` (asked of `s3` the first time).
+    pub fn object_size(&self, s3: &S3, id: u64, name: &str) -> Result<u64> {
+        if let Some(s) = self.sizes.read().get(&id) {
+            return Ok(*s);
+        }
+        let s = s3.size(name)?;
+        self.sizes.write().insert(id, s);
+        Ok(s)
     }
 
     /// The object names of every uploaded pack.
