@@ -393,3 +393,31 @@ fn a_mostly_dead_uploaded_pack_is_compacted_into_a_new_object() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn back_to_local_packs_the_uploaded_ones_stay_readable() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "back");
+    fs::write(m.path("up"), pattern(30, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["up".to_string()]);
+    assert!(pack_files(&m.store).is_empty());
+    m.stop();
+    set_cold_store(&m.store, "store = \"local\"\n");
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("up")).unwrap() == pattern(30, 300_000));
+    assert!(counter(&m, "gets") >= 1, "read from the bucket");
+    // New packs stay on the local disk.
+    fs::write(m.path("here"), pattern(31, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["here".to_string()]);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(pack_files(&m.store).len(), 1);
+    assert_eq!(bucket_keys(&g, "back/packs/").len(), 1);
+    m.stop();
+    let out = m.fsck();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

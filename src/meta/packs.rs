@@ -31,6 +31,21 @@ impl Meta {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// The object store packs were last uploaded to (`M cold-target`: the
+    /// `[cold]` settings as JSON, no secret in them), if any.
+    pub fn cold_target(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(meta_key("cold-target"))?.map(|v| v.to_vec()))
+    }
+
+    /// Records `target` as the object store packs go to, durably.
+    pub fn put_cold_target(&self, target: &[u8]) -> Result<()> {
+        if self.cold_target()?.as_deref() != Some(target) {
+            self.db.insert(meta_key("cold-target"), target)?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
     /// Every uploaded pack: (pack id, object name), by id.
     pub fn remote_packs(&self) -> Result<Vec<(u64, String)>> {
         let mut v = Vec::new();

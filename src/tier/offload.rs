@@ -27,6 +27,11 @@ impl Tiers {
     /// from it).
     pub fn attach_remote(&self, remote: Arc<Remote>) {
         remote.set_keep_free(self.frame_cache_keep_free());
+        // A mount's first offload snapshots a store that has packs in the
+        // bucket: names and attributes changed since the last one.
+        if !self.cold.remote.ids().is_empty() {
+            remote.snapshot_due.store(true, Relaxed);
+        }
         self.cold.remote.attach(remote);
     }
 
@@ -129,8 +134,9 @@ impl Tiers {
                 0
             }
         };
+        let uploads = remote.uploads.load(Relaxed);
         let tail = self.cold.active_tail();
-        if tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0 {
+        if uploads && (tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0) {
             self.cold.seal_active();
         }
         for id in self.cold.uploaded_but_local() {
@@ -139,7 +145,12 @@ impl Tiers {
             }
         }
         let mut uploaded = 0;
-        let ids = self.cold.start_uploads();
+        // With `[cold] store = "local"` again, compaction's copies and new
+        // packs stay local: the bucket's packs are only read and let go of.
+        let ids = match uploads {
+            true => self.cold.start_uploads(),
+            false => Vec::new(),
+        };
         let mut result = Ok(());
         for id in &ids {
             // Unmount does not wait for a backlog: the rest goes next time.

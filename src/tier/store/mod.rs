@@ -14,6 +14,7 @@ pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -26,7 +27,7 @@ use crate::policy::Cold;
 pub use s3::S3;
 
 /// Where new packs go, from `[cold]` of the policy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     Local,
     S3 {
@@ -111,6 +112,13 @@ const READAHEAD: u64 = 8 << 20;
 /// Objects whose read position is remembered for readahead.
 const READ_POSITIONS: usize = 1024;
 
+/// How far a background readahead runs ahead of its reader at most.
+const STREAM_AHEAD: u64 = 4 * READAHEAD;
+/// GETs of `READAHEAD` bytes a background readahead has in flight at once.
+const STREAM_GETS: u64 = 2;
+/// A background readahead whose reader has not moved for this long ends.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Time between two sweeps of the bucket.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -126,6 +134,9 @@ pub struct Remote {
     dicts_up: parking_lot::Mutex<Option<std::collections::HashSet<String>>>,
     /// A pack was uploaded or let go of since the last snapshot.
     pub snapshot_due: std::sync::atomic::AtomicBool,
+    /// Whether sealed packs go here (false: the policy went back to
+    /// `local`, and this store is only read from and let go of).
+    pub uploads: std::sync::atomic::AtomicBool,
     /// `PREFIX/probe/<store id>`: what mount and `reachable` ask for.
     probe: String,
     cache: cache::FrameCache,
@@ -140,6 +151,22 @@ pub struct Remote {
     fetching: parking_lot::Mutex<
         std::collections::HashMap<String, std::sync::Arc<parking_lot::Mutex<()>>>,
     >,
+    /// Objects being read ahead in the background (`stream`), and the
+    /// condition their readers and fetchers wait on.
+    streams: parking_lot::Mutex<std::collections::HashMap<String, Stream>>,
+    stream_moved: parking_lot::Condvar,
+}
+
+/// The background readahead of one object: it fetches the next `READAHEAD`
+/// bytes while its reader is less than `STREAM_AHEAD` behind, into the
+/// frame cache, so that the store's latency overlaps the reader's work.
+struct Stream {
+    /// The range the GETs of the stream are fetching now.
+    inflight: Option<std::ops::Range<u64>>,
+    /// Where its next GET starts: a reader there waits for it.
+    next: u64,
+    /// Where the reader last read.
+    reader: u64,
 }
 
 impl Remote {
@@ -166,11 +193,14 @@ impl Remote {
             store_id,
             dicts_up: Default::default(),
             snapshot_due: Default::default(),
+            uploads: std::sync::atomic::AtomicBool::new(true),
             probe,
             cache,
             swept: parking_lot::Mutex::new(None),
             positions: Default::default(),
             fetching: Default::default(),
+            streams: Default::default(),
+            stream_moved: Default::default(),
         })
     }
 
@@ -184,10 +214,17 @@ impl Remote {
 
     /// The record `loc` names, from the frame cache or fetched (one fetch
     /// from an object at a time).
-    fn record(&self, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+    fn record(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
         let object = leaf(name);
+        self.reader_at(object, loc.off);
         if let Some(b) = self.cached(object, loc) {
             return Ok(b);
+        }
+        // The background readahead may be fetching it right now.
+        if self.wait_for_stream(object, loc.off) {
+            if let Some(b) = self.cached(object, loc) {
+                return Ok(b);
+            }
         }
         let lock = self
             .fetching
@@ -217,11 +254,12 @@ impl Remote {
     /// GET; when the read follows the previous fetch from that object, the
     /// GET reaches `READAHEAD` further and every whole record in it is kept
     /// in the frame cache too. Returns the record's bytes (header first).
-    fn fetch(&self, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+    fn fetch(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
         let object = leaf(name);
         let len = record_size(loc.stored);
         let mut end = loc.off + len;
         let known = self.positions.lock().get(object).copied();
+        let mut sequential = None;
         if let Some((last, size)) = known.filter(|(last, _)| *last == loc.off) {
             let size = match size {
                 Some(s) => s,
@@ -231,14 +269,14 @@ impl Remote {
                 .lock()
                 .insert(object.to_string(), (last, Some(size)));
             end = end.max((loc.off + READAHEAD).min(size));
+            sequential = Some(size);
         }
         let buf = self.s3.get_range(name, loc.off..end)?;
-        let mut pos = 0usize;
-        while let Some((h, _)) = record::record_at(&buf, pos as u64) {
-            let n = record_size(h.len) as usize;
-            self.cache
-                .put(object, loc.off + pos as u64, &buf[pos..pos + n]);
-            pos += n;
+        let pos = self.cache_records(object, loc.off, &buf) as usize;
+        // A sequential reader: the rest of the object comes ahead of it.
+        let caching = self.cache.stats().1 > 0;
+        if let Some(size) = sequential.filter(|s| caching && loc.off + (pos as u64) < *s) {
+            self.start_stream(name, loc.off, loc.off + pos as u64, size);
         }
         {
             let mut p = self.positions.lock();
@@ -251,6 +289,131 @@ impl Remote {
         let mut b = buf;
         b.truncate(len as usize);
         Ok(b)
+    }
+
+    /// Puts every whole record of `buf` (bytes from `off` of `object`)
+    /// into the frame cache. Returns the bytes of those records.
+    fn cache_records(&self, object: &str, off: u64, buf: &[u8]) -> u64 {
+        let mut pos = 0usize;
+        while let Some((h, _)) = record::record_at(buf, pos as u64) {
+            let n = record_size(h.len) as usize;
+            self.cache.put(object, off + pos as u64, &buf[pos..pos + n]);
+            pos += n;
+        }
+        pos as u64
+    }
+
+    /// The reader of `object` is at `off` (a stream of it may go on).
+    fn reader_at(&self, object: &str, off: u64) {
+        let mut s = self.streams.lock();
+        if let Some(st) = s.get_mut(object) {
+            if off > st.reader {
+                st.reader = off;
+                self.stream_moved.notify_all();
+            }
+        }
+    }
+
+    /// Waits while a GET of the background readahead of `object` covers
+    /// `off` (at most the read bound). Returns whether it waited.
+    fn wait_for_stream(&self, object: &str, off: u64) -> bool {
+        let deadline = std::time::Instant::now() + s3::READ_BOUND;
+        let mut s = self.streams.lock();
+        let mut waited = false;
+        // Fetching it now, or about to: it is where the next GETs start.
+        let coming = |st: &Stream| {
+            st.inflight.as_ref().is_some_and(|r| r.contains(&off))
+                || (st.next..st.next + STREAM_GETS * READAHEAD).contains(&off)
+        };
+        while s.get(object).is_some_and(coming) {
+            waited = true;
+            if self.stream_moved.wait_until(&mut s, deadline).timed_out() {
+                break;
+            }
+        }
+        waited
+    }
+
+    /// Starts reading `name` ahead of its reader (at `reader`) from `next`
+    /// to `size`, on a thread of its own, unless that already happens.
+    fn start_stream(self: &Arc<Self>, name: &str, reader: u64, next: u64, size: u64) {
+        let object = leaf(name).to_string();
+        {
+            let mut s = self.streams.lock();
+            if s.contains_key(&object) {
+                return;
+            }
+            s.insert(
+                object.clone(),
+                Stream {
+                    inflight: None,
+                    next,
+                    reader,
+                },
+            );
+        }
+        let me = self.clone();
+        let (name, key) = (name.to_string(), object.clone());
+        let spawned = std::thread::Builder::new()
+            .name("readahead".into())
+            .spawn(move || me.stream(&name, &key, next, size));
+        if spawned.is_err() {
+            self.streams.lock().remove(&object);
+        }
+    }
+
+    /// The loop of a background readahead (see `Stream`). A failed GET ends
+    /// it: the reader then fetches for itself and gets the error.
+    fn stream(&self, name: &str, object: &str, mut next: u64, size: u64) {
+        loop {
+            let range = {
+                let mut s = self.streams.lock();
+                let idle_until = std::time::Instant::now() + STREAM_IDLE;
+                loop {
+                    let Some(st) = s.get_mut(object) else { return };
+                    if next >= size {
+                        break None;
+                    }
+                    if next < st.reader + STREAM_AHEAD {
+                        let r = next..(next + STREAM_GETS * READAHEAD).min(size);
+                        st.inflight = Some(r.clone());
+                        break Some(r);
+                    }
+                    if self.stream_moved.wait_until(&mut s, idle_until).timed_out() {
+                        break None;
+                    }
+                }
+            };
+            let got = match range {
+                Some(r) => {
+                    let mut parts = Vec::new();
+                    let mut at = r.start;
+                    while at < r.end {
+                        parts.push(at..(at + READAHEAD).min(r.end));
+                        at += READAHEAD;
+                    }
+                    self.s3
+                        .get_ranges_at_once(name, parts)
+                        .map(|buf| self.cache_records(object, r.start, &buf))
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            let mut s = self.streams.lock();
+            self.stream_moved.notify_all();
+            if got == 0 {
+                s.remove(object);
+                return;
+            }
+            next += got;
+            if let Some(st) = s.get_mut(object) {
+                st.inflight = None;
+                st.next = next;
+            }
+            self.positions
+                .lock()
+                .insert(object.to_string(), (next, Some(size)));
+        }
     }
 
     /// Whether the store answers (see `Tiers::object_store_reachable`).
@@ -400,7 +563,8 @@ impl RemotePacks {
             return Ok(());
         };
         // Known to the cache: the read checks it (and fetches it again if
-        // the file is damaged).
+        // the file is damaged). Its readahead goes on from here.
+        remote.reader_at(leaf(&name), loc.off);
         if remote.cache.contains(leaf(&name), loc.off) {
             return Ok(());
         }

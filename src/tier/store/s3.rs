@@ -305,6 +305,40 @@ impl S3 {
         Ok(())
     }
 
+    /// The bytes of `ranges` of the object `name`, one after another: one
+    /// range GET each, all at once.
+    pub fn get_ranges_at_once(&self, name: &str, ranges: Vec<Range<u64>>) -> Result<Vec<u8>> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let n = ranges.len() as u64;
+        let parts = self.call(READ_BOUND, &format!("read of {name}"), async move {
+            let tasks: Vec<_> = ranges
+                .into_iter()
+                .map(|r| {
+                    let (c, p) = (c.clone(), path.clone());
+                    tokio::spawn(async move { c.get_range(&p, r).await })
+                })
+                .collect();
+            let mut parts = Vec::new();
+            for t in tasks {
+                parts.push(t.await.map_err(|e| object_store::Error::Generic {
+                    store: "tokio",
+                    source: Box::new(e),
+                })??);
+            }
+            Ok(parts)
+        })?;
+        self.counts.gets.fetch_add(n, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        self.counts
+            .bytes_in
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
     /// The whole object `name`.
     pub fn get(&self, name: &str) -> Result<Vec<u8>> {
         let path = ObjectPath::from(name);
