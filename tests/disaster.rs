@@ -42,15 +42,6 @@ fn tiers_under(m: &Mounted, dir: &str) -> std::collections::HashMap<String, Stri
     map
 }
 
-fn fsck_clean(m: &Mounted) {
-    let out = m.fsck();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn restore_rebuilds_every_cold_file_from_the_bucket_alone() {
     let g = Garage::up(1);
@@ -161,8 +152,7 @@ fn restore_rebuilds_every_cold_file_from_the_bucket_alone() {
     n.sh_ok("setfattr -n user.tier.migrate -v 1 .");
     assert_eq!(bucket_keys(&g, "dr/packs/").len(), before);
     assert!(fs::read(n.path("new")).unwrap() == pattern(4, 50_000));
-    n.stop();
-    fsck_clean(&n);
+    n.assert_fsck_clean();
 }
 
 #[test]
@@ -205,8 +195,7 @@ fn a_kill_between_a_pack_upload_and_its_record_loses_nothing() {
     drop_caches();
     m.start();
     assert!(fs::read(m.path("f")).unwrap() == data);
-    m.stop();
-    fsck_clean(&m);
+    m.assert_fsck_clean();
 }
 
 #[test]
@@ -216,14 +205,13 @@ fn garage_killed_in_the_middle_of_a_migration_loses_nothing() {
     m.stop();
     set_cold_store(&m.store, &cold_lines(&g, "tierfs", "mid", &g.credentials()));
     // Everything idle goes cold, slowly enough to be cut in the middle.
-    let policy = m.store.join("policy.toml");
-    let text = fs::read_to_string(&policy).unwrap();
-    fs::write(
-        &policy,
-        text.replace("idle = \"1day\"", "idle = \"1s\"")
-            .replace("rate = \"64MiB\"", "rate = \"8MiB\""),
-    )
-    .unwrap();
+    edit_policy(
+        &m.store,
+        &[
+            ("idle = \"1day\"", "idle = \"1s\""),
+            ("rate = \"64MiB\"", "rate = \"8MiB\""),
+        ],
+    );
     m.set_env("TIERFS_SWEEP_GRACE", "0");
     m.start();
     let files = 1000;
@@ -294,8 +282,7 @@ fn garage_killed_in_the_middle_of_a_migration_loses_nothing() {
     drop_caches();
     m.start();
     check(&m);
-    m.stop();
-    fsck_clean(&m);
+    m.assert_fsck_clean();
 }
 
 #[test]
@@ -303,9 +290,7 @@ fn three_nodes_with_two_down_back_off_then_heal() {
     let g = Garage::up(3);
     let mut m = mount_on(&g, "quorum");
     m.stop();
-    let policy = m.store.join("policy.toml");
-    let text = fs::read_to_string(&policy).unwrap();
-    fs::write(&policy, text.replace("idle = \"1day\"", "idle = \"1s\"")).unwrap();
+    edit_policy(&m.store, &[("idle = \"1day\"", "idle = \"1s\"")]);
     m.start();
     fs::write(m.path("a"), pattern(6, 500_000)).unwrap();
     move_cold_and_upload(&m, &["a".to_string()]);
@@ -338,6 +323,5 @@ fn three_nodes_with_two_down_back_off_then_heal() {
     drop_caches();
     m.start();
     assert!(fs::read(m.path("b")).unwrap() == pattern(7, 100_000));
-    m.stop();
-    fsck_clean(&m);
+    m.assert_fsck_clean();
 }

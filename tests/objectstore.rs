@@ -20,9 +20,7 @@ fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
     let mut m = mount_on(&g, "roundtrip");
     // The test reads each file three times: no promotion out of cold.
     m.stop();
-    let policy = m.store.join("policy.toml");
-    let text = fs::read_to_string(&policy).unwrap();
-    fs::write(&policy, text.replace("after = 3", "after = 4")).unwrap();
+    edit_policy(&m.store, &[("after = 3", "after = 4")]);
     m.start();
     let sizes = [0usize, 1, 4096, (1 << 20) + 1, 9 << 20];
     let files: Vec<(String, Vec<u8>)> = sizes
@@ -326,9 +324,7 @@ fn while_the_store_is_down_idle_files_stay_warm() {
     let mut m = mount_on(&g, "backoff");
     m.stop();
     // Warm files idle for a second are due to go cold.
-    let policy = m.store.join("policy.toml");
-    let text = fs::read_to_string(&policy).unwrap();
-    fs::write(&policy, text.replace("idle = \"1day\"", "idle = \"1s\"")).unwrap();
+    edit_policy(&m.store, &[("idle = \"1day\"", "idle = \"1s\"")]);
     m.start();
     fs::write(m.path("idle"), pattern(9, 100_000)).unwrap();
     m.sh_ok("setfattr -n user.tier -v warm idle");
@@ -385,13 +381,7 @@ fn a_mostly_dead_uploaded_pack_is_compacted_into_a_new_object() {
     drop_caches();
     m.start();
     assert!(fs::read(m.path("f0")).unwrap() == pattern(20, 1 << 20));
-    m.stop();
-    let out = m.fsck();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean();
 }
 
 #[test]
@@ -413,11 +403,5 @@ fn back_to_local_packs_the_uploaded_ones_stay_readable() {
     m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
     assert_eq!(pack_files(&m.store).len(), 1);
     assert_eq!(bucket_keys(&g, "back/packs/").len(), 1);
-    m.stop();
-    let out = m.fsck();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean();
 }

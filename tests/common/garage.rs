@@ -102,6 +102,17 @@ pub fn set_cold_store(store: &Path, lines: &str) {
     fs::write(&path, out.join("\n") + "\n").unwrap();
 }
 
+/// Replaces each `(from, to)` in the store's policy file.
+pub fn edit_policy(store: &Path, edits: &[(&str, &str)]) {
+    let path = store.join("policy.toml");
+    let mut text = fs::read_to_string(&path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} in the policy");
+        text = text.replace(from, to);
+    }
+    fs::write(&path, text).unwrap();
+}
+
 /// A mount whose cold packs go to `g`.
 pub fn mount_on(g: &Garage, prefix: &str) -> Mounted {
     let mut m = Mounted::new();

@@ -328,14 +328,8 @@ impl S3 {
             }
             Ok(parts)
         })?;
-        self.counts.gets.fetch_add(n, Ordering::Relaxed);
-        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for p in parts {
-            out.extend_from_slice(&p);
-        }
-        self.counts
-            .bytes_in
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        let out = parts.concat();
+        self.count_read(n, out.len());
         Ok(out)
     }
 
@@ -346,22 +340,16 @@ impl S3 {
         let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
             c.get(&path).await?.bytes().await
         })?;
-        self.counts.gets.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .bytes_in
-            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        self.count_read(1, b.len());
         Ok(b.to_vec())
     }
 
     /// The "directories" directly under `dir` (a prefix ending in `/`):
     /// the common prefixes of the objects below it, each ending in `/`.
     pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
-        let path = ObjectPath::from(dir.trim_end_matches('/'));
-        let c = self.client.clone();
-        let r = self.call(READ_BOUND, &format!("listing of {dir}"), async move {
-            c.list_with_delimiter(Some(&path)).await
-        })?;
-        Ok(r.common_prefixes
+        Ok(self
+            .listing(dir)?
+            .common_prefixes
             .into_iter()
             .map(|p| format!("{p}/"))
             .collect())
@@ -374,10 +362,7 @@ impl S3 {
         let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
             c.get_range(&path, range).await
         })?;
-        self.counts.gets.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .bytes_in
-            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        self.count_read(1, b.len());
         Ok(b.to_vec())
     }
 
@@ -385,15 +370,30 @@ impl S3 {
     /// and when it was last written (seconds since the epoch). One error
     /// and the listing is none: a caller never decides from part of one.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, i64)>> {
-        let path = ObjectPath::from(dir.trim_end_matches('/'));
-        let c = self.client.clone();
-        let r = self.call(READ_BOUND, &format!("listing of {dir}"), async move {
-            c.list_with_delimiter(Some(&path)).await
-        })?;
-        Ok(r.objects
+        Ok(self
+            .listing(dir)?
+            .objects
             .into_iter()
             .map(|o| (o.location.to_string(), o.last_modified.timestamp()))
             .collect())
+    }
+
+    /// One listing of `dir` with `/` as the delimiter, whole (object_store
+    /// reads every page of it).
+    fn listing(&self, dir: &str) -> Result<object_store::ListResult> {
+        let path = ObjectPath::from(dir.trim_end_matches('/'));
+        let c = self.client.clone();
+        self.call(READ_BOUND, &format!("listing of {dir}"), async move {
+            c.list_with_delimiter(Some(&path)).await
+        })
+    }
+
+    /// Counts a read of `bytes` bytes in `gets` requests.
+    fn count_read(&self, gets: u64, bytes: usize) {
+        self.counts.gets.fetch_add(gets, Ordering::Relaxed);
+        self.counts
+            .bytes_in
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Whether the object `name` exists (an error only when the store did
