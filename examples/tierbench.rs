@@ -171,13 +171,21 @@ fn main() {
     }
     println!("pass_warm_to_hot_s {:.2}", migrate(&mnt));
     assert_eq!(tier_of(&path(&base, n / 2)), "hot");
-    // A live policy edit: everything not accessed for 1 s is idle now.
-    let text = std::fs::read_to_string(&policy).unwrap();
-    std::fs::write(&policy, text.replace("idle = \"1h\"", "idle = \"1s\"")).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Live policy edits: hot files not accessed for 1 s are idle now ([hot]
+    // comes first in the policy), then warm ones too (one tier per pass:
+    // a pass of 100,000 files takes longer than the idle time).
+    let idle_after_1s = |tier: &str| {
+        let text = std::fs::read_to_string(&policy).unwrap();
+        let section = text.find(&format!("[{tier}]")).unwrap();
+        let at = section + text[section..].find("idle = \"1h\"").unwrap();
+        let edited = format!("{}idle = \"1s\"{}", &text[..at], &text[at + 11..]);
+        std::fs::write(&policy, edited).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    idle_after_1s("hot");
     println!("pass_hot_to_warm_s {:.2}", migrate(&mnt));
     assert_eq!(tier_of(&path(&base, n / 2)), "warm");
-    std::thread::sleep(Duration::from_millis(1500));
+    idle_after_1s("warm");
     println!("pass_warm_to_cold_s {:.2}", migrate(&mnt));
     assert_eq!(tier_of(&path(&base, n / 2)), "cold");
     println!("read_cold_files_per_s {:.0}", read_all(&base, n));

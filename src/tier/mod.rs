@@ -191,17 +191,19 @@ impl Tiers {
                 loc.seg, loc.off, loc.len, loc.stored
             )));
         }
-        let mut raw = Vec::with_capacity(loc.stored as usize);
-        self.store(loc.tier).read(loc, &mut raw)?;
         if loc.tier != Tier::Cold {
+            let mut raw = Vec::with_capacity(loc.stored as usize);
+            self.store(loc.tier).read(loc, &mut raw)?;
             return Ok(raw);
         }
-        let dict = self.dicts.for_frame(&raw)?;
-        let data = decompress(&raw, loc.len as usize, dict.as_ref()).map_err(|e| {
-            Error::Corrupt(format!(
-                "pack {:016x} offset {}: zstd frame does not decompress: {e}",
-                loc.seg, loc.off
-            ))
+        let data = self.cold.with_record(loc, |raw| {
+            let dict = self.dicts.for_frame(raw)?;
+            decompress(raw, loc.len as usize, dict.as_ref()).map_err(|e| {
+                Error::Corrupt(format!(
+                    "pack {:016x} offset {}: zstd frame does not decompress: {e}",
+                    loc.seg, loc.off
+                ))
+            })
         })?;
         if data.len() != loc.len as usize {
             return Err(Error::Corrupt(format!(

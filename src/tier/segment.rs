@@ -319,9 +319,22 @@ impl SegmentStore {
     /// Copies the stored bytes of the record at `loc` into `out`, after
     /// checking them against their checksum and the location.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        // A failed read leaves nothing behind.
+        out.clear();
+        self.with_record(loc, |data| {
+            out.extend_from_slice(data);
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with the data of the record `loc` names, checked as `read`
+    /// checks it, where it lies (the segment's map, or a frame fetched from
+    /// the object store) when it can: a cold read decompresses from there
+    /// without a copy first.
+    pub fn with_record<R>(&self, loc: &ChunkLoc, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         let seg = self.segs.read().get(&loc.seg).cloned();
         if seg.is_none() && self.remote.contains(loc.seg) {
-            return self.remote.read(loc, out);
+            return self.remote.with_record(loc, f);
         }
         let seg = seg.ok_or_else(|| {
             Error::Corrupt(format!(
@@ -333,7 +346,9 @@ impl SegmentStore {
             return Err(bad_checksum(loc));
         }
         if loc.stored as u64 >= BIG_RECORD || seg.pread_only {
-            return seg.read_big(loc, out);
+            let mut out = Vec::new();
+            seg.read_big(loc, &mut out)?;
+            return f(&out);
         }
         let Some((h, data)) = seg.record(loc.off) else {
             return Err(bad_checksum(loc));
@@ -341,9 +356,7 @@ impl SegmentStore {
         if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
             return Err(not_indexed(loc));
         }
-        out.clear();
-        out.extend_from_slice(data);
-        Ok(())
+        f(data)
     }
 
     /// Counts a record as live (at start-up, from the chunk index). An index

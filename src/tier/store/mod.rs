@@ -11,6 +11,7 @@
 mod cache;
 pub mod s3;
 pub mod snapshot;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::record::{self, record_size};
+use super::record::{self, record_size, REC_HEADER_LEN};
+use super::segfile::SEG_HEADER_LEN;
 use super::segfile::{bad_checksum, not_indexed};
 use crate::error::{Error, Result};
 use crate::meta::ChunkLoc;
@@ -106,18 +108,8 @@ impl Target {
 /// deleted once it is this old (seconds; `TIERFS_SWEEP_GRACE` sets it for
 /// tests).
 const SWEEP_GRACE: i64 = 3600;
-/// How far a read that follows the previous one fetched from the same
-/// object asks for at once: the records it finds go to the frame cache.
-const READAHEAD: u64 = 8 << 20;
 /// Objects whose read position is remembered for readahead.
 const READ_POSITIONS: usize = 1024;
-
-/// How far a background readahead runs ahead of its reader at most.
-const STREAM_AHEAD: u64 = 4 * READAHEAD;
-/// GETs of `READAHEAD` bytes a background readahead has in flight at once.
-const STREAM_GETS: u64 = 2;
-/// A background readahead whose reader has not moved for this long ends.
-const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Time between two sweeps of the bucket.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
@@ -151,22 +143,8 @@ pub struct Remote {
     fetching: parking_lot::Mutex<
         std::collections::HashMap<String, std::sync::Arc<parking_lot::Mutex<()>>>,
     >,
-    /// Objects being read ahead in the background (`stream`), and the
-    /// condition their readers and fetchers wait on.
-    streams: parking_lot::Mutex<std::collections::HashMap<String, Stream>>,
-    stream_moved: parking_lot::Condvar,
-}
-
-/// The background readahead of one object: it fetches the next `READAHEAD`
-/// bytes while its reader is less than `STREAM_AHEAD` behind, into the
-/// frame cache, so that the store's latency overlaps the reader's work.
-struct Stream {
-    /// The range the GETs of the stream are fetching now.
-    inflight: Option<std::ops::Range<u64>>,
-    /// Where its next GET starts: a reader there waits for it.
-    next: u64,
-    /// Where the reader last read.
-    reader: u64,
+    /// Objects being read ahead in the background (`stream`).
+    streams: stream::Streams,
 }
 
 impl Remote {
@@ -200,31 +178,33 @@ impl Remote {
             positions: Default::default(),
             fetching: Default::default(),
             streams: Default::default(),
-            stream_moved: Default::default(),
         })
     }
 
     /// The record at `off` of `object` from the frame cache, if it is there
     /// and is the one `loc` names.
-    fn cached(&self, object: &str, loc: &ChunkLoc) -> Option<Vec<u8>> {
+    fn cached(&self, object: &str, loc: &ChunkLoc) -> Option<Frame> {
         self.cache
             .get(object, loc.off)
             .filter(|b| checked(b, loc).is_ok())
+            .map(Frame::Owned)
     }
 
-    /// The record `loc` names, from the frame cache or fetched (one fetch
-    /// from an object at a time).
-    fn record(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+    /// The record `loc` names, checked, from the stream of its object, the
+    /// frame cache or fetched (one fetch from an object at a time).
+    fn record(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Frame> {
         let object = leaf(name);
         self.reader_at(object, loc.off);
-        if let Some(b) = self.cached(object, loc) {
-            return Ok(b);
+        let good = |f: Frame| checked(&f, loc).is_ok().then_some(f);
+        if let Some(f) = self.streamed(object, loc, false).and_then(good) {
+            return Ok(f);
         }
-        // The background readahead may be fetching it right now.
-        if self.wait_for_stream(object, loc.off) {
-            if let Some(b) = self.cached(object, loc) {
-                return Ok(b);
-            }
+        if let Some(f) = self.cached(object, loc) {
+            return Ok(f);
+        }
+        // The background readahead may have it, or be fetching it now.
+        if let Some(f) = self.streamed(object, loc, true).and_then(good) {
+            return Ok(f);
         }
         let lock = self
             .fetching
@@ -251,169 +231,43 @@ impl Remote {
     }
 
     /// Fetches the record `loc` names from the object `name` with one range
-    /// GET; when the read follows the previous fetch from that object, the
-    /// GET reaches `READAHEAD` further and every whole record in it is kept
-    /// in the frame cache too. Returns the record's bytes (header first).
-    fn fetch(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Vec<u8>> {
+    /// GET, checked, and keeps it in the frame cache. A read of an object's
+    /// first record, or one that follows the previous fetch from that
+    /// object, also starts a stream of the rest of the object (`stream`),
+    /// whose GETs go out while this one runs.
+    fn fetch(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Frame> {
         let object = leaf(name);
         let len = record_size(loc.stored);
-        let mut end = loc.off + len;
+        let end = loc.off + len;
         let known = self.positions.lock().get(object).copied();
-        let mut sequential = None;
-        if let Some((last, size)) = known.filter(|(last, _)| *last == loc.off) {
-            let size = match size {
-                Some(s) => s,
-                None => self.s3.size(name)?,
-            };
-            self.positions
-                .lock()
-                .insert(object.to_string(), (last, Some(size)));
-            end = end.max((loc.off + READAHEAD).min(size));
-            sequential = Some(size);
-        }
-        let buf = self.s3.get_range(name, loc.off..end)?;
-        let pos = self.cache_records(object, loc.off, &buf) as usize;
-        // A sequential reader: the rest of the object comes ahead of it.
+        // A whole chunk at the start of an object: most likely a big file
+        // read from its start, or going on from the previous object.
+        let first = loc.off == SEG_HEADER_LEN
+            && known.is_none()
+            && u64::from(loc.len) == crate::tier::CHUNK_SIZE;
         let caching = self.cache.stats().1 > 0;
-        if let Some(size) = sequential.filter(|s| caching && loc.off + (pos as u64) < *s) {
-            self.start_stream(name, loc.off, loc.off + pos as u64, size);
+        let sequential = caching && (first || known.is_some_and(|(last, _)| last == loc.off));
+        self.read_to(object, end, known.and_then(|(_, size)| size));
+        // The record alone first (its reader waits for it), then the
+        // stream: this GET shares the store with nothing.
+        let (buf, size) = self.s3.get_range_sized(name, loc.off..end)?;
+        checked(&buf, loc)?;
+        self.read_to(object, end, Some(size));
+        if sequential && end < size {
+            self.start_stream(name, loc.off, end, size);
         }
-        {
-            let mut p = self.positions.lock();
-            if p.len() >= READ_POSITIONS && !p.contains_key(object) {
-                p.clear();
-            }
-            let size = p.get(object).and_then(|e| e.1);
-            p.insert(object.to_string(), (loc.off + (pos as u64).max(len), size));
-        }
-        let mut b = buf;
-        b.truncate(len as usize);
-        Ok(b)
+        self.cache.put(object, loc.off, &buf);
+        Ok(Frame::Owned(buf))
     }
 
-    /// Puts every whole record of `buf` (bytes from `off` of `object`)
-    /// into the frame cache. Returns the bytes of those records.
-    fn cache_records(&self, object: &str, off: u64, buf: &[u8]) -> u64 {
-        let mut pos = 0usize;
-        while let Some((h, _)) = record::record_at(buf, pos as u64) {
-            let n = record_size(h.len) as usize;
-            self.cache.put(object, off + pos as u64, &buf[pos..pos + n]);
-            pos += n;
+    /// Remembers that the last fetch from `object` ended at `end` (and the
+    /// object's size, once known).
+    fn read_to(&self, object: &str, end: u64, size: Option<u64>) {
+        let mut p = self.positions.lock();
+        if p.len() >= READ_POSITIONS && !p.contains_key(object) {
+            p.clear();
         }
-        pos as u64
-    }
-
-    /// The reader of `object` is at `off` (a stream of it may go on).
-    fn reader_at(&self, object: &str, off: u64) {
-        let mut s = self.streams.lock();
-        if let Some(st) = s.get_mut(object) {
-            if off > st.reader {
-                st.reader = off;
-                self.stream_moved.notify_all();
-            }
-        }
-    }
-
-    /// Waits while a GET of the background readahead of `object` covers
-    /// `off` (at most the read bound). Returns whether it waited.
-    fn wait_for_stream(&self, object: &str, off: u64) -> bool {
-        let deadline = std::time::Instant::now() + s3::READ_BOUND;
-        let mut s = self.streams.lock();
-        let mut waited = false;
-        // Fetching it now, or about to: it is where the next GETs start.
-        let coming = |st: &Stream| {
-            st.inflight.as_ref().is_some_and(|r| r.contains(&off))
-                || (st.next..st.next + STREAM_GETS * READAHEAD).contains(&off)
-        };
-        while s.get(object).is_some_and(coming) {
-            waited = true;
-            if self.stream_moved.wait_until(&mut s, deadline).timed_out() {
-                break;
-            }
-        }
-        waited
-    }
-
-    /// Starts reading `name` ahead of its reader (at `reader`) from `next`
-    /// to `size`, on a thread of its own, unless that already happens.
-    fn start_stream(self: &Arc<Self>, name: &str, reader: u64, next: u64, size: u64) {
-        let object = leaf(name).to_string();
-        {
-            let mut s = self.streams.lock();
-            if s.contains_key(&object) {
-                return;
-            }
-            s.insert(
-                object.clone(),
-                Stream {
-                    inflight: None,
-                    next,
-                    reader,
-                },
-            );
-        }
-        let me = self.clone();
-        let (name, key) = (name.to_string(), object.clone());
-        let spawned = std::thread::Builder::new()
-            .name("readahead".into())
-            .spawn(move || me.stream(&name, &key, next, size));
-        if spawned.is_err() {
-            self.streams.lock().remove(&object);
-        }
-    }
-
-    /// The loop of a background readahead (see `Stream`). A failed GET ends
-    /// it: the reader then fetches for itself and gets the error.
-    fn stream(&self, name: &str, object: &str, mut next: u64, size: u64) {
-        loop {
-            let range = {
-                let mut s = self.streams.lock();
-                let idle_until = std::time::Instant::now() + STREAM_IDLE;
-                loop {
-                    let Some(st) = s.get_mut(object) else { return };
-                    if next >= size {
-                        break None;
-                    }
-                    if next < st.reader + STREAM_AHEAD {
-                        let r = next..(next + STREAM_GETS * READAHEAD).min(size);
-                        st.inflight = Some(r.clone());
-                        break Some(r);
-                    }
-                    if self.stream_moved.wait_until(&mut s, idle_until).timed_out() {
-                        break None;
-                    }
-                }
-            };
-            let got = match range {
-                Some(r) => {
-                    let mut parts = Vec::new();
-                    let mut at = r.start;
-                    while at < r.end {
-                        parts.push(at..(at + READAHEAD).min(r.end));
-                        at += READAHEAD;
-                    }
-                    self.s3
-                        .get_ranges_at_once(name, parts)
-                        .map(|buf| self.cache_records(object, r.start, &buf))
-                        .unwrap_or(0)
-                }
-                None => 0,
-            };
-            let mut s = self.streams.lock();
-            self.stream_moved.notify_all();
-            if got == 0 {
-                s.remove(object);
-                return;
-            }
-            next += got;
-            if let Some(st) = s.get_mut(object) {
-                st.inflight = None;
-                st.next = next;
-            }
-            self.positions
-                .lock()
-                .insert(object.to_string(), (next, Some(size)));
-        }
+        p.insert(object.to_string(), (end, size));
     }
 
     /// Whether the store answers (see `Tiers::object_store_reachable`).
@@ -564,16 +418,18 @@ impl RemotePacks {
         };
         // Known to the cache: the read checks it (and fetches it again if
         // the file is damaged). Its readahead goes on from here.
-        remote.reader_at(leaf(&name), loc.off);
-        if remote.cache.contains(leaf(&name), loc.off) {
+        let object = leaf(&name);
+        remote.reader_at(object, loc.off);
+        if remote.cache.contains(object, loc.off) || remote.streamed(object, loc, true).is_some() {
             return Ok(());
         }
         remote.record(&name, loc).map(|_| ())
     }
 
-    /// Reads the record `loc` names from its pack's object (or the frame
-    /// cache), checked against its checksum and the location.
-    pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+    /// Calls `f` with the data of the record `loc` names, from its pack's
+    /// object (or the frame cache), checked against its checksum and the
+    /// location.
+    pub fn with_record<R>(&self, loc: &ChunkLoc, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         let name = self.name(loc.seg).ok_or_else(|| {
             Error::Corrupt(format!(
                 "pack {:016x} is missing (chunk at offset {})",
@@ -587,11 +443,26 @@ impl RemotePacks {
                 loc.seg
             ))));
         };
-        let bytes = remote.record(&name, loc)?;
-        let data = checked(&bytes, loc)?;
-        out.clear();
-        out.extend_from_slice(data);
-        Ok(())
+        let frame = remote.record(&name, loc)?;
+        let start = REC_HEADER_LEN as usize;
+        f(&frame[start..start + loc.stored as usize])
+    }
+}
+
+/// A record's bytes, header first: its own, or a part of a window a
+/// stream fetched (shared with the stream, not copied).
+pub(super) enum Frame {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Frame::Owned(b) => b,
+            Frame::Shared(b, r) => &b[r.clone()],
+        }
     }
 }
 

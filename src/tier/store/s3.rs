@@ -30,6 +30,21 @@ const PUT_BOUND: Duration = Duration::from_secs(120);
 /// After a failure to reach the store, calls fail at once for this long.
 const BREAKER: Duration = Duration::from_secs(5);
 
+/// A range GET sent in the background (`S3::start_get_range`). Dropped
+/// unfinished, it is cancelled.
+pub struct Pending {
+    name: String,
+    task: Option<tokio::task::JoinHandle<object_store::Result<Vec<u8>>>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
 /// Counters of what the client did, for `user.tier.stats`.
 #[derive(Default)]
 pub struct Counts {
@@ -355,6 +370,37 @@ impl S3 {
             .collect())
     }
 
+    /// Starts a GET of bytes `range` of the object `name` in the
+    /// background; `finish` waits for it. Fails at once while the breaker
+    /// is open.
+    pub fn start_get_range(&self, name: &str, range: Range<u64>) -> Result<Pending> {
+        if let Some(why) = self.down() {
+            return Err(remote_error(format!("read of {name}: {why}")));
+        }
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let task = self
+            .runtime()
+            .spawn(async move { c.get_range(&path, range).await.map(Vec::from) });
+        Ok(Pending {
+            name: name.to_string(),
+            task: Some(task),
+        })
+    }
+
+    /// The bytes of the GET `p` started, waiting at most the read bound.
+    pub fn finish(&self, mut p: Pending) -> Result<Vec<u8>> {
+        let task = p.task.take().expect("a pending GET is finished once");
+        let b = self.call(READ_BOUND, &format!("read of {}", p.name), async move {
+            task.await.map_err(|e| object_store::Error::Generic {
+                store: "tokio",
+                source: Box::new(e),
+            })?
+        })?;
+        self.count_read(1, b.len());
+        Ok(b)
+    }
+
     /// Bytes `range` of the object `name`.
     pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = ObjectPath::from(name);
@@ -363,7 +409,25 @@ impl S3 {
             c.get_range(&path, range).await
         })?;
         self.count_read(1, b.len());
-        Ok(b.to_vec())
+        Ok(Vec::from(b))
+    }
+
+    /// Bytes `range` of the object `name`, and the object's size (from the
+    /// same answer: no HEAD).
+    pub fn get_range_sized(&self, name: &str, range: Range<u64>) -> Result<(Vec<u8>, u64)> {
+        let path = ObjectPath::from(name);
+        let c = self.client.clone();
+        let (b, size) = self.call(READ_BOUND, &format!("read of {name}"), async move {
+            let opts = object_store::GetOptions {
+                range: Some(range.into()),
+                ..Default::default()
+            };
+            let r = c.get_opts(&path, opts).await?;
+            let size = r.meta.size;
+            Ok((r.bytes().await?, size))
+        })?;
+        self.count_read(1, b.len());
+        Ok((Vec::from(b), size))
     }
 
     /// Every object directly under `dir` (a prefix ending in `/`): its name
