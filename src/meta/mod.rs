@@ -492,15 +492,12 @@ impl Meta {
         Ok(r.is_ok())
     }
 
-    /// Every persisted access record: `(ino, record)`.
-    pub fn access_records(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        self.db
-            .scan_prefix([TAG_ACCESS])
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((be_u64(&k[1..]), v.to_vec()))
-            })
-            .collect()
+    /// Every persisted access record, in inode order: `(ino, record)`.
+    pub fn access_records(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
+        self.db.scan_prefix([TAG_ACCESS]).map(|r| {
+            let (k, v) = r?;
+            Ok((be_u64(&k[1..]), v.to_vec()))
+        })
     }
 
     pub fn orphans(&self) -> Result<Vec<u64>> {

@@ -133,16 +133,6 @@ fn recorded(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
         .and_then(|rec| AccessStats::decode(&rec)))
 }
 
-/// Of the files within the promotion window (`fold_expired`), those with
-/// `after` accesses in it: the only ones an access can promote.
-pub fn promotable(within: Vec<(u64, AccessStats)>, now: f64, window: f64, after: u32) -> Vec<u64> {
-    within
-        .into_iter()
-        .filter(|(_, s)| s.recent_accesses(now, window) >= after)
-        .map(|(ino, _)| ino)
-        .collect()
-}
-
 struct Entry {
     stats: AccessStats,
     /// Changed since it was last saved.
@@ -299,37 +289,54 @@ pub fn persist(
 
 /// Drops the access records whose last access left the promotion window
 /// (their inode records hold the fold; a newer access in the cache writes
-/// a new record when saved). Returns the files still within the window:
-/// the only ones an access can promote.
-pub fn fold_expired(meta: &Meta, now: f64, window: f64) -> Result<Vec<(u64, AccessStats)>> {
-    let mut within = Vec::new();
-    let mut expired = Vec::new();
-    for (ino, rec) in meta.access_records()? {
+/// a new record when saved), in transactions of `BATCH` as it goes through
+/// them. Returns the files still within the window that had `after`
+/// accesses in it: the only ones an access can promote. Holds no more
+/// than a batch and that answer: never every record.
+pub fn fold_expired(meta: &Meta, now: f64, window: f64, after: u32) -> Result<Vec<u64>> {
+    let mut promotable = Vec::new();
+    let mut expired: Vec<(u64, AccessStats)> = Vec::new();
+    for r in meta.access_records() {
+        let (ino, rec) = r?;
         match AccessStats::decode(&rec) {
-            Some(s) if now - s.last <= window => within.push((ino, s)),
+            Some(s) if now - s.last <= window => {
+                if s.recent_accesses(now, window) >= after {
+                    promotable.push(ino);
+                }
+            }
             Some(s) => expired.push((ino, s)),
             None => expired.push((ino, AccessStats::default())),
         }
-    }
-    for part in expired.chunks(BATCH) {
-        let held = meta.write_lock();
-        let mut t = Txn::default();
-        for (ino, s) in part {
-            match meta.inode(*ino) {
-                Ok(mut inode) => {
-                    if s.last >= inode.accessed as f64 + 1.0 {
-                        s.fold_into(&mut inode);
-                        t.put_inode(&inode);
-                    }
-                }
-                Err(Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
-            t.del_access(*ino);
+        if expired.len() >= BATCH {
+            fold(meta, &std::mem::take(&mut expired))?;
         }
-        meta.commit(&held, t)?;
     }
-    Ok(within)
+    fold(meta, &expired)?;
+    Ok(promotable)
+}
+
+/// Folds `expired` access records into their inodes and removes them, in
+/// one transaction.
+fn fold(meta: &Meta, expired: &[(u64, AccessStats)]) -> Result<()> {
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let held = meta.write_lock();
+    let mut t = Txn::default();
+    for (ino, s) in expired {
+        match meta.inode(*ino) {
+            Ok(mut inode) => {
+                if s.last >= inode.accessed as f64 + 1.0 {
+                    s.fold_into(&mut inode);
+                    t.put_inode(&inode);
+                }
+            }
+            Err(Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        t.del_access(*ino);
+    }
+    meta.commit(&held, t)
 }
 
 #[cfg(test)]
@@ -385,13 +392,57 @@ mod tests {
         assert_eq!(stored, c.get(ino).unwrap(), "the access record has it all");
         assert_eq!(stored.recent_accesses(1003.0, 600.0), 3);
         // Past the window: the record goes, the inode keeps the fold.
-        let within = fold_expired(&meta, 2000.0, 600.0).unwrap();
-        assert!(within.is_empty());
+        let promotable = fold_expired(&meta, 2000.0, 600.0, 1).unwrap();
+        assert!(promotable.is_empty());
         assert!(meta.access_record(ino).unwrap().is_none());
         let folded = load(&meta, ino).unwrap().unwrap();
         assert_eq!(folded.count, 3);
         assert_eq!(folded.last, 1002.0);
         assert!((folded.heat - stored.heat).abs() < 1e-3);
         assert_eq!(folded.recent_accesses(2000.0, 600.0), 0);
+    }
+
+    #[test]
+    fn a_fold_of_more_records_than_a_batch_keeps_only_the_promotable() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+        let n = BATCH * 2 + 10;
+        let mut t = Txn::default();
+        let mut inos = Vec::new();
+        for _ in 0..n {
+            let ino = meta.next_ino().unwrap();
+            t.put_inode(&Inode::new(ino, crate::meta::Kind::File, 0o644, 0, 0));
+            inos.push(ino);
+        }
+        meta.commit(&meta.write_lock(), t).unwrap();
+        // Every third file accessed twice lately, every third once lately,
+        // the rest long ago.
+        let mut c = AccessCache::default();
+        for (i, &ino) in inos.iter().enumerate() {
+            let times: &[f64] = match i % 3 {
+                0 => &[1900.0, 1950.0],
+                1 => &[1950.0],
+                _ => &[100.0, 200.0],
+            };
+            for &at in times {
+                c.touch(ino, at, 600.0, || None);
+            }
+        }
+        persist(&meta, &c.take_dirty(), 1990.0, 600.0).unwrap();
+        let promotable = fold_expired(&meta, 2000.0, 600.0, 2).unwrap();
+        let want: Vec<u64> = inos.iter().step_by(3).copied().collect();
+        assert_eq!(promotable, want, "twice within the window, in inode order");
+        for (i, &ino) in inos.iter().enumerate() {
+            let kept = meta.access_record(ino).unwrap().is_some();
+            assert_eq!(
+                kept,
+                i % 3 != 2,
+                "file {i}: a record only within the window"
+            );
+            if i % 3 == 2 {
+                let folded = load(&meta, ino).unwrap().unwrap();
+                assert_eq!((folded.count, folded.last), (2, 200.0), "file {i} folded");
+            }
+        }
     }
 }

@@ -358,13 +358,7 @@ impl Worker {
         self.persist();
         let now = now_secs();
         let window = policy.promote.window.0.as_secs_f64();
-        let within = access::fold_expired(&self.meta, now, window)?;
-        Ok(access::promotable(
-            within,
-            now,
-            window,
-            policy.promote.after,
-        ))
+        access::fold_expired(&self.meta, now, window, policy.promote.after)
     }
 
     /// Up to `max` moves, going on through `recent` from where the last

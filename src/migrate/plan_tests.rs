@@ -123,12 +123,7 @@ fn sorted(plan: Vec<Move>) -> Vec<(u64, Tier, Tier, String)> {
 
 fn compare(meta: &Meta, policy: &Policy, now: f64, hot_used: u64) -> usize {
     let window = policy.promote.window.0.as_secs_f64();
-    let recent = access::promotable(
-        access::fold_expired(meta, now, window).unwrap(),
-        now,
-        window,
-        policy.promote.after,
-    );
+    let recent = access::fold_expired(meta, now, window, policy.promote.after).unwrap();
     let stats = |inode: &Inode| access::load_for(meta, inode);
     let inputs = Inputs {
         meta,
