@@ -82,6 +82,28 @@ fn truncate_grows_with_zeros_and_shrinks() {
 }
 
 #[test]
+fn isatty_on_a_file_is_enotty_and_quiet() {
+    // Python asks every file it opens whether it is a terminal (ioctl
+    // TCGETS): one round trip each, which must neither fail oddly nor log.
+    let m = Mounted::new();
+    let p = m.path("notes.json");
+    fs::write(&p, b"{}").unwrap();
+    for _ in 0..50 {
+        let f = File::open(&p).unwrap();
+        // SAFETY: a valid open descriptor and a termios to fill.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&f), &mut t) };
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    }
+    let log = m.log_text();
+    assert!(!log.contains("ioctl"), "{log}");
+}
+
+#[test]
 fn unlinked_open_file_stays_usable_until_closed() {
     let m = Mounted::new();
     let p = m.path("gone");
