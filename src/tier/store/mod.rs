@@ -214,7 +214,9 @@ impl Remote {
             .clone();
         let r = {
             let _g = lock.lock();
-            match self.cached(object, loc) {
+            // The fetch this one waited for may have started a stream.
+            let streamed = || self.streamed(object, loc, true).and_then(good);
+            match self.cached(object, loc).or_else(streamed) {
                 Some(b) => Ok(b),
                 None => {
                     // Not cached, or a damaged or torn cache file.
