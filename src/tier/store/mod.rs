@@ -235,8 +235,7 @@ impl Remote {
     /// Fetches the record `loc` names from the object `name` with one range
     /// GET, checked, and keeps it in the frame cache. A read of an object's
     /// first record, or one that follows the previous fetch from that
-    /// object, also starts a stream of the rest of the object (`stream`),
-    /// whose GETs go out while this one runs.
+    /// object, then starts a stream of the rest of the object (`stream`).
     fn fetch(self: &Arc<Self>, name: &str, loc: &ChunkLoc) -> Result<Frame> {
         let object = leaf(name);
         let len = record_size(loc.stored);

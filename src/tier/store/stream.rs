@@ -30,6 +30,10 @@ const AHEAD: u64 = 4 * WINDOW;
 const GETS: usize = 3;
 /// A stream whose reader has not moved for this long ends.
 const IDLE: Duration = Duration::from_secs(2);
+/// Streams at once, in all: each holds up to `AHEAD` and a window in
+/// memory, and `GETS` windows on their way. Further readers fetch record
+/// by record.
+const STREAMS: usize = 4;
 
 /// Whole records a stream fetched: where they start in the object, and
 /// the bytes that hold them (the range of those).
@@ -131,7 +135,7 @@ impl Remote {
         let object = leaf(name).to_string();
         {
             let mut s = self.streams.map.lock();
-            if s.contains_key(&object) {
+            if s.contains_key(&object) || s.len() >= STREAMS {
                 return;
             }
             s.insert(
