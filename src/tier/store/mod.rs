@@ -417,8 +417,9 @@ impl RemotePacks {
         let Some(name) = self.name(loc.seg) else {
             return Ok(());
         };
-        // Known to the cache: the read checks it (and fetches it again if
-        // the file is damaged). Its readahead goes on from here.
+        // Known to the cache or to the object's stream (waiting while the
+        // stream brings it): the read checks it, and fetches it again if
+        // it is damaged. The stream goes on from here.
         let object = leaf(&name);
         remote.reader_at(object, loc.off);
         if remote.cache.contains(object, loc.off) || remote.streamed(object, loc, true).is_some() {
@@ -446,7 +447,10 @@ impl RemotePacks {
         };
         let frame = remote.record(&name, loc)?;
         let start = REC_HEADER_LEN as usize;
-        f(&frame[start..start + loc.stored as usize])
+        let data = frame
+            .get(start..start + loc.stored as usize)
+            .ok_or_else(|| bad_checksum(loc))?;
+        f(data)
     }
 }
 

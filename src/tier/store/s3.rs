@@ -34,14 +34,13 @@ const BREAKER: Duration = Duration::from_secs(5);
 /// unfinished, it is cancelled.
 pub struct Pending {
     name: String,
-    task: Option<tokio::task::JoinHandle<object_store::Result<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<object_store::Result<Vec<u8>>>,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        // A finished task is not affected.
+        self.task.abort();
     }
 }
 
@@ -320,34 +319,6 @@ impl S3 {
         Ok(())
     }
 
-    /// The bytes of `ranges` of the object `name`, one after another: one
-    /// range GET each, all at once.
-    pub fn get_ranges_at_once(&self, name: &str, ranges: Vec<Range<u64>>) -> Result<Vec<u8>> {
-        let path = ObjectPath::from(name);
-        let c = self.client.clone();
-        let n = ranges.len() as u64;
-        let parts = self.call(READ_BOUND, &format!("read of {name}"), async move {
-            let tasks: Vec<_> = ranges
-                .into_iter()
-                .map(|r| {
-                    let (c, p) = (c.clone(), path.clone());
-                    tokio::spawn(async move { c.get_range(&p, r).await })
-                })
-                .collect();
-            let mut parts = Vec::new();
-            for t in tasks {
-                parts.push(t.await.map_err(|e| object_store::Error::Generic {
-                    store: "tokio",
-                    source: Box::new(e),
-                })??);
-            }
-            Ok(parts)
-        })?;
-        let out = parts.concat();
-        self.count_read(n, out.len());
-        Ok(out)
-    }
-
     /// The whole object `name`.
     pub fn get(&self, name: &str) -> Result<Vec<u8>> {
         let path = ObjectPath::from(name);
@@ -384,32 +355,23 @@ impl S3 {
             .spawn(async move { c.get_range(&path, range).await.map(Vec::from) });
         Ok(Pending {
             name: name.to_string(),
-            task: Some(task),
+            task,
         })
     }
 
     /// The bytes of the GET `p` started, waiting at most the read bound.
     pub fn finish(&self, mut p: Pending) -> Result<Vec<u8>> {
-        let task = p.task.take().expect("a pending GET is finished once");
-        let b = self.call(READ_BOUND, &format!("read of {}", p.name), async move {
-            task.await.map_err(|e| object_store::Error::Generic {
-                store: "tokio",
-                source: Box::new(e),
-            })?
+        let what = format!("read of {}", p.name);
+        let b = self.call(READ_BOUND, &what, async {
+            (&mut p.task)
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "tokio",
+                    source: Box::new(e),
+                })?
         })?;
         self.count_read(1, b.len());
         Ok(b)
-    }
-
-    /// Bytes `range` of the object `name`.
-    pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        let path = ObjectPath::from(name);
-        let c = self.client.clone();
-        let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
-            c.get_range(&path, range).await
-        })?;
-        self.count_read(1, b.len());
-        Ok(Vec::from(b))
     }
 
     /// Bytes `range` of the object `name`, and the object's size (from the
