@@ -144,6 +144,11 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(plus) {
             log::warn!("the kernel does not offer {missing:?}: listings come without attributes");
         }
+        // open(O_TRUNC) reaches `open` with the flag, not as a setattr that
+        // cannot be told from truncate(2): its old content becomes a version.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            log::warn!("the kernel does not offer {missing:?}: open(O_TRUNC) keeps no version");
+        }
         Ok(())
     }
 

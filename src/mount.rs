@@ -201,6 +201,20 @@ fn serve(
     let adapter = FuseAdapter::new(fs.clone(), final_flush.clone());
     let mut session = Session::new(adapter, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let notifier = session.notifier();
+    fs.set_invalidator(Box::new(move |parent, name| {
+        // From a thread of its own: the kernel takes the directory's lock
+        // to drop the entry, and a request of this daemon may hold it.
+        let notifier = notifier.clone();
+        let _ = std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                let name = std::ffi::OsStr::from_bytes(&name);
+                if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), name) {
+                    log::debug!("kernel entry invalidation: {e}");
+                }
+            });
+    }));
     log::info!(
         "mounted {} on {} (pid {})",
         store_dir.display(),

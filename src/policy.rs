@@ -150,6 +150,34 @@ impl Default for MetaCache {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct NewFiles {
+    /// The tier a new file starts on when its directory has no pin.
+    pub tier: String,
+}
+
+impl Default for NewFiles {
+    fn default() -> Self {
+        NewFiles { tier: "hot".into() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trash {
+    /// How long deleted, replaced and truncated files are kept (0: not at all).
+    pub keep: Span,
+}
+
+impl Default for Trash {
+    fn default() -> Self {
+        Trash {
+            keep: Span(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub hot: TierBudget,
     pub warm: TierBudget,
@@ -160,6 +188,10 @@ pub struct Policy {
     /// Absent from policy files older than this section: the default.
     #[serde(default)]
     pub meta: MetaCache,
+    #[serde(default)]
+    pub new: NewFiles,
+    #[serde(default)]
+    pub trash: Trash,
 }
 
 impl Default for Policy {
@@ -200,6 +232,8 @@ impl Default for Policy {
                 interval: Span(Duration::from_secs(5)),
             },
             meta: MetaCache::default(),
+            new: NewFiles::default(),
+            trash: Trash::default(),
         }
     }
 }
@@ -246,6 +280,17 @@ interval = "5s"          # written data reaches disk this soon without fsync
 
 [meta]
 cache = "96MiB"          # memory for the metadata cache; takes effect at the next mount
+
+[new]
+tier = "hot"             # where a new file starts unless its directory is pinned
+                         # ("hot", "warm" or "cold"); the hot watermarks and idle
+                         # time move it down, and one that outgrows the hot budget
+                         # goes warm at once
+
+[trash]
+keep = "7d"              # deleted files, and the old content of files replaced by a
+                         # rename or cut by open(O_TRUNC), are kept this long
+                         # (user.tier.versions, user.tier.deleted); "0" keeps none
 "#;
 
 impl Policy {
@@ -315,6 +360,12 @@ impl Policy {
         if self.writeback.interval.0 < Duration::from_millis(100) {
             return Err("[writeback] interval must be at least 100ms".into());
         }
+        if Tier::parse(&self.new.tier).is_none() {
+            return Err(format!(
+                "[new] tier = {:?}: must be \"hot\", \"warm\" or \"cold\"",
+                self.new.tier
+            ));
+        }
         if self.meta.cache.0 < 8 << 20 {
             return Err("[meta] cache must be at least 8MiB".into());
         }
@@ -328,6 +379,16 @@ impl Policy {
 
     pub fn warm_promotion(&self) -> Option<Tier> {
         Tier::parse(&self.promote.warm_to)
+    }
+
+    /// The tier of a new file in a directory without a pin.
+    pub fn new_tier(&self) -> Tier {
+        Tier::parse(&self.new.tier).unwrap_or(Tier::Hot)
+    }
+
+    /// How long the trash keeps what it gets, in seconds (0: off).
+    pub fn trash_keep(&self) -> i64 {
+        self.trash.keep.0.as_secs() as i64
     }
 
     pub fn cold_promotion(&self) -> Tier {

@@ -153,7 +153,7 @@ fn only_who_may_write_a_file_may_move_or_pin_it() {
     // nobody can read root's file and its tier, but not move or pin it.
     let out = as_nobody("getfattr --only-values -n user.tier roots", &m.mnt);
     assert!(out.status.success());
-    assert_eq!(out.stdout, b"warm");
+    assert_eq!(out.stdout, b"hot");
     for cmd in [
         "setfattr -n user.tier -v cold roots",
         "setfattr -n user.tier.pin -v hot roots",

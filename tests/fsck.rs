@@ -305,12 +305,12 @@ fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
     );
 }
 
-/// Changes the inode total a clean unmount saved (`M summary`, see
+/// Changes the inode total a clean unmount saved (`M summary.2`, see
 /// docs/FORMAT.md) without making it stale.
 fn damage_summary(store: &Path) {
     let db = sled::open(store.join("meta")).unwrap();
     let mut key = vec![b'M'];
-    key.extend_from_slice(b"summary");
+    key.extend_from_slice(b"summary.2");
     let mut v = db
         .get(&key)
         .unwrap()

@@ -179,7 +179,7 @@ impl Model {
         }
     }
     /// A new inode under `parent`: it inherits the directory's pin, and a
-    /// file starts on the pinned tier (warm otherwise).
+    /// file starts on the pinned tier (hot otherwise: `[new] tier`).
     fn new_id(&mut self, parent: &str, file: bool) -> u64 {
         self.next += 1;
         let id = self.next;
@@ -188,7 +188,7 @@ impl Model {
             self.pin.insert(id, pin);
         }
         if file {
-            self.tier.insert(id, pin.unwrap_or("warm"));
+            self.tier.insert(id, pin.unwrap_or("hot"));
         }
         id
     }

@@ -38,7 +38,8 @@ fn status_and_ls_agree_with_getfattr() {
         ours["tiers"]["cold"]["files"]
     );
     assert_eq!(v[0]["stats"]["tiers"]["cold"]["files"], 1);
-    assert_eq!(v[0]["stats"]["tiers"]["hot"]["files"], 1);
+    // n2 pinned hot, n3 and n4 new (new files start hot).
+    assert_eq!(v[0]["stats"]["tiers"]["hot"]["files"], 3);
     let o = mountctl(&m, &["status"]);
     assert!(stdout(&o).contains("cold") && stdout(&o).contains("policy:"));
     // The same figures in Prometheus's text format: each family once, each
@@ -47,7 +48,7 @@ fn status_and_ls_agree_with_getfattr() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = stdout(&o);
     let mount = m.mnt.to_str().unwrap();
-    for (tier, files) in [("hot", 1), ("cold", 1)] {
+    for (tier, files) in [("hot", 3), ("cold", 1)] {
         let line = format!("tierfs_files{{mount=\"{mount}\",tier=\"{tier}\"}} {files}");
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
     }
@@ -146,7 +147,8 @@ fn migrate_dry_run_moves_nothing_then_migrate_does() {
         &policy,
         tierfs::policy::DEFAULT_FILE
             .replace("idle = \"1day\"", "idle = \"1s\"")
-            .replace("interval = \"30s\"", "interval = \"1h\""),
+            .replace("interval = \"30s\"", "interval = \"1h\"")
+            .replace("tier = \"hot\"", "tier = \"warm\""),
     )
     .unwrap();
     let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);

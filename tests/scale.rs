@@ -50,7 +50,12 @@ fn check_all(m: &Mounted, n: usize) {
 
 #[test]
 fn kill9_during_a_cycle_and_during_write_back_loses_nothing_among_many_files() {
-    let mut m = Mounted::with_args(&["--writeback", "1s"]);
+    // New files warm, so that one cycle can move them all cold.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let text = tierfs::policy::DEFAULT_FILE.replace("tier = \"hot\"", "tier = \"warm\"");
+    fs::write(&policy, text).unwrap();
+    let mut m = Mounted::with_args(&["--writeback", "1s", "--policy", policy.to_str().unwrap()]);
     for d in 0..DIRS {
         fs::create_dir(m.path(&format!("d{d:03}"))).unwrap();
     }
@@ -64,7 +69,6 @@ fn kill9_during_a_cycle_and_during_write_back_loses_nothing_among_many_files() {
     assert_eq!(s["tiers"]["warm"]["files"], FILES as u64, "{s}");
 
     // Everything idle: one cycle moves all of it cold; kill -9 in the middle.
-    let policy = m.store.join("policy.toml");
     let text = fs::read_to_string(&policy).unwrap();
     let text = text
         .replace("idle = \"1day\"", "idle = \"1s\"")

@@ -136,7 +136,7 @@ fn bad_values_and_read_only_attributes() {
     assert!(err("getfattr -n user.tier.pin big").contains("No such attribute"));
     // Listing shows only what can be set.
     let listed = m.sh_ok("getfattr -d -m - f");
-    assert!(listed.contains("user.tier=\"warm\""));
+    assert!(listed.contains("user.tier=\"hot\""), "new files start hot");
     assert!(!listed.contains("user.tier.why"));
     m.sh_ok("setfattr -n user.tier.pin -v cold f");
     assert!(m.sh_ok("getfattr -d f").contains("user.tier.pin=\"cold\""));
@@ -227,7 +227,10 @@ fn policy_edits_apply_live_and_bad_edits_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(
         dir.path(),
-        &[("interval = \"30s\"", "interval = \"300ms\"")],
+        &[
+            ("interval = \"30s\"", "interval = \"300ms\""),
+            ("tier = \"hot\"", "tier = \"warm\""),
+        ],
     );
     let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
     fs::write(m.path("f"), b"data").unwrap();

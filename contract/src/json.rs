@@ -21,6 +21,36 @@ pub struct Stats {
     /// "local"` and from daemons older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_store: Option<ObjectStore>,
+    /// What the trash keeps; absent from daemons older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trash: Option<TrashStats>,
+}
+
+/// Files the trash keeps (deleted, replaced, truncated, expired) and
+/// their bytes; `keep` is how long, in seconds (0: the trash is off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrashStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub keep: u64,
+}
+
+/// One entry of `user.tier.versions` (a file's earlier versions) or
+/// `user.tier.deleted` (what was deleted from a directory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    /// What `user.tier.restore` takes.
+    pub id: u64,
+    /// The name it had.
+    pub name: String,
+    /// When it went to the trash, RFC 3339.
+    pub time: String,
+    pub size: u64,
+    /// `unlink`, `rename`, `truncate`, `expired` or `restore`.
+    pub why: String,
+    /// A directory (it comes back with what the trash kept of it).
+    #[serde(default)]
+    pub dir: bool,
 }
 
 /// What the cold tier's object store holds and what was asked of it.

@@ -29,15 +29,29 @@ pub const PLAN: &str = "user.tier.plan";
 /// cycle moved and what failed, in the same form as `PLAN`.
 pub const LAST_CYCLE: &str = "user.tier.last_cycle";
 
+/// Read-only, file: JSON list of the kept earlier versions of its name
+/// (`json::TrashEntry`).
+pub const VERSIONS: &str = "user.tier.versions";
+/// Read-only, directory: JSON list of the files deleted from it that the
+/// trash still keeps (`json::TrashEntry`).
+pub const DELETED: &str = "user.tier.deleted";
+/// Set only: on a file, a version id (that version becomes the content
+/// again); on a directory, a name or id of its `DELETED` (it comes back).
+pub const RESTORE: &str = "user.tier.restore";
+/// Directory, set only (an extension for `mountctl trash --purge`): `all`,
+/// `older-than=DURATION`, or a name or id of its `DELETED`: freed now.
+pub const PURGE: &str = "user.tier.purge";
+
 /// Every name of the contract; other `user.tier.*` names are refused (EINVAL)
 /// rather than stored, so that a typo is an error, not a silent no-op.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 16] = [
     TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE, PLAN, LAST_CYCLE,
+    VERSIONS, DELETED, RESTORE, PURGE,
 ];
 
 /// Names that can only be read.
-pub const READ_ONLY: [&str; 9] = [
-    WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, PLAN, LAST_CYCLE,
+pub const READ_ONLY: [&str; 11] = [
+    WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, PLAN, LAST_CYCLE, VERSIONS, DELETED,
 ];
 
 /// True for names in the reserved `user.tier` namespace.

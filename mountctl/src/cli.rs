@@ -136,6 +136,44 @@ pub enum Command {
     ///
     /// Example: mountctl policy ~/memories
     Policy { mount: Option<PathBuf> },
+    /// The kept earlier versions of a file (deleted by rename-over, cut by
+    /// O_TRUNC, or replaced by a restore), oldest first.
+    ///
+    /// Example: mountctl versions ~/memories/notes/standup.md
+    Versions {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the trash keeps of files deleted from a directory; or, with
+    /// --purge, free them now (needs write permission on the directory).
+    ///
+    /// Example: mountctl trash ~/memories/notes --purge --older-than 1d
+    Trash {
+        /// The directory (default: the current one).
+        dir: Option<PathBuf>,
+        #[arg(long, conflicts_with = "purge")]
+        json: bool,
+        /// Free what the trash keeps of this directory now.
+        #[arg(long)]
+        purge: bool,
+        /// With --purge: only what was deleted longer ago than this.
+        #[arg(long, requires = "purge")]
+        older_than: Option<humantime::Duration>,
+        /// With --purge: only this name (or id).
+        #[arg(long, requires = "purge", conflicts_with = "older_than")]
+        name: Option<String>,
+    },
+    /// Bring back a version of a file (by id), or a file deleted from a
+    /// directory (by name or id) under its old name.
+    ///
+    /// Example: mountctl restore ~/memories/notes standup.md
+    Restore {
+        /// The file (to restore one of its versions) or the directory.
+        path: PathBuf,
+        /// A version id (file), or a name or id from `mountctl trash` (directory).
+        what: String,
+    },
     /// Flush and unmount, waiting until the daemon has exited.
     ///
     /// Example: mountctl unmount ~/memories

@@ -5,7 +5,7 @@
 //! parser come from the `contract` crate.
 //!
 //! `cli`: the command line; `render`: what is printed; `apply`: move, pin,
-//! unpin; `watch`: the live view; `procfs`: open files and waiting for the
+//! unpin; `trash`: versions, the trash, restore; `watch`: the live view; `procfs`: open files and waiting for the
 //! daemon; `exit`: exit codes; this file: the other commands.
 
 mod apply;
@@ -14,6 +14,7 @@ mod exit;
 mod procfs;
 mod prometheus;
 mod render;
+mod trash;
 mod watch;
 mod xattr;
 
@@ -88,6 +89,22 @@ fn run(cmd: Command) -> Result<Exit, Fatal> {
             count,
         } => watch::watch(mount.as_deref(), interval.into(), count),
         Command::Policy { mount } => policy(mount.as_deref()),
+        Command::Versions { file, json } => trash::versions(&file, json),
+        Command::Trash {
+            dir,
+            json,
+            purge,
+            older_than,
+            name,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            if purge {
+                trash::purge(&dir, older_than.map(Into::into), name.as_deref())
+            } else {
+                trash::list(&dir, json)
+            }
+        }
+        Command::Restore { path, what } => trash::restore(&path, &what),
         Command::Unmount { mount } => unmount(&mount),
     }
 }

@@ -107,6 +107,8 @@ impl TierFs {
             writeback: Mutex::new(None),
             probes: Default::default(),
             census: Mutex::new(None),
+            invalidator: Default::default(),
+            expiry: Mutex::new(None),
         };
         fs.start_writeback();
         let fs = Arc::new(fs);
@@ -117,6 +119,7 @@ impl TierFs {
             .name("census".into())
             .spawn(move || bg.census())?;
         *fs.census.lock() = Some(census);
+        fs.start_expiry();
         let weak = Arc::downgrade(&fs);
         let watcher = crate::policy::watch(&opts.policy_path, move || {
             if let Some(fs) = weak.upgrade() {
@@ -194,6 +197,40 @@ impl TierFs {
         *self.writeback.lock() = Some(Writeback { tx, stop, thread });
     }
 
+    /// Starts the thread that frees what the trash has kept past `[trash]
+    /// keep`, once per write-back interval (one read of the expiry records
+    /// when nothing expires). It holds the filesystem only while it works.
+    fn start_expiry(self: &Arc<Self>) {
+        let (tx, rx) = bounded::<()>(1);
+        let weak = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("trash".into())
+            .spawn(move || loop {
+                let interval = match weak.upgrade() {
+                    Some(fs) => fs.shared.policy().writeback.interval.0,
+                    None => return,
+                };
+                match rx.recv_timeout(interval) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(fs) = weak.upgrade() else { return };
+                match fs.expire_trash() {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("trash: {n} kept past [trash] keep freed"),
+                    Err(e) => log::error!("trash expiry: {e}"),
+                }
+            })
+            .expect("spawn trash thread");
+        *self.expiry.lock() = Some((tx, thread));
+    }
+
+    /// Sets how the kernel is told to drop a cached directory entry (the
+    /// mount's notifier).
+    pub fn set_invalidator(&self, f: super::Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
     /// Counts the inode totals if the last stop did not save them (and
     /// builds the candidate index of a store that has none), then removes
     /// the files unlinked while open at the last stop.
@@ -237,6 +274,12 @@ impl TierFs {
             let _ = t.join();
         }
         self.policy_watch.lock().take();
+        if let Some((tx, t)) = self.expiry.lock().take() {
+            let _ = tx.send(());
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
         self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
             w.stop.store(true, Ordering::Release);

@@ -11,6 +11,14 @@ impl TierFs {
         if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
             return Err(Error::IsDir);
         }
+        // The kernel leaves O_TRUNC to the open (FUSE_ATOMIC_O_TRUNC), so
+        // that the content it cuts can be kept as a version.
+        if inode.kind == Kind::File
+            && flags & libc::O_TRUNC != 0
+            && (flags & libc::O_ACCMODE) != libc::O_RDONLY
+        {
+            self.truncate_on_open(ino)?;
+        }
         // One open is one access. Opens always reach the daemon (reads served
         // from the kernel's page cache do not), and counting every read or
         // write request would make a file written once look busy.
@@ -71,7 +79,11 @@ impl TierFs {
             // Writes nothing, and so does not grow the file to `off`.
             return Ok(0);
         }
-        self.tiers.write(ino, off, data)?;
+        match self.tiers.write(ino, off, data) {
+            // The trash gives way to a write that finds the disk full.
+            Err(Error::NoSpace) if self.trash_yield()? => self.tiers.write(ino, off, data)?,
+            r => r?,
+        }
         // The size grows durably with the data, in `Tiers::flush`. The
         // write has happened: a failure to record its times (the metadata
         // store on a full disk) is logged, not answered, so that a write

@@ -9,6 +9,7 @@ mod daemon;
 mod io;
 mod listing;
 use daemon::Writeback;
+mod trash;
 mod xattr;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::meta::{Dirent, Inode, Kind, Meta, Time, Txn, ROOT_INO};
+use crate::meta::{Dirent, Inode, Kind, Meta, Tier, Time, Txn, Why, ROOT_INO};
 use crate::migrate::{AccessLog, Migrator, Shared};
 use crate::policy::Policy;
 use crate::tier::Tiers;
@@ -117,7 +118,15 @@ pub struct TierFs {
     probes: xattr::Probes,
     /// The background count at mount (`daemon::census`).
     census: Mutex<Option<JoinHandle<()>>>,
+    /// Tells the kernel to drop a cached entry (parent, name): set by the
+    /// mount, unset in tests on `TierFs` alone.
+    invalidator: std::sync::OnceLock<Invalidator>,
+    /// The trash's expiry thread and what stops it.
+    expiry: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
+
+/// See `TierFs::set_invalidator`.
+pub type Invalidator = Box<dyn Fn(u64, Vec<u8>) + Send + Sync>;
 
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
@@ -175,7 +184,8 @@ impl TierFs {
             return;
         }
         match self.meta.inode(ino) {
-            Ok(i) if i.nlink == 0 => {
+            // A file the trash keeps stays after its last user.
+            Ok(i) if i.nlink == 0 && !i.trash => {
                 if let Err(e) = self.purge(ino) {
                     log::error!("freeing unlinked inode {ino}: {e}");
                 }
@@ -308,10 +318,12 @@ impl TierFs {
         let mut inode = Inode::new(ino, kind, perm, caller.uid, gid);
         inode.rdev = rdev;
         // A directory's pin is inherited by what is created in it; a new
-        // file starts on its pinned tier (hot only if it fits: it is empty).
+        // file starts on its pinned tier, else on the policy's `[new] tier`
+        // (hot fits: it is empty; `Tiers::write` sends it warm if it
+        // outgrows the hot budget).
         inode.pin = dir.pin;
-        if let (Some(pin), Kind::File) = (dir.pin, kind) {
-            inode.tier = pin;
+        if kind == Kind::File {
+            inode.tier = dir.pin.unwrap_or_else(|| self.shared.policy().new_tier());
         }
         let mut t = Txn::default();
         // Every inode names a directory that holds it (log lines find its
@@ -451,13 +463,15 @@ impl TierFs {
             p.ctime = now;
             let mut t = Txn::default();
             t.del_dirent(parent, name, d.seq);
+            let kept = self.keep_in_trash(&mut victim, parent, name, Why::Unlink, &mut t)?;
             t.put_inode(&p);
             t.put_inode(&victim);
-            if victim.nlink == 0 {
+            let freed = victim.nlink == 0 && !kept;
+            if freed {
                 t.put_orphan(victim.ino);
             }
             self.meta.commit(&held, t)?;
-            (victim.nlink == 0).then_some(victim.ino)
+            freed.then_some(victim.ino)
         };
         if let Some(ino) = ino {
             self.purge_if_unused(ino);
@@ -615,7 +629,9 @@ impl TierFs {
                         }
                         (false, false) => other.nlink = other.nlink.saturating_sub(1),
                     }
-                    if other.nlink == 0 {
+                    let kept =
+                        self.keep_in_trash(&mut other, newparent, newname, Why::Rename, &mut t)?;
+                    if other.nlink == 0 && !kept {
                         t.put_orphan(other.ino);
                         orphan = Some(other.ino);
                     }

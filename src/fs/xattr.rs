@@ -151,6 +151,8 @@ impl TierFs {
             names::LAST_CYCLE if ino == ROOT_INO => {
                 Ok(self.shared.last_cycle.lock().to_json().into_bytes())
             }
+            names::VERSIONS => Ok(self.versions_json(ino)?.into_bytes()),
+            names::DELETED => Ok(self.deleted_json(ino)?.into_bytes()),
             _ => Err(Error::NoXattr),
         }
     }
@@ -201,6 +203,8 @@ impl TierFs {
                 );
                 Ok(())
             }
+            names::RESTORE => self.restore(ino, value),
+            names::PURGE => self.purge_trash(ino, value),
             n if names::READ_ONLY.contains(&n) || n == names::MIGRATE => Err(Error::NotPermitted),
             _ => Err(Error::Invalid("unknown user.tier attribute")),
         }
@@ -284,6 +288,11 @@ impl TierFs {
                 last_rejected_edit: error,
             },
             object_store: self.tiers.remote_stats(),
+            trash: Some(json::TrashStats {
+                files: totals.trash_files,
+                bytes: totals.trash_bytes,
+                keep: policy.trash_keep().max(0) as u64,
+            }),
         };
         serde_json::to_string(&v).map_err(|e| Error::Corrupt(format!("stats: {e}")))
     }

@@ -25,6 +25,10 @@ impl Found {
             self.totals.files[i.tier as usize] += 1;
             self.totals.bytes[i.tier as usize] += i.size;
         }
+        if i.kind == Kind::File && i.nlink == 0 && i.trash {
+            self.totals.trash_files += 1;
+            self.totals.trash_bytes += i.size;
+        }
         for key in Meta::derived_for(i) {
             if !meta.derived_exists(&key)? {
                 self.problems.push(format!(

@@ -278,7 +278,8 @@ impl Check<'_> {
             while orphans.get(next_orphan).is_some_and(|&o| o < ino) {
                 next_orphan += 1;
             }
-            let orphan = orphans.get(next_orphan) == Some(&ino);
+            // The trash's inodes are named by trash records, not entries.
+            let orphan = orphans.get(next_orphan) == Some(&ino) || self.table.trashed(slot);
             if ino != ROOT_INO && !orphan {
                 self.link_count(slot, &mut lost)?;
             }

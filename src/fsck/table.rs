@@ -19,7 +19,8 @@ pub(super) type Slot = usize;
 pub(super) struct InodeTable {
     /// Every inode number, ascending: the order sled iterates inode keys in.
     inos: Vec<u64>,
-    /// Per inode: its kind (bits 0..3) and its tier (bits 3..5).
+    /// Per inode: its kind (bits 0..3), its tier (bits 3..5) and whether
+    /// the trash keeps it (bit 5).
     info: Vec<u8>,
     /// Per inode: its link count as recorded.
     nlink: Vec<u32>,
@@ -37,7 +38,8 @@ impl InodeTable {
             )));
         }
         self.inos.push(i.ino);
-        self.info.push(kind_code(i.kind) | tier_code(i.tier) << 3);
+        self.info
+            .push(kind_code(i.kind) | tier_code(i.tier) << 3 | (i.trash as u8) << 5);
         self.nlink.push(i.nlink);
         self.refs.push(0);
         Ok(())
@@ -63,6 +65,11 @@ impl InodeTable {
 
     pub(super) fn tier(&self, slot: Slot) -> Tier {
         tier_of(self.info[slot] >> 3 & 0b11)
+    }
+
+    /// Whether the inode in `slot` is kept in the trash (no entry names it).
+    pub(super) fn trashed(&self, slot: Slot) -> bool {
+        self.info[slot] & 1 << 5 != 0
     }
 
     /// The link count the inode in `slot` records.

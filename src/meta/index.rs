@@ -42,10 +42,17 @@ fn is_live_file(i: &Inode) -> bool {
     i.kind == Kind::File && i.nlink > 0
 }
 
+/// A file the trash keeps: the migrator moves it down like an idle file.
+fn is_kept_file(i: &Inode) -> bool {
+    i.kind == Kind::File && i.nlink == 0 && i.trash
+}
+
 /// The candidate key an inode record implies, if any.
 pub(super) fn candidate(i: &Inode) -> Option<[u8; 14]> {
-    (is_live_file(i) && i.pin.is_none() && matches!(i.tier, Tier::Hot | Tier::Warm))
-        .then(|| cand_key(i.tier, bucket_of(i.last_use()), i.ino))
+    ((is_live_file(i) || is_kept_file(i))
+        && i.pin.is_none()
+        && matches!(i.tier, Tier::Hot | Tier::Warm))
+    .then(|| cand_key(i.tier, bucket_of(i.last_use()), i.ino))
 }
 
 /// Whether an inode record implies a pending-pin record.
@@ -62,9 +69,14 @@ pub struct Totals {
     pub files: [u64; 3],
     /// Their sizes as committed, per tier.
     pub bytes: [u64; 3],
+    /// Files the trash keeps, and their sizes.
+    pub trash_files: u64,
+    pub trash_bytes: u64,
 }
 
-const TOTALS_LEN: usize = 56;
+const TOTALS_LEN: usize = 72;
+/// The key of the summary (`M summary` held an older layout).
+pub(super) const SUMMARY_KEY: &str = "summary.2";
 
 impl Totals {
     /// Adds (`sign` 1) or takes away (`sign` -1) one inode record.
@@ -82,6 +94,10 @@ impl Totals {
             add(&mut self.files[t], 1);
             add(&mut self.bytes[t], i.size);
         }
+        if is_kept_file(i) {
+            add(&mut self.trash_files, 1);
+            add(&mut self.trash_bytes, i.size);
+        }
     }
 
     /// Applies the changes `delta` was built from (wrapping arithmetic: a
@@ -92,6 +108,8 @@ impl Totals {
             self.files[t] = self.files[t].wrapping_add(delta.files[t]);
             self.bytes[t] = self.bytes[t].wrapping_add(delta.bytes[t]);
         }
+        self.trash_files = self.trash_files.wrapping_add(delta.trash_files);
+        self.trash_bytes = self.trash_bytes.wrapping_add(delta.trash_bytes);
     }
 
     pub(super) fn encode(&self) -> [u8; TOTALS_LEN] {
@@ -104,6 +122,8 @@ impl Totals {
             self.bytes[0],
             self.bytes[1],
             self.bytes[2],
+            self.trash_files,
+            self.trash_bytes,
         ];
         for (i, v) in vals.iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
@@ -120,6 +140,8 @@ impl Totals {
             inodes: v(0),
             files: [v(1), v(2), v(3)],
             bytes: [v(4), v(5), v(6)],
+            trash_files: v(7),
+            trash_bytes: v(8),
         })
     }
 }
@@ -357,7 +379,8 @@ impl Meta {
         let mut g = self.generation.lock();
         let next = *g + 1;
         let summary = encode_summary(next, &self.totals(), tiers);
-        self.db.insert(meta_key("summary"), summary)?;
+        self.db.insert(meta_key(SUMMARY_KEY), summary)?;
+        self.db.remove(meta_key("summary"))?;
         self.db
             .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
         self.flush()?;

@@ -20,12 +20,14 @@ mod dump;
 mod index;
 mod packs;
 mod seal;
+mod trash;
 mod txn;
 mod types;
 
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
 use seal::{read_seal, write_seal};
+pub use trash::{Trashed, Why};
 pub use txn::Txn;
 use txn::{be_u64, key_ino, key_ino_name, key_ino_u64};
 pub use types::*;
@@ -148,7 +150,7 @@ impl Meta {
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;
-        if let Some(b) = meta.db.get(meta_key("summary"))? {
+        if let Some(b) = meta.db.get(meta_key(index::SUMMARY_KEY))? {
             match index::decode_summary(&b) {
                 Some((g, totals, tiers)) if g == generation && replayed == 0 => {
                     *meta.totals.lock() = totals;
@@ -511,6 +513,11 @@ impl Meta {
     /// caller frees those, because their space accounting lives in the tiers).
     pub fn purge_txn(&self, ino: u64) -> Result<Txn> {
         let mut t = Txn::default();
+        match self.inode(ino) {
+            Ok(i) => self.purge_trash_records(&i, &mut t)?,
+            Err(Error::NotFound) | Err(Error::Corrupt(_)) => {}
+            Err(e) => return Err(e),
+        }
         t.del_inode(ino);
         t.del_orphan(ino);
         t.del(key_ino(TAG_SYMLINK, ino));

@@ -168,13 +168,17 @@ pub struct Inode {
     pub accesses: u32,
     /// Decayed access frequency as of `accessed` (see `migrate::access`).
     pub heat: f32,
+    /// Kept in the trash (a deleted or replaced file, or a directory of
+    /// them): no entry names it, and a `T` record says where it was.
+    pub trash: bool,
 }
 
 // Inode record layout (little-endian), 104 bytes (version 2):
 //   0 u8 version (2)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
 //  16 u32 rdev  20 u32 accessed  24 u64 size  32 u64 parent
 //  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
-//  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90..96 reserved
+//  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90 u8 flags (bit 0: in the trash)
+//  91..96 reserved
 //  96 u32 accesses  100 f32 heat
 // Version 1 records are the first 96 bytes, with 20..24 reserved (zero).
 const INODE_LEN: usize = 104;
@@ -203,6 +207,7 @@ impl Inode {
             accessed: 0,
             accesses: 0,
             heat: 0.0,
+            trash: false,
         }
     }
 
@@ -238,6 +243,7 @@ impl Inode {
         }
         b[88] = self.tier.to_u8();
         b[89] = self.pin.map_or(0, |t| t.to_u8() + 1);
+        b[90] = self.trash as u8;
         b[96..100].copy_from_slice(&self.accesses.to_le_bytes());
         b[100..104].copy_from_slice(&self.heat.to_le_bytes());
         b
@@ -281,6 +287,7 @@ impl Inode {
             } else {
                 0.0
             },
+            trash: b[90] & 1 != 0,
         })
     }
 }

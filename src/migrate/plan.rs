@@ -35,7 +35,8 @@ pub struct Inputs<'a> {
 impl Inputs<'_> {
     fn inode(&self, ino: u64) -> Result<Option<Inode>> {
         match self.meta.inode(ino) {
-            Ok(i) if i.kind == Kind::File && i.nlink > 0 => Ok(Some(i)),
+            // A file the trash keeps moves down like an idle one.
+            Ok(i) if i.kind == Kind::File && (i.nlink > 0 || i.trash) => Ok(Some(i)),
             Ok(_) | Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -135,7 +136,7 @@ pub fn plan_by_scan(i: &Inputs) -> Result<Vec<Move>> {
     let mut warm_used = 0u64;
     for r in i.meta.inodes() {
         let inode = r?;
-        if inode.kind != Kind::File || inode.nlink == 0 {
+        if inode.kind != Kind::File || (inode.nlink == 0 && !inode.trash) {
             continue;
         }
         if let Some((to, why)) = i.decide(&inode)? {

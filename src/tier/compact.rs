@@ -37,15 +37,14 @@ impl Tiers {
                 // Pinned from the index lookup to the end of the read only:
                 // a long compaction does not hold reclamation back.
                 let pin = self.reclaimer.pin();
-                let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+                let here = |l: &ChunkLoc| {
+                    store_tier(l.tier) == store_tier(store.tier()) && l.seg == id && l.off == off
+                };
+                // The owner: the file the header names, or a version that
+                // took the record over (`split_version`).
+                let Some((owner, loc)) = self.meta.owner_of(h.ino, h.chunk, here)? else {
                     continue;
                 };
-                if store_tier(loc.tier) != store_tier(store.tier())
-                    || loc.seg != id
-                    || loc.off != off
-                {
-                    continue;
-                }
                 // Records move as they are: a cold frame stays compressed.
                 if let Err(e) = store.read(&loc, &mut raw) {
                     log::warn!(
@@ -55,7 +54,7 @@ impl Tiers {
                     continue;
                 }
                 drop(pin);
-                let mut new = match store.append(h.ino, h.chunk, loc.version, &raw) {
+                let mut new = match store.append(owner, h.chunk, loc.version, &raw) {
                     Ok(new) => new,
                     Err(e) => {
                         self.reclaimer.retire(moved.iter().map(|m| m.3));
@@ -64,7 +63,7 @@ impl Tiers {
                 };
                 new.len = loc.len;
                 new.tier = loc.tier;
-                moved.push((h.ino, h.chunk, loc, new));
+                moved.push((owner, h.chunk, loc, new));
             }
             if let Err(e) = store.sync() {
                 self.reclaimer.retire(moved.iter().map(|m| m.3));

@@ -27,6 +27,7 @@ pub mod record;
 mod segfile;
 pub mod segment;
 pub mod store;
+mod version;
 mod writeback;
 
 use std::collections::HashMap;
@@ -370,6 +371,9 @@ impl Tiers {
                 *p = (end, gen);
             }
         }
+        if tier == Tier::Hot && inode.pin.is_none() {
+            self.demote_if_outgrown(ino)?;
+        }
         let (over, mine, far_over, budget) = {
             let h = self.hot.lock();
             let far = h.bytes() > h.budget().saturating_add(h.budget() / 2);
@@ -394,6 +398,32 @@ impl Tiers {
                 self.hot.lock().evict();
             }
         }
+        Ok(())
+    }
+
+    /// An unpinned hot file whose writes took the hot tier's pinned bytes
+    /// past its budget goes warm at once (a metadata change: its durable
+    /// copy is in the warm segments already), so that one big new file
+    /// does not hold its whole size in RAM. Called under the file's lock.
+    fn demote_if_outgrown(&self, ino: u64) -> Result<()> {
+        {
+            let h = self.hot.lock();
+            if h.pinned_bytes() <= h.budget() {
+                return Ok(());
+            }
+        }
+        let held = self.meta.write_lock();
+        let mut inode = self.meta.inode(ino)?;
+        if inode.tier != Tier::Hot || inode.pin.is_some() {
+            return Ok(());
+        }
+        inode.tier = Tier::Warm;
+        let mut t = Txn::default();
+        t.put_inode(&inode);
+        self.meta.commit(&held, t)?;
+        drop(held);
+        self.hot.lock().set_pinned(ino, false);
+        log::debug!("inode {ino} outgrew the hot budget: now warm");
         Ok(())
     }
 

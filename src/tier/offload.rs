@@ -217,19 +217,21 @@ impl Tiers {
             self.reclaimer.retire(moved.iter().map(|m| m.3));
         };
         for (off, h) in scan.records {
-            let Some(loc) = self.meta.chunk(h.ino, h.chunk)? else {
+            let here = |l: &ChunkLoc| {
+                super::store_tier(l.tier) == Tier::Cold && l.seg == id && l.off == off
+            };
+            // The owner: the file the header names, or a version that took
+            // the record over.
+            let Some((owner, loc)) = self.meta.owner_of(h.ino, h.chunk, here)? else {
                 continue;
             };
-            if super::store_tier(loc.tier) != Tier::Cold || loc.seg != id || loc.off != off {
-                continue;
-            }
             let Some((rh, data)) = super::record::record_at(&bytes, off) else {
                 continue;
             };
             if rh.version != loc.version || rh.crc != loc.crc || rh.len != loc.stored {
                 continue;
             }
-            let mut new = match self.cold.append(h.ino, h.chunk, loc.version, data) {
+            let mut new = match self.cold.append(owner, h.chunk, loc.version, data) {
                 Ok(n) => n,
                 Err(e) => {
                     undo(&moved);
@@ -238,7 +240,7 @@ impl Tiers {
             };
             new.len = loc.len;
             new.tier = loc.tier;
-            moved.push((h.ino, h.chunk, loc, new));
+            moved.push((owner, h.chunk, loc, new));
         }
         if let Err(e) = self.cold.sync() {
             undo(&moved);

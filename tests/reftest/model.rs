@@ -121,8 +121,8 @@ impl Model {
     }
 
     /// A new inode under the directory `parent`: it inherits the
-    /// directory's pin, and a file starts on the pinned tier (warm
-    /// otherwise), empty and durably so.
+    /// directory's pin, and a file starts on the pinned tier (hot
+    /// otherwise: `[new] tier`), empty and durably so.
     pub(crate) fn new_inode(&mut self, parent: &str, dir: bool) -> u64 {
         self.next += 1;
         let pin = self.inodes[&self.dir_id(parent)].pin;
@@ -133,7 +133,11 @@ impl Model {
                 dir,
                 data: Vec::new(),
                 since_durable: if track { vec![Vec::new()] } else { Vec::new() },
-                tier: pin.unwrap_or(Tier::Warm),
+                tier: if dir {
+                    pin.unwrap_or(Tier::Warm)
+                } else {
+                    pin.unwrap_or(Tier::Hot)
+                },
                 pin,
                 xattrs: BTreeMap::new(),
             },

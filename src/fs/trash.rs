@@ -1,0 +1,428 @@
+//! Versions and the trash, as users see them: what unlink, rename-over and
+//! `open(O_TRUNC)` keep instead of freeing (`[trash] keep`), the JSON of
+//! `user.tier.versions` and `user.tier.deleted`, restoring a version or a
+//! deleted file (`user.tier.restore`), purging (`user.tier.purge`) and
+//! expiry after `keep`. The records themselves are `meta::trash`'s.
+
+use contract::json::TrashEntry;
+
+use super::*;
+use crate::meta::{Trashed, Why};
+
+/// What `user.tier.purge` removes from a directory's trash.
+enum Purge {
+    All,
+    OlderThan(i64),
+    One(String),
+}
+
+impl TierFs {
+    /// How long the trash keeps things now, in seconds (0: it is off).
+    pub(super) fn trash_keep(&self) -> i64 {
+        self.shared.policy().trash_keep()
+    }
+
+    /// Inside a transaction that takes the last link of `victim` away
+    /// (its entry `name` in `parent`): keeps it in the trash instead of
+    /// freeing it, when the trash is on and it is worth keeping (a file, or
+    /// a directory with things in the trash). Returns whether it did.
+    pub(super) fn keep_in_trash(
+        &self,
+        victim: &mut Inode,
+        parent: u64,
+        name: &[u8],
+        why: Why,
+        t: &mut Txn,
+    ) -> Result<bool> {
+        let worth = match victim.kind {
+            Kind::File => true,
+            Kind::Dir => !self.meta.trash_in(victim.ino)?.is_empty(),
+            _ => false,
+        };
+        if victim.nlink != 0 || !worth || self.trash_keep() == 0 {
+            return Ok(false);
+        }
+        let now = Time::now();
+        victim.trash = true;
+        victim.parent = parent;
+        t.put_trash(&Trashed {
+            parent,
+            name: name.to_vec(),
+            ino: victim.ino,
+            time: now.secs,
+            nsecs: now.nsecs,
+            why,
+        });
+        Ok(true)
+    }
+
+    /// `open(O_TRUNC)` of `ino`: with the trash on, a non-empty file's
+    /// content becomes a version (its chunks change owner, nothing is
+    /// copied); else it is cut to zero bytes.
+    pub(super) fn truncate_on_open(&self, ino: u64) -> Result<()> {
+        let now = Time::now();
+        let cut = |mut i: Inode| {
+            i.size = 0;
+            i.mtime = now;
+            i.ctime = now;
+            i
+        };
+        let inode = self.inode(ino)?;
+        if inode.size == 0 {
+            return Ok(()); // most opens with O_TRUNC create the file
+        }
+        let name = match self.trash_keep() {
+            0 => None,
+            _ => self.meta.name_in(inode.parent, ino)?,
+        };
+        let Some(name) = name else {
+            // Unnamed where its record says (a hard link elsewhere): cut
+            // without a version, as with the trash off.
+            self.tiers.truncate(ino, 0, cut)?;
+            return Ok(());
+        };
+        let mut version = inode.clone();
+        version.ino = self.meta.next_ino()?;
+        version.nlink = 0;
+        version.trash = true;
+        version.pin = None;
+        if version.tier == Tier::Hot {
+            // Same records, not held in RAM.
+            version.tier = Tier::Warm;
+        }
+        let entry = Trashed {
+            parent: inode.parent,
+            name,
+            ino: version.ino,
+            time: now.secs,
+            nsecs: now.nsecs,
+            why: Why::Truncate,
+        };
+        self.tiers.split_version(ino, version, &entry, cut)?;
+        Ok(())
+    }
+
+    /// A trash record as the JSON of `user.tier.versions` and `.deleted`.
+    fn trash_json(&self, e: &Trashed) -> TrashEntry {
+        // With the writes not yet durable (an open file deleted).
+        let (size, dir) = self
+            .inode(e.ino)
+            .map_or((0, false), |i| (i.size, i.kind == Kind::Dir));
+        TrashEntry {
+            id: e.ino,
+            name: String::from_utf8_lossy(&e.name).into_owned(),
+            time: humantime::format_rfc3339_seconds(
+                Time {
+                    secs: e.time,
+                    nsecs: 0,
+                }
+                .to_system(),
+            )
+            .to_string(),
+            size,
+            why: e.why.name().to_string(),
+            dir,
+        }
+    }
+
+    /// `user.tier.versions` of file `ino`: the kept versions of its name.
+    pub(super) fn versions_json(&self, ino: u64) -> Result<String> {
+        let inode = self.meta.inode(ino)?;
+        if inode.kind != Kind::File {
+            return Err(Error::NoXattr);
+        }
+        let list = match self.meta.name_in(inode.parent, ino)? {
+            Some(name) => self.meta.versions(inode.parent, &name)?,
+            None => Vec::new(),
+        };
+        let v: Vec<TrashEntry> = list.iter().map(|e| self.trash_json(e)).collect();
+        Ok(serde_json::to_string(&v).unwrap_or_default())
+    }
+
+    /// `user.tier.deleted` of directory `ino`: what the trash keeps of
+    /// names it no longer has (the kept content of a name it has is in
+    /// that file's `user.tier.versions`).
+    pub(super) fn deleted_json(&self, ino: u64) -> Result<String> {
+        if self.meta.inode(ino)?.kind != Kind::Dir {
+            return Err(Error::NoXattr);
+        }
+        let mut v: Vec<TrashEntry> = Vec::new();
+        for e in self.meta.trash_in(ino)? {
+            if self.meta.lookup(ino, &e.name)?.is_none() {
+                v.push(self.trash_json(&e));
+            }
+        }
+        Ok(serde_json::to_string(&v).unwrap_or_default())
+    }
+
+    /// `user.tier.restore` set on `ino` to `value`.
+    pub(super) fn restore(&self, ino: u64, value: &[u8]) -> Result<()> {
+        let value = std::str::from_utf8(value)
+            .map_err(|_| Error::Invalid("user.tier.restore takes a name or an id"))?
+            .trim_end_matches('\n');
+        if value.is_empty() {
+            return Err(Error::Invalid("user.tier.restore takes a name or an id"));
+        }
+        let inode = self.meta.inode(ino)?;
+        match inode.kind {
+            Kind::Dir => self.restore_into(ino, value).map(|_| ()),
+            Kind::File => self.restore_version(&inode, value),
+            _ => Err(Error::NotPermitted),
+        }
+    }
+
+    /// Brings the deleted file `value` (a name, its newest kept one; or an
+    /// id) back into directory `dir` under its name: EEXIST if the name is
+    /// taken. A directory comes back with what the trash kept of it.
+    fn restore_into(&self, dir: u64, value: &str) -> Result<u64> {
+        let e = {
+            let list = self.meta.trash_in(dir)?;
+            let by_id = value.parse::<u64>().ok();
+            list.iter()
+                .rev()
+                .find(|e| Some(e.ino) == by_id)
+                .or_else(|| list.iter().rev().find(|e| e.name == value.as_bytes()))
+                .cloned()
+                .ok_or(Error::NotFound)?
+        };
+        let is_dir = {
+            let held = self.meta.write_lock();
+            let mut d = self.meta.inode(dir)?;
+            if d.nlink == 0 {
+                return Err(Error::NotFound);
+            }
+            if self.meta.lookup(dir, &e.name)?.is_some() {
+                return Err(Error::Exists);
+            }
+            let mut back = self.meta.inode(e.ino)?;
+            let now = Time::now();
+            let is_dir = back.kind == Kind::Dir;
+            back.trash = false;
+            back.nlink = if is_dir { 2 } else { 1 };
+            back.parent = dir;
+            back.ctime = now;
+            if is_dir {
+                d.nlink += 1;
+            }
+            d.mtime = now;
+            d.ctime = now;
+            let mut t = Txn::default();
+            t.del_trash(&e);
+            t.put_inode(&back);
+            t.put_inode(&d);
+            t.put_dirent(
+                dir,
+                &e.name,
+                Dirent {
+                    ino: e.ino,
+                    seq: self.meta.next_id()?,
+                    kind: back.kind,
+                },
+            );
+            self.meta.commit(&held, t)?;
+            is_dir
+        };
+        if is_dir {
+            // What `rm -r` deleted in it: the newest of each name.
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            for k in self.meta.trash_in(e.ino)?.into_iter().rev() {
+                if !names.contains(&k.name) {
+                    names.push(k.name.clone());
+                    match self.restore_into(e.ino, &k.ino.to_string()) {
+                        Ok(_) | Err(Error::Exists) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+        }
+        Ok(e.ino)
+    }
+
+    /// Makes version `value` (an id from `user.tier.versions`) the content
+    /// of `file`'s name again; the current content becomes a version (an
+    /// atomic rename of the version over the name).
+    fn restore_version(&self, file: &Inode, value: &str) -> Result<()> {
+        let id: u64 = value
+            .parse()
+            .map_err(|_| Error::Invalid("user.tier.restore on a file takes a version id"))?;
+        let parent = file.parent;
+        let name = self
+            .meta
+            .name_in(parent, file.ino)?
+            .ok_or(Error::NotFound)?;
+        let orphan = {
+            let held = self.meta.write_lock();
+            let e = self
+                .meta
+                .versions(parent, &name)?
+                .into_iter()
+                .find(|e| e.ino == id)
+                .ok_or(Error::NotFound)?;
+            let d = self.meta.lookup(parent, &name)?.ok_or(Error::NotFound)?;
+            let now = Time::now();
+            let mut t = Txn::default();
+            let mut back = self.meta.inode(id)?;
+            back.trash = false;
+            back.nlink = 1;
+            back.parent = parent;
+            back.ctime = now;
+            t.del_trash(&e);
+            t.del_dirent(parent, &name, d.seq);
+            t.put_dirent(
+                parent,
+                &name,
+                Dirent {
+                    ino: id,
+                    seq: self.meta.next_id()?,
+                    kind: back.kind,
+                },
+            );
+            t.put_inode(&back);
+            let mut cur = self.meta.inode(d.ino)?;
+            cur.nlink = cur.nlink.saturating_sub(1);
+            cur.ctime = now;
+            let kept = self.keep_in_trash(&mut cur, parent, &name, Why::Restore, &mut t)?;
+            let orphan = cur.nlink == 0 && !kept;
+            if orphan {
+                t.put_orphan(cur.ino);
+            }
+            t.put_inode(&cur);
+            let mut p = self.meta.inode(parent)?;
+            p.mtime = now;
+            p.ctime = now;
+            t.put_inode(&p);
+            self.meta.commit(&held, t)?;
+            orphan.then_some(cur.ino)
+        };
+        self.invalidate_entry(parent, &name);
+        if let Some(ino) = orphan {
+            self.purge_if_unused(ino);
+        }
+        Ok(())
+    }
+
+    /// `user.tier.purge` set on directory `dir`: `all`, `older-than=DURATION`,
+    /// or a name or id of its `user.tier.deleted`.
+    pub(super) fn purge_trash(&self, dir: u64, value: &[u8]) -> Result<()> {
+        let value = std::str::from_utf8(value)
+            .map_err(|_| {
+                Error::Invalid("user.tier.purge takes all, older-than=D, a name or an id")
+            })?
+            .trim_end_matches('\n');
+        if self.meta.inode(dir)?.kind != Kind::Dir {
+            return Err(Error::NotPermitted);
+        }
+        let sel = if value == "all" {
+            Purge::All
+        } else if let Some(d) = value.strip_prefix("older-than=") {
+            let d = humantime::parse_duration(d.trim())
+                .map_err(|_| Error::Invalid("user.tier.purge: older-than takes a duration"))?;
+            Purge::OlderThan(Time::now().secs - d.as_secs() as i64)
+        } else if !value.is_empty() {
+            Purge::One(value.to_string())
+        } else {
+            return Err(Error::Invalid(
+                "user.tier.purge takes all, older-than=D, a name or an id",
+            ));
+        };
+        let list = self.meta.trash_in(dir)?;
+        let chosen: Vec<&Trashed> = list
+            .iter()
+            .filter(|e| match &sel {
+                Purge::All => true,
+                Purge::OlderThan(t) => e.time < *t,
+                Purge::One(v) => e.name == v.as_bytes() || v.parse::<u64>() == Ok(e.ino),
+            })
+            .collect();
+        if chosen.is_empty() && matches!(sel, Purge::One(_)) {
+            return Err(Error::NotFound);
+        }
+        for e in chosen {
+            self.drop_trashed(e)?;
+        }
+        self.meta.flush()
+    }
+
+    /// Takes `e` out of the trash and frees it (and, for a directory, what
+    /// the trash keeps of it): at once, or when its last user lets go.
+    pub(super) fn drop_trashed(&self, e: &Trashed) -> Result<()> {
+        if let Ok(i) = self.meta.inode(e.ino) {
+            if i.kind == Kind::Dir {
+                for child in self.meta.trash_in(e.ino)? {
+                    self.drop_trashed(&child)?;
+                }
+            }
+        }
+        {
+            let held = self.meta.write_lock();
+            let mut t = Txn::default();
+            t.del_trash(e);
+            match self.meta.inode(e.ino) {
+                Ok(mut i) if i.trash && i.nlink == 0 => {
+                    i.trash = false;
+                    t.put_inode(&i);
+                    t.put_orphan(e.ino);
+                }
+                Ok(_) | Err(Error::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+            self.meta.commit(&held, t)?;
+        }
+        self.purge_if_unused(e.ino);
+        Ok(())
+    }
+
+    /// Frees what the trash has kept for longer than `[trash] keep` (all of
+    /// it when the trash is off). Called by the write-back thread; the
+    /// expiry records are in time order, so this reads only what expires.
+    pub(super) fn expire_trash(&self) -> Result<usize> {
+        let before = Time::now().secs - self.trash_keep();
+        let mut n = 0;
+        loop {
+            let batch = self.meta.expired(before, 256)?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            for e in &batch {
+                self.drop_trashed(e)?;
+            }
+            n += batch.len();
+        }
+    }
+
+    /// On a full disk: frees what the trash keeps, oldest first, until
+    /// `YIELD_BYTES` are freed, and gives the space back now. Returns
+    /// whether there was anything to free.
+    pub(super) fn trash_yield(&self) -> Result<bool> {
+        const YIELD_BYTES: u64 = 64 << 20;
+        let (mut n, mut freed) = (0, 0u64);
+        'free: loop {
+            let batch = self.meta.expired(i64::MAX, 64)?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch {
+                freed += self.meta.inode(e.ino).map_or(0, |i| i.size);
+                self.drop_trashed(e)?;
+                n += 1;
+                if freed >= YIELD_BYTES {
+                    break 'free;
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        log::warn!("the disk is full: freed {n} file(s) the trash kept");
+        self.tiers.reclaim()?;
+        Ok(true)
+    }
+
+    /// Tells the kernel to forget what it cached of `name` in `parent`
+    /// (a restore changed the inode under a name the kernel did not touch).
+    fn invalidate_entry(&self, parent: u64, name: &[u8]) {
+        if let Some(notify) = self.invalidator.get() {
+            notify(parent, name.to_vec());
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The memory lifecycle through a real mount: where new files start, and
+//! versions and the trash (unlink, rename-over, open(O_TRUNC); restore,
+//! purge, expiry), driven with the shell tools users have.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{pattern, tier, Mounted};
+use contract::json::{Stats, TrashEntry};
+
+/// A policy file with the defaults changed by `edits`, next to the store.
+fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = tierfs::policy::DEFAULT_FILE.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join("policy.toml");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn entries(m: &Mounted, attr: &str, rel: &str) -> Vec<TrashEntry> {
+    let text = m.sh_ok(&format!("getfattr --only-values -n {attr} '{rel}'"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{attr} of {rel}: {e}: {text}"))
+}
+
+fn versions(m: &Mounted, rel: &str) -> Vec<TrashEntry> {
+    entries(m, "user.tier.versions", rel)
+}
+
+fn deleted(m: &Mounted, rel: &str) -> Vec<TrashEntry> {
+    entries(m, "user.tier.deleted", rel)
+}
+
+fn stats(m: &Mounted) -> Stats {
+    serde_json::from_str(&m.sh_ok("getfattr --only-values -n user.tier.stats .")).unwrap()
+}
+
+fn restore(m: &Mounted, rel: &str, what: &str) {
+    m.sh_ok(&format!(
+        "setfattr -n user.tier.restore -v '{what}' '{rel}'"
+    ));
+}
+
+#[test]
+fn new_files_start_hot_unless_pinned_and_a_big_one_goes_warm() {
+    let m = Mounted::with_args(&["--hot-budget", "4MiB"]);
+    fs::write(m.path("note"), b"fresh").unwrap();
+    assert_eq!(tier(&m, "note"), "hot");
+    m.sh_ok("mkdir archive && setfattr -n user.tier.pin -v warm archive");
+    fs::write(m.path("archive/old"), b"filed").unwrap();
+    assert_eq!(tier(&m, "archive/old"), "warm");
+    // Bigger than the hot budget: warm as soon as it outgrows it.
+    let big = pattern(1, 12 << 20);
+    fs::write(m.path("big"), &big).unwrap();
+    assert_eq!(tier(&m, "big"), "warm");
+    assert!(fs::read(m.path("big")).unwrap() == big);
+    assert_eq!(tier(&m, "note"), "hot");
+}
+
+#[test]
+fn unlink_rename_over_and_o_trunc_each_keep_one_version_that_restores() {
+    let m = Mounted::new();
+    // unlink: the directory's deleted list, restored by name with its
+    // bytes, mode and user xattrs.
+    fs::write(m.path("plan"), b"step one\n").unwrap();
+    fs::set_permissions(m.path("plan"), fs::Permissions::from_mode(0o640)).unwrap();
+    m.sh_ok("setfattr -n user.note -v kept plan && rm plan");
+    let d = deleted(&m, ".");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].name.as_str(), d[0].why.as_str(), d[0].size),
+        ("plan", "unlink", 9)
+    );
+    restore(&m, ".", "plan");
+    assert_eq!(fs::read(m.path("plan")).unwrap(), b"step one\n");
+    assert_eq!(
+        fs::metadata(m.path("plan")).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(m.sh_ok("getfattr --only-values -n user.note plan"), "kept");
+    assert!(deleted(&m, ".").is_empty());
+    // A restore onto a taken name is refused.
+    fs::write(m.path("dup"), b"1").unwrap();
+    m.sh_ok("rm dup");
+    fs::write(m.path("dup"), b"2").unwrap();
+    let out = m.sh("setfattr -n user.tier.restore -v dup .");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("File exists"));
+
+    // rename over: one version, why rename; restoring it swaps.
+    fs::write(m.path("memo"), b"old memo").unwrap();
+    fs::write(m.path(".memo.tmp"), b"new memo").unwrap();
+    m.sh_ok("mv .memo.tmp memo");
+    let v = versions(&m, "memo");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].why, "rename");
+    assert_eq!(fs::read(m.path("memo")).unwrap(), b"new memo");
+    restore(&m, "memo", &v[0].id.to_string());
+    assert_eq!(fs::read(m.path("memo")).unwrap(), b"old memo");
+    let v = versions(&m, "memo");
+    assert_eq!(v.len(), 1, "the replaced content is kept: {v:?}");
+    assert_eq!(v[0].why, "restore");
+
+    // open(O_TRUNC): the cut content is a version of the same name; an
+    // O_TRUNC of a new or empty file keeps nothing.
+    fs::write(m.path("log"), pattern(3, 300_000)).unwrap();
+    assert!(versions(&m, "log").is_empty());
+    fs::write(m.path("log"), b"333 bytes").unwrap();
+    let v = versions(&m, "log");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!((v[0].why.as_str(), v[0].size), ("truncate", 300_000));
+    restore(&m, "log", &v[0].id.to_string());
+    assert!(fs::read(m.path("log")).unwrap() == pattern(3, 300_000));
+    // Nothing of it shows in the namespace.
+    assert_eq!(m.sh_ok("echo $(ls -A | sort)"), "dup log memo plan\n");
+    let s = stats(&m);
+    let trash = s.trash.unwrap();
+    assert_eq!(trash.files, 3, "{trash:?}");
+}
+
+#[test]
+fn shell_saves_make_one_version_each() {
+    let m = Mounted::new();
+    fs::write(m.path("notes.md"), b"alpha\nbeta\n").unwrap();
+    m.sh_ok("sed -i s/beta/gamma/ notes.md");
+    assert_eq!(versions(&m, "notes.md").len(), 1);
+    fs::write(m.path("other"), b"delta\n").unwrap();
+    m.sh_ok("cp other notes.md");
+    assert_eq!(versions(&m, "notes.md").len(), 2);
+    // An editor's save: write a temporary file, then rename it over.
+    m.sh_ok("printf 'epsilon\\n' > .notes.md.swp && mv .notes.md.swp notes.md");
+    let v = versions(&m, "notes.md");
+    assert_eq!(v.len(), 3, "{v:?}");
+    let whys: Vec<&str> = v.iter().map(|e| e.why.as_str()).collect();
+    assert_eq!(whys, ["rename", "truncate", "rename"]);
+    // The oldest is the first content.
+    restore(&m, "notes.md", &v[0].id.to_string());
+    assert_eq!(fs::read(m.path("notes.md")).unwrap(), b"alpha\nbeta\n");
+}
+
+#[test]
+fn rm_r_of_a_directory_comes_back_whole() {
+    let m = Mounted::new();
+    m.sh_ok("mkdir -p proj/sub && echo a > proj/a && echo b > proj/sub/b && echo c > proj/sub/c");
+    m.sh_ok("rm -r proj");
+    let d = deleted(&m, ".");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].dir);
+    restore(&m, ".", "proj");
+    assert_eq!(
+        m.sh_ok("echo $(cat proj/a proj/sub/b proj/sub/c)"),
+        "a b c\n"
+    );
+    assert!(deleted(&m, ".").is_empty());
+    assert!(deleted(&m, "proj/sub").is_empty());
+}
+
+#[test]
+fn versions_outlive_a_kill_and_expire_after_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(dir.path(), &[("keep = \"7d\"", "keep = \"1h\"")]);
+    let mut m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
+    fs::write(m.path("fact"), b"the sky is blue").unwrap();
+    fs::write(m.path("fact"), b"the sky is green").unwrap();
+    fs::write(m.path("gone"), b"bye").unwrap();
+    m.sh_ok("rm gone && python3 -c 'import os; fd = os.open(\".\", os.O_RDONLY); os.fsync(fd)'");
+    m.kill9();
+    m.start();
+    assert_eq!(versions(&m, "fact").len(), 1);
+    assert_eq!(deleted(&m, ".").len(), 1);
+    m.remount();
+    let v = versions(&m, "fact");
+    restore(&m, "fact", &v[0].id.to_string());
+    assert_eq!(fs::read(m.path("fact")).unwrap(), b"the sky is blue");
+    // A shorter keep, live: everything kept goes within a write-back
+    // interval (5 s) or two.
+    fs::write(
+        &policy,
+        fs::read_to_string(&policy)
+            .unwrap()
+            .replace("keep = \"1h\"", "keep = \"1s\""),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while !deleted(&m, ".").is_empty() || !versions(&m, "fact").is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "still kept after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(stats(&m).trash.unwrap().files, 0);
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn a_purge_frees_the_space() {
+    let m = Mounted::new();
+    m.sh_ok("dd if=/dev/urandom of=blob bs=1M count=32 conv=fsync 2>/dev/null && rm blob && sync");
+    assert_eq!(stats(&m).trash.unwrap().bytes, 32 << 20);
+    let avail = || {
+        let out = m.sh_ok("stat -f -c '%a %S' .");
+        let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        v[0] * v[1]
+    };
+    let before = avail();
+    m.sh_ok("setfattr -n user.tier.purge -v all .");
+    assert!(deleted(&m, ".").is_empty());
+    assert_eq!(stats(&m).trash.unwrap().bytes, 0);
+    let t0 = Instant::now();
+    while avail() < before + (24 << 20) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(12),
+            "space not given back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
