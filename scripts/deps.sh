@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages tierfs and its tests use, when they are missing:
 # fuse3 (fusermount3), attr (getfattr/setfattr), rsync, and for the load
-# tests fio and stress-ng. Needs root for apt-get. And Garage, the S3 store
+# tests fio and stress-ng, vim for an editor's save. Needs root for apt-get. And Garage, the S3 store
 # the object-store tests run against: `cargo install garage --locked`, a
 # long build (about 15 minutes on 2 cores), once per machine.
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
+# An editor's save, as users run it (the trash tests).
+command -v vim >/dev/null 2>&1 || command -v vim.tiny >/dev/null 2>&1 || need+=(vim-tiny)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -185,7 +185,7 @@ impl Filesystem for FuseAdapter {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -201,7 +201,7 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(Time::from_system),
         };
-        match self.fs.setattr(caller(req), ino.0, a) {
+        match self.fs.setattr_fh(caller(req), ino.0, a, fh.map(|f| f.0)) {
             Ok(i) => reply.attr(&TTL, &attr(&i)),
             Err(e) => reply.error(self.errno("setattr", ino.0, e)),
         }
@@ -342,7 +342,7 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -350,6 +350,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.fs.note_write(fh.0);
         match self.fs.write(caller(req), ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.errno("write", ino.0, e)),

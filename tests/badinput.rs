@@ -164,7 +164,7 @@ fn only_who_may_write_a_file_may_move_or_pin_it() {
         assert!(!out.status.success(), "{cmd} was allowed");
         assert!(err.contains("Permission denied"), "{cmd}: {err}");
     }
-    assert_eq!(tier(&m, "roots"), "warm");
+    assert_eq!(tier(&m, "roots"), "hot");
     assert!(
         !m.sh("getfattr -n user.tier.pin roots").status.success(),
         "no pin"

@@ -369,6 +369,8 @@ fn space_of_deleted_files_is_reclaimed() {
         "150 MiB spans several 64 MiB segments ({before})"
     );
     fs::remove_file(m.path("big")).unwrap();
+    // The trash keeps it until purged (or expired, or a full disk needs it).
+    m.sh_ok("setfattr -n user.tier.purge -v big .");
     let t0 = Instant::now();
     while segments(&m) >= before {
         assert!(

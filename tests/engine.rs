@@ -482,6 +482,10 @@ fn compacting_segments_full_of_freed_holes_on_a_full_tmpfs() {
         fs.unlink(ROOT_INO, format!("f{i}").as_bytes()).unwrap();
         fs.forget(ino, 1);
     }
+    // Out of the trash too.
+    let flags = tierfs::fs::XattrFlags::from_raw(0);
+    fs.setxattr(ROOT_INO, b"user.tier.purge", b"all", flags)
+        .unwrap();
     let before = free_bytes(&disk.0);
     fs.tiers().reclaim().unwrap();
     assert!(

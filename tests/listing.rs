@@ -293,7 +293,8 @@ fn ls_l_costs_no_request_per_entry() {
 
 #[test]
 fn a_listed_entry_lives_while_the_kernel_holds_it() {
-    let mut m = Mounted::new();
+    // The trash off: the unlinked files are freed once the kernel lets go.
+    let mut m = Mounted::without_trash();
     fs::create_dir(m.path("d")).unwrap();
     for i in 0..400 {
         fs::write(m.path(&format!("d/f{i:03}")), format!("content {i}")).unwrap();
@@ -344,7 +345,7 @@ fn a_listed_entry_lives_while_the_kernel_holds_it() {
 
 #[test]
 fn lookup_counts_balance_after_find_and_ls() {
-    let mut m = Mounted::new();
+    let mut m = Mounted::without_trash();
     let used0 = inodes_used(&m);
     populate(&m.path("top"));
     populate(&m.path("top/dir-00/deeper"));

@@ -363,6 +363,7 @@ fn a_mostly_dead_uploaded_pack_is_compacted_into_a_new_object() {
     // quarter into a new pack, uploads it, and deletes the old object.
     for n in &names[1..] {
         fs::remove_file(m.path(n)).unwrap();
+        m.sh_ok(&format!("setfattr -n user.tier.purge -v {n} ."));
     }
     let t0 = Instant::now();
     loop {

@@ -456,6 +456,7 @@ fn space_of_deleted_cold_files_is_reclaimed() {
     let before = packs(&m);
     assert!(before >= 3, "{before} packs");
     fs::remove_file(m.path("big")).unwrap();
+    m.sh_ok("setfattr -n user.tier.purge -v big .");
     let t0 = Instant::now();
     while packs(&m) >= before {
         assert!(

@@ -139,7 +139,35 @@ fn shell_saves_make_one_version_each() {
     assert_eq!(v.len(), 3, "{v:?}");
     let whys: Vec<&str> = v.iter().map(|e| e.why.as_str()).collect();
     assert_eq!(whys, ["rename", "truncate", "rename"]);
+    // vim's save: the original renamed to a backup, the file written
+    // anew, the backup deleted.
+    m.sh_ok("mv notes.md notes.md~ && printf 'zeta\\n' > notes.md && rm notes.md~");
+    assert_eq!(versions(&m, "notes.md").len(), 4);
+    assert_eq!(fs::read(m.path("notes.md")).unwrap(), b"zeta\n");
+    assert!(
+        deleted(&m, ".").is_empty(),
+        "nothing under the backup's name"
+    );
+    // The real vim (scripts/deps.sh installs it), as a user saves.
+    m.sh_ok(
+        "vim=$(command -v vim || command -v vim.tiny); \
+         $vim -u NONE -N -es -c '%s/zeta/eta/' -c 'wq' notes.md </dev/null",
+    );
+    assert_eq!(fs::read(m.path("notes.md")).unwrap(), b"eta\n");
+    assert_eq!(
+        versions(&m, "notes.md").len(),
+        5,
+        "one version for vim's save"
+    );
+    // (vim's own swap files, deleted when it quits, are in the trash.)
+    let d = deleted(&m, ".");
+    assert!(
+        d.iter()
+            .all(|e| e.name.ends_with(".swp") || e.name.ends_with(".swx")),
+        "{d:?}"
+    );
     // The oldest is the first content.
+    let v = versions(&m, "notes.md");
     restore(&m, "notes.md", &v[0].id.to_string());
     assert_eq!(fs::read(m.path("notes.md")).unwrap(), b"alpha\nbeta\n");
 }
@@ -221,4 +249,118 @@ fn a_purge_frees_the_space() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Without a kernel: the version `open(O_TRUNC)` makes owns the file's old
+/// records, whose headers still name the file. Compaction must find the
+/// version as their owner and move them (not keep the segment as
+/// unreadable), and a purge frees them.
+#[test]
+fn an_o_trunc_version_survives_compaction_and_a_purge_frees_it() {
+    use tierfs::fs::{Caller, XattrFlags};
+    use tierfs::meta::ROOT_INO;
+    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let store = tmp.path().join("store");
+    let fs = common::open_direct(&store);
+    let put = |name: &str, data: &[u8]| {
+        let (f, fh) = fs
+            .create(ROOT, ROOT_INO, name.as_bytes(), 0o644, 0, libc::O_RDWR)
+            .unwrap();
+        fs.write(ROOT, f.ino, 0, data).unwrap();
+        fs.fsync(f.ino).unwrap();
+        fs.release(fh);
+        f.ino
+    };
+    let old = pattern(7, 300_000);
+    let memo = put("memo", &old);
+    let fh = fs.open(memo, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    fs.write(ROOT, memo, 0, b"rewritten").unwrap();
+    fs.fsync(memo).unwrap();
+    fs.release(fh);
+    let v: Vec<TrashEntry> =
+        serde_json::from_slice(&fs.getxattr(memo, b"user.tier.versions").unwrap()).unwrap();
+    assert_eq!(v.len(), 1, "{v:?}");
+    let version = v[0].id;
+    // Fillers seal the segment (1 MiB in tests) and leave it mostly dead.
+    for i in 0..20 {
+        let name = format!("f{i}");
+        let ino = put(&name, &pattern(100 + i, 100_000));
+        fs.unlink(ROOT_INO, name.as_bytes()).unwrap();
+        fs.forget(ino, 1);
+        let flags = XattrFlags::from_raw(0);
+        fs.setxattr(ROOT_INO, b"user.tier.purge", name.as_bytes(), flags)
+            .unwrap();
+    }
+    let before = fs.meta().chunk(version, 0).unwrap().unwrap();
+    fs.tiers().reclaim().unwrap();
+    while fs.tiers().compact_once().unwrap() {}
+    let after = fs.meta().chunk(version, 0).unwrap().unwrap();
+    assert_ne!(
+        before.seg, after.seg,
+        "compaction moved the version's record"
+    );
+    assert!(fs.read(version, 0, 400_000).unwrap() == old);
+    assert_eq!(fs.read(memo, 0, 100).unwrap(), b"rewritten");
+    // Purged: the version and its records are gone.
+    let live = fs.tiers().usage().0 .0;
+    fs.setxattr(
+        ROOT_INO,
+        b"user.tier.purge",
+        b"all",
+        XattrFlags::from_raw(0),
+    )
+    .unwrap();
+    assert!(fs.meta().inode(version).is_err());
+    fs.tiers().reclaim().unwrap();
+    assert!(fs.tiers().usage().0 .0 + 290_000 < live, "records freed");
+    fs.shutdown().unwrap();
+    drop(fs);
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn files_idle_past_their_ttl_expire_into_the_trash() {
+    let m = Mounted::new();
+    let ttl = |rel: &str| common::getxattr(&m.path(rel), "user.tier.ttl", 64);
+    m.sh_ok("mkdir inbox && setfattr -n user.tier.ttl -v 3s inbox");
+    fs::write(m.path("inbox/stale"), b"old news").unwrap();
+    fs::write(m.path("inbox/fresh"), b"read often").unwrap();
+    fs::write(m.path("keep"), b"no ttl").unwrap();
+    assert_eq!(ttl("inbox/stale").unwrap(), b"3s", "inherited");
+    assert_eq!(ttl("keep"), Err(libc::ENODATA));
+    let bad = m.sh("setfattr -n user.tier.ttl -v tomorrow keep");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"));
+    assert!(m
+        .sh_ok("getfattr -d -m - inbox/stale")
+        .contains("user.tier.ttl=\"3s\""));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(fs::read(m.path("inbox/fresh")).unwrap(), b"read often");
+    std::thread::sleep(Duration::from_millis(1500));
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert!(!m.path("inbox/stale").exists(), "idle 3.5 s of 3 s");
+    assert!(m.path("inbox/fresh").exists(), "read 1.5 s ago");
+    assert!(m.path("keep").exists());
+    let d = deleted(&m, "inbox");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].name.as_str(), d[0].why.as_str()),
+        ("stale", "expired")
+    );
+    restore(&m, "inbox", "stale");
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(
+        fs::read(m.path("inbox/stale")).unwrap(),
+        b"old news",
+        "restored, and a restore is a use"
+    );
+    // Removed: never expires.
+    m.sh_ok("setfattr -x user.tier.ttl inbox/fresh");
+    assert_eq!(ttl("inbox/fresh"), Err(libc::ENODATA));
+    std::thread::sleep(Duration::from_millis(3500));
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert!(m.path("inbox/fresh").exists());
+    assert!(!m.path("inbox/stale").exists(), "idle again past its ttl");
 }

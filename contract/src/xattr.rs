@@ -38,15 +38,19 @@ pub const DELETED: &str = "user.tier.deleted";
 /// Set only: on a file, a version id (that version becomes the content
 /// again); on a directory, a name or id of its `DELETED` (it comes back).
 pub const RESTORE: &str = "user.tier.restore";
+/// File or directory: the time without an access after which a file
+/// expires into the trash (e.g. `30days`); on a directory, inherited by
+/// what is created in it. `none` (or removing it): no expiry.
+pub const TTL: &str = "user.tier.ttl";
 /// Directory, set only (an extension for `mountctl trash --purge`): `all`,
 /// `older-than=DURATION`, or a name or id of its `DELETED`: freed now.
 pub const PURGE: &str = "user.tier.purge";
 
 /// Every name of the contract; other `user.tier.*` names are refused (EINVAL)
 /// rather than stored, so that a typo is an error, not a silent no-op.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE, PLAN, LAST_CYCLE,
-    VERSIONS, DELETED, RESTORE, PURGE,
+    VERSIONS, DELETED, RESTORE, PURGE, TTL,
 ];
 
 /// Names that can only be read.

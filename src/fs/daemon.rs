@@ -106,6 +106,7 @@ impl TierFs {
             lookups: Mutex::new(HashMap::new()),
             writeback: Mutex::new(None),
             probes: Default::default(),
+            renamed: Default::default(),
             census: Mutex::new(None),
             invalidator: Default::default(),
             expiry: Mutex::new(None),
@@ -120,6 +121,16 @@ impl TierFs {
             .spawn(move || bg.census())?;
         *fs.census.lock() = Some(census);
         fs.start_expiry();
+        let weak = Arc::downgrade(&fs);
+        let _ = fs.shared.after_cycle.set(Box::new(move || {
+            if let Some(fs) = weak.upgrade() {
+                match fs.expire_ttl() {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("expiry: {n} file(s) past their ttl went to the trash"),
+                    Err(e) => log::error!("expiry of files past their ttl: {e}"),
+                }
+            }
+        }));
         let weak = Arc::downgrade(&fs);
         let watcher = crate::policy::watch(&opts.policy_path, move || {
             if let Some(fs) = weak.upgrade() {

@@ -26,7 +26,7 @@ impl TierFs {
             self.access.record(ino);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Handle { ino });
+        self.handles.lock().insert(fh, Handle { ino, fresh: true });
         *self.open_counts.lock().entry(ino).or_default() += 1;
         Ok(fh)
     }
@@ -71,6 +71,13 @@ impl TierFs {
     /// Writes at `off`. For O_APPEND the kernel has already set `off` to the
     /// end of file, under its inode lock, so appends from several processes
     /// never overlap.
+    /// A write through handle `fh` is coming (see `Handle::fresh`).
+    pub fn note_write(&self, fh: u64) {
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.fresh = false;
+        }
+    }
+
     pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)

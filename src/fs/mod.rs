@@ -6,6 +6,7 @@
 //! lock (inside `Tiers`) before the metadata write lock (`Meta::write_lock`), never the other way round.
 
 mod daemon;
+mod expiry;
 mod io;
 mod listing;
 use daemon::Writeback;
@@ -83,6 +84,9 @@ struct NewNode<'a> {
 
 struct Handle {
     ino: u64,
+    /// Nothing written through it yet: a truncate to zero through it is
+    /// an open-then-truncate save (vim's), kept as a version like O_TRUNC.
+    fresh: bool,
 }
 
 /// Settings of a mounted TierFs.
@@ -121,6 +125,8 @@ pub struct TierFs {
     /// Tells the kernel to drop a cached entry (parent, name): set by the
     /// mount, unset in tests on `TierFs` alone.
     invalidator: std::sync::OnceLock<Invalidator>,
+    /// Recent renames of files within a directory (see `trash::Renamed`).
+    renamed: trash::Renamed,
     /// The trash's expiry thread and what stops it.
     expiry: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
@@ -236,6 +242,35 @@ impl TierFs {
         self.inode(ino)
     }
 
+    /// setattr through handle `fh` (ftruncate): a truncate to zero through
+    /// a handle nothing was written through yet keeps the old content as
+    /// a version, as `open(O_TRUNC)` does (editors that open and then
+    /// truncate).
+    pub fn setattr_fh(
+        &self,
+        caller: Caller,
+        ino: u64,
+        a: SetAttr,
+        fh: Option<u64>,
+    ) -> Result<Inode> {
+        let fresh = a.size == Some(0)
+            && fh.is_some_and(|fh| {
+                let mut handles = self.handles.lock();
+                match handles.get_mut(&fh) {
+                    Some(h) if h.ino == ino && h.fresh => {
+                        h.fresh = false;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        if fresh && self.inode(ino)?.kind == Kind::File {
+            self.truncate_on_open(ino)?;
+            return self.setattr(caller, ino, SetAttr { size: None, ..a });
+        }
+        self.setattr(caller, ino, a)
+    }
+
     pub fn setattr(&self, caller: Caller, ino: u64, a: SetAttr) -> Result<Inode> {
         let now = Time::now();
         let apply = |mut inode: Inode| -> Inode {
@@ -322,6 +357,10 @@ impl TierFs {
         // (hot fits: it is empty; `Tiers::write` sends it warm if it
         // outgrows the hot budget).
         inode.pin = dir.pin;
+        // So is its ttl (`user.tier.ttl`).
+        if matches!(kind, Kind::File | Kind::Dir) {
+            inode.ttl = dir.ttl;
+        }
         if kind == Kind::File {
             inode.tier = dir.pin.unwrap_or_else(|| self.shared.policy().new_tier());
         }
@@ -463,7 +502,14 @@ impl TierFs {
             p.ctime = now;
             let mut t = Txn::default();
             t.del_dirent(parent, name, d.seq);
-            let kept = self.keep_in_trash(&mut victim, parent, name, Why::Unlink, &mut t)?;
+            // A file renamed away from a name that has a new file now (an
+            // editor's backup, deleted after the save) is a version of
+            // that name.
+            let (kept_name, why) = match self.renamed.saved_as(parent, name, victim.ino) {
+                Some(old) if self.meta.lookup(parent, &old)?.is_some() => (old, Why::Rename),
+                _ => (name.to_vec(), Why::Unlink),
+            };
+            let kept = self.keep_in_trash(&mut victim, parent, &kept_name, why, &mut t)?;
             t.put_inode(&p);
             t.put_inode(&victim);
             let freed = victim.nlink == 0 && !kept;
@@ -653,6 +699,9 @@ impl TierFs {
                 t.put_inode(d);
             }
             self.meta.commit(&held, t)?;
+            if !exchange && src.kind == Kind::File && parent == newparent {
+                self.renamed.note(parent, name, newname, src.ino);
+            }
             orphan
         };
         if let Some(ino) = orphan {

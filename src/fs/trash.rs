@@ -9,6 +9,50 @@ use contract::json::TrashEntry;
 use super::*;
 use crate::meta::{Trashed, Why};
 
+/// The last renames of a file within a directory, for a minute: a save
+/// that renames the original away (`f` → `f~`), writes `f` anew and
+/// deletes `f~` (vim's default) keeps the old content as a version of `f`.
+/// In memory only: the three steps take milliseconds.
+#[derive(Default)]
+pub(super) struct Renamed(Mutex<std::collections::VecDeque<Rename>>);
+
+struct Rename {
+    dir: u64,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    ino: u64,
+    at: std::time::Instant,
+}
+
+impl Renamed {
+    const KEEP: usize = 64;
+    const FOR: Duration = Duration::from_secs(60);
+
+    pub(super) fn note(&self, dir: u64, from: &[u8], to: &[u8], ino: u64) {
+        let mut q = self.0.lock();
+        if q.len() == Self::KEEP {
+            q.pop_front();
+        }
+        q.push_back(Rename {
+            dir,
+            from: from.to_vec(),
+            to: to.to_vec(),
+            ino,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// The name `ino`, now `name` in `dir`, had before a rename within the
+    /// last minute.
+    pub(super) fn saved_as(&self, dir: u64, name: &[u8], ino: u64) -> Option<Vec<u8>> {
+        let q = self.0.lock();
+        q.iter()
+            .rev()
+            .find(|r| r.dir == dir && r.to == name && r.ino == ino && r.at.elapsed() < Self::FOR)
+            .map(|r| r.from.clone())
+    }
+}
+
 /// What `user.tier.purge` removes from a directory's trash.
 enum Purge {
     All,
@@ -201,6 +245,9 @@ impl TierFs {
             back.nlink = if is_dir { 2 } else { 1 };
             back.parent = dir;
             back.ctime = now;
+            // A restore is a use: a file that expired does not again at once.
+            back.atime = now;
+            back.accessed = now.secs.max(0) as u32;
             if is_dir {
                 d.nlink += 1;
             }
@@ -266,6 +313,8 @@ impl TierFs {
             back.nlink = 1;
             back.parent = parent;
             back.ctime = now;
+            back.atime = now;
+            back.accessed = now.secs.max(0) as u32;
             t.del_trash(&e);
             t.del_dirent(parent, &name, d.seq);
             t.put_dirent(
@@ -420,7 +469,7 @@ impl TierFs {
 
     /// Tells the kernel to forget what it cached of `name` in `parent`
     /// (a restore changed the inode under a name the kernel did not touch).
-    fn invalidate_entry(&self, parent: u64, name: &[u8]) {
+    pub(super) fn invalidate_entry(&self, parent: u64, name: &[u8]) {
         if let Some(notify) = self.invalidator.get() {
             notify(parent, name.to_vec());
         }

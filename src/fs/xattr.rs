@@ -78,6 +78,9 @@ impl TierFs {
         if inode.kind != Kind::File {
             return Err(Error::Invalid("only regular files have a tier"));
         }
+        if to == Tier::Hot && inode.tier != Tier::Hot {
+            self.make_hot_room(ino, inode.size);
+        }
         match self.tiers.move_file(ino, to) {
             Ok(moved) => {
                 if moved {
@@ -99,6 +102,47 @@ impl TierFs {
                 };
                 self.shared.set_why(ino, why);
                 Err(e)
+            }
+        }
+    }
+
+    /// Before a forced move to hot of `size` bytes: when the hot tier has
+    /// no room for it, its least recently used unpinned files go warm (a
+    /// change of metadata: their records are in the warm segments already)
+    /// until it has. New files start hot, so the hot tier is often full of
+    /// files nobody asked to keep there.
+    fn make_hot_room(&self, ino: u64, size: u64) {
+        let room = self.tiers.hot_room();
+        if size <= room || size > self.tiers.hot_budget() {
+            return;
+        }
+        let mut need = size - room;
+        let mut out = Vec::new();
+        for r in self.meta.candidates(Tier::Hot, u32::MAX) {
+            let Ok((_, cand)) = r else { break };
+            if cand == ino {
+                continue;
+            }
+            let Ok(i) = self.meta.inode(cand) else {
+                continue;
+            };
+            out.push((cand, Tier::Warm));
+            need = need.saturating_sub(i.size.max(1));
+            if need == 0 {
+                break;
+            }
+        }
+        for (cand, r) in self.tiers.move_batch(&out) {
+            match r {
+                Ok(true) => self.shared.set_why(
+                    cand,
+                    format!(
+                        "warm: made room in the hot tier for a file moved hot at {}",
+                        humantime::format_rfc3339_seconds(SystemTime::now())
+                    ),
+                ),
+                Ok(false) => {}
+                Err(e) => log::debug!("making hot room: inode {cand}: {e}"),
             }
         }
     }
@@ -152,6 +196,7 @@ impl TierFs {
                 Ok(self.shared.last_cycle.lock().to_json().into_bytes())
             }
             names::VERSIONS => Ok(self.versions_json(ino)?.into_bytes()),
+            names::TTL => self.ttl_get(ino),
             names::DELETED => Ok(self.deleted_json(ino)?.into_bytes()),
             _ => Err(Error::NoXattr),
         }
@@ -204,6 +249,7 @@ impl TierFs {
                 Ok(())
             }
             names::RESTORE => self.restore(ino, value),
+            names::TTL => self.ttl_set(ino, Some(value)),
             names::PURGE => self.purge_trash(ino, value),
             n if names::READ_ONLY.contains(&n) || n == names::MIGRATE => Err(Error::NotPermitted),
             _ => Err(Error::Invalid("unknown user.tier attribute")),
@@ -390,7 +436,7 @@ impl TierFs {
     }
 
     /// The NUL-terminated names, as listxattr returns them: `user.tier` (files),
-    /// `user.tier.pin` (when set) and the user's own. Computed, read-only
+    /// `user.tier.pin` and `user.tier.ttl` (when set) and the user's own. Computed, read-only
     /// names are not listed, so that cp -a, rsync -X and tar --xattrs copy
     /// only what can be set.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
@@ -404,6 +450,10 @@ impl TierFs {
             out.extend_from_slice(names::PIN.as_bytes());
             out.push(0);
         }
+        if inode.ttl > 0 {
+            out.extend_from_slice(names::TTL.as_bytes());
+            out.push(0);
+        }
         for name in self.meta.xattr_names(ino)? {
             out.extend_from_slice(&name);
             out.push(0);
@@ -414,6 +464,9 @@ impl TierFs {
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         if name == names::PIN.as_bytes() {
             return self.unpin(ino);
+        }
+        if name == names::TTL.as_bytes() {
+            return self.ttl_set(ino, None);
         }
         if names::is_reserved(name) {
             return Err(Error::NotPermitted);

@@ -55,6 +55,22 @@ pub(super) fn candidate(i: &Inode) -> Option<[u8; 14]> {
     .then(|| cand_key(i.tier, bucket_of(i.last_use()), i.ino))
 }
 
+/// `W` deadline bucket(u32 BE) ino(u64 BE): 13 bytes, empty value.
+pub(super) fn ttl_key(bucket: u32, ino: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = TAG_TTL;
+    k[1..5].copy_from_slice(&bucket.to_be_bytes());
+    k[5..13].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// The expiry-index key an inode record implies: a linked file with a ttl,
+/// by the bucket its ttl runs out in (from its last use as recorded).
+pub(super) fn ttl_candidate(i: &Inode) -> Option<[u8; 13]> {
+    (is_live_file(i) && i.ttl > 0)
+        .then(|| ttl_key(bucket_of(i.last_use().saturating_add(i.ttl as i64)), i.ino))
+}
+
 /// Whether an inode record implies a pending-pin record.
 pub(super) fn pin_pending(i: &Inode) -> bool {
     is_live_file(i) && i.pin.is_some_and(|p| p != i.tier)
@@ -199,6 +215,18 @@ impl Meta {
                     extra.push((c.to_vec(), Some(Vec::new())));
                 }
             }
+            let (old_ttl, new_ttl) = (
+                old.as_ref().and_then(ttl_candidate),
+                new.as_ref().and_then(ttl_candidate),
+            );
+            if old_ttl != new_ttl {
+                if let Some(c) = old_ttl {
+                    extra.push((c.to_vec(), None));
+                }
+                if let Some(c) = new_ttl {
+                    extra.push((c.to_vec(), Some(Vec::new())));
+                }
+            }
             let (old_pin, new_pin) = (
                 old.as_ref().is_some_and(pin_pending),
                 new.as_ref().is_some_and(pin_pending),
@@ -258,6 +286,10 @@ impl Meta {
                     batch.insert(&key_ino(TAG_PIN_PENDING, i.ino)[..], &[][..]);
                     in_batch += 1;
                 }
+                if let Some(c) = ttl_candidate(&i) {
+                    batch.insert(&c[..], &[][..]);
+                    in_batch += 1;
+                }
                 if in_batch >= 4096 {
                     self.db.apply_batch(std::mem::take(&mut batch))?;
                     in_batch = 0;
@@ -306,6 +338,20 @@ impl Meta {
         })
     }
 
+    /// Files whose ttl runs out in a bucket up to `last` (inclusive), by
+    /// their last use as their inode records say: `ino`, soonest first.
+    pub fn ttl_due(&self, last: u32) -> impl Iterator<Item = Result<u64>> + '_ {
+        let start = ttl_key(0, 0).to_vec();
+        let end = match last.checked_add(1) {
+            Some(b) => ttl_key(b, 0).to_vec(),
+            None => vec![TAG_TTL + 1],
+        };
+        self.db.range(start..end).filter_map(|r| match r {
+            Ok((k, _)) => (k.len() == 13).then(|| Ok(be_u64(&k[5..13]))),
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
     /// Files pinned to a tier they are not on yet.
     pub fn pending_pins(&self) -> impl Iterator<Item = Result<u64>> + '_ {
         self.db
@@ -331,7 +377,12 @@ impl Meta {
             let ino = if k.len() == 9 { be_u64(&k[1..]) } else { 0 };
             Ok((k.to_vec(), ino))
         });
-        cands.chain(pins)
+        let ttls = self.db.scan_prefix([TAG_TTL]).map(|r| {
+            let (k, _) = r?;
+            let ino = if k.len() == 13 { be_u64(&k[5..13]) } else { 0 };
+            Ok((k.to_vec(), ino))
+        });
+        cands.chain(pins).chain(ttls)
     }
 
     /// The derived records one inode record implies (fsck compares).
@@ -342,6 +393,9 @@ impl Meta {
         }
         if pin_pending(inode) {
             v.push(key_ino(TAG_PIN_PENDING, inode.ino).to_vec());
+        }
+        if let Some(c) = ttl_candidate(inode) {
+            v.push(c.to_vec());
         }
         v
     }

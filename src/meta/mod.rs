@@ -52,6 +52,7 @@ const TAG_ACCESS: u8 = b'A';
 const TAG_JOURNAL: u8 = b'J';
 const TAG_CAND: u8 = b'K';
 const TAG_PIN_PENDING: u8 = b'P';
+const TAG_TTL: u8 = b'W';
 /// sled's own cache when the policy does not say (`[meta] cache`).
 pub const DEFAULT_CACHE: u64 = 96 << 20;
 /// Transactions with more changes than this use sled's batch (see `commit`).

@@ -171,6 +171,10 @@ pub struct Inode {
     /// Kept in the trash (a deleted or replaced file, or a directory of
     /// them): no entry names it, and a `T` record says where it was.
     pub trash: bool,
+    /// Seconds without an access after which the file expires into the
+    /// trash (`user.tier.ttl`; 0: never). On a directory: what files and
+    /// directories created in it get.
+    pub ttl: u32,
 }
 
 // Inode record layout (little-endian), 104 bytes (version 2):
@@ -178,7 +182,7 @@ pub struct Inode {
 //  16 u32 rdev  20 u32 accessed  24 u64 size  32 u64 parent
 //  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
 //  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90 u8 flags (bit 0: in the trash)
-//  91..96 reserved
+//  91 reserved  92 u32 ttl (s, 0 none)
 //  96 u32 accesses  100 f32 heat
 // Version 1 records are the first 96 bytes, with 20..24 reserved (zero).
 const INODE_LEN: usize = 104;
@@ -208,6 +212,7 @@ impl Inode {
             accesses: 0,
             heat: 0.0,
             trash: false,
+            ttl: 0,
         }
     }
 
@@ -244,6 +249,7 @@ impl Inode {
         b[88] = self.tier.to_u8();
         b[89] = self.pin.map_or(0, |t| t.to_u8() + 1);
         b[90] = self.trash as u8;
+        b[92..96].copy_from_slice(&self.ttl.to_le_bytes());
         b[96..100].copy_from_slice(&self.accesses.to_le_bytes());
         b[100..104].copy_from_slice(&self.heat.to_le_bytes());
         b
@@ -288,6 +294,7 @@ impl Inode {
                 0.0
             },
             trash: b[90] & 1 != 0,
+            ttl: u32_at(92),
         })
     }
 }

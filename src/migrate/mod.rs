@@ -109,6 +109,9 @@ pub struct Shared {
     pub last_cycle: Mutex<CycleReport>,
     /// Where request threads queue their accesses (set by `Migrator::start`).
     events: OnceLock<Receiver<(u64, f64)>>,
+    /// Run on the migrator's thread after every cycle that may move files
+    /// (set by the filesystem: the expiry of files past their ttl).
+    pub after_cycle: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             counters: Counters::default(),
             last_cycle: Mutex::new(CycleReport::default()),
             events: OnceLock::new(),
+            after_cycle: OnceLock::new(),
         }
     }
 
@@ -321,12 +325,16 @@ impl Worker {
                     if let Ok((dry, reply)) = req {
                         self.shared.absorb();
                         let report = if dry { self.dry_run() } else { self.cycle() };
+                        if !dry {
+                            self.after_cycle();
+                        }
                         let _ = reply.send(report);
                     }
                 }
                 recv(timeout) -> _ => {
                     self.shared.absorb();
                     self.cycle();
+                    self.after_cycle();
                     next = Instant::now() + self.shared.policy().migration.interval.0;
                 }
                 recv(stop) -> _ => {
@@ -400,6 +408,12 @@ impl Worker {
 
     /// Plans and moves until nothing more is due (plans of at most
     /// `PLAN_MAX` moves at a time, so a cycle's memory is bounded too).
+    fn after_cycle(&self) {
+        if let Some(f) = self.shared.after_cycle.get() {
+            f();
+        }
+    }
+
     fn cycle(&mut self) -> CycleReport {
         let t0 = Instant::now();
         if !self.meta.counted() {

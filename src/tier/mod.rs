@@ -608,6 +608,12 @@ impl Tiers {
             .collect()
     }
 
+    /// Bytes of the hot budget no hot file holds.
+    pub fn hot_room(&self) -> u64 {
+        let h = self.hot.lock();
+        h.budget().saturating_sub(h.pinned_bytes())
+    }
+
     /// Whether a file of `size` bytes can go hot when `room` bytes of the
     /// hot budget are still free: EFBIG if it is larger than the whole
     /// budget, ENOSPC if it only does not fit now.

@@ -51,6 +51,29 @@ impl Mounted {
         Mounted::build(args, None)
     }
 
+    /// A fresh store whose policy is the default with `edits` (each `from`
+    /// text replaced by `to`), in a file next to the store.
+    pub fn with_policy(edits: &[(&str, &str)], args: &[&str]) -> Mounted {
+        let mut m = Mounted::unstarted(args, None);
+        let mut text = tierfs::policy::DEFAULT_FILE.to_string();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from}");
+            text = text.replacen(from, to, 1);
+        }
+        let policy = m.tmp.path().join("policy.toml");
+        std::fs::write(&policy, text).unwrap();
+        m.args.push("--policy".into());
+        m.args.push(policy.to_str().unwrap().into());
+        m.start();
+        m
+    }
+
+    /// A fresh store with the trash off (`[trash] keep = "0"`): an unlinked
+    /// file is freed once its last user lets go.
+    pub fn without_trash() -> Mounted {
+        Mounted::with_policy(&[("keep = \"7d\"", "keep = \"0\"")], &[])
+    }
+
     /// A fresh store on a tmpfs of `mib` MiB (for disk-full tests).
     pub fn on_small_disk(mib: u64, args: &[&str]) -> Mounted {
         Mounted::build(args, Some(mib))
