@@ -128,6 +128,10 @@ impl TierFs {
             t.put_inode(&victim);
             t.put_inode(&p);
             self.meta.commit(&held, t)?;
+            drop(held);
+            if kept {
+                self.tiers.unpin_hot(ino);
+            }
             !kept
         };
         log::info!(

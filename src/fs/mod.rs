@@ -517,6 +517,10 @@ impl TierFs {
                 t.put_orphan(victim.ino);
             }
             self.meta.commit(&held, t)?;
+            drop(held);
+            if kept {
+                self.tiers.unpin_hot(victim.ino);
+            }
             freed.then_some(victim.ino)
         };
         if let Some(ino) = ino {
@@ -633,6 +637,7 @@ impl TierFs {
                 }
             }
             let mut orphan = None;
+            let mut kept_ino = None;
             let mut moved = self.meta.inode(src.ino)?;
             moved.ctime = now;
             t.del_dirent(parent, name, src.seq);
@@ -681,6 +686,9 @@ impl TierFs {
                         t.put_orphan(other.ino);
                         orphan = Some(other.ino);
                     }
+                    if kept {
+                        kept_ino = Some(other.ino);
+                    }
                 }
                 t.put_inode(&other);
             }
@@ -699,8 +707,12 @@ impl TierFs {
                 t.put_inode(d);
             }
             self.meta.commit(&held, t)?;
+            drop(held);
             if !exchange && src.kind == Kind::File && parent == newparent {
                 self.renamed.note(parent, name, newname, src.ino);
+            }
+            if let Some(ino) = kept_ino {
+                self.tiers.unpin_hot(ino);
             }
             orphan
         };

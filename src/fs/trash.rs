@@ -89,6 +89,15 @@ impl TierFs {
         let now = Time::now();
         victim.trash = true;
         victim.parent = parent;
+        if victim.kind == Kind::File {
+            // Deleted content is not kept in RAM, nor pinned anywhere: the
+            // migrator moves it down like an idle file. (The caller lets go
+            // of its cached chunks after the commit: `Tiers::unpin_hot`.)
+            victim.pin = None;
+            if victim.tier == Tier::Hot {
+                victim.tier = Tier::Warm;
+            }
+        }
         t.put_trash(&Trashed {
             parent,
             name: name.to_vec(),
@@ -341,6 +350,10 @@ impl TierFs {
             p.ctime = now;
             t.put_inode(&p);
             self.meta.commit(&held, t)?;
+            drop(held);
+            if kept {
+                self.tiers.unpin_hot(cur.ino);
+            }
             orphan.then_some(cur.ino)
         };
         self.invalidate_entry(parent, &name);

@@ -608,6 +608,13 @@ impl Tiers {
             .collect()
     }
 
+    /// Lets `ino`'s cached chunks be evicted (it is no longer hot: a
+    /// change of its inode record alone, such as going to the trash).
+    pub fn unpin_hot(&self, ino: u64) {
+        let _g = self.lock(ino).read();
+        self.hot.lock().set_pinned(ino, false);
+    }
+
     /// Bytes of the hot budget no hot file holds.
     pub fn hot_room(&self) -> u64 {
         let h = self.hot.lock();

@@ -24,14 +24,21 @@
 //!   inherited by what is created in it, a pinned file created on its pin,
 //!   pins and `user.tier` moves, `none`, bad values (EINVAL), removing
 //!   `user.tier` (EPERM).
+//! * Versions and the trash (`trash.rs` has the model's rules): what
+//!   unlink, `rm -r`, rename over a file, rmdir and open(O_TRUNC) keep, in
+//!   each directory's trash in order and byte for byte; restoring a
+//!   deleted entry into its directory (a directory with what was kept of
+//!   it), restoring a version over a file (which is then kept), purging;
+//!   an editor's rename-write-delete save kept under the file's name.
 //! * One migration cycle (`user.tier.migrate` on the root) does exactly what
 //!   the model computes, with no look at the real tiers (see `POLICY` and
 //!   `Model::migrate`): every pinned file ends on its pin, every unpinned
-//!   linked file goes one tier down (hot → warm → cold, cold stays), an
-//!   unlinked open file stays; and no byte changes.
-//! * Remount (`shutdown`, drop, reopen) keeps everything and frees unlinked
-//!   files. Crash (`halt`, drop, reopen; see below) keeps what was made
-//!   durable and frees unlinked files.
+//!   linked or kept file goes one tier down (hot → warm → cold, cold
+//!   stays), an unlinked open file the trash does not keep stays; and no
+//!   byte changes.
+//! * Remount (`shutdown`, drop, reopen) keeps everything, the trash too.
+//!   Crash (`halt`, drop, reopen; see below) keeps what was made durable,
+//!   kept files included.
 //! * No inode leaks (the inodes in the metadata are exactly the model's live
 //!   ones, and statfs counts them), no record leaks (after an explicit
 //!   write-back, reclamation and compaction, and at the end of each case,
@@ -74,10 +81,12 @@ mod common;
 mod model;
 mod ops;
 mod real;
+mod trash;
 
 use model::*;
 use ops::*;
 use real::*;
+use trash::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -250,6 +259,37 @@ enum Op<A> {
     /// What the write-back thread does, at once: write back, seal, reclaim,
     /// compact every candidate, reclaim.
     Writeback,
+    /// `rm -r`: a file is unlinked; a directory's files are unlinked and
+    /// its subdirectories removed the same way, in name order, then it is
+    /// removed.
+    RemoveTree {
+        p: A,
+    },
+    /// open(O_WRONLY | O_TRUNC), creating the file if need be; pwrite at
+    /// 0 (when `len` > 0); close. The content cut becomes a version.
+    WriteTrunc {
+        p: A,
+        len: usize,
+        seed: u64,
+    },
+    /// setxattr user.tier.restore on the directory of `p` to the id of
+    /// entry `k` (modulo their number) of its trash: ENOENT if it has none.
+    Restore {
+        p: A,
+        k: usize,
+    },
+    /// setxattr user.tier.restore on the file `p` to the id of version
+    /// `k` of its name: ENOENT if it has none.
+    RestoreVersion {
+        p: A,
+        k: usize,
+    },
+    /// setxattr user.tier.purge on the directory of `p` to the id of entry
+    /// `k` of its trash: ENOENT if it has none.
+    Purge {
+        p: A,
+        k: usize,
+    },
     /// Handles closed, shutdown, drop, reopen.
     Remount,
     /// halt, drop (handles and all), reopen.
@@ -285,6 +325,9 @@ struct MInode {
     tier: Tier,
     pin: Option<Tier>,
     xattrs: BTreeMap<String, Vec<u8>>,
+    /// Files: the directory it was last created, linked, renamed or
+    /// restored into, or deleted from (the inode's `parent`).
+    home: u64,
 }
 
 /// The root directory's model id.
@@ -297,6 +340,11 @@ struct Model {
     next: u64,
     /// Keep `since_durable` (only cases with a Crash need it).
     track: bool,
+    /// What the trash keeps, oldest first (see `trash.rs`).
+    kept: Vec<Kept>,
+    /// Renames of a file within a directory since the store was opened
+    /// (the daemon remembers the last 64 for a minute).
+    renamed: Vec<Renamed>,
 }
 
 // ---------------------------------------------------------------------------
@@ -385,7 +433,19 @@ fn run(ops: &[Op<Sel>]) -> Result<(), TestCaseError> {
         real.forget_all();
         let mut checked = Ok(());
         if let Op::Crash = op {
-            checked = model.settle_crash(&tree);
+            checked = model.settle_crash(&tree).and_then(|_| {
+                let mut found = HashMap::new();
+                for k in &model.kept {
+                    if let (false, Some(&ino)) = (model.inodes[&k.id].dir, inos.of.get(&k.id)) {
+                        let data = real
+                            .fs()
+                            .read(ino, 0, 4 << 20)
+                            .map_err(|e| format!("reading kept inode {ino}: {e}"))?;
+                        found.insert(k.id, data);
+                    }
+                }
+                model.settle_kept(&found)
+            });
         }
         checked = checked.and_then(|_| compare(&model, &real, &tree, &mut inos));
         if let (Ok(()), Op::Writeback) = (&checked, &op) {

@@ -60,6 +60,7 @@ impl Model {
             tier: Tier::Warm,
             pin: None,
             xattrs: BTreeMap::new(),
+            home: ROOT_ID,
         };
         Model {
             names: BTreeMap::new(),
@@ -67,6 +68,8 @@ impl Model {
             handles: [None; SLOTS],
             next: ROOT_ID,
             track,
+            kept: Vec::new(),
+            renamed: Vec::new(),
         }
     }
 
@@ -125,7 +128,8 @@ impl Model {
     /// otherwise: `[new] tier`), empty and durably so.
     pub(crate) fn new_inode(&mut self, parent: &str, dir: bool) -> u64 {
         self.next += 1;
-        let pin = self.inodes[&self.dir_id(parent)].pin;
+        let home = self.dir_id(parent);
+        let pin = self.inodes[&home].pin;
         let track = self.track;
         self.inodes.insert(
             self.next,
@@ -140,6 +144,7 @@ impl Model {
                 },
                 pin,
                 xattrs: BTreeMap::new(),
+                home,
             },
         );
         self.next
@@ -186,10 +191,11 @@ impl Model {
         self.names.values().map(|n| n.id()).collect()
     }
 
-    /// Drops the inodes no name and no handle holds.
+    /// Drops the inodes no name, no handle and not the trash holds.
     pub(crate) fn collect(&mut self) {
         let mut live = self.linked();
         live.extend(self.handles.iter().flatten());
+        live.extend(self.kept.iter().map(|k| k.id));
         live.insert(ROOT_ID);
         self.inodes.retain(|id, _| live.contains(id));
     }
@@ -197,12 +203,13 @@ impl Model {
     /// One migration cycle under `POLICY` (the rule of `migrate::decide`
     /// and `Worker::plan` with those knobs): a linked file with a pin moves
     /// to its pin; an unpinned one goes one tier down (cold stays cold); an
-    /// unlinked file (open, nlink 0) is not planned. A file that moves is
-    /// written back first (its content is durable); one that stays is not
-    /// touched.
+    /// unlinked file (open, nlink 0) is not planned, one the trash keeps is
+    /// (like an idle file). A file that moves is written back first (its
+    /// content is durable); one that stays is not touched.
     pub(crate) fn migrate(&mut self) {
-        let files: Vec<u64> = self
-            .linked()
+        let mut files = self.linked();
+        files.extend(self.kept.iter().map(|k| k.id));
+        let files: Vec<u64> = files
             .into_iter()
             .filter(|id| !self.inodes[id].dir)
             .collect();
@@ -246,8 +253,8 @@ impl Model {
             },
             Op::Unlink { p } => match self.resolve(p)? {
                 Node::Dir(_) => Err(libc::EISDIR),
-                Node::File(_) => {
-                    self.names.remove(p);
+                Node::File(id) => {
+                    self.unlink_file(p, id);
                     Ok(())
                 }
             },
@@ -262,8 +269,10 @@ impl Model {
             Op::Rmdir { p } => match self.resolve(p)? {
                 Node::File(_) => Err(libc::ENOTDIR),
                 Node::Dir(_) if self.children(p).next().is_some() => Err(libc::ENOTEMPTY),
-                Node::Dir(_) => {
+                Node::Dir(id) => {
                     self.names.remove(p);
+                    // Kept when the trash holds something of it.
+                    self.keep_dir(parent_of(p), p, id);
                     Ok(())
                 }
             },
@@ -278,6 +287,8 @@ impl Model {
                     return Err(libc::EPERM);
                 }
                 self.names.insert(to.clone(), src);
+                let home = self.dir_id(parent_of(to));
+                self.node(src.id()).home = home;
                 Ok(())
             }
             Op::SetXattr { p, key, seed } => {
@@ -375,7 +386,17 @@ impl Model {
                 }
                 Ok(())
             }
+            Op::RemoveTree { p } => {
+                let node = self.resolve(p)?;
+                self.remove_tree(p, node);
+                Ok(())
+            }
+            Op::WriteTrunc { p, len, seed } => self.write_trunc(p, *len, *seed),
+            Op::Restore { p, k } => self.restore_in(p, *k),
+            Op::RestoreVersion { p, k } => self.restore_version(p, *k),
+            Op::Purge { p, k } => self.purge(p, *k),
             Op::Remount => {
+                self.renamed.clear();
                 self.handles = [None; SLOTS];
                 let ids: Vec<u64> = self.inodes.keys().copied().collect();
                 for id in ids {
@@ -385,6 +406,7 @@ impl Model {
             }
             // Content is settled against what the store has (`settle_crash`).
             Op::Crash => {
+                self.renamed.clear();
                 self.handles = [None; SLOTS];
                 Ok(())
             }
@@ -425,6 +447,14 @@ impl Model {
                 _ => {}
             }
         }
+        // A file or directory replaced: kept as the trash would.
+        match self.names.get(to).copied() {
+            Some(Node::File(b)) if self.links(b) == 1 => {
+                self.keep(self.dir_id(parent_of(to)), split(to).1, b)
+            }
+            Some(Node::Dir(b)) => self.keep_dir(parent_of(to), to, b),
+            _ => {}
+        }
         let moved: Vec<(String, Node)> = self
             .names
             .iter()
@@ -437,6 +467,13 @@ impl Model {
         }
         for (k, v) in moved {
             self.names.insert(format!("{to}{}", &k[from.len()..]), v);
+        }
+        if let Node::File(id) = src {
+            let home = self.dir_id(parent_of(to));
+            self.node(id).home = home;
+            if parent_of(from) == parent_of(to) {
+                self.note_rename(home, split(from).1, split(to).1, id);
+            }
         }
         Ok(())
     }

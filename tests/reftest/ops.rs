@@ -88,6 +88,15 @@ impl<A> Op<A> {
             },
             Op::FsyncFd { slot } => Op::FsyncFd { slot: *slot },
             Op::Close { slot } => Op::Close { slot: *slot },
+            Op::WriteTrunc { p, len, seed } => Op::WriteTrunc {
+                p: f(p),
+                len: *len,
+                seed: *seed,
+            },
+            Op::RemoveTree { p } => Op::RemoveTree { p: f(p) },
+            Op::Restore { p, k } => Op::Restore { p: f(p), k: *k },
+            Op::RestoreVersion { p, k } => Op::RestoreVersion { p: f(p), k: *k },
+            Op::Purge { p, k } => Op::Purge { p: f(p), k: *k },
             Op::Migrate => Op::Migrate,
             Op::Writeback => Op::Writeback,
             Op::Remount => Op::Remount,
@@ -170,7 +179,13 @@ pub(crate) fn arb_op() -> impl Strategy<Value = Op<Sel>> {
         4 => (fresh(), arb_off(), arb_write_len(), any::<u64>())
             .prop_map(|(p, off, len, seed)| Op::Write { p, off, len, seed }),
         2 => (file(), arb_len()).prop_map(|(p, len)| Op::Truncate { p, len }),
-        1 => existing().prop_map(|p| Op::Unlink { p }),
+        2 => existing().prop_map(|p| Op::Unlink { p }),
+        3 => (file(), arb_write_len(), any::<u64>())
+            .prop_map(|(p, len, seed)| Op::WriteTrunc { p, len, seed }),
+        1 => dir().prop_map(|p| Op::RemoveTree { p }),
+        3 => (any_path(), 0..4usize).prop_map(|(p, k)| Op::Restore { p, k }),
+        2 => (file(), 0..4usize).prop_map(|(p, k)| Op::RestoreVersion { p, k }),
+        1 => (any_path(), 0..4usize).prop_map(|(p, k)| Op::Purge { p, k }),
         // The name of an open file: it lives on, unlinked, until closed.
         1 => (0..SLOTS).prop_map(|s| Op::Unlink { p: Sel::Open(s) }),
         3 => dir().prop_map(|p| Op::Mkdir { p }),

@@ -268,6 +268,57 @@ impl Real {
                 self.close(*slot);
                 Ok(())
             }
+            Op::RemoveTree { p } => {
+                let (d, n) = self.parent(p)?;
+                let i = self.lookup(d, n)?.ok_or(libc::ENOENT)?;
+                self.remove_tree(d, n, &i)
+            }
+            Op::WriteTrunc { p, len, seed } => {
+                let (d, n) = self.parent(p)?;
+                let flags = libc::O_WRONLY | libc::O_TRUNC;
+                let (ino, fh) = match self.lookup(d, n)? {
+                    Some(i) if i.kind == Kind::Dir => return Err(libc::EISDIR),
+                    Some(i) => (i.ino, self.fs().open(i.ino, flags).map_err(errno)?),
+                    None => {
+                        let (i, fh) = self
+                            .fs()
+                            .create(ROOT, d, n.as_bytes(), 0o644, 0o022, flags | libc::O_CREAT)
+                            .map_err(errno)?;
+                        self.counted(i.ino);
+                        (i.ino, fh)
+                    }
+                };
+                let r = self.write(ino, 0, *len, *seed);
+                self.fs().release(fh);
+                r
+            }
+            Op::Restore { p, k } => {
+                let (d, _) = self.parent(p)?;
+                let id = self.kept_entry(d, *k)?;
+                self.setxattr(d, "user.tier.restore", id.to_string().as_bytes())
+            }
+            Op::RestoreVersion { p, k } => {
+                let i = self.resolve(p)?;
+                if i.kind == Kind::Dir {
+                    return Err(libc::EISDIR);
+                }
+                let meta = self.fs().meta();
+                let name = meta
+                    .name_in(i.parent, i.ino)
+                    .map_err(errno)?
+                    .ok_or(libc::ENOENT)?;
+                let list = meta.versions(i.parent, &name).map_err(errno)?;
+                if list.is_empty() {
+                    return Err(libc::ENOENT);
+                }
+                let id = list[k % list.len()].ino;
+                self.setxattr(i.ino, "user.tier.restore", id.to_string().as_bytes())
+            }
+            Op::Purge { p, k } => {
+                let (d, _) = self.parent(p)?;
+                let id = self.kept_entry(d, *k)?;
+                self.setxattr(d, "user.tier.purge", id.to_string().as_bytes())
+            }
             Op::Migrate => self.setxattr(ROOT_INO, "user.tier.migrate", b"1"),
             Op::Writeback => self.writeback().map_err(errno),
             Op::Remount => {
@@ -288,6 +339,36 @@ impl Real {
                 Ok(())
             }
         }
+    }
+
+    /// `rm -r` of `name` in `dir`, which is `i` (see `Op::RemoveTree`).
+    fn remove_tree(&mut self, dir: u64, name: &str, i: &Inode) -> Result<(), i32> {
+        if i.kind != Kind::Dir {
+            return self.fs().unlink(dir, name.as_bytes()).map_err(errno);
+        }
+        let mut children: Vec<(String, u64)> = self
+            .fs()
+            .meta()
+            .dir_entries(i.ino, 0)
+            .map(|r| r.map(|(_, n, ino, _)| (String::from_utf8_lossy(&n).into_owned(), ino)))
+            .collect::<Result<_, _>>()
+            .map_err(errno)?;
+        children.sort();
+        for (child, _) in children {
+            let c = self.lookup(i.ino, &child)?.ok_or(libc::ENOENT)?;
+            self.remove_tree(i.ino, &child, &c)?;
+        }
+        self.fs().rmdir(dir, name.as_bytes()).map_err(errno)
+    }
+
+    /// The inode of entry `k` (modulo their number) of the trash of
+    /// directory `d`: ENOENT when it keeps nothing.
+    pub(crate) fn kept_entry(&self, d: u64, k: usize) -> Result<u64, i32> {
+        let list = self.fs().meta().trash_in(d).map_err(errno)?;
+        if list.is_empty() {
+            return Err(libc::ENOENT);
+        }
+        Ok(list[k % list.len()].ino)
     }
 
     /// Drops the store (it must be the only reference) and opens it again.
@@ -614,6 +695,7 @@ pub(crate) fn compare(
             _ => return Err(format!("slot {slot}: open {:?}, in the model {:?}", h, m)),
         }
     }
+    compare_trash(model, real, inos)?;
     // Exactly the live inodes are in the store: nothing unlinked and closed
     // is left, nothing live is gone.
     let mut live: BTreeSet<u64> = BTreeSet::new();
@@ -655,6 +737,69 @@ pub(crate) fn compare(
             s.files - s.ffree,
             live.len()
         ));
+    }
+    Ok(())
+}
+
+/// The trash of every directory the model knows (linked or kept): the same
+/// names in the same order, each kept file with the model's bytes.
+fn compare_trash(model: &Model, real: &Real, inos: &mut Inos) -> Result<(), String> {
+    let mut dirs: Vec<u64> = vec![ROOT_ID];
+    dirs.extend(model.names.values().filter_map(|n| match n {
+        Node::Dir(d) => Some(*d),
+        Node::File(_) => None,
+    }));
+    dirs.extend(
+        model
+            .kept
+            .iter()
+            .filter(|k| model.inodes[&k.id].dir)
+            .map(|k| k.id),
+    );
+    for dir in dirs {
+        let want = model.kept_in(dir);
+        let Some(&dino) = inos.of.get(&dir) else {
+            return Err(format!("model directory {dir} was never seen"));
+        };
+        let got = real
+            .fs()
+            .meta()
+            .trash_in(dino)
+            .map_err(|e| format!("trash of inode {dino}: {e}"))?;
+        let names = |v: Vec<String>| v.join(", ");
+        let (w, g) = (
+            names(want.iter().map(|k| k.name.clone()).collect()),
+            names(
+                got.iter()
+                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                    .collect(),
+            ),
+        );
+        if w != g {
+            return Err(format!(
+                "the trash of directory inode {dino}: [{g}], the model [{w}]"
+            ));
+        }
+        for (k, e) in want.iter().zip(&got) {
+            inos.bind(k.id, e.ino, &format!("<kept {}>", k.name))?;
+            let m = &model.inodes[&k.id];
+            if m.dir {
+                continue;
+            }
+            let data = real
+                .fs()
+                .read(e.ino, 0, m.data.len() as u32 + 1)
+                .map_err(|err| format!("reading kept inode {}: {err}", e.ino))?;
+            if data != m.data {
+                return Err(format!(
+                    "kept {:?} (inode {}): {} bytes, the model {}",
+                    k.name,
+                    e.ino,
+                    data.len(),
+                    m.data.len()
+                ));
+            }
+        }
     }
     Ok(())
 }
