@@ -27,6 +27,12 @@
 #       N text memories of 4 KiB: migration passes warm→hot, hot→warm,
 #       warm→cold (one cycle each), reads while warm and while cold next to
 #       the same files on tmpfs, and cold bytes next to `tar c | zstd -3`.
+#   scripts/bench.sh trash [N_FILES] [ROUNDS] [KEPT]
+#       two stores alike but for [trash] keep (7d and 0): create, overwrite
+#       (O_TRUNC) and unlink of N files of 1 KiB (default 20,000), rounds
+#       interleaved, medians and the on/off ratio; then the daemon's RSS
+#       after a remount of a store whose trash keeps KEPT files (default
+#       1,000,000) next to one whose trash is empty.
 #   scripts/bench.sh s3 [N_FILES] [BIG_MIB]
 #       the same memories (default 20,000) and a big file (default 1 GiB)
 #       with cold packs local and in a 1-node Garage (scripts/garage.sh):
@@ -231,6 +237,91 @@ PY
     printf "empty store, mounted + find:        %.0f MiB\n", e/1024
     printf "daemon RSS after mount:             %.0f MiB = %.0f B per file beyond the empty store\n", m/1024, (m-e)*1024/n
     printf "daemon RSS after mount + find:      %.0f MiB = %.0f B per file beyond the empty store\n", f/1024, (f-e)*1024/n }'
+  exit 0
+fi
+
+if [ "${1:-}" = trash ]; then
+  n=${2:-20000}
+  rounds=${3:-3}
+  kept=${4:-1000000}
+  scripts/deps.sh
+  cargo build --release -q --bin tierfs
+  work=$PWD/target/bench-trash
+  rm -rf "$work" && mkdir -p "$work"
+  mounts=()
+  trap 'for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || true; done' EXIT
+  # Two stores alike but for [trash] keep: 7 days (the default) and 0.
+  for t in on off; do
+    mkdir -p "$work/$t/mnt"
+    keep=$([ $t = on ] && echo 7d || echo 0)
+    python3 - "$work/$t/policy.toml" "$keep" <<'PY'
+import re, sys
+# The default policy file (src/policy.rs DEFAULT_FILE) with `keep` set.
+text = open("src/policy.rs").read()
+body = text.split('pub const DEFAULT_FILE: &str = r#"', 1)[1].split('"#;', 1)[0]
+open(sys.argv[1], "w").write(re.sub(r'^keep = .*$', 'keep = "%s"' % sys.argv[2], body, flags=re.M))
+PY
+    target/release/tierfs mount "$work/$t/store" "$work/$t/mnt" --policy "$work/$t/policy.toml"
+    mounts+=("$work/$t/mnt")
+  done
+  # Interleaved rounds: each creates N files of 1 KiB, overwrites each
+  # (open with O_TRUNC: one version each with the trash on) and unlinks each.
+  python3 - "$work" "$n" "$rounds" <<'PY'
+import os, statistics, sys, time
+work, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data, data2 = b"m" * 1024, b"n" * 1024
+res = {(t, p): [] for t in ("on", "off") for p in ("create", "overwrite", "unlink")}
+for r in range(rounds):
+    for t in ("on", "off"):
+        d = os.path.join(work, t, "mnt", "r%d" % r)
+        os.mkdir(d)
+        names = [os.path.join(d, "m%06d" % i) for i in range(n)]
+        for phase, fn in (("create", lambda p: open(p, "wb").write(data)),
+                          ("overwrite", lambda p: open(p, "wb").write(data2)),
+                          ("unlink", os.unlink)):
+            t0 = time.perf_counter()
+            for p in names:
+                fn(p)
+            res[(t, phase)].append(n / (time.perf_counter() - t0))
+print("%d files of 1 KiB, %d rounds, %d cores; medians, files/s" % (n, rounds, os.cpu_count()))
+print("%-10s %12s %12s %8s" % ("", "trash on", "trash off", "on/off"))
+for p in ("create", "overwrite", "unlink"):
+    on, off = statistics.median(res[("on", p)]), statistics.median(res[("off", p)])
+    print("%-10s %12.0f %12.0f %8.2f" % (p, on, off, on / off))
+PY
+  # RSS with many versions kept: the daemon of a store whose trash keeps
+  # KEPT files (made by creating and unlinking them), after a remount and
+  # a listing of the root, next to the same for the store without them.
+  rss() { # mountpoint -> daemon RSS in KiB
+    pid=$(getfattr --only-values -n user.tier.stats "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')
+    awk '/VmRSS/ {print $2}' "/proc/$pid/status"
+  }
+  for t in on off; do fusermount3 -u "$work/$t/mnt"; done
+  mounts=()
+  sleep 1
+  target/release/tierfs mount "$work/on/store" "$work/on/mnt" --policy "$work/on/policy.toml"
+  mounts+=("$work/on/mnt")
+  python3 - "$work/on/mnt" "$kept" <<'PY'
+import os, sys
+mnt, n = sys.argv[1], int(sys.argv[2])
+for d in range(100):
+    os.makedirs(os.path.join(mnt, "k", "d%02d" % d), exist_ok=True)
+for i in range(n):
+    p = os.path.join(mnt, "k", "d%02d" % (i % 100), "m%07d" % i)
+    with open(p, "wb") as f:
+        f.write(b"k" * 100)
+    os.unlink(p)
+PY
+  files=$(getfattr --only-values -n user.tier.stats "$work/on/mnt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["trash"]["files"])')
+  fusermount3 -u "$work/on/mnt"; mounts=(); sleep 1
+  for t in on off; do
+    target/release/tierfs mount "$work/$t/store" "$work/$t/mnt" --policy "$work/$t/policy.toml"
+    mounts+=("$work/$t/mnt")
+    ls -l "$work/$t/mnt" > /dev/null
+  done
+  on=$(rss "$work/on/mnt"); off=$(rss "$work/off/mnt")
+  printf 'daemon RSS after remount + ls: %d KiB with %d files in the trash, %d KiB with none (%.2f)\n' \
+    "$on" "$files" "$off" "$(echo "$on / $off" | bc -l)"
   exit 0
 fi
 

@@ -31,6 +31,8 @@ pub enum Error {
     Corrupt(String),
     /// The tier or the disk under it is full.
     NoSpace,
+    /// A directory's quota (`user.tier.quota`) would be passed.
+    Quota,
     FileTooBig,
     /// The file kept changing while it was being moved.
     Busy,
@@ -60,6 +62,7 @@ impl Error {
             Error::NotPermitted => libc::EPERM,
             Error::Corrupt(_) => libc::EIO,
             Error::NoSpace => libc::ENOSPC,
+            Error::Quota => libc::EDQUOT,
             Error::FileTooBig => libc::EFBIG,
             Error::Busy => libc::EBUSY,
             Error::Config(_) => libc::EINVAL,
@@ -84,6 +87,7 @@ impl Error {
             Error::XattrNotSupported => Error::XattrNotSupported,
             Error::NotPermitted => Error::NotPermitted,
             Error::NoSpace => Error::NoSpace,
+            Error::Quota => Error::Quota,
             Error::FileTooBig => Error::FileTooBig,
             Error::Busy => Error::Busy,
             Error::Corrupt(m) => Error::Corrupt(m.clone()),
@@ -140,6 +144,7 @@ impl fmt::Display for Error {
             Error::NotPermitted => write!(f, "operation not permitted"),
             Error::Corrupt(what) => write!(f, "corrupt data: {what}"),
             Error::NoSpace => write!(f, "no space left on the tier"),
+            Error::Quota => write!(f, "a directory's quota would be passed"),
             Error::FileTooBig => write!(f, "file too large"),
             Error::Busy => write!(f, "file kept changing during the move"),
             Error::Config(msg) => write!(f, "{msg}"),

@@ -203,17 +203,24 @@ fn serve(
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let notifier = session.notifier();
     fs.set_invalidator(Box::new(move |parent, name| {
-        // From a thread of its own: the kernel takes the directory's lock
-        // to drop the entry, and a request of this daemon may hold it.
+        // From a thread of its own, waited for a moment: the kernel takes
+        // the directory's lock to drop the entry, and the request this
+        // comes from may hold a lock the kernel then waits for; if so, the
+        // entry goes once the request is answered.
         let notifier = notifier.clone();
-        let _ = std::thread::Builder::new()
+        let (done, wait) = crossbeam_channel::bounded::<()>(1);
+        let spawned = std::thread::Builder::new()
             .name("invalidate".into())
             .spawn(move || {
                 let name = std::ffi::OsStr::from_bytes(&name);
                 if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), name) {
                     log::debug!("kernel entry invalidation: {e}");
                 }
+                let _ = done.send(());
             });
+        if spawned.is_ok() {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
+        }
     }));
     log::info!(
         "mounted {} on {} (pid {})",

@@ -235,3 +235,41 @@ fn failures_are_listed_with_their_reason() {
     );
     assert_eq!(getfattr(&m, "d/a", "user.tier"), "hot");
 }
+
+#[test]
+fn versions_trash_restore_purge_and_ttl() {
+    let m = Mounted::new();
+    m.sh_ok("echo one > memo && echo two > memo && mkdir d && echo x > d/gone && rm d/gone");
+    let o = mountctl(&m, &["versions", "--json", "memo"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Vec<contract::json::TrashEntry> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.len(), 1);
+    assert!(stdout(&mountctl(&m, &["versions", "memo"])).contains("truncate"));
+    let o = mountctl(&m, &["restore", "memo", &v[0].id.to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(m.path("memo")).unwrap(), b"one\n");
+    // A directory's trash, by name.
+    let o = mountctl(&m, &["trash", "d"]);
+    assert!(
+        stdout(&o).contains("gone") && stdout(&o).contains("unlink"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(mountctl(&m, &["restore", "d", "gone"]).status.success());
+    assert_eq!(fs::read(m.path("d/gone")).unwrap(), b"x\n");
+    let o = mountctl(&m, &["restore", "d", "gone"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no kept version or deleted file"));
+    // Purge: the trash of d is empty after it, and status shows the trash.
+    m.sh_ok("rm d/gone");
+    assert!(mountctl(&m, &["trash", "--purge", "d"]).status.success());
+    assert!(stdout(&mountctl(&m, &["trash", "d"])).contains("nothing deleted here"));
+    let o = mountctl(&m, &["status", m.mnt.to_str().unwrap()]);
+    assert!(stdout(&o).contains("trash: 1 files"), "{}", stdout(&o));
+    // ls shows a ttl and when the file expires.
+    m.sh_ok("setfattr -n user.tier.ttl -v 30d memo");
+    let o = mountctl(&m, &["ls", "--json", "memo"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["ttl"], "30days");
+    assert!(rows[0]["expires"].as_str().unwrap().starts_with("20"));
+}

@@ -270,6 +270,7 @@ fn objects_no_pack_needs_are_deleted() {
     s3_request(&g, "PUT", &orphan, b"left by a crash");
     // The file whose pack it is goes: its pack has no live record left.
     fs::remove_file(m.path("deleted")).unwrap();
+    m.sh_ok("setfattr -n user.tier.purge -v deleted .");
     // The sweep runs at a mount's first cycle.
     m.stop();
     m.start();

@@ -24,6 +24,20 @@ pub struct Stats {
     /// What the trash keeps; absent from daemons older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trash: Option<TrashStats>,
+    /// Directory quotas and their use; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaStats>,
+}
+
+/// One directory quota (`user.tier.quota`): limits (0: none) and usage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuotaStats {
+    /// The directory, from the mount root (`/` for the root).
+    pub dir: String,
+    pub bytes: u64,
+    pub files: u64,
+    pub used_bytes: u64,
+    pub used_files: u64,
 }
 
 /// Files the trash keeps (deleted, replaced, truncated, expired) and

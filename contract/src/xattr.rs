@@ -42,15 +42,18 @@ pub const RESTORE: &str = "user.tier.restore";
 /// expires into the trash (e.g. `30days`); on a directory, inherited by
 /// what is created in it. `none` (or removing it): no expiry.
 pub const TTL: &str = "user.tier.ttl";
+/// Directory: `bytes=SIZE`, `files=N` or both; get answers the limits and
+/// the use (`bytes=10GiB files=100000; used 3.2GiB 12000`). Remove: no limit.
+pub const QUOTA: &str = "user.tier.quota";
 /// Directory, set only (an extension for `mountctl trash --purge`): `all`,
 /// `older-than=DURATION`, or a name or id of its `DELETED`: freed now.
 pub const PURGE: &str = "user.tier.purge";
 
 /// Every name of the contract; other `user.tier.*` names are refused (EINVAL)
 /// rather than stored, so that a typo is an error, not a silent no-op.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     TIER, PIN, WHY, HEAT, ACCESSED, ACCESSES, STORED, STATS, POLICY, MIGRATE, PLAN, LAST_CYCLE,
-    VERSIONS, DELETED, RESTORE, PURGE, TTL,
+    VERSIONS, DELETED, RESTORE, PURGE, TTL, QUOTA,
 ];
 
 /// Names that can only be read.

@@ -237,6 +237,15 @@ fn walk(dir: &Path, dirs_too: bool, out: &mut Vec<PathBuf>) -> std::io::Result<(
 fn file_info(p: &Path) -> Result<FileInfo, Fatal> {
     let md = std::fs::symlink_metadata(p).map_err(|e| io_err(p, e))?;
     let get = |n: &str| xattr::get_string(p, n).map_err(|e| io_err(p, e));
+    let (ttl, accessed) = (get(names::TTL)?, get(names::ACCESSED)?);
+    // When it expires if nobody reads it before: last access + ttl.
+    let expires = match (&ttl, &accessed) {
+        (Some(t), Some(a)) => humantime::parse_duration(t)
+            .ok()
+            .zip(humantime::parse_rfc3339(a).ok())
+            .map(|(d, a)| humantime::format_rfc3339_seconds(a + d).to_string()),
+        _ => None,
+    };
     Ok(FileInfo {
         path: p.to_path_buf(),
         tier: get(names::TIER)?,
@@ -244,7 +253,7 @@ fn file_info(p: &Path) -> Result<FileInfo, Fatal> {
         heat: get(names::HEAT)?
             .and_then(|h| h.parse().ok())
             .unwrap_or(0.0),
-        accessed: get(names::ACCESSED)?,
+        accessed,
         accesses: get(names::ACCESSES)?
             .and_then(|h| h.parse().ok())
             .unwrap_or(0),
@@ -253,6 +262,8 @@ fn file_info(p: &Path) -> Result<FileInfo, Fatal> {
             .and_then(|h| h.parse().ok())
             .unwrap_or(0),
         ino: md.ino(),
+        ttl,
+        expires,
     })
 }
 

@@ -23,6 +23,10 @@ pub struct FileInfo {
     pub size: u64,
     pub stored: u64,
     pub ino: u64,
+    /// `user.tier.ttl`, and when the file expires if not accessed before
+    /// (RFC 3339).
+    pub ttl: Option<String>,
+    pub expires: Option<String>,
 }
 
 pub fn print_status(m: &TierMount, s: &Stats) {
@@ -108,6 +112,19 @@ pub fn print_status(m: &TierMount, s: &Stats) {
                 .map_or(String::new(), |why| format!("; DOWN: {why}"))
         );
     }
+    if let Some(t) = &s.trash {
+        let keep = humantime::format_duration(std::time::Duration::from_secs(t.keep));
+        println!(
+            "  trash: {} files, {} kept (for {})",
+            t.files,
+            size(t.bytes),
+            if t.keep == 0 {
+                "none: off".to_string()
+            } else {
+                keep.to_string()
+            }
+        );
+    }
     print!("  policy: {} (loaded {})", s.policy.file, s.policy.loaded);
     if let Some(e) = &s.policy.last_rejected_edit {
         print!("; last edit REJECTED: {e}");
@@ -117,18 +134,20 @@ pub fn print_status(m: &TierMount, s: &Stats) {
 
 pub fn print_ls(rows: &[FileInfo]) {
     println!(
-        "{:<5} {:<5} {:>8} {:<20} {:>10} {:>10}  path",
-        "tier", "pin", "heat", "accessed", "size", "stored"
+        "{:<5} {:<5} {:>8} {:<20} {:>10} {:>10} {:>8} {:<20}  path",
+        "tier", "pin", "heat", "accessed", "size", "stored", "ttl", "expires"
     );
     for r in rows {
         println!(
-            "{:<5} {:<5} {:>8.2} {:<20} {:>10} {:>10}  {}",
+            "{:<5} {:<5} {:>8.2} {:<20} {:>10} {:>10} {:>8} {:<20}  {}",
             r.tier.as_deref().unwrap_or("?"),
             r.pin.as_deref().unwrap_or("-"),
             r.heat,
             r.accessed.as_deref().unwrap_or("-"),
             size(r.size),
             size(r.stored),
+            r.ttl.as_deref().unwrap_or("-"),
+            r.expires.as_deref().unwrap_or("-"),
             r.path.display()
         );
     }

@@ -107,10 +107,12 @@ impl TierFs {
             writeback: Mutex::new(None),
             probes: Default::default(),
             renamed: Default::default(),
+            quotas: Default::default(),
             census: Mutex::new(None),
             invalidator: Default::default(),
             expiry: Mutex::new(None),
         };
+        fs.load_quotas()?;
         fs.start_writeback();
         let fs = Arc::new(fs);
         // Live counts (after a crash) and the files unlinked while open at

@@ -4,6 +4,7 @@
 //! the expiry index (`W` records, kept with the inode records by
 //! `Meta::commit`), never by a scan of every inode.
 
+use super::quota::Delta;
 use super::*;
 use crate::meta::{bucket_of, Why};
 
@@ -104,6 +105,8 @@ impl TierFs {
             return Ok(false);
         };
         let freed = {
+            let _q = self.quota_guard();
+            let charged = Delta::of(&inode, self.inode(ino)?.size);
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
             let Some(d) = self.meta.lookup(inode.parent, &name)? else {
@@ -129,6 +132,7 @@ impl TierFs {
             t.put_inode(&p);
             self.meta.commit(&held, t)?;
             drop(held);
+            self.uncharge(inode.parent, charged);
             if kept {
                 self.tiers.unpin_hot(ino);
             }

@@ -86,11 +86,34 @@ impl TierFs {
             // Writes nothing, and so does not grow the file to `off`.
             return Ok(0);
         }
-        match self.tiers.write(ino, off, data) {
-            // The trash gives way to a write that finds the disk full.
-            Err(Error::NoSpace) if self.trash_yield()? => self.tiers.write(ino, off, data)?,
-            r => r?,
+        // Growth under a quota is charged first (EDQUOT before anything
+        // changes), from the size read under the quota lock.
+        let quota = self.quota_guard();
+        let mut charged = None;
+        if quota.is_some() {
+            let i = self.inode(ino)?;
+            let grow = (off + data.len() as u64).saturating_sub(i.size);
+            if grow > 0 && i.nlink > 0 && !i.trash {
+                let d = Delta {
+                    files: 0,
+                    bytes: grow as i64,
+                };
+                self.charge(i.parent, d)?;
+                charged = Some((i.parent, d));
+            }
         }
+        let r = match self.tiers.write(ino, off, data) {
+            // The trash gives way to a write that finds the disk full.
+            Err(Error::NoSpace) if self.trash_yield()? => self.tiers.write(ino, off, data),
+            r => r,
+        };
+        if let Err(e) = r {
+            if let Some((dir, d)) = charged {
+                self.uncharge(dir, d);
+            }
+            return Err(e);
+        }
+        drop(quota);
         // The size grows durably with the data, in `Tiers::flush`. The
         // write has happened: a failure to record its times (the metadata
         // store on a full disk) is logged, not answered, so that a write

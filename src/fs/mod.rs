@@ -9,7 +9,9 @@ mod daemon;
 mod expiry;
 mod io;
 mod listing;
+mod quota;
 use daemon::Writeback;
+use quota::Delta;
 mod trash;
 mod xattr;
 
@@ -125,6 +127,8 @@ pub struct TierFs {
     /// Tells the kernel to drop a cached entry (parent, name): set by the
     /// mount, unset in tests on `TierFs` alone.
     invalidator: std::sync::OnceLock<Invalidator>,
+    /// Directory quotas: limits and usage (see `quota`).
+    quotas: quota::Quotas,
     /// Recent renames of files within a directory (see `trash::Renamed`).
     renamed: trash::Renamed,
     /// The trash's expiry thread and what stops it.
@@ -145,6 +149,11 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl TierFs {
+    /// The quota lock, when there are quotas (see `quota::Quotas::lock`).
+    fn quota_guard(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        self.quotas.active().then(|| self.quotas.lock.lock())
+    }
+
     pub fn meta(&self) -> &Meta {
         &self.meta
     }
@@ -291,9 +300,26 @@ impl TierFs {
                 Kind::Dir => return Err(Error::IsDir),
                 _ => return Err(Error::Invalid("truncate of a special file")),
             }
+            // What a quota is charged (EDQUOT before anything changes).
+            let _q = self.quota_guard();
+            let before = self.inode(ino)?;
+            let linked = before.nlink > 0 && !before.trash;
+            let d = Delta {
+                files: 0,
+                bytes: size as i64 - before.size as i64,
+            };
+            if linked && d.bytes > 0 {
+                self.charge(before.parent, d)?;
+            }
             // The size, the chunks it drops and the other attributes: one
             // transaction.
-            return self.tiers.truncate(ino, size, apply);
+            let r = self.tiers.truncate(ino, size, apply);
+            if linked && (r.is_err() == (d.bytes > 0)) && d.bytes != 0 {
+                // Growth that failed is taken back; a cut that succeeded
+                // gives its bytes back.
+                self.uncharge(before.parent, d);
+            }
+            return r;
         }
         let held = self.meta.write_lock();
         let inode = apply(self.meta.inode(ino)?);
@@ -329,6 +355,7 @@ impl TierFs {
             symlink,
         } = new;
         check_name(name)?;
+        let _q = self.quota_guard();
         let held = self.meta.write_lock();
         let mut dir = self.meta.inode(parent)?;
         if dir.kind != Kind::Dir {
@@ -388,7 +415,12 @@ impl TierFs {
                 kind,
             },
         );
-        self.meta.commit(&held, t)?;
+        let one = Delta { files: 1, bytes: 0 };
+        self.charge(parent, one)?;
+        if let Err(e) = self.meta.commit(&held, t) {
+            self.uncharge(parent, one);
+            return Err(e);
+        }
         self.count_lookup(ino);
         Ok(inode)
     }
@@ -479,10 +511,13 @@ impl TierFs {
     /// Removes the entry `name` (not a directory when `dir` is false, only an
     /// empty directory when it is true).
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        let _q = self.quota_guard();
         let ino = {
             let held = self.meta.write_lock();
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
             let mut victim = self.meta.inode(d.ino)?;
+            // What it was charged, where (see `quota`).
+            let charged = (victim.parent, Delta::of(&victim, self.inode(d.ino)?.size));
             let mut p = self.meta.inode(parent)?;
             let now = Time::now();
             match (dir, victim.kind == Kind::Dir) {
@@ -518,6 +553,9 @@ impl TierFs {
             }
             self.meta.commit(&held, t)?;
             drop(held);
+            if victim.nlink == 0 {
+                self.uncharge(charged.0, charged.1);
+            }
             if kept {
                 self.tiers.unpin_hot(victim.ino);
             }
@@ -539,9 +577,12 @@ impl TierFs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
         check_name(newname)?;
+        let _q = self.quota_guard();
         let inode = {
             let held = self.meta.write_lock();
             let mut inode = self.meta.inode(ino)?;
+            let (was, was_linked) = (inode.parent, inode.nlink > 0 && !inode.trash);
+            let d = Delta::of(&inode, self.inode(ino)?.size);
             if inode.kind == Kind::Dir {
                 return Err(Error::NotPermitted);
             }
@@ -573,7 +614,19 @@ impl TierFs {
                     kind: inode.kind,
                 },
             );
-            self.meta.commit(&held, t)?;
+            // The charge follows the inode's directory.
+            if was_linked {
+                self.recharge(was, newparent, d)?;
+            } else {
+                self.charge(newparent, d)?;
+            }
+            if let Err(e) = self.meta.commit(&held, t) {
+                match was_linked {
+                    true => self.recharge(newparent, was, d)?,
+                    false => self.uncharge(newparent, d),
+                }
+                return Err(e);
+            }
             inode
         };
         self.count_lookup(ino);
@@ -609,6 +662,7 @@ impl TierFs {
         {
             return Err(Error::Invalid("unsupported rename flags"));
         }
+        let _q = self.quota_guard();
         let orphan = {
             let held = self.meta.write_lock();
             let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
@@ -641,6 +695,13 @@ impl TierFs {
             let mut moved = self.meta.inode(src.ino)?;
             moved.ctime = now;
             t.del_dirent(parent, name, src.seq);
+            // Quota charges to move (`quota`): (from, to, what), and what
+            // a replaced inode was charged, where.
+            let mut moves: Vec<(u64, u64, Delta)> = Vec::new();
+            let mut freed: Option<(u64, Delta)> = None;
+            if self.quotas.active() && moved.parent != newparent {
+                moves.push((moved.parent, newparent, self.delta_of_tree(&moved)?));
+            }
             moved.parent = newparent;
             if src.kind == Kind::Dir {
                 dirs.get_mut(&parent).unwrap().nlink -= 1;
@@ -650,6 +711,13 @@ impl TierFs {
                 let mut other = self.meta.inode(d.ino)?;
                 other.ctime = now;
                 t.del_dirent(newparent, newname, d.seq);
+                if self.quotas.active() {
+                    if exchange && other.parent != parent {
+                        moves.push((other.parent, parent, self.delta_of_tree(&other)?));
+                    } else if !exchange {
+                        freed = Some((other.parent, Delta::of(&other, self.inode(d.ino)?.size)));
+                    }
+                }
                 if exchange {
                     other.parent = parent;
                     if d.kind == Kind::Dir {
@@ -706,8 +774,27 @@ impl TierFs {
                 d.ctime = now;
                 t.put_inode(d);
             }
-            self.meta.commit(&held, t)?;
+            let undo = |done: &[(u64, u64, Delta)]| {
+                for (from, to, d) in done.iter().rev() {
+                    if let Err(e) = self.recharge(*to, *from, *d) {
+                        log::warn!("quota usage: {e}");
+                    }
+                }
+            };
+            for (k, (from, to, d)) in moves.iter().enumerate() {
+                if let Err(e) = self.recharge(*from, *to, *d) {
+                    undo(&moves[..k]);
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.meta.commit(&held, t) {
+                undo(&moves);
+                return Err(e);
+            }
             drop(held);
+            if let Some((dir, d)) = freed.filter(|_| orphan.is_some() || kept_ino.is_some()) {
+                self.uncharge(dir, d);
+            }
             if !exchange && src.kind == Kind::File && parent == newparent {
                 self.renamed.note(parent, name, newname, src.ino);
             }

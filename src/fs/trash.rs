@@ -8,6 +8,7 @@ use contract::json::TrashEntry;
 
 use super::*;
 use crate::meta::{Trashed, Why};
+use quota::Delta;
 
 /// The last renames of a file within a directory, for a minute: a save
 /// that renames the original away (`f` → `f~`), writes `f` anew and
@@ -124,6 +125,12 @@ impl TierFs {
         if inode.size == 0 {
             return Ok(()); // most opens with O_TRUNC create the file
         }
+        let _q = self.quota_guard();
+        let cut_bytes = Delta {
+            files: 0,
+            bytes: inode.size as i64,
+        };
+        let linked = inode.nlink > 0 && !inode.trash;
         let name = match self.trash_keep() {
             0 => None,
             _ => self.meta.name_in(inode.parent, ino)?,
@@ -132,6 +139,9 @@ impl TierFs {
             // Unnamed where its record says (a hard link elsewhere): cut
             // without a version, as with the trash off.
             self.tiers.truncate(ino, 0, cut)?;
+            if linked {
+                self.uncharge(inode.parent, cut_bytes);
+            }
             return Ok(());
         };
         let mut version = inode.clone();
@@ -152,6 +162,9 @@ impl TierFs {
             why: Why::Truncate,
         };
         self.tiers.split_version(ino, version, &entry, cut)?;
+        if linked {
+            self.uncharge(inode.parent, cut_bytes);
+        }
         Ok(())
     }
 
@@ -239,6 +252,7 @@ impl TierFs {
                 .ok_or(Error::NotFound)?
         };
         let is_dir = {
+            let _q = self.quota_guard();
             let held = self.meta.write_lock();
             let mut d = self.meta.inode(dir)?;
             if d.nlink == 0 {
@@ -275,7 +289,12 @@ impl TierFs {
                     kind: back.kind,
                 },
             );
-            self.meta.commit(&held, t)?;
+            let charge = Delta::of(&back, self.inode(e.ino)?.size);
+            self.charge(dir, charge)?;
+            if let Err(err) = self.meta.commit(&held, t) {
+                self.uncharge(dir, charge);
+                return Err(err);
+            }
             is_dir
         };
         if is_dir {
@@ -307,6 +326,7 @@ impl TierFs {
             .name_in(parent, file.ino)?
             .ok_or(Error::NotFound)?;
         let orphan = {
+            let _q = self.quota_guard();
             let held = self.meta.write_lock();
             let e = self
                 .meta
@@ -337,6 +357,19 @@ impl TierFs {
             );
             t.put_inode(&back);
             let mut cur = self.meta.inode(d.ino)?;
+            // The version is charged where the file was (EDQUOT first).
+            let was = (cur.parent, Delta::of(&cur, self.inode(d.ino)?.size));
+            let comes = Delta::of(&back, self.inode(id)?.size);
+            let leaves = cur.nlink == 1;
+            if leaves {
+                self.uncharge(was.0, was.1);
+            }
+            if let Err(err) = self.charge(parent, comes) {
+                if leaves {
+                    self.undo_uncharge(was.0, was.1);
+                }
+                return Err(err);
+            }
             cur.nlink = cur.nlink.saturating_sub(1);
             cur.ctime = now;
             let kept = self.keep_in_trash(&mut cur, parent, &name, Why::Restore, &mut t)?;
@@ -349,7 +382,13 @@ impl TierFs {
             p.mtime = now;
             p.ctime = now;
             t.put_inode(&p);
-            self.meta.commit(&held, t)?;
+            if let Err(err) = self.meta.commit(&held, t) {
+                self.uncharge(parent, comes);
+                if leaves {
+                    self.undo_uncharge(was.0, was.1);
+                }
+                return Err(err);
+            }
             drop(held);
             if kept {
                 self.tiers.unpin_hot(cur.ino);

@@ -197,6 +197,7 @@ impl TierFs {
             }
             names::VERSIONS => Ok(self.versions_json(ino)?.into_bytes()),
             names::TTL => self.ttl_get(ino),
+            names::QUOTA => self.quota_get(ino),
             names::DELETED => Ok(self.deleted_json(ino)?.into_bytes()),
             _ => Err(Error::NoXattr),
         }
@@ -250,6 +251,7 @@ impl TierFs {
             }
             names::RESTORE => self.restore(ino, value),
             names::TTL => self.ttl_set(ino, Some(value)),
+            names::QUOTA => self.quota_set(ino, Some(value)),
             names::PURGE => self.purge_trash(ino, value),
             n if names::READ_ONLY.contains(&n) || n == names::MIGRATE => Err(Error::NotPermitted),
             _ => Err(Error::Invalid("unknown user.tier attribute")),
@@ -339,6 +341,7 @@ impl TierFs {
                 bytes: totals.trash_bytes,
                 keep: policy.trash_keep().max(0) as u64,
             }),
+            quotas: self.quota_list(),
         };
         serde_json::to_string(&v).map_err(|e| Error::Corrupt(format!("stats: {e}")))
     }
@@ -467,6 +470,9 @@ impl TierFs {
         }
         if name == names::TTL.as_bytes() {
             return self.ttl_set(ino, None);
+        }
+        if name == names::QUOTA.as_bytes() {
+            return self.quota_set(ino, None);
         }
         if names::is_reserved(name) {
             return Err(Error::NotPermitted);

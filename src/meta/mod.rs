@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 mod dump;
 mod index;
 mod packs;
+mod quota;
 mod seal;
 mod trash;
 mod txn;
@@ -26,6 +27,7 @@ mod types;
 
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
+pub use quota::Limits;
 use seal::{read_seal, write_seal};
 pub use trash::{Trashed, Why};
 pub use txn::Txn;

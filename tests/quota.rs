@@ -1,0 +1,97 @@
+//! Directory quotas through a real mount: `user.tier.quota` set with
+//! setfattr, EDQUOT from the shell tools and from write(2), nested quotas,
+//! renames across quota directories, deletes, remounts.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use common::{errno, Mounted};
+
+fn quota(m: &Mounted, dir: &str) -> String {
+    m.sh_ok(&format!("getfattr --only-values -n user.tier.quota {dir}"))
+}
+
+#[test]
+fn bytes_and_files_limits_nested_and_across_renames() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir -p q/inner other && setfattr -n user.tier.quota -v 'bytes=100KiB files=6' q");
+    m.sh_ok("setfattr -n user.tier.quota -v files=2 q/inner");
+    // inner itself is one of q's files.
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 0B 1");
+    assert_eq!(quota(&m, "q/inner"), "files=2; used 0B 0");
+    let bad = m.sh("setfattr -n user.tier.quota -v 'bytes=lots' q");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"));
+
+    // Bytes: a write that would pass answers EDQUOT and changes nothing.
+    fs::write(m.path("q/a"), vec![1u8; 60 << 10]).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(m.path("q/b"))
+        .unwrap();
+    let e = f.write(&vec![2u8; 60 << 10]).unwrap_err();
+    assert_eq!(errno(e), libc::EDQUOT);
+    drop(f);
+    assert_eq!(
+        fs::metadata(m.path("q/b")).unwrap().len(),
+        0,
+        "no partial write"
+    );
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 3");
+    let out = m.sh("truncate -s 200K q/b");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"));
+
+    // Files, nested: inner allows two, q six in all.
+    m.sh_ok("touch q/inner/x q/inner/y");
+    let out = m.sh("touch q/inner/z");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"));
+    m.sh_ok("touch q/c");
+    let out = m.sh("mkdir q/d");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"),
+        "q is full: 6 files"
+    );
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 6");
+
+    // Renames carry their usage across quota directories.
+    m.sh_ok("mv q/a other/a");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 0B 5");
+    fs::write(m.path("other/big"), vec![3u8; 120 << 10]).unwrap();
+    let out = m.sh("mv other/big q/big");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"));
+    assert!(
+        m.path("other/big").exists(),
+        "a refused rename changes nothing"
+    );
+    m.sh_ok("mv q/inner other/inner");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 0B 2");
+    assert_eq!(quota(&m, "other/inner"), "files=2; used 0B 2");
+
+    // Deleting gives the quota back (the trash counts nowhere).
+    m.sh_ok("rm q/b && mv other/a q/a");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 2");
+    // A restore is charged like a create.
+    m.sh_ok("rm q/a && setfattr -n user.tier.restore -v a q");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 2");
+
+    // mountctl status and user.tier.stats list them.
+    let stats = m.sh_ok("getfattr --only-values -n user.tier.stats .");
+    let v: contract::json::Stats = serde_json::from_str(&stats).unwrap();
+    let q: Vec<(&str, u64)> = v
+        .quotas
+        .iter()
+        .map(|q| (q.dir.as_str(), q.used_files))
+        .collect();
+    assert_eq!(q, [("/other/inner", 2), ("/q", 2)], "{stats}");
+
+    // The same after a remount (counted again), and removed for good.
+    m.remount();
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 2");
+    m.sh_ok("setfattr -x user.tier.quota q");
+    assert!(!m.sh("getfattr -n user.tier.quota q").status.success());
+    m.sh_ok("touch q/1 q/2 q/3 q/4 q/5");
+}
