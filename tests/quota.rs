@@ -87,6 +87,15 @@ fn bytes_and_files_limits_nested_and_across_renames() {
         .map(|q| (q.dir.as_str(), q.used_files))
         .collect();
     assert_eq!(q, [("/other/inner", 2), ("/q", 2)], "{stats}");
+    let o = std::process::Command::new(common::mountctl_bin())
+        .args(["status", m.mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("quota /q: 60.0 KiB of 100.0 KiB, 2 of 6 files"),
+        "{text}"
+    );
 
     // The same after a remount (counted again), and removed for good.
     m.remount();

@@ -125,6 +125,21 @@ pub fn print_status(m: &TierMount, s: &Stats) {
             }
         );
     }
+    for q in &s.quotas {
+        let limit = |used: String, limit: u64, shown: String| {
+            if limit == 0 {
+                format!("{used} (no limit)")
+            } else {
+                format!("{used} of {shown}")
+            }
+        };
+        println!(
+            "  quota {}: {}, {} files",
+            q.dir,
+            limit(size(q.used_bytes), q.bytes, size(q.bytes)),
+            limit(q.used_files.to_string(), q.files, q.files.to_string())
+        );
+    }
     print!("  policy: {} (loaded {})", s.policy.file, s.policy.loaded);
     if let Some(e) = &s.policy.last_rejected_edit {
         print!("; last edit REJECTED: {e}");

@@ -87,8 +87,11 @@ impl TierFs {
             return Ok(0);
         }
         // Growth under a quota is charged first (EDQUOT before anything
-        // changes), from the size read under the quota lock.
-        let quota = self.quota_guard();
+        // changes), from the size read under the quota lock. A write that
+        // grows nothing takes no lock.
+        let end = off + data.len() as u64;
+        let grows = self.quotas.active() && end > self.inode(ino)?.size;
+        let quota = if grows { self.quota_guard() } else { None };
         let mut charged = None;
         if quota.is_some() {
             let i = self.inode(ino)?;

@@ -517,7 +517,12 @@ impl Meta {
     pub fn purge_txn(&self, ino: u64) -> Result<Txn> {
         let mut t = Txn::default();
         match self.inode(ino) {
-            Ok(i) => self.purge_trash_records(&i, &mut t)?,
+            Ok(i) => {
+                self.purge_trash_records(&i, &mut t)?;
+                if i.kind == Kind::Dir {
+                    t.del_quota(ino);
+                }
+            }
             Err(Error::NotFound) | Err(Error::Corrupt(_)) => {}
             Err(e) => return Err(e),
         }
