@@ -202,13 +202,13 @@ fn serve(
     let mut session = Session::new(adapter, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let notifier = session.notifier();
-    fs.set_invalidator(Box::new(move |parent, name| {
+    fs.set_invalidator(Box::new(move |parent, name, wait| {
         // From a thread of its own, waited for a moment: the kernel takes
         // the directory's lock to drop the entry, and the request this
         // comes from may hold a lock the kernel then waits for; if so, the
         // entry goes once the request is answered.
         let notifier = notifier.clone();
-        let (done, wait) = crossbeam_channel::bounded::<()>(1);
+        let (done, done_wait) = crossbeam_channel::bounded::<()>(1);
         let spawned = std::thread::Builder::new()
             .name("invalidate".into())
             .spawn(move || {
@@ -218,8 +218,8 @@ fn serve(
                 }
                 let _ = done.send(());
             });
-        if spawned.is_ok() {
-            let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
+        if spawned.is_ok() && wait {
+            let _ = done_wait.recv_timeout(std::time::Duration::from_secs(1));
         }
     }));
     log::info!(

@@ -107,6 +107,7 @@ struct Records {
     symlinks: Vec<(u64, Vec<u8>)>,
     chunks: Vec<(u64, u64, ChunkLoc)>,
     packs: HashMap<u64, String>,
+    aliases: Vec<(u64, u64)>,
 }
 
 /// Rebuilds `cfg.store` from the newest snapshot in the bucket.
@@ -159,6 +160,7 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
             Record::Pack { id, name } => {
                 r.packs.insert(id, name);
             }
+            Record::Alias { origin, owner } => r.aliases.push((origin, owner)),
         }
         Ok(())
     })
@@ -305,6 +307,15 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
         if reached.contains(ino) {
             t.put_chunk(*ino, *idx, loc);
             used_packs.insert(loc.seg);
+            ops += 1;
+            commit(&mut t, &mut ops, false)?;
+        }
+    }
+    // A file that was a version made by O_TRUNC owns records that name the
+    // file it was cut from: compaction finds it through these.
+    for (origin, owner) in &r.aliases {
+        if reached.contains(owner) {
+            t.put_alias(*origin, *owner);
             ops += 1;
             commit(&mut t, &mut ops, false)?;
         }

@@ -107,6 +107,7 @@ impl TierFs {
             writeback: Mutex::new(None),
             probes: Default::default(),
             renamed: Default::default(),
+            names: Default::default(),
             quotas: Default::default(),
             census: Mutex::new(None),
             invalidator: Default::default(),

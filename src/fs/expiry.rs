@@ -88,11 +88,16 @@ impl TierFs {
             Err(Error::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // Any use: an access (open), a write (mtime), or an open handle now.
         let last = self
             .shared
             .stats(ino)
             .map_or(0, |s| s.last as i64)
-            .max(inode.last_use());
+            .max(inode.last_use())
+            .max(inode.mtime.secs);
+        if self.open_counts.lock().contains_key(&ino) {
+            return Ok(false);
+        }
         if inode.kind != Kind::File
             || inode.nlink != 1
             || inode.ttl == 0
@@ -101,7 +106,7 @@ impl TierFs {
             // Not due (or a hard-linked file, which is not expired).
             return Ok(false);
         }
-        let Some(name) = self.meta.name_in(inode.parent, ino)? else {
+        let Some(name) = self.name_of(&inode)? else {
             return Ok(false);
         };
         let freed = {
@@ -144,7 +149,9 @@ impl TierFs {
             String::from_utf8_lossy(&name),
             humantime::format_duration(Duration::from_secs(inode.ttl as u64))
         );
-        self.invalidate_entry(inode.parent, &name);
+        // Not waited for: a cycle asked with `user.tier.migrate` on the
+        // root holds the root's lock in the kernel.
+        self.invalidate_entry(inode.parent, &name, false);
         if freed {
             self.purge_if_unused(ino);
         }

@@ -13,10 +13,9 @@ impl TierFs {
         }
         // The kernel leaves O_TRUNC to the open (FUSE_ATOMIC_O_TRUNC), so
         // that the content it cuts can be kept as a version.
-        if inode.kind == Kind::File
-            && flags & libc::O_TRUNC != 0
-            && (flags & libc::O_ACCMODE) != libc::O_RDONLY
-        {
+        // (The kernel checked write permission; with O_RDONLY too it has
+        // already cut its own idea of the size.)
+        if inode.kind == Kind::File && flags & libc::O_TRUNC != 0 {
             self.truncate_on_open(ino)?;
         }
         // One open is one access. Opens always reach the daemon (reads served
@@ -107,7 +106,11 @@ impl TierFs {
         }
         let r = match self.tiers.write(ino, off, data) {
             // The trash gives way to a write that finds the disk full.
-            Err(Error::NoSpace) if self.trash_yield()? => self.tiers.write(ino, off, data),
+            Err(Error::NoSpace) => match self.trash_yield() {
+                Ok(true) => self.tiers.write(ino, off, data),
+                Ok(false) => Err(Error::NoSpace),
+                Err(e) => Err(e),
+            },
             r => r,
         };
         if let Err(e) = r {

@@ -129,14 +129,17 @@ pub struct TierFs {
     invalidator: std::sync::OnceLock<Invalidator>,
     /// Directory quotas: limits and usage (see `quota`).
     quotas: quota::Quotas,
+    /// The last name each recently looked-up inode was found under (see
+    /// `trash::Names`).
+    names: trash::Names,
     /// Recent renames of files within a directory (see `trash::Renamed`).
     renamed: trash::Renamed,
     /// The trash's expiry thread and what stops it.
     expiry: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
-/// See `TierFs::set_invalidator`.
-pub type Invalidator = Box<dyn Fn(u64, Vec<u8>) + Send + Sync>;
+/// See `TierFs::set_invalidator`: (directory, name, wait for it).
+pub type Invalidator = Box<dyn Fn(u64, Vec<u8>, bool) + Send + Sync>;
 
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > NAME_MAX {
@@ -213,6 +216,7 @@ impl TierFs {
         let t = self.meta.purge_txn(ino)?;
         self.tiers.purge(ino, t)?;
         self.shared.forget(ino);
+        self.forget_quota(ino);
         Ok(())
     }
 
@@ -234,6 +238,7 @@ impl TierFs {
             return Err(Error::NameTooLong);
         }
         let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+        self.names.saw(d.ino, parent, name);
         self.entry_inode(d.ino)
     }
 
@@ -314,10 +319,20 @@ impl TierFs {
             // The size, the chunks it drops and the other attributes: one
             // transaction.
             let r = self.tiers.truncate(ino, size, apply);
-            if linked && (r.is_err() == (d.bytes > 0)) && d.bytes != 0 {
-                // Growth that failed is taken back; a cut that succeeded
-                // gives its bytes back.
-                self.uncharge(before.parent, d);
+            if linked {
+                match (d.bytes > 0, r.is_ok()) {
+                    // Growth that failed is taken back.
+                    (true, false) => self.uncharge(before.parent, d),
+                    // A cut gives its bytes back.
+                    (false, true) => self.uncharge(
+                        before.parent,
+                        Delta {
+                            files: 0,
+                            bytes: -d.bytes,
+                        },
+                    ),
+                    _ => {}
+                }
             }
             return r;
         }
@@ -422,6 +437,7 @@ impl TierFs {
             return Err(e);
         }
         self.count_lookup(ino);
+        self.names.saw(ino, parent, name);
         Ok(inode)
     }
 

@@ -259,6 +259,14 @@ impl TierFs {
         Ok(d)
     }
 
+    /// A directory that is freed takes its quota with it (its record goes
+    /// in `Meta::purge_txn`).
+    pub(super) fn forget_quota(&self, ino: u64) {
+        if self.quotas.active() {
+            self.quotas.dirs.write().remove(&ino);
+        }
+    }
+
     /// `user.tier.quota` of directory `ino`.
     pub(super) fn quota_get(&self, ino: u64) -> Result<Vec<u8>> {
         let quotas = self.quotas.dirs.read();

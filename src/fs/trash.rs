@@ -54,6 +54,29 @@ impl Renamed {
     }
 }
 
+/// The name and directory each recently looked-up inode was found under,
+/// for the requests that know only an inode (`open(O_TRUNC)` names the
+/// version it keeps): a hint, checked against the entry before use. At most
+/// `KEEP` inodes; the map is emptied when full.
+#[derive(Default)]
+pub(super) struct Names(Mutex<HashMap<u64, (u64, Vec<u8>)>>);
+
+impl Names {
+    const KEEP: usize = 65_536;
+
+    pub(super) fn saw(&self, ino: u64, dir: u64, name: &[u8]) {
+        let mut m = self.0.lock();
+        if m.len() >= Self::KEEP {
+            m.clear();
+        }
+        m.insert(ino, (dir, name.to_vec()));
+    }
+
+    fn get(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        self.0.lock().get(&ino).cloned()
+    }
+}
+
 /// What `user.tier.purge` removes from a directory's trash.
 enum Purge {
     All,
@@ -121,11 +144,11 @@ impl TierFs {
             i.ctime = now;
             i
         };
+        let _q = self.quota_guard();
         let inode = self.inode(ino)?;
         if inode.size == 0 {
             return Ok(()); // most opens with O_TRUNC create the file
         }
-        let _q = self.quota_guard();
         let cut_bytes = Delta {
             files: 0,
             bytes: inode.size as i64,
@@ -133,7 +156,7 @@ impl TierFs {
         let linked = inode.nlink > 0 && !inode.trash;
         let name = match self.trash_keep() {
             0 => None,
-            _ => self.meta.name_in(inode.parent, ino)?,
+            _ => self.name_of(&inode)?,
         };
         let Some(name) = name else {
             // Unnamed where its record says (a hard link elsewhere): cut
@@ -168,6 +191,22 @@ impl TierFs {
         Ok(())
     }
 
+    /// The name of `inode` in the directory its record names: the name it
+    /// was last looked up under when it has one link (checked against the
+    /// entry), else the first of its names there in name order (a scan of
+    /// that directory's entries).
+    pub(super) fn name_of(&self, inode: &Inode) -> Result<Option<Vec<u8>>> {
+        if inode.nlink == 1 {
+            if let Some((dir, name)) = self.names.get(inode.ino) {
+                let here = self.meta.lookup(dir, &name)?;
+                if dir == inode.parent && here.is_some_and(|d| d.ino == inode.ino) {
+                    return Ok(Some(name));
+                }
+            }
+        }
+        self.meta.name_in(inode.parent, inode.ino)
+    }
+
     /// A trash record as the JSON of `user.tier.versions` and `.deleted`.
     fn trash_json(&self, e: &Trashed) -> TrashEntry {
         // With the writes not yet durable (an open file deleted).
@@ -197,10 +236,15 @@ impl TierFs {
         if inode.kind != Kind::File {
             return Err(Error::NoXattr);
         }
-        let list = match self.meta.name_in(inode.parent, ino)? {
+        let list = match self.name_of(&inode)? {
             Some(name) => self.meta.versions(inode.parent, &name)?,
             None => Vec::new(),
         };
+        // A directory of the same name deleted before is not a version.
+        let list: Vec<Trashed> = list
+            .into_iter()
+            .filter(|e| self.meta.inode(e.ino).is_ok_and(|i| i.kind == Kind::File))
+            .collect();
         let v: Vec<TrashEntry> = list.iter().map(|e| self.trash_json(e)).collect();
         Ok(serde_json::to_string(&v).unwrap_or_default())
     }
@@ -262,6 +306,10 @@ impl TierFs {
                 return Err(Error::Exists);
             }
             let mut back = self.meta.inode(e.ino)?;
+            // A purge or an expiry may have freed it since the list was read.
+            if !back.trash || back.nlink != 0 {
+                return Err(Error::NotFound);
+            }
             let now = Time::now();
             let is_dir = back.kind == Kind::Dir;
             back.trash = false;
@@ -321,10 +369,7 @@ impl TierFs {
             .parse()
             .map_err(|_| Error::Invalid("user.tier.restore on a file takes a version id"))?;
         let parent = file.parent;
-        let name = self
-            .meta
-            .name_in(parent, file.ino)?
-            .ok_or(Error::NotFound)?;
+        let name = self.name_of(file)?.ok_or(Error::NotFound)?;
         let orphan = {
             let _q = self.quota_guard();
             let held = self.meta.write_lock();
@@ -334,10 +379,14 @@ impl TierFs {
                 .into_iter()
                 .find(|e| e.ino == id)
                 .ok_or(Error::NotFound)?;
+            // (a directory of that name is restored into its directory)
             let d = self.meta.lookup(parent, &name)?.ok_or(Error::NotFound)?;
             let now = Time::now();
             let mut t = Txn::default();
             let mut back = self.meta.inode(id)?;
+            if !back.trash || back.nlink != 0 || back.kind != Kind::File {
+                return Err(Error::NotFound);
+            }
             back.trash = false;
             back.nlink = 1;
             back.parent = parent;
@@ -395,7 +444,7 @@ impl TierFs {
             }
             orphan.then_some(cur.ino)
         };
-        self.invalidate_entry(parent, &name);
+        self.invalidate_entry(parent, &name, true);
         if let Some(ino) = orphan {
             self.purge_if_unused(ino);
         }
@@ -520,10 +569,12 @@ impl TierFs {
     }
 
     /// Tells the kernel to forget what it cached of `name` in `parent`
-    /// (a restore changed the inode under a name the kernel did not touch).
-    pub(super) fn invalidate_entry(&self, parent: u64, name: &[u8]) {
+    /// (a restore or an expiry changed the entry behind the kernel's back).
+    /// `wait`: before the request answers (a request on a file may wait;
+    /// one that may hold `parent`'s lock in the kernel must not).
+    pub(super) fn invalidate_entry(&self, parent: u64, name: &[u8], wait: bool) {
         if let Some(notify) = self.invalidator.get() {
-            notify(parent, name.to_vec());
+            notify(parent, name.to_vec(), wait);
         }
     }
 }

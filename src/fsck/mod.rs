@@ -18,9 +18,11 @@
 //! Owns no format: keys and records are `meta`'s, records in segments are
 //! `tier`'s. `table`: the per-inode state; `derived`: the candidate index,
 //! pending pins and saved counts against the inode and chunk records;
-//! `scratch`: the copy of the metadata a read-only check opens.
+//! `lifecycle`: trash and quota records against the inodes; `scratch`: the
+//! copy of the metadata a read-only check opens.
 
 mod derived;
+mod lifecycle;
 mod scratch;
 mod table;
 
@@ -90,6 +92,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     let subdirs = c.entries()?;
     let lost = c.link_counts(&subdirs)?;
     drop(subdirs);
+    c.lifecycle()?;
     let (chunks, bad) = c.chunks(&tiers, &mut pages)?;
     tiers.drop_pages();
     let saved_live = if summary {
@@ -425,12 +428,26 @@ impl Check<'_> {
             let current = self.meta.chunk(ino, idx)?;
             // The newest other valid record of this chunk (a copy a move left
             // behind, an older write), or nothing: then the chunk becomes a hole.
-            let best: Option<&ChunkLoc> = records
-                .get(&(ino, idx))
-                .into_iter()
-                .flatten()
-                .filter(|l| Some(**l) != current && l.len as u64 <= CHUNK_SIZE)
-                .max_by_key(|l| l.version);
+            // A version made by O_TRUNC owns records that name the file it was
+            // cut from: those are looked at too. A record another inode's index
+            // names (a version's, found under the file's name) is never shared.
+            let mut heads = vec![ino];
+            heads.extend(self.meta.origins(ino)?);
+            let mut candidates: Vec<ChunkLoc> = Vec::new();
+            for h in heads {
+                for l in records.get(&(h, idx)).into_iter().flatten() {
+                    if Some(*l) == current || l.len as u64 > CHUNK_SIZE {
+                        continue;
+                    }
+                    let named = self.meta.owner_of(h, idx, |n| {
+                        n.seg == l.seg && n.off == l.off && store_tier(n.tier) == store_tier(l.tier)
+                    })?;
+                    if named.is_none_or(|(owner, _)| owner == ino) {
+                        candidates.push(*l);
+                    }
+                }
+            }
+            let best: Option<&ChunkLoc> = candidates.iter().max_by_key(|l| l.version);
             match best {
                 Some(loc) => {
                     self.fix.put_chunk(ino, idx, loc);

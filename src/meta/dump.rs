@@ -11,13 +11,14 @@
 use super::*;
 
 /// Tags of the records a snapshot keeps, in key order.
-const DUMPED: [u8; 6] = [
+const DUMPED: [u8; 7] = [
     TAG_CHUNK,
     TAG_DIRENT,
     TAG_INODE,
     TAG_SYMLINK,
     super::packs::TAG_PACK,
     TAG_XATTR,
+    super::trash::TAG_ALIAS,
 ];
 
 /// One record of a snapshot, decoded.
@@ -47,6 +48,11 @@ pub enum Record {
         id: u64,
         name: String,
     },
+    /// `owner` owns chunk records whose headers name `origin` (`Y`).
+    Alias {
+        origin: u64,
+        owner: u64,
+    },
 }
 
 impl Record {
@@ -75,6 +81,10 @@ impl Record {
                 ino: ino()?,
                 idx: be_u64(&k[9..17]),
                 loc: ChunkLoc::decode(v)?,
+            },
+            Some(super::trash::TAG_ALIAS) if k.len() == 17 => Record::Alias {
+                origin: ino()?,
+                owner: be_u64(&k[9..17]),
             },
             Some(super::packs::TAG_PACK) if k.len() == 9 => Record::Pack {
                 id: ino()?,

@@ -67,8 +67,9 @@ pub(super) fn ttl_key(bucket: u32, ino: u64) -> [u8; 13] {
 /// The expiry-index key an inode record implies: a linked file with a ttl,
 /// by the bucket its ttl runs out in (from its last use as recorded).
 pub(super) fn ttl_candidate(i: &Inode) -> Option<[u8; 13]> {
+    let last = i.last_use().max(i.mtime.secs);
     (is_live_file(i) && i.ttl > 0)
-        .then(|| ttl_key(bucket_of(i.last_use().saturating_add(i.ttl as i64)), i.ino))
+        .then(|| ttl_key(bucket_of(last.saturating_add(i.ttl as i64)), i.ino))
 }
 
 /// Whether an inode record implies a pending-pin record.

@@ -15,7 +15,7 @@ use super::*;
 
 const TAG_TRASH: u8 = b'T';
 const TAG_EXPIRY: u8 = b'E';
-const TAG_ALIAS: u8 = b'Y';
+pub(super) const TAG_ALIAS: u8 = b'Y';
 const TAG_ALIAS_BACK: u8 = b'Z';
 
 /// Why a file went to the trash.
@@ -138,6 +138,14 @@ impl Meta {
             out.extend(decode_trash(&k, &v));
         }
         Ok(out)
+    }
+
+    /// Every trash record, in key order (fsck).
+    pub fn trash_records(&self) -> impl Iterator<Item = Result<Trashed>> + '_ {
+        self.db.scan_prefix([TAG_TRASH]).filter_map(|r| match r {
+            Ok((k, v)) => decode_trash(&k, &v).map(Ok),
+            Err(e) => Some(Err(e.into())),
+        })
     }
 
     /// What the trash keeps from directory `parent`, oldest first.

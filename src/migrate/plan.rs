@@ -210,7 +210,8 @@ pub fn decide(
     let idle = now - last;
     let window = p.promote.window.0.as_secs_f64();
     let recent = stats.map_or(0, |s| s.recent_accesses(now, window));
-    let hot_enough = recent >= p.promote.after;
+    // What the trash keeps only goes down (its accesses were its life's).
+    let hot_enough = recent >= p.promote.after && !inode.trash;
     let accessed = || format!("accessed {recent} times within {}", fmt_secs(window));
     // Promote only a file that is fresh by the destination's own idle rule:
     // otherwise a file just demoted for idleness would bounce straight back.

@@ -10,9 +10,15 @@ impl Tiers {
     /// Makes `version` (an inode record built by the caller: link count 0,
     /// in the trash as `entry`) the owner of every chunk of `ino`, copies
     /// `ino`'s user xattrs to it, and cuts `ino` to zero bytes with `cut`
-    /// applied to its record. Writes not yet durable are written back
-    /// first, so the version holds exactly what the file held. Returns the
-    /// file's record as committed.
+    /// applied to its record. Returns the file's record as committed.
+    ///
+    /// Writes not yet durable go with it, not written back first (that
+    /// would be a disk sync for every overwrite of a file just written):
+    /// the file's dirty chunks become the version's, in the cache, with its
+    /// size not yet durable, and write-back stores them under the version
+    /// later, as it would have stored them under the file. A write-back of
+    /// the file in flight commits nothing of them: they are no longer the
+    /// file's in the cache (as after a truncate).
     pub fn split_version(
         &self,
         ino: u64,
@@ -21,10 +27,6 @@ impl Tiers {
         cut: impl FnOnce(Inode) -> Inode,
     ) -> Result<Inode> {
         let _g = self.lock(ino).write();
-        let dirty = self.pending_size.lock().contains_key(&ino) || self.hot.lock().has_dirty(ino);
-        if dirty {
-            self.write_back(&[ino], true)?;
-        }
         let inode = {
             let held = self.meta.write_lock();
             let now = self.meta.inode(ino)?;
@@ -56,8 +58,20 @@ impl Tiers {
             inode
         };
         // Readers wait for the content lock held here.
-        self.pending_size.lock().remove(&ino);
-        self.hot.lock().remove_from(ino, 0);
+        let pending = self.pending_size.lock().remove(&ino);
+        {
+            let mut hot = self.hot.lock();
+            for idx in hot.dirty_chunks(ino) {
+                if let Some((data, _)) = hot.copy_dirty(ino, idx) {
+                    hot.insert_dirty(version.ino, idx, data, false);
+                }
+            }
+            hot.remove_from(ino, 0);
+        }
+        if let Some((size, _)) = pending {
+            let gen = self.pending_gen.fetch_add(1, Ordering::Relaxed);
+            self.pending_size.lock().insert(version.ino, (size, gen));
+        }
         Ok(inode)
     }
 }

@@ -307,7 +307,13 @@ impl Real {
                     .name_in(i.parent, i.ino)
                     .map_err(errno)?
                     .ok_or(libc::ENOENT)?;
-                let list = meta.versions(i.parent, &name).map_err(errno)?;
+                // A kept directory of that name is no version.
+                let list: Vec<_> = meta
+                    .versions(i.parent, &name)
+                    .map_err(errno)?
+                    .into_iter()
+                    .filter(|e| meta.inode(e.ino).is_ok_and(|k| k.kind == Kind::File))
+                    .collect();
                 if list.is_empty() {
                     return Err(libc::ENOENT);
                 }

@@ -8,10 +8,10 @@
 //!   another file is kept under the old name (an editor's backup);
 //! * a kept file has no pin, and a hot one is warm;
 //! * a directory removed while the trash holds something of it: kept;
-//! * open(O_TRUNC) of a non-empty file: its content, mode, tier (hot reads
-//!   as warm) and user xattrs become a new kept inode, filed under the
-//!   name the file has in its home directory (the first in name order),
-//!   and the file is empty and durably so;
+//! * open(O_TRUNC) of a non-empty file: its content (as durable as it
+//!   was), mode, tier (hot reads as warm) and user xattrs become a new
+//!   kept inode, filed under the name the file has in its home directory
+//!   (the first in name order), and the file is empty and durably so;
 //! * restore into a directory: the entry comes back under its name
 //!   (EEXIST if taken), a directory with the newest kept entry of each of
 //!   its names; restore of a version onto a file: the version takes the
@@ -164,11 +164,8 @@ impl Model {
                             v.tier = Tier::Warm;
                         }
                         v.pin = None;
-                        v.since_durable = if self.track {
-                            vec![v.data.clone()]
-                        } else {
-                            Vec::new()
-                        };
+                        // It is as durable as the file's content was (what
+                        // was not written back goes with it, unwritten).
                         self.next += 1;
                         let vid = self.next;
                         self.inodes.insert(vid, v);
@@ -248,7 +245,7 @@ impl Model {
         let list: Vec<Kept> = self
             .kept_in(home)
             .into_iter()
-            .filter(|e| e.name == name)
+            .filter(|e| e.name == name && !self.inodes[&e.id].dir)
             .collect();
         if list.is_empty() {
             return Err(libc::ENOENT);
