@@ -44,6 +44,11 @@ fn bytes_and_files_limits_nested_and_across_renames() {
     assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 3");
     let out = m.sh("truncate -s 200K q/b");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"));
+    // A cut gives bytes back; growing again takes them.
+    m.sh_ok("truncate -s 10K q/a");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 10KiB 3");
+    m.sh_ok("truncate -s 60K q/a");
+    assert_eq!(quota(&m, "q"), "bytes=100KiB files=6; used 60KiB 3");
 
     // Files, nested: inner allows two, q six in all.
     m.sh_ok("touch q/inner/x q/inner/y");
@@ -103,4 +108,42 @@ fn bytes_and_files_limits_nested_and_across_renames() {
     m.sh_ok("setfattr -x user.tier.quota q");
     assert!(!m.sh("getfattr -n user.tier.quota q").status.success());
     m.sh_ok("touch q/1 q/2 q/3 q/4 q/5");
+}
+
+/// The use a clean unmount saves is what the next mount starts from; fsck
+/// finds saved use that its tree does not match, and `--repair` has the
+/// next mount count it again.
+#[test]
+fn saved_use_is_checked_by_fsck_and_counted_again_after_repair() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir q && setfattr -n user.tier.quota -v files=10 q && touch q/a q/b");
+    m.remount();
+    assert_eq!(quota(&m, "q"), "files=10; used 0B 2");
+    m.stop();
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        let key = b"Mquota-usage";
+        let mut v = db.get(key).unwrap().expect("saved at unmount").to_vec();
+        let n = v.len();
+        v[n - 8..].copy_from_slice(&7u64.to_le_bytes());
+        db.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    let out = m.fsck();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is not what its tree holds (0 bytes, 2 files)"),
+        "{text}"
+    );
+    let out = std::process::Command::new(common::TIERFS)
+        .args(["fsck", "--repair"])
+        .arg(&m.store)
+        .output()
+        .unwrap();
+    assert!(out.status.code() == Some(1) || out.status.success());
+    m.start();
+    assert_eq!(quota(&m, "q"), "files=10; used 0B 2");
+    m.assert_fsck_clean();
 }

@@ -312,7 +312,9 @@ impl TierFs {
         }
         self.meta.seal()?;
         self.tiers.reclaim()?;
-        // The totals and live counts, so that the next mount needs no scan.
+        // The totals, live counts and quotas' use, so that the next mount
+        // needs no scan.
+        self.save_quotas()?;
         self.meta.seal_with_summary(&self.tiers.summary())
     }
 }

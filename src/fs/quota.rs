@@ -6,21 +6,16 @@
 //! inode record names (`parent`: where it was created, last linked,
 //! renamed or restored): a hard link counts once, in the tree of the
 //! directory it was last linked into. Files in the trash count nowhere.
-//! The limits are records (`meta::quota`); the usage is counted from the
-//! tree of each quota directory when it is set and at mount, and kept as
-//! running totals in memory while mounted. With no quota set, nothing here
+//! The limits are records (`meta::quota`); the use is counted from the
+//! tree of each quota directory when it is set, kept as running totals in
+//! memory while mounted, saved at a clean unmount and counted again at a
+//! mount after a crash. With no quota set, nothing here
 //! costs anything: every entry point returns at once.
 
 use parking_lot::RwLock;
 
 use super::*;
-use crate::meta::Limits;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    bytes: u64,
-    files: u64,
-}
+use crate::meta::{Limits, Usage};
 
 #[derive(Default)]
 pub(super) struct Quotas {
@@ -109,13 +104,24 @@ fn show_bytes(b: u64) -> String {
 }
 
 impl TierFs {
-    /// Loads the quota records and counts each one's usage (at mount).
+    /// Loads the quota records and their use: as the last clean unmount
+    /// saved it, else counted from each one's tree (at mount).
     pub(super) fn load_quotas(&self) -> Result<()> {
+        let saved: HashMap<u64, Usage> = self
+            .meta
+            .take_quota_usage()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut dirs = HashMap::new();
         for (dir, limits) in self.meta.quotas()? {
             match self.meta.inode(dir) {
                 Ok(i) if i.kind == Kind::Dir && i.nlink > 0 => {
-                    dirs.insert(dir, (limits, self.count_tree(dir)?));
+                    let used = match saved.get(&dir) {
+                        Some(u) => *u,
+                        None => self.meta.quota_usage_of(dir, |i| i.size)?,
+                    };
+                    dirs.insert(dir, (limits, used));
                 }
                 // A quota of a directory that is gone (fsck reports it).
                 _ => {}
@@ -125,27 +131,16 @@ impl TierFs {
         Ok(())
     }
 
-    /// The usage of the tree under `dir`: every inode below it whose
-    /// record names the directory it was found in (see the module comment).
-    fn count_tree(&self, dir: u64) -> Result<Usage> {
-        let mut u = Usage::default();
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for r in self.meta.dir_entries(d, 0) {
-                let (_, _, ino, kind) = r?;
-                let i = self.inode(ino)?;
-                if kind == Kind::Dir {
-                    stack.push(ino);
-                } else if i.parent != d {
-                    continue;
-                }
-                u.files += 1;
-                if i.kind == Kind::File {
-                    u.bytes += i.size;
-                }
-            }
-        }
-        Ok(u)
+    /// Saves every quota's use for the next mount (at a clean unmount).
+    pub(super) fn save_quotas(&self) -> Result<()> {
+        let usage: Vec<(u64, Usage)> = self
+            .quotas
+            .dirs
+            .read()
+            .iter()
+            .map(|(d, (_, u))| (*d, *u))
+            .collect();
+        self.meta.save_quota_usage(&usage)
     }
 
     /// The quota directories at and above directory `dir`.
@@ -245,6 +240,13 @@ impl TierFs {
         Ok(())
     }
 
+    /// A file's size with its writes not yet durable.
+    fn pending_aware(&self, i: &Inode) -> u64 {
+        self.tiers
+            .pending_size(i.ino)
+            .map_or(i.size, |p| p.max(i.size))
+    }
+
     /// What moving `ino` (with its tree, for a directory) takes along.
     pub(super) fn delta_of_tree(&self, inode: &Inode) -> Result<Delta> {
         if !self.quotas.active() {
@@ -252,7 +254,9 @@ impl TierFs {
         }
         let mut d = Delta::of(inode, self.inode(inode.ino)?.size);
         if inode.kind == Kind::Dir {
-            let u = self.count_tree(inode.ino)?;
+            let u = self
+                .meta
+                .quota_usage_of(inode.ino, |i| self.pending_aware(i))?;
             d.files += u.files as i64;
             d.bytes += u.bytes as i64;
         }
@@ -310,7 +314,7 @@ impl TierFs {
                 let used = self.quotas.dirs.read().get(&ino).map(|(_, u)| *u);
                 let used = match used {
                     Some(u) => u,
-                    None => self.count_tree(ino)?,
+                    None => self.meta.quota_usage_of(ino, |i| self.pending_aware(i))?,
                 };
                 self.quotas.dirs.write().insert(ino, (l, used));
             }

@@ -1,9 +1,11 @@
 //! The lifecycle's records against the inodes: every trash record names a
 //! kept inode (link count 0, the trash flag) and every kept inode has one
-//! (else nothing would ever free it); every quota names a directory. With
+//! (else nothing would ever free it); every quota names a directory, and
+//! the use a clean unmount saved for it is what its tree holds. With
 //! `--repair`: a trash record of no kept inode is removed, a kept inode no
-//! record names becomes an orphan (freed at the next mount), a quota of
-//! no directory is removed. Memory: 8 bytes per kept inode.
+//! record names becomes an orphan (freed at the next mount), a quota of no
+//! directory is removed, saved use that is wrong is dropped (the next mount
+//! counts it). Memory: 8 bytes per kept inode.
 
 use super::*;
 
@@ -48,11 +50,33 @@ impl Check<'_> {
                     .push(format!("inode {ino}: freed at the next mount"));
             }
         }
+        let saved: HashMap<u64, crate::meta::Usage> = self
+            .meta
+            .take_quota_usage()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut stale = false;
         for (dir, _) in self.meta.quotas()? {
             let is_dir = self
                 .table
                 .find(dir)
                 .is_some_and(|s| self.table.kind(s) == Kind::Dir);
+            if let Some(s) = saved.get(&dir).filter(|_| is_dir) {
+                let counted = self.meta.quota_usage_of(dir, |i| i.size)?;
+                if *s != counted {
+                    self.problems.push(format!(
+                        "{}: the quota's use saved at the last unmount ({} bytes, {} files) \
+                         is not what its tree holds ({} bytes, {} files)",
+                        self.meta.path_of(dir).display(),
+                        s.bytes,
+                        s.files,
+                        counted.bytes,
+                        counted.files
+                    ));
+                    stale = true;
+                }
+            }
             if !is_dir {
                 self.problems
                     .push(format!("a quota names inode {dir}, which is no directory"));
@@ -61,6 +85,11 @@ impl Check<'_> {
                     self.repairs.push(format!("quota of inode {dir} removed"));
                 }
             }
+        }
+        if stale && self.repair {
+            self.meta.forget_quota_usage(&self.meta.write_lock())?;
+            self.repairs
+                .push("the quotas' use is counted again at the next mount".into());
         }
         Ok(())
     }

@@ -27,7 +27,7 @@ mod types;
 
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
-pub use quota::Limits;
+pub use quota::{Limits, Usage};
 use seal::{read_seal, write_seal};
 pub use trash::{Trashed, Why};
 pub use txn::Txn;
@@ -89,6 +89,8 @@ pub struct Meta {
     id_floor: AtomicU64,
     /// The tiers' part of a valid summary found at open (`take_tier_summary`).
     tier_summary: Mutex<Option<Vec<u8>>>,
+    /// The quotas' use a clean unmount saved, if still valid (`quota`).
+    quota_usage: Mutex<Option<Vec<(u64, Usage)>>>,
     /// Whether this open created the store (it has nothing to count).
     created: AtomicBool,
 }
@@ -149,6 +151,7 @@ impl Meta {
             counted: AtomicBool::new(false),
             id_floor: AtomicU64::new(0),
             tier_summary: Mutex::new(None),
+            quota_usage: Mutex::new(None),
             created: AtomicBool::new(false),
         };
         let replayed = meta.replay_journal()?;
@@ -162,6 +165,9 @@ impl Meta {
                 }
                 _ => {}
             }
+        }
+        if replayed == 0 {
+            meta.load_quota_usage(generation)?;
         }
         if replayed > 0 {
             log::info!("metadata: completed {replayed} transaction(s) interrupted by a crash");
