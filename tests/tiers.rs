@@ -5,26 +5,12 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{pattern, tier, Mounted};
+use common::{pattern, policy_file, tier, Mounted};
 
 fn set_tier(m: &Mounted, rel: &str, t: &str) {
     m.sh_ok(&format!("setfattr -n user.tier -v {t} '{rel}'"));
-}
-
-/// A policy file with the defaults changed by `edits` (key = value lines
-/// replaced by their prefix), written next to the store.
-fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut text = tierfs::policy::DEFAULT_FILE.to_string();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{from}");
-        text = text.replacen(from, to, 1);
-    }
-    let p = dir.join("policy.toml");
-    fs::write(&p, text).unwrap();
-    p
 }
 
 fn wait_for(m: &Mounted, rel: &str, want: &str, limit: Duration) {

@@ -6,23 +6,10 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{pattern, tier, Mounted};
+use common::{pattern, policy_file, tier, Mounted};
 use contract::json::{Stats, TrashEntry};
-
-/// A policy file with the defaults changed by `edits`, next to the store.
-fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut text = tierfs::policy::DEFAULT_FILE.to_string();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{from}");
-        text = text.replacen(from, to, 1);
-    }
-    let p = dir.join("policy.toml");
-    fs::write(&p, text).unwrap();
-    p
-}
 
 fn entries(m: &Mounted, attr: &str, rel: &str) -> Vec<TrashEntry> {
     let text = m.sh_ok(&format!("getfattr --only-values -n {attr} '{rel}'"));

@@ -55,13 +55,7 @@ impl Mounted {
     /// text replaced by `to`), in a file next to the store.
     pub fn with_policy(edits: &[(&str, &str)], args: &[&str]) -> Mounted {
         let mut m = Mounted::unstarted(args, None);
-        let mut text = tierfs::policy::DEFAULT_FILE.to_string();
-        for (from, to) in edits {
-            assert!(text.contains(from), "{from}");
-            text = text.replacen(from, to, 1);
-        }
-        let policy = m.tmp.path().join("policy.toml");
-        std::fs::write(&policy, text).unwrap();
+        let policy = policy_file(m.tmp.path(), edits);
         m.args.push("--policy".into());
         m.args.push(policy.to_str().unwrap().into());
         m.start();
@@ -449,6 +443,19 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
         .prefix(prefix)
         .tempdir_in(base)
         .unwrap()
+}
+
+/// A policy file with the defaults changed by `edits` (each `from` text
+/// replaced by `to`, once), written as `dir/policy.toml`.
+pub fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = tierfs::policy::DEFAULT_FILE.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    p
 }
 
 /// `TierFs` on `store` without FUSE: its policy written on first use with
