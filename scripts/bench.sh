@@ -289,19 +289,15 @@ for p in ("create", "overwrite", "unlink"):
     on, off = statistics.median(res[("on", p)]), statistics.median(res[("off", p)])
     print("%-10s %12.0f %12.0f %8.2f" % (p, on, off, on / off))
 PY
-  # RSS with many versions kept: the daemon of a store whose trash keeps
-  # KEPT files (made by creating and unlinking them), after a remount and
-  # a listing of the root, next to the same for the store without them.
+  # RSS with many files kept: both stores create and unlink KEPT files (so
+  # that their metadata has the same history); the trash of one keeps
+  # them. The daemons' RSS after a remount and a listing of the root.
   rss() { # mountpoint -> daemon RSS in KiB
     pid=$(getfattr --only-values -n user.tier.stats "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')
     awk '/VmRSS/ {print $2}' "/proc/$pid/status"
   }
-  for t in on off; do fusermount3 -u "$work/$t/mnt"; done
-  mounts=()
-  sleep 1
-  target/release/tierfs mount "$work/on/store" "$work/on/mnt" --policy "$work/on/policy.toml"
-  mounts+=("$work/on/mnt")
-  python3 - "$work/on/mnt" "$kept" <<'PY'
+  for t in on off; do
+  python3 - "$work/$t/mnt" "$kept" <<'PY'
 import os, sys
 mnt, n = sys.argv[1], int(sys.argv[2])
 for d in range(100):
@@ -312,15 +308,17 @@ for i in range(n):
         f.write(b"k" * 100)
     os.unlink(p)
 PY
+  done
   files=$(getfattr --only-values -n user.tier.stats "$work/on/mnt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["trash"]["files"])')
-  fusermount3 -u "$work/on/mnt"; mounts=(); sleep 1
+  for t in on off; do fusermount3 -u "$work/$t/mnt"; done
+  mounts=(); sleep 1
   for t in on off; do
     target/release/tierfs mount "$work/$t/store" "$work/$t/mnt" --policy "$work/$t/policy.toml"
     mounts+=("$work/$t/mnt")
     ls -l "$work/$t/mnt" > /dev/null
   done
   on=$(rss "$work/on/mnt"); off=$(rss "$work/off/mnt")
-  printf 'daemon RSS after remount + ls: %d KiB with %d files in the trash, %d KiB with none (%.2f)\n' \
+  printf 'daemon RSS after remount + ls, both after %d files created and unlinked: %d KiB with %d files in the trash, %d KiB with none (%.2f)\n' "$kept" \
     "$on" "$files" "$off" "$(echo "$on / $off" | bc -l)"
   exit 0
 fi
