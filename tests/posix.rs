@@ -435,6 +435,21 @@ fn permissions_are_enforced_for_other_users() {
     );
     let mode = fs::metadata(m.path("shared/prog")).unwrap().mode();
     assert_eq!(mode & 0o4000, 0, "setuid cleared, mode now {mode:o}");
+    // So does open(O_TRUNC) by a non-root user (the truncation is the
+    // daemon's: FUSE_ATOMIC_O_TRUNC).
+    fs::set_permissions(m.path("shared/prog"), fs::Permissions::from_mode(0o4777)).unwrap();
+    let out = as_user(nobody, "echo new > shared/prog", &m.mnt);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = fs::metadata(m.path("shared/prog")).unwrap().mode();
+    assert_eq!(
+        mode & 0o4000,
+        0,
+        "setuid cleared by O_TRUNC, mode now {mode:o}"
+    );
 }
 
 #[test]

@@ -7,6 +7,12 @@ use super::*;
 
 impl TierFs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        self.open_as(Caller { uid: 0, gid: 0 }, ino, flags)
+    }
+
+    /// `open` by `caller`: an `O_TRUNC` by a user other than root clears
+    /// setuid and setgid, as a truncate does.
+    pub fn open_as(&self, caller: Caller, ino: u64, flags: i32) -> Result<u64> {
         let inode = self.meta.inode(ino)?;
         if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
             return Err(Error::IsDir);
@@ -16,7 +22,7 @@ impl TierFs {
         // (The kernel checked write permission; with O_RDONLY too it has
         // already cut its own idea of the size.)
         if inode.kind == Kind::File && flags & libc::O_TRUNC != 0 {
-            self.truncate_on_open(ino)?;
+            self.truncate_on_open(ino, caller.uid != 0)?;
         }
         // One open is one access. Opens always reach the daemon (reads served
         // from the kernel's page cache do not), and counting every read or

@@ -279,7 +279,7 @@ impl TierFs {
                 }
             });
         if fresh && self.inode(ino)?.kind == Kind::File {
-            self.truncate_on_open(ino)?;
+            self.truncate_on_open(ino, caller.uid != 0)?;
             return self.setattr(caller, ino, SetAttr { size: None, ..a });
         }
         self.setattr(caller, ino, a)

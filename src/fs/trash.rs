@@ -136,12 +136,15 @@ impl TierFs {
     /// `open(O_TRUNC)` of `ino`: with the trash on, a non-empty file's
     /// content becomes a version (its chunks change owner, nothing is
     /// copied); else it is cut to zero bytes.
-    pub(super) fn truncate_on_open(&self, ino: u64) -> Result<()> {
+    pub(super) fn truncate_on_open(&self, ino: u64, clear_setid: bool) -> Result<()> {
         let now = Time::now();
         let cut = |mut i: Inode| {
             i.size = 0;
             i.mtime = now;
             i.ctime = now;
+            if clear_setid {
+                super::clear_setid(&mut i);
+            }
             i
         };
         let _q = self.quota_guard();
