@@ -438,7 +438,7 @@ fn permissions_are_enforced_for_other_users() {
     // So does open(O_TRUNC) by a non-root user (the truncation is the
     // daemon's: FUSE_ATOMIC_O_TRUNC).
     fs::set_permissions(m.path("shared/prog"), fs::Permissions::from_mode(0o4777)).unwrap();
-    let out = as_user(nobody, "echo new > shared/prog", &m.mnt);
+    let out = as_user(nobody, ": > shared/prog", &m.mnt);
     assert!(
         out.status.success(),
         "{}",
