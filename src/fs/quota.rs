@@ -45,7 +45,7 @@ impl Delta {
         }
     }
 
-    fn neg(self) -> Delta {
+    pub(super) fn neg(self) -> Delta {
         Delta {
             files: -self.files,
             bytes: -self.bytes,
@@ -209,18 +209,6 @@ impl TierFs {
         }
         match self.quotas_over(dir) {
             Ok(over) => self.apply(&over, d.neg()),
-            Err(e) => log::warn!("quota usage under inode {dir}: {e}"),
-        }
-    }
-
-    /// Gives back what `uncharge` took (after a change that failed), with
-    /// no check: it was there before.
-    pub(super) fn undo_uncharge(&self, dir: u64, d: Delta) {
-        if !self.quotas.active() || d == Delta::default() {
-            return;
-        }
-        match self.quotas_over(dir) {
-            Ok(over) => self.apply(&over, d),
             Err(e) => log::warn!("quota usage under inode {dir}: {e}"),
         }
     }

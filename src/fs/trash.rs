@@ -418,7 +418,8 @@ impl TierFs {
             }
             if let Err(err) = self.charge(parent, comes) {
                 if leaves {
-                    self.undo_uncharge(was.0, was.1);
+                    // Given back unchecked: it was there before.
+                    self.uncharge(was.0, was.1.neg());
                 }
                 return Err(err);
             }
@@ -437,7 +438,8 @@ impl TierFs {
             if let Err(err) = self.meta.commit(&held, t) {
                 self.uncharge(parent, comes);
                 if leaves {
-                    self.undo_uncharge(was.0, was.1);
+                    // Given back unchecked: it was there before.
+                    self.uncharge(was.0, was.1.neg());
                 }
                 return Err(err);
             }

@@ -165,17 +165,6 @@ impl Meta {
         Ok(v)
     }
 
-    /// The trash record of inode `ino` (kept in the directory its inode
-    /// record names), if it is in the trash.
-    pub fn trashed(&self, ino: u64) -> Result<Option<Trashed>> {
-        let i = match self.inode(ino) {
-            Ok(i) if i.trash => i,
-            Ok(_) | Err(Error::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(self.trash_in(i.parent)?.into_iter().find(|e| e.ino == ino))
-    }
-
     /// Up to `max` trash records kept since before `before`, oldest first.
     pub fn expired(&self, before: i64, max: usize) -> Result<Vec<Trashed>> {
         let end = expiry_key(before, 0);
