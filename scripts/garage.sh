@@ -9,6 +9,8 @@
 #   scripts/garage.sh stop DIR [N]     stop node N (0-based), or every node
 #   scripts/garage.sh start DIR [N]    start node N again, or every stopped node
 #   scripts/garage.sh down DIR         stop every node and delete DIR
+#   scripts/garage.sh bucket DIR NAME  make another bucket NAME the key can use
+#   scripts/garage.sh deny|allow DIR NAME  take the key's access to bucket NAME away, or give it back
 #
 # With 3 nodes the bucket is replicated on all three (replication_factor 3)
 # and stored uncompressed. Node 0 serves the S3 endpoint.
@@ -17,7 +19,7 @@ set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || {
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
 }
 command -v garage >/dev/null || {
@@ -173,12 +175,27 @@ start)
         for i in $(nodes); do wait_rpc "$i"; done
     fi
     ;;
+bucket)
+    [ -n "${3:-}" ] || {
+        echo "garage.sh: bucket DIR NAME" >&2
+        exit 2
+    }
+    g 0 bucket create "$3" >/dev/null
+    g 0 bucket allow --read --write --owner "$3" --key tierfs-key >/dev/null
+    ;;
+deny | allow)
+    [ -n "${3:-}" ] || {
+        echo "garage.sh: $cmd DIR NAME" >&2
+        exit 2
+    }
+    g 0 bucket "$cmd" --read --write --owner "$3" --key tierfs-key >/dev/null
+    ;;
 down)
     for i in $(nodes); do stop_node "$i"; done
     rm -rf "$dir"
     ;;
 *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac

@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::meta::{ChunkLoc, Dirent, Inode, Kind, Meta, Record, Tier, Txn, ROOT_INO};
 use crate::policy::Policy;
@@ -126,12 +127,10 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let meta = Meta::open(&dir.join("meta"), uid, gid).map_err(err)?;
-    let remote = Remote::connect(
-        &target,
-        meta.store_id().map_err(err)?,
-        &dir.join("cold").join("cache"),
-        policy.cold.cache.0,
-    )?;
+    let cache_dir = dir.join("cold").join("cache");
+    let cache = crate::tier::store::FrameCache::open(&cache_dir, policy.cold.cache.0)
+        .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))?;
+    let remote = Remote::connect(&target, meta.store_id().map_err(err)?, Arc::new(cache))?;
     let base = remote.base().to_string();
     let name = snapshot::newest(&remote.s3, &base, cfg.from)
         .map_err(err)?

@@ -387,7 +387,7 @@ fn a_mostly_dead_uploaded_pack_is_compacted_into_a_new_object() {
 }
 
 #[test]
-fn back_to_local_packs_the_uploaded_ones_stay_readable() {
+fn back_to_local_packs_the_uploaded_ones_stay_readable_and_come_back() {
     let g = Garage::up(1);
     let mut m = mount_on(&g, "back");
     fs::write(m.path("up"), pattern(30, 300_000)).unwrap();
@@ -399,11 +399,118 @@ fn back_to_local_packs_the_uploaded_ones_stay_readable() {
     m.start();
     assert!(fs::read(m.path("up")).unwrap() == pattern(30, 300_000));
     assert!(counter(&m, "gets") >= 1, "read from the bucket");
-    // New packs stay on the local disk.
+    // New packs stay on the local disk, and a cycle's compaction brings
+    // the uploaded pack back to it.
     fs::write(m.path("here"), pattern(31, 300_000)).unwrap();
     move_cold_and_upload(&m, &["here".to_string()]);
-    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
     assert_eq!(pack_files(&m.store).len(), 1);
-    assert_eq!(bucket_keys(&g, "back/packs/").len(), 1);
+    assert!(bucket_keys(&g, "back/packs/").is_empty());
+    m.stop();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("up")).unwrap() == pattern(30, 300_000));
+    assert!(fs::read(m.path("here")).unwrap() == pattern(31, 300_000));
+    assert!(
+        stats(&m)["object_store"].is_null(),
+        "no pack left in a bucket"
+    );
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn another_bucket_takes_new_packs_and_the_old_ones_move_over() {
+    let g = Garage::up(1);
+    g.run(&["bucket", "second"]);
+    let mut m = mount_on(&g, "switch");
+    fs::write(m.path("old"), pattern(40, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["old".to_string()]);
+    assert_eq!(bucket_keys(&g, "switch/packs/").len(), 1);
+    m.stop();
+    let second = cold_lines(&g, "second", "switch", &g.credentials());
+    set_cold_store(&m.store, &second);
+    drop_caches();
+    m.start();
+    // The old pack is read where it is.
+    assert!(fs::read(m.path("old")).unwrap() == pattern(40, 300_000));
+    assert!(counter(&m, "gets") >= 1, "read from the first bucket");
+    assert!(bucket_keys_in(&g, "second", "switch/packs/").is_empty());
+    // A cycle uploads new packs to the second bucket, and moves the old
+    // pack over before deleting it from the first.
+    fs::write(m.path("new"), pattern(41, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["new".to_string()]);
+    assert!(m.log_text().contains("compacted uploaded pack"));
+    assert_eq!(bucket_keys_in(&g, "second", "switch/packs/").len(), 1);
+    assert!(bucket_keys(&g, "switch/packs/").is_empty());
+    assert!(!bucket_keys_in(&g, "second", "switch/meta/").is_empty());
+    m.stop();
+    drop_caches();
+    m.start();
+    for (name, seed) in [("old", 40), ("new", 41)] {
+        assert!(
+            fs::read(m.path(name)).unwrap() == pattern(seed, 300_000),
+            "{name}"
+        );
+        assert_eq!(
+            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
+            "cold"
+        );
+    }
+    assert!(counter(&m, "gets") >= 1);
+    assert!(pack_files(&m.store).is_empty());
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn an_object_store_that_cannot_be_reached_costs_only_the_files_in_it() {
+    let g = Garage::up(1);
+    g.run(&["bucket", "second"]);
+    let mut m = mount_on(&g, "gone");
+    fs::write(m.path("old"), pattern(50, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["old".to_string()]);
+    m.stop();
+    set_cold_store(
+        &m.store,
+        &cold_lines(&g, "second", "gone", &g.credentials()),
+    );
+    g.run(&["deny", "tierfs"]);
+    drop_caches();
+    m.start();
+    let log = m.log_text();
+    assert!(
+        log.contains("s3://tierfs/gone") && log.contains("cannot be read"),
+        "{log}"
+    );
+    fs::write(m.path("here"), b"warm and fine").unwrap();
+    assert_eq!(fs::read(m.path("here")).unwrap(), b"warm and fine");
+    let e = fs::read(m.path("old")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    let why = m.sh_ok("getfattr --only-values -n user.tier.why old");
+    assert!(why.contains("s3://tierfs/gone"), "{why}");
+    // Access back: the next mount reads it, and nothing was lost.
+    m.stop();
+    g.run(&["allow", "tierfs"]);
+    m.start();
+    assert!(fs::read(m.path("old")).unwrap() == pattern(50, 300_000));
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn the_same_bucket_through_another_endpoint_is_the_same_object_store() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "moved");
+    fs::write(m.path("f"), pattern(60, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["f".to_string()]);
+    let keys = bucket_keys(&g, "moved/packs/");
+    assert_eq!(keys.len(), 1);
+    m.stop();
+    let other = g.endpoint().replace("127.0.0.1", "localhost");
+    edit_policy(&m.store, &[(&g.endpoint(), &other)]);
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("f")).unwrap() == pattern(60, 300_000));
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    // Not taken for another store: nothing to move over.
+    assert_eq!(bucket_keys(&g, "moved/packs/"), keys);
+    assert!(!m.log_text().contains("moved to"));
     m.assert_fsck_clean();
 }

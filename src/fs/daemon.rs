@@ -39,52 +39,8 @@ impl TierFs {
             policy.hot.budget.0,
             crate::tier::segment::Access::ReadWrite,
         )?);
-        use crate::tier::store::{Remote, Target};
         let cache_dir = store_dir.join("cold").join("cache");
-        match Target::from_policy(&policy.cold).map_err(Error::Config)? {
-            target @ Target::S3 { .. } => {
-                let remote =
-                    Remote::connect(&target, meta.store_id()?, &cache_dir, policy.cold.cache.0)
-                        .map_err(Error::Config)?;
-                if let Ok(json) = serde_json::to_vec(&target) {
-                    meta.put_cold_target(&json)?;
-                }
-                tiers.attach_remote(Arc::new(remote));
-            }
-            // Back to local packs: those in the bucket stay readable there.
-            Target::Local if !meta.remote_packs()?.is_empty() => {
-                let saved = meta
-                    .cold_target()?
-                    .and_then(|j| serde_json::from_slice::<Target>(&j).ok());
-                match saved {
-                    Some(t) => {
-                        match Remote::connect(&t, meta.store_id()?, &cache_dir, policy.cold.cache.0)
-                        {
-                            Ok(remote) => {
-                                remote
-                                    .uploads
-                                    .store(false, std::sync::atomic::Ordering::Relaxed);
-                                log::info!(
-                                    "[cold] store is local: new packs stay here, the packs \
-                                 already in {} are read from there",
-                                    t.url()
-                                );
-                                tiers.attach_remote(Arc::new(remote));
-                            }
-                            Err(e) => log::error!(
-                                "[cold] store is local, and the packs already uploaded cannot \
-                             be read: {e}"
-                            ),
-                        }
-                    }
-                    None => log::error!(
-                        "[cold] store is local, and this store's uploaded packs name no \
-                         object store: name it in [cold] to read them"
-                    ),
-                }
-            }
-            Target::Local => {}
-        }
+        crate::tier::store::targets::connect(&meta, &tiers, &policy.cold, &cache_dir)?;
         tiers.set_zstd_level(policy.cold.zstd_level);
         tiers.set_dictionaries(policy.cold.dictionaries);
         let shared = Arc::new(Shared::new(meta.clone(), policy));

@@ -60,13 +60,14 @@ impl TierFs {
         let inode = self.inode(ino)?;
         self.hits[inode.tier as usize].fetch_add(1, Ordering::Relaxed);
         let r = self.tiers.read(ino, off, size, inode.size, inode.tier);
-        if let (Err(e), Some(remote)) = (&r, self.tiers.remote()) {
+        if let Err(e) = &r {
             // A cold file the object store could not give: `user.tier.why`
             // says so until something else happens to the file.
-            if inode.tier == crate::meta::Tier::Cold && matches!(e, Error::Io(_)) {
+            let cold = inode.tier == crate::meta::Tier::Cold;
+            if cold && matches!(e, Error::Io(_)) && self.tiers.has_remote_packs() {
                 self.shared.set_why(
                     ino,
-                    format!("cold, in {}; its last read failed: {e}", remote.s3.url()),
+                    format!("cold, in an object store; its last read failed: {e}"),
                 );
             }
         }

@@ -44,6 +44,9 @@ pub enum Record {
         idx: u64,
         loc: ChunkLoc,
     },
+    /// An uploaded pack's object name (which object store it was
+    /// uploaded to is left out: a restore finds it in the bucket it reads,
+    /// or not at all).
     Pack {
         id: u64,
         name: String,
@@ -88,7 +91,7 @@ impl Record {
             },
             Some(super::packs::TAG_PACK) if k.len() == 9 => Record::Pack {
                 id: ino()?,
-                name: String::from_utf8(v.to_vec()).map_err(|_| bad())?,
+                name: super::packs::decode_pack(v).ok_or_else(bad)?.1,
             },
             _ => return Err(bad()),
         })

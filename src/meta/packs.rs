@@ -1,7 +1,8 @@
 //! Where cold packs live: a pack-location record for each pack that was
-//! uploaded to the object store (`R` pack id → object name), and the id that
-//! names this store's objects in a bucket (`M store-id`). A pack without a
-//! record is a local file under `STORE/cold`.
+//! uploaded to an object store (`R` pack id → object store and object
+//! name), the object stores this store has uploaded to (`M cold-targets`),
+//! and the id that names this store's objects in a bucket (`M store-id`).
+//! A pack without a record is a local file under `STORE/cold`.
 
 use super::{meta_key, Meta};
 use crate::error::Result;
@@ -13,6 +14,31 @@ pub(super) fn pack_key(id: u64) -> [u8; 9] {
     k[0] = TAG_PACK;
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+/// A pack-location record's value: the object name alone for object store
+/// 0 (the first this store used, and every record written before there
+/// could be more than one), else a zero byte, the store's number (u32 LE)
+/// and the name. Object names never hold a zero byte.
+pub fn encode_pack(target: u32, name: &str) -> Vec<u8> {
+    if target == 0 {
+        return name.as_bytes().to_vec();
+    }
+    let mut v = Vec::with_capacity(5 + name.len());
+    v.push(0);
+    v.extend_from_slice(&target.to_le_bytes());
+    v.extend_from_slice(name.as_bytes());
+    v
+}
+
+/// (object store number, object name) of a pack-location record's value.
+pub fn decode_pack(v: &[u8]) -> Option<(u32, String)> {
+    let (target, name) = match v.first() {
+        Some(0) => (u32::from_le_bytes(v.get(1..5)?.try_into().ok()?), &v[5..]),
+        _ => (0, v),
+    };
+    let name = std::str::from_utf8(name).ok()?;
+    (!name.is_empty() && !name.contains('\0')).then(|| (target, name.to_string()))
 }
 
 impl Meta {
@@ -31,41 +57,67 @@ impl Meta {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// The object store packs were last uploaded to (`M cold-target`: the
-    /// `[cold]` settings as JSON, no secret in them), if any.
-    pub fn cold_target(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(meta_key("cold-target"))?.map(|v| v.to_vec()))
+    /// The object stores packs were uploaded to, each the `[cold]` settings
+    /// as JSON (no secret in them), by number: `M cold-targets`, a JSON
+    /// list; a store that only ever had one has `M cold-target` (that one,
+    /// number 0) instead.
+    pub fn cold_targets(&self) -> Result<Vec<Vec<u8>>> {
+        if let Some(v) = self.db.get(meta_key("cold-targets"))? {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&v).map_err(|e| {
+                crate::error::Error::Corrupt(format!("M cold-targets is not a JSON list: {e}"))
+            })?;
+            return Ok(list.iter().map(|t| t.to_string().into_bytes()).collect());
+        }
+        Ok(self
+            .db
+            .get(meta_key("cold-target"))?
+            .map(|v| vec![v.to_vec()])
+            .unwrap_or_default())
     }
 
-    /// Records `target` as the object store packs go to, durably.
-    pub fn put_cold_target(&self, target: &[u8]) -> Result<()> {
-        if self.cold_target()?.as_deref() != Some(target) {
-            self.db.insert(meta_key("cold-target"), target)?;
-            self.db.flush()?;
+    /// Records the object stores packs go to, durably (`targets` as
+    /// `cold_targets` returns them).
+    pub fn put_cold_targets(&self, targets: &[Vec<u8>]) -> Result<()> {
+        if self.cold_targets()? == targets {
+            return Ok(());
         }
+        let mut list = Vec::with_capacity(targets.len());
+        for t in targets {
+            list.push(
+                serde_json::from_slice::<serde_json::Value>(t)
+                    .map_err(|e| crate::error::Error::Corrupt(format!("a cold target: {e}")))?,
+            );
+        }
+        let json = serde_json::to_vec(&list).unwrap_or_default();
+        self.db.insert(meta_key("cold-targets"), json)?;
+        self.db.remove(meta_key("cold-target"))?;
+        self.db.flush()?;
         Ok(())
     }
 
-    /// Every uploaded pack: (pack id, object name), by id.
-    pub fn remote_packs(&self) -> Result<Vec<(u64, String)>> {
+    /// Every uploaded pack: (pack id, object store number, object name), by
+    /// id. A record that cannot be read is logged and left out: reads of
+    /// its pack answer EIO.
+    pub fn remote_packs(&self) -> Result<Vec<(u64, u32, String)>> {
         let mut v = Vec::new();
         for r in self.db.scan_prefix([TAG_PACK]) {
             let (k, val) = r?;
             let Ok(id) = <[u8; 8]>::try_from(&k[1..]) else {
                 continue;
             };
-            v.push((
-                u64::from_be_bytes(id),
-                String::from_utf8_lossy(&val).into_owned(),
-            ));
+            let id = u64::from_be_bytes(id);
+            match decode_pack(&val) {
+                Some((target, name)) => v.push((id, target, name)),
+                None => log::error!("the location record of pack {id:016x} is damaged"),
+            }
         }
         Ok(v)
     }
 
-    /// Records that pack `id` is the object `name`, durably (before the
-    /// local file goes).
-    pub fn put_remote_pack(&self, id: u64, name: &str) -> Result<()> {
-        self.db.insert(pack_key(id), name.as_bytes())?;
+    /// Records that pack `id` is the object `name` in object store
+    /// `target`, durably (before the local file goes).
+    pub fn put_remote_pack(&self, id: u64, target: u32, name: &str) -> Result<()> {
+        self.db.insert(pack_key(id), encode_pack(target, name))?;
         self.db.flush()?;
         Ok(())
     }
@@ -75,5 +127,21 @@ impl Meta {
         self.db.remove(pack_key(id))?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_records_name_their_object_store() {
+        assert_eq!(encode_pack(0, "p/packs/1/a-b"), b"p/packs/1/a-b");
+        for (t, n) in [(0, "x"), (1, "p/packs/1/a-b"), (u32::MAX, "y")] {
+            assert_eq!(decode_pack(&encode_pack(t, n)), Some((t, n.to_string())));
+        }
+        assert_eq!(decode_pack(b""), None);
+        assert_eq!(decode_pack(&[0, 1, 0]), None);
+        assert_eq!(decode_pack(&[0, 1, 0, 0, 0]), None);
     }
 }

@@ -668,7 +668,8 @@ impl Tiers {
             hot.set_budget(budget);
             hot.evict();
         }
-        if let Some(r) = self.remote() {
+        // One frame cache is shared by every object store.
+        if let Some((_, r)) = self.cold.remote.all().first() {
             r.set_keep_free(self.frame_cache_keep_free());
         }
     }

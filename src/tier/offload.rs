@@ -1,5 +1,6 @@
 //! The cold tier's packs on their way to the object store: sealed packs
-//! uploaded whole, the local file removed once the pack-location record is
+//! uploaded whole (to the one `[cold]` names; packs in an earlier one are
+//! moved over by compaction), the local file removed once the pack-location record is
 //! durable, a metadata snapshot (and the dictionaries) after uploads, and
 //! objects no live record is left in deleted once a snapshot that does not
 //! name them is in the bucket. Runs on the migrator's thread after each
@@ -10,6 +11,7 @@
 //! name); after the record and before the file's removal, both (the file
 //! goes at the next offload).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -23,16 +25,32 @@ use crate::meta::{ChunkLoc, Tier};
 const SEAL_AT: u64 = 16 << 20;
 
 impl Tiers {
-    /// Sends sealed packs to `remote` from now on (and reads uploaded ones
-    /// from it).
-    pub fn attach_remote(&self, remote: Arc<Remote>) {
+    /// Reads the packs of object store `target` from `remote`, and sends
+    /// sealed packs there from now on if `current`.
+    pub fn attach_remote(&self, target: u32, remote: Arc<Remote>, current: bool) {
         remote.set_keep_free(self.frame_cache_keep_free());
         // A mount's first offload snapshots a store that has packs in the
         // bucket: names and attributes changed since the last one.
-        if !self.cold.remote.ids().is_empty() {
+        if current && !self.cold.remote.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
         }
-        self.cold.remote.attach(remote);
+        self.cold.remote.attach(target, remote, current);
+    }
+
+    /// Object store `target` (at `url`) holds packs and could not be
+    /// connected to: reads of those packs answer EIO with `why`.
+    pub fn remote_unreachable(&self, target: u32, url: String, why: String) {
+        self.cold.remote.unreachable(target, url, why);
+    }
+
+    /// The object name of uploaded pack `id`.
+    pub fn remote_pack_name(&self, id: u64) -> Option<String> {
+        self.cold.remote.name(id)
+    }
+
+    /// Every uploaded pack's id and object store number.
+    pub fn remote_pack_targets(&self) -> Vec<(u64, u32)> {
+        self.cold.remote.targets()
     }
 
     /// What the disk keeps free beyond the frame cache: twice the hot
@@ -46,21 +64,31 @@ impl Tiers {
         self.cold.remote.remote()
     }
 
-    /// The object store's figures for `user.tier.stats`, if there is one.
+    /// Whether any pack is in an object store.
+    pub fn has_remote_packs(&self) -> bool {
+        !self.cold.remote.is_empty()
+    }
+
+    /// The object stores' figures for `user.tier.stats`, if packs go to or
+    /// are read from one: the one new packs go to (else the first read
+    /// from), with the packs and bytes of every object store.
     pub fn remote_stats(&self) -> Option<contract::json::ObjectStore> {
-        let remote = self.remote()?;
+        let all = self.cold.remote.all();
+        let remote = self.remote().or_else(|| all.first().map(|r| r.1.clone()))?;
         let ids = self.cold.remote.ids();
         let stored = ids.iter().map(|id| self.cold.live_bytes(*id)).sum();
         let (cache_bytes, cache_budget, cache_hits, cache_misses) = remote.cache_stats();
-        let c = &remote.s3.counts;
+        let count = |f: fn(&super::store::s3::Counts) -> &std::sync::atomic::AtomicU64| {
+            all.iter().map(|(_, r)| f(&r.s3.counts).load(Relaxed)).sum()
+        };
         Some(contract::json::ObjectStore {
             url: remote.s3.url().to_string(),
             packs: ids.len() as u64,
             stored,
-            gets: c.gets.load(Relaxed),
-            puts: c.puts.load(Relaxed),
-            deletes: c.deletes.load(Relaxed),
-            errors: c.errors.load(Relaxed),
+            gets: count(|c| &c.gets),
+            puts: count(|c| &c.puts),
+            deletes: count(|c| &c.deletes),
+            errors: count(|c| &c.errors),
             cache_bytes,
             cache_budget,
             cache_hits,
@@ -75,7 +103,7 @@ impl Tiers {
     /// the readers of this file only, never the locks other files share. An
     /// error is the read's (EIO after the bounded wait).
     pub(super) fn prefetch_remote(&self, ino: u64, off: u64, len: u64) -> Result<()> {
-        if self.cold.remote.remote().is_none() {
+        if self.cold.remote.is_empty() {
             return Ok(());
         }
         let _pin = self.reclaimer.pin();
@@ -117,70 +145,101 @@ impl Tiers {
     /// After a cycle: seals the active cold pack if it holds `SEAL_AT`
     /// bytes, or if nothing went cold since `tail_before` (the migration
     /// paused: what is staged goes now), uploads every sealed local pack
-    /// (until `stopping`), and deletes the objects of packs no record needs
-    /// any more. Returns the packs uploaded. Does nothing without an object
-    /// store.
+    /// to the object store new packs go to (until `stopping`), and deletes
+    /// the objects of packs no record needs any more from whichever object
+    /// store holds them. Returns the packs uploaded. Does nothing without
+    /// an object store.
     pub fn offload(&self, tail_before: u64, stopping: &dyn Fn() -> bool) -> Result<usize> {
-        let Some(remote) = self.remote() else {
+        let remotes = self.cold.remote.all();
+        if remotes.is_empty() {
             return Ok(0);
-        };
-        // An uploaded pack mostly dead: its live records are copied into
-        // the staging pack, which is sealed and uploaded below, before
-        // the old object goes.
-        let compacted = match self.compact_remote(&remote) {
+        }
+        // An uploaded pack mostly dead, or in an object store new packs no
+        // longer go to: its live records are copied into the staging pack,
+        // which is sealed and uploaded below (or stays here with `[cold]
+        // store = "local"`), before the old object goes.
+        let compacted = match self.compact_remote() {
             Ok(n) => n,
             Err(e) => {
                 log::warn!("compaction of an uploaded pack: {e}; tried again next cycle");
                 0
             }
         };
-        let uploads = remote.uploads.load(Relaxed);
+        let current = self.cold.remote.current().zip(self.remote());
         let tail = self.cold.active_tail();
-        if uploads && (tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0) {
+        if current.is_some()
+            && (tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0)
+        {
             self.cold.seal_active();
         }
         for id in self.cold.uploaded_but_local() {
-            if let Some(name) = self.cold.remote.name(id) {
-                self.cold.now_remote(id, name)?;
+            if let Some((target, name)) = self.cold.remote.location(id) {
+                self.cold.now_remote(id, target, name)?;
             }
         }
         let mut uploaded = 0;
-        // With `[cold] store = "local"` again, compaction's copies and new
-        // packs stay local: the bucket's packs are only read and let go of.
-        let ids = match uploads {
-            true => self.cold.start_uploads(),
-            false => Vec::new(),
-        };
-        let mut result = Ok(());
-        for id in &ids {
-            // Unmount does not wait for a backlog: the rest goes next time.
-            if result.is_ok() && !stopping() {
-                result = self.upload(&remote, *id);
-                uploaded += result.is_ok() as usize;
+        let mut ids = Vec::new();
+        if let Some((target, remote)) = &current {
+            ids = self.cold.start_uploads();
+            let mut result = Ok(());
+            for id in &ids {
+                // Unmount does not wait for a backlog: the rest goes next time.
+                if result.is_ok() && !stopping() {
+                    result = self.upload(remote, *target, *id);
+                    uploaded += result.is_ok() as usize;
+                }
+                self.cold.upload_done(*id);
             }
-            self.cold.upload_done(*id);
+            if uploaded > 0 {
+                remote.snapshot_due.store(true, Relaxed);
+            }
+            result?;
         }
-        if uploaded > 0 {
-            remote.snapshot_due.store(true, Relaxed);
-        }
-        result?;
         if uploaded < ids.len() {
             // Stopping: a dead pack's records may be in a pack still here.
             return Ok(uploaded);
         }
         let dead = self.cold.dead_remote();
+        let mut result = Ok(());
+        for (target, remote) in &remotes {
+            let here: Vec<u64> = dead
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.cold
+                        .remote
+                        .location(*id)
+                        .is_some_and(|l| l.0 == *target)
+                })
+                .collect();
+            let r = self.let_go(remote, &here, &self.cold.remote.names_in(*target));
+            if let Err(e) = r {
+                log::warn!("{}: {e}; tried again after the next cycle", remote.s3.url());
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result.map(|()| uploaded)
+    }
+
+    /// Deletes the objects of the packs `dead` from `remote` (after a
+    /// snapshot that does not name them, so that the newest snapshot in a
+    /// bucket never names a deleted object), then the objects under this
+    /// store's prefix that are not `named` (an upload a crash cut off
+    /// before its record; nothing is being uploaded now, this thread
+    /// uploads).
+    fn let_go(&self, remote: &Remote, dead: &[u64], named: &HashSet<String>) -> Result<()> {
         if !dead.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
         }
-        // The dictionaries and a snapshot that names no dead pack go first:
-        // the newest snapshot in the bucket never names a deleted object.
         if remote.snapshot_due.load(Relaxed) {
             remote.upload_dicts(self.dicts.dir())?;
             remote.put_snapshot(&self.meta, self.cold_dir())?;
             remote.snapshot_due.store(false, Relaxed);
         }
         for id in dead {
-            let Some(name) = self.cold.remote.name(id) else {
+            let Some(name) = self.cold.remote.name(*id) else {
                 continue;
             };
             // A restored store reads the objects of the store it came from
@@ -188,26 +247,24 @@ impl Tiers {
             if remote.owns(&name) {
                 remote.s3.delete(&name)?;
             }
-            self.meta.del_remote_pack(id)?;
-            self.cold.forget_remote(id);
+            self.meta.del_remote_pack(*id)?;
+            self.cold.forget_remote(*id);
             remote.drop_cached(&name);
             log::debug!("let go of {name}: no live records");
         }
-        // Objects no record names: an upload a crash cut off before its
-        // record. Nothing is being uploaded now (this thread uploads).
-        remote.sweep(&self.cold.remote.names())?;
-        Ok(uploaded)
+        remote.sweep(named)?;
+        Ok(())
     }
 
-    /// Copies the live records of the uploaded pack that is deadest (less
-    /// than half of its object live) into the staging pack, and points the
+    /// Copies the live records of an uploaded pack (`remote_compaction_
+    /// candidate`) into the staging pack, and points the
     /// index at the copies; the pack is then dead, and its object goes once
     /// the copies are uploaded and a snapshot names them (`offload`). A
     /// crash before that leaves a dead pack's record, which the next
     /// offload deletes. At most one pack per cycle. Returns the records
     /// copied.
-    fn compact_remote(&self, remote: &Remote) -> Result<usize> {
-        let Some((id, name)) = self.remote_compaction_candidate(remote)? else {
+    fn compact_remote(&self) -> Result<usize> {
+        let Some((id, remote, name)) = self.remote_compaction_candidate()? else {
             return Ok(0);
         };
         let bytes = remote.s3.get(&name)?;
@@ -263,17 +320,26 @@ impl Tiers {
         Ok(moved.len())
     }
 
-    /// The uploaded pack with the fewest live bytes among those less than
-    /// half live (sizes asked of the store once per pack and mount).
-    fn remote_compaction_candidate(&self, remote: &Remote) -> Result<Option<(u64, String)>> {
+    /// The uploaded pack to compact: one in an object store new packs no
+    /// longer go to (it moves over, a pack per cycle), else the one with
+    /// the fewest live bytes among those less than half live (sizes asked
+    /// of the store once per pack and mount). Packs in an object store not
+    /// connected to are left alone.
+    fn remote_compaction_candidate(&self) -> Result<Option<(u64, Arc<Remote>, String)>> {
+        let current = self.cold.remote.current();
         let mut best: Option<(u64, u64)> = None;
-        for id in self.cold.remote.ids() {
+        for (id, target) in self.cold.remote.targets() {
             let live = self.cold.live_bytes(id);
-            let Some(name) = self.cold.remote.name(id) else {
+            let (Some(remote), Some(name)) =
+                (self.cold.remote.remote_of(id), self.cold.remote.name(id))
+            else {
                 continue;
             };
             if live == 0 {
                 continue;
+            }
+            if Some(target) != current {
+                return Ok(Some((id, remote, name)));
             }
             let size = self.cold.remote.object_size(&remote.s3, id, &name)?;
             let written = size.saturating_sub(super::segfile::SEG_HEADER_LEN);
@@ -281,7 +347,15 @@ impl Tiers {
                 best = Some((live, id));
             }
         }
-        Ok(best.and_then(|(_, id)| self.cold.remote.name(id).map(|n| (id, n))))
+        let Some((_, id)) = best else {
+            return Ok(None);
+        };
+        Ok(self
+            .cold
+            .remote
+            .remote_of(id)
+            .zip(self.cold.remote.name(id))
+            .map(|(r, n)| (id, r, n)))
     }
 
     /// `STORE/cold`, where the snapshot is written before its upload.
@@ -290,15 +364,15 @@ impl Tiers {
         d.parent().unwrap_or(d)
     }
 
-    fn upload(&self, remote: &Remote, id: u64) -> Result<()> {
+    fn upload(&self, remote: &Remote, target: u32, id: u64) -> Result<()> {
         let bytes = self.cold.read_whole(id)?;
         let n = bytes.len();
         let name = remote.object_name(id, self.meta.next_id()?);
         let t0 = std::time::Instant::now();
         remote.s3.put(&name, bytes)?;
         crate::fault::kill_point("after-upload");
-        self.meta.put_remote_pack(id, &name)?;
-        self.cold.now_remote(id, name.clone())?;
+        self.meta.put_remote_pack(id, target, &name)?;
+        self.cold.now_remote(id, target, name.clone())?;
         log::info!(
             "uploaded pack {id:016x} ({n} bytes) to {} as {name} in {:?}",
             remote.s3.url(),

@@ -626,9 +626,10 @@ impl SegmentStore {
         Ok(buf)
     }
 
-    /// Segment `id` is now the object `name`: reads go there, and the local
-    /// file goes (a reader holding it keeps its map until done).
-    pub fn now_remote(&self, id: u64, name: String) -> Result<()> {
+    /// Segment `id` is now the object `name` in object store `target`:
+    /// reads go there, and the local file goes (a reader holding it keeps
+    /// its map until done).
+    pub fn now_remote(&self, id: u64, target: u32, name: String) -> Result<()> {
         // Never the pack appends go to: records appended after its upload
         // are in no object.
         let active = self.active.lock();
@@ -637,7 +638,7 @@ impl SegmentStore {
                 "pack {id:016x} was uploaded but is the one appends go to"
             )));
         }
-        self.remote.insert(id, name);
+        self.remote.insert(id, target, name);
         self.segs.write().remove(&id);
         self.unsynced.lock().remove(&id);
         match std::fs::remove_file(self.path(id)) {
@@ -663,7 +664,7 @@ impl SegmentStore {
     /// Loads the pack-location records; an uploaded pack whose file is
     /// still here (a crash came before its removal) is never the one
     /// appends go to: the next append starts a new pack.
-    pub fn load_remote(&self, packs: Vec<(u64, String)>) {
+    pub fn load_remote(&self, packs: Vec<(u64, u32, String)>) {
         self.remote.load(packs);
         let mut active = self.active.lock();
         if active

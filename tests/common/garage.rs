@@ -151,9 +151,14 @@ pub fn move_cold_and_upload(m: &Mounted, names: &[String]) {
     m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
 }
 
-/// A request to `g`'s S3 API, signed with its key, by curl: the test's own
-/// view of the bucket. Returns the body.
+/// A request to `g`'s S3 API for the bucket "tierfs", signed with its key,
+/// by curl: the test's own view of the bucket. Returns the body.
 pub fn s3_request(g: &Garage, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    s3_request_in(g, "tierfs", method, path, body)
+}
+
+/// `s3_request` for `bucket`.
+pub fn s3_request_in(g: &Garage, bucket: &str, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let env = fs::read_to_string(g.credentials()).unwrap();
     let var = |k: &str| {
         env.lines()
@@ -185,7 +190,7 @@ pub fn s3_request(g: &Garage, method: &str, path: &str, body: &[u8]) -> Vec<u8> 
         } else {
             Vec::new()
         })
-        .arg(format!("{}/tierfs/{path}", g.endpoint()))
+        .arg(format!("{}/{bucket}/{path}", g.endpoint()))
         .output()
         .unwrap();
     assert!(
@@ -197,10 +202,21 @@ pub fn s3_request(g: &Garage, method: &str, path: &str, body: &[u8]) -> Vec<u8> 
     out.stdout
 }
 
-/// The keys in the bucket under `prefix`.
+/// The keys in the bucket "tierfs" under `prefix`.
 pub fn bucket_keys(g: &Garage, prefix: &str) -> Vec<String> {
+    bucket_keys_in(g, "tierfs", prefix)
+}
+
+/// The keys in `bucket` under `prefix`.
+pub fn bucket_keys_in(g: &Garage, bucket: &str, prefix: &str) -> Vec<String> {
     let prefix = prefix.replace('/', "%2F");
-    let xml = s3_request(g, "GET", &format!("?list-type=2&prefix={prefix}"), b"");
+    let xml = s3_request_in(
+        g,
+        bucket,
+        "GET",
+        &format!("?list-type=2&prefix={prefix}"),
+        b"",
+    );
     let xml = String::from_utf8_lossy(&xml);
     xml.split("<Key>")
         .skip(1)

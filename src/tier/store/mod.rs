@@ -9,23 +9,24 @@
 //! it for every pack it has no file of.
 
 mod cache;
+mod packs;
 pub mod s3;
 pub mod snapshot;
 mod stream;
+pub mod targets;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-
-use parking_lot::RwLock;
 
 use super::record::{self, record_size, REC_HEADER_LEN};
 use super::segfile::SEG_HEADER_LEN;
 use super::segfile::{bad_checksum, not_indexed};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::meta::ChunkLoc;
 use crate::policy::Cold;
 
+pub use cache::FrameCache;
+pub use packs::RemotePacks;
 pub use s3::S3;
 
 /// Where new packs go, from `[cold]` of the policy.
@@ -126,12 +127,9 @@ pub struct Remote {
     dicts_up: parking_lot::Mutex<Option<std::collections::HashSet<String>>>,
     /// A pack was uploaded or let go of since the last snapshot.
     pub snapshot_due: std::sync::atomic::AtomicBool,
-    /// Whether sealed packs go here (false: the policy went back to
-    /// `local`, and this store is only read from and let go of).
-    pub uploads: std::sync::atomic::AtomicBool,
     /// `PREFIX/probe/<store id>`: what mount and `reachable` ask for.
     probe: String,
-    cache: cache::FrameCache,
+    cache: Arc<FrameCache>,
     /// When the bucket was last swept (none yet: at the first offload).
     swept: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Per object: where the last fetch from it ended, and its size once
@@ -148,13 +146,12 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to `target` (checking it can be written), with a frame cache
-    /// of `cache_budget` bytes in `cache_dir`.
+    /// Connects to `target` (checking it can be written), keeping what it
+    /// fetches in `cache` (shared by every object store a store reads).
     pub fn connect(
         target: &Target,
         store_id: u64,
-        cache_dir: &Path,
-        cache_budget: u64,
+        cache: Arc<FrameCache>,
     ) -> std::result::Result<Remote, String> {
         let base = match target.prefix() {
             "" => String::new(),
@@ -162,8 +159,6 @@ impl Remote {
         };
         let probe = format!("{base}probe/{store_id:016x}");
         let s3 = S3::connect(target, &probe)?;
-        let cache = cache::FrameCache::open(cache_dir, cache_budget)
-            .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))?;
         Ok(Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),
@@ -171,7 +166,6 @@ impl Remote {
             store_id,
             dicts_up: Default::default(),
             snapshot_due: Default::default(),
-            uploads: std::sync::atomic::AtomicBool::new(true),
             probe,
             cache,
             swept: parking_lot::Mutex::new(None),
@@ -342,115 +336,6 @@ impl Remote {
     /// (frame cache bytes, budget, hits, misses).
     pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
         self.cache.stats()
-    }
-}
-
-/// The uploaded packs of a store, by id: what reads of them need.
-#[derive(Default)]
-pub struct RemotePacks {
-    names: RwLock<BTreeMap<u64, String>>,
-    /// Object sizes, once asked (for compaction).
-    sizes: RwLock<std::collections::HashMap<u64, u64>>,
-    remote: RwLock<Option<std::sync::Arc<Remote>>>,
-}
-
-impl RemotePacks {
-    /// Knows `packs` (from the pack-location records).
-    pub fn load(&self, packs: Vec<(u64, String)>) {
-        self.names.write().extend(packs);
-    }
-
-    pub fn attach(&self, remote: std::sync::Arc<Remote>) {
-        *self.remote.write() = Some(remote);
-    }
-
-    pub fn remote(&self) -> Option<std::sync::Arc<Remote>> {
-        self.remote.read().clone()
-    }
-
-    pub fn contains(&self, id: u64) -> bool {
-        self.names.read().contains_key(&id)
-    }
-
-    pub fn insert(&self, id: u64, name: String) {
-        self.names.write().insert(id, name);
-    }
-
-    pub fn remove(&self, id: u64) -> Option<String> {
-        self.sizes.write().remove(&id);
-        self.names.write().remove(&id)
-    }
-
-    /// The size of pack `id`'s object `name` (asked of `s3` the first time).
-    pub fn object_size(&self, s3: &S3, id: u64, name: &str) -> Result<u64> {
-        if let Some(s) = self.sizes.read().get(&id) {
-            return Ok(*s);
-        }
-        let s = s3.size(name)?;
-        self.sizes.write().insert(id, s);
-        Ok(s)
-    }
-
-    /// The object names of every uploaded pack.
-    pub fn names(&self) -> std::collections::HashSet<String> {
-        self.names.read().values().cloned().collect()
-    }
-
-    pub fn ids(&self) -> Vec<u64> {
-        self.names.read().keys().copied().collect()
-    }
-
-    pub fn name(&self, id: u64) -> Option<String> {
-        self.names.read().get(&id).cloned()
-    }
-
-    pub fn max_id(&self) -> Option<u64> {
-        self.names.read().keys().next_back().copied()
-    }
-
-    /// Makes sure the record `loc` names is in the frame cache (fetching it
-    /// if not).
-    pub fn prefetch(&self, loc: &ChunkLoc) -> Result<()> {
-        let Some(remote) = self.remote() else {
-            return Ok(()); // the read that follows says why
-        };
-        let Some(name) = self.name(loc.seg) else {
-            return Ok(());
-        };
-        // Known to the cache or to the object's stream (waiting while the
-        // stream brings it): the read checks it, and fetches it again if
-        // it is damaged. The stream goes on from here.
-        let object = leaf(&name);
-        remote.reader_at(object, loc.off);
-        if remote.cache.contains(object, loc.off) || remote.streamed(object, loc, true).is_some() {
-            return Ok(());
-        }
-        remote.record(&name, loc).map(|_| ())
-    }
-
-    /// Calls `f` with the data of the record `loc` names, from its pack's
-    /// object (or the frame cache), checked against its checksum and the
-    /// location.
-    pub fn with_record<R>(&self, loc: &ChunkLoc, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        let name = self.name(loc.seg).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "pack {:016x} is missing (chunk at offset {})",
-                loc.seg, loc.off
-            ))
-        })?;
-        let Some(remote) = self.remote() else {
-            return Err(Error::Io(std::io::Error::other(format!(
-                "pack {:016x} is in the object store ({name}), and this store is not \
-                 connected to one ([cold] store)",
-                loc.seg
-            ))));
-        };
-        let frame = remote.record(&name, loc)?;
-        let start = REC_HEADER_LEN as usize;
-        let data = frame
-            .get(start..start + loc.stored as usize)
-            .ok_or_else(|| bad_checksum(loc))?;
-        f(data)
     }
 }
 
