@@ -269,7 +269,8 @@ interval = "30s"         # time between migration cycles
 [cold]                   # files in zstd packs
 zstd_level = 3           # 1 (fast) to 19 (small)
 dictionaries = true      # small files share zstd dictionaries trained on this store
-store = "local"          # or "s3://BUCKET/PREFIX": sealed packs go to an S3-compatible bucket
+store = "local"          # or "s3://BUCKET/PREFIX": sealed packs go to an S3-compatible bucket;
+                         # after a change, packs already written move over, one per cycle
 # endpoint = "http://127.0.0.1:3900"   # the object store (omit for AWS)
 # region = "garage"
 # credentials = "/etc/tierfs/s3.env"   # AWS_ACCESS_KEY_ID=... lines, mode 0600; omitted: AWS_* of `tierfs mount`

@@ -514,3 +514,47 @@ fn the_same_bucket_through_another_endpoint_is_the_same_object_store() {
     assert!(!m.log_text().contains("moved to"));
     m.assert_fsck_clean();
 }
+
+/// Waits until `user.tier.policy` of the mount holds `text`.
+fn wait_policy(m: &Mounted, text: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let p = m.sh_ok("getfattr --only-values -n user.tier.policy .");
+        if p.contains(text) {
+            return p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{text:?} not in {p}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_policy_edit_changes_the_bucket_at_once_and_one_that_does_not_answer_is_rejected() {
+    let g = Garage::up(1);
+    g.run(&["bucket", "second"]);
+    let mut m = mount_on(&g, "live");
+    fs::write(m.path("a"), pattern(70, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["a".to_string()]);
+    assert_eq!(bucket_keys(&g, "live/packs/").len(), 1);
+    let second = cold_lines(&g, "second", "live", &g.credentials());
+    set_cold_store(
+        &m.store,
+        &second.replace(&g.endpoint(), "http://127.0.0.1:1"),
+    );
+    let p = wait_policy(&m, "rejected");
+    assert!(p.contains("s3://tierfs/live"), "{p}");
+    set_cold_store(&m.store, &second);
+    let p = wait_policy(&m, "store = \"s3://second/live\"");
+    assert!(!p.contains("rejected"), "{p}");
+    fs::write(m.path("b"), pattern(71, 300_000)).unwrap();
+    move_cold_and_upload(&m, &["b".to_string()]);
+    assert_eq!(bucket_keys_in(&g, "second", "live/packs/").len(), 1);
+    assert!(bucket_keys(&g, "live/packs/").is_empty());
+    drop_caches();
+    assert!(fs::read(m.path("a")).unwrap() == pattern(70, 300_000));
+    assert!(fs::read(m.path("b")).unwrap() == pattern(71, 300_000));
+    m.assert_fsck_clean();
+}

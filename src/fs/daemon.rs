@@ -112,6 +112,23 @@ impl TierFs {
                 if *self.shared.policy() == p {
                     return;
                 }
+                // A new object store must answer before the edit is taken.
+                if p.cold != self.shared.policy().cold {
+                    let cache_dir = self.store_dir.join("cold").join("cache");
+                    let r = crate::tier::store::targets::switch(
+                        &self.meta,
+                        &self.tiers,
+                        &p.cold,
+                        &cache_dir,
+                    );
+                    if let Err(e) = r {
+                        log::error!(
+                            "policy edit rejected, the previous policy stays in force: {e}"
+                        );
+                        self.policy_loaded.lock().1 = Some(e);
+                        return;
+                    }
+                }
                 self.tiers.set_hot_budget(p.hot.budget.0);
                 self.tiers.set_zstd_level(p.cold.zstd_level);
                 self.tiers.set_dictionaries(p.cold.dictionaries);

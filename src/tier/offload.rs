@@ -48,6 +48,11 @@ impl Tiers {
         self.cold.remote.name(id)
     }
 
+    /// The shared side of the object stores (`store::targets`).
+    pub fn remote_packs(&self) -> &super::store::RemotePacks {
+        &self.cold.remote
+    }
+
     /// Every uploaded pack's id and object store number.
     pub fn remote_pack_targets(&self) -> Vec<(u64, u32)> {
         self.cold.remote.targets()
@@ -165,7 +170,7 @@ impl Tiers {
                 0
             }
         };
-        let current = self.cold.remote.current().zip(self.remote());
+        let current = self.cold.remote.current_remote();
         let tail = self.cold.active_tail();
         if current.is_some()
             && (tail >= SEAL_AT || (tail > 0 && tail == tail_before) || compacted > 0)

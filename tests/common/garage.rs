@@ -99,7 +99,10 @@ pub fn set_cold_store(store: &Path, lines: &str) {
             }
         })
         .collect();
-    fs::write(&path, out.join("\n") + "\n").unwrap();
+    // Whole, as editors save: a mounted store reloads it at once.
+    let tmp = store.join(".policy.toml.new");
+    fs::write(&tmp, out.join("\n") + "\n").unwrap();
+    fs::rename(&tmp, &path).unwrap();
 }
 
 /// Replaces each `(from, to)` in the store's policy file.

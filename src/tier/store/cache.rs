@@ -23,7 +23,7 @@ struct Index {
 
 pub struct FrameCache {
     dir: PathBuf,
-    budget: u64,
+    budget: AtomicU64,
     index: Mutex<Index>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -83,7 +83,7 @@ impl FrameCache {
         }
         let c = FrameCache {
             dir: dir.to_path_buf(),
-            budget,
+            budget: AtomicU64::new(budget),
             index: Mutex::new(index),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -92,6 +92,12 @@ impl FrameCache {
         };
         c.evict();
         Ok(c)
+    }
+
+    /// Keeps at most `budget` bytes from now on (a policy edit).
+    pub fn set_budget(&self, budget: u64) {
+        self.budget.store(budget, Ordering::Relaxed);
+        self.evict();
     }
 
     /// Whether the record at `off` of `object` is cached (its bytes are
@@ -139,7 +145,8 @@ impl FrameCache {
     /// to write, or a disk short of `keep_free`, only means no cache.
     pub fn put(&self, object: &str, off: u64, bytes: &[u8]) {
         let len = bytes.len() as u64;
-        if self.budget == 0 || len > self.budget {
+        let budget = self.budget.load(Ordering::Relaxed);
+        if budget == 0 || len > budget {
             return;
         }
         let keep = self.keep_free.load(Ordering::Relaxed);
@@ -201,7 +208,7 @@ impl FrameCache {
 
     fn evict(&self) {
         let mut ix = self.index.lock();
-        while ix.bytes > self.budget {
+        while ix.bytes > self.budget.load(Ordering::Relaxed) {
             let Some((_, key)) = ix.order.pop_first() else {
                 break;
             };
@@ -216,7 +223,7 @@ impl FrameCache {
     pub fn stats(&self) -> (u64, u64, u64, u64) {
         (
             self.index.lock().bytes,
-            self.budget,
+            self.budget.load(Ordering::Relaxed),
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{leaf, Remote, S3};
+use super::{leaf, FrameCache, Remote, S3};
 use crate::error::{Error, Result};
 use crate::meta::ChunkLoc;
 
@@ -26,6 +26,8 @@ pub struct RemotePacks {
     unreachable: RwLock<BTreeMap<u32, (String, String)>>,
     /// The number of the object store new packs go to.
     current: RwLock<Option<u32>>,
+    /// The frame cache every object store shares, once one is connected.
+    frame_cache: RwLock<Option<Arc<FrameCache>>>,
 }
 
 impl RemotePacks {
@@ -52,15 +54,41 @@ impl RemotePacks {
         self.unreachable.write().insert(target, (url, why));
     }
 
+    /// New packs stay local from now on (`[cold] store = "local"`).
+    pub fn go_local(&self) {
+        *self.current.write() = None;
+    }
+
     /// The object store new packs go to, if any.
     pub fn remote(&self) -> Option<Arc<Remote>> {
-        let t = (*self.current.read())?;
-        self.remotes.read().get(&t).cloned()
+        self.current_remote().map(|c| c.1)
     }
 
     /// The number of the object store new packs go to, if any.
     pub fn current(&self) -> Option<u32> {
         *self.current.read()
+    }
+
+    /// The number and connection of the object store new packs go to.
+    pub fn current_remote(&self) -> Option<(u32, Arc<Remote>)> {
+        let current = self.current.read();
+        let t = (*current)?;
+        self.remotes.read().get(&t).map(|r| (t, r.clone()))
+    }
+
+    /// The frame cache of the object stores: the one already open, else
+    /// `open`'s.
+    pub fn frame_cache(
+        &self,
+        open: impl FnOnce() -> std::result::Result<FrameCache, String>,
+    ) -> std::result::Result<Arc<FrameCache>, String> {
+        let mut c = self.frame_cache.write();
+        if let Some(c) = &*c {
+            return Ok(c.clone());
+        }
+        let new = Arc::new(open()?);
+        *c = Some(new.clone());
+        Ok(new)
     }
 
     /// Every object store connected to, by number.

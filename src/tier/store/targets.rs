@@ -2,7 +2,9 @@
 //! where new packs go, and every earlier one that still holds packs of
 //! this store, read from until compaction has moved them over. They are
 //! numbered in the order they were first used (`M cold-targets`); a
-//! pack-location record names its object store by that number.
+//! pack-location record names its object store by that number. The
+//! choice is made at mount (`connect`) and again at a policy edit that
+//! changes `[cold]` (`switch`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +22,32 @@ struct Saved {
     target: Option<Target>,
 }
 
+fn saved(meta: &Meta) -> Result<Vec<Saved>> {
+    Ok(meta
+        .cold_targets()?
+        .into_iter()
+        .map(|json| Saved {
+            target: serde_json::from_slice(&json).ok(),
+            json,
+        })
+        .collect())
+}
+
+/// The frame cache all object stores share (`[cold] cache` bytes in
+/// `cache_dir`).
+fn frame_cache(
+    tiers: &Tiers,
+    cold: &Cold,
+    cache_dir: &Path,
+) -> std::result::Result<Arc<FrameCache>, String> {
+    let cache = tiers.remote_packs().frame_cache(|| {
+        FrameCache::open(cache_dir, cold.cache.0)
+            .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))
+    })?;
+    cache.set_budget(cold.cache.0);
+    Ok(cache)
+}
+
 /// Connects `tiers` to the object store `cold` names (refusing the mount
 /// with one line if it cannot be reached) and to every earlier one that
 /// holds packs (logged, and those packs' reads answer EIO, if one cannot
@@ -30,63 +58,17 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
     if configured == Target::Local && packs.is_empty() {
         return Ok(());
     }
-    let mut saved: Vec<Saved> = meta
-        .cold_targets()?
-        .into_iter()
-        .map(|json| Saved {
-            target: serde_json::from_slice(&json).ok(),
-            json,
-        })
-        .collect();
-    let store_id = meta.store_id()?;
-    let cache = Arc::new(
-        FrameCache::open(cache_dir, cold.cache.0)
-            .map_err(|e| Error::Config(format!("frame cache {}: {e}", cache_dir.display())))?,
-    );
-    let holds = |n: usize| packs.iter().find(|p| p.1 as usize == n).map(|p| p.0);
-    let mut current = None;
-    if configured != Target::Local {
-        let remote =
-            Arc::new(Remote::connect(&configured, store_id, cache.clone()).map_err(Error::Config)?);
-        // The same bucket and prefix as a saved object store is that store,
-        // unless the endpoint changed and none of its packs is seen there.
-        let same = |n: usize, s: &Saved| {
-            let Some(t) = &s.target else {
-                return false;
-            };
-            if t.url() != configured.url() {
-                return false;
-            }
-            if endpoint(t) == endpoint(&configured) {
-                return true;
-            }
-            match holds(n) {
-                None => true,
-                Some(id) => tiers
-                    .remote_pack_name(id)
-                    .is_some_and(|name| remote.s3.exists(&name).unwrap_or(false)),
-            }
-        };
-        let n = match saved.iter().enumerate().position(|(n, s)| same(n, s)) {
-            Some(n) => n,
-            None => {
-                saved.push(Saved {
-                    json: Vec::new(),
-                    target: None,
-                });
-                saved.len() - 1
-            }
-        };
-        saved[n] = Saved {
-            json: serde_json::to_vec(&configured).unwrap_or_default(),
-            target: Some(configured.clone()),
-        };
-        meta.put_cold_targets(&saved.iter().map(|s| s.json.clone()).collect::<Vec<_>>())?;
-        current = Some(n);
-        tiers.attach_remote(n as u32, remote, true);
-    }
+    let cache = frame_cache(tiers, cold, cache_dir).map_err(Error::Config)?;
+    let mut saved = saved(meta)?;
+    let current = match configured {
+        Target::Local => None,
+        _ => Some(
+            make_current(meta, tiers, &configured, &mut saved, &cache).map_err(Error::Config)?,
+        ),
+    };
+    let holds = |n: usize| packs.iter().any(|p| p.1 as usize == n);
     for (n, s) in saved.iter().enumerate() {
-        if Some(n) == current || holds(n).is_none() {
+        if Some(n as u32) == current || !holds(n) {
             continue;
         }
         let Some(t) = &s.target else {
@@ -98,7 +80,7 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
             tiers.remote_unreachable(n as u32, format!("object store {n}"), why);
             continue;
         };
-        match Remote::connect(t, store_id, cache.clone()) {
+        match Remote::connect(t, meta.store_id()?, cache.clone()) {
             Ok(remote) => {
                 log::info!(
                     "packs of this store in {} are read from there and moved to {} \
@@ -115,6 +97,98 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
         }
     }
     Ok(())
+}
+
+/// Makes the object store `cold` names the one new packs go to (a policy
+/// edit): connects to it, or says why it cannot (the edit is then
+/// rejected and nothing changes). The store packs went to until now stays
+/// connected, and compaction moves its packs over.
+pub fn switch(
+    meta: &Meta,
+    tiers: &Tiers,
+    cold: &Cold,
+    cache_dir: &Path,
+) -> std::result::Result<(), String> {
+    let configured = Target::from_policy(cold)?;
+    let mut saved = saved(meta).map_err(|e| e.to_string())?;
+    let now = tiers
+        .remote_packs()
+        .current()
+        .and_then(|n| saved.get(n as usize))
+        .and_then(|s| s.target.clone());
+    if now.as_ref().unwrap_or(&Target::Local) == &configured {
+        if let Some((_, r)) = tiers.remote_packs().all().first() {
+            r.cache.set_budget(cold.cache.0);
+        }
+        return Ok(());
+    }
+    if configured == Target::Local {
+        tiers.remote_packs().go_local();
+        log::info!("[cold] store is local now: new packs stay here, uploaded ones come back");
+        return Ok(());
+    }
+    let cache = frame_cache(tiers, cold, cache_dir)?;
+    make_current(meta, tiers, &configured, &mut saved, &cache)?;
+    log::info!(
+        "[cold] store is {} now: new packs go there, packs elsewhere move over",
+        configured.url()
+    );
+    Ok(())
+}
+
+/// Connects to `configured` and makes it the object store new packs go to,
+/// under the number of the saved one it is (the same bucket and prefix,
+/// unless the endpoint changed and none of that store's packs is seen
+/// there) or a new one. Returns its number.
+fn make_current(
+    meta: &Meta,
+    tiers: &Tiers,
+    configured: &Target,
+    saved: &mut Vec<Saved>,
+    cache: &Arc<FrameCache>,
+) -> std::result::Result<u32, String> {
+    let err = |e: Error| e.to_string();
+    let remote = Arc::new(Remote::connect(
+        configured,
+        meta.store_id().map_err(err)?,
+        cache.clone(),
+    )?);
+    let packs = tiers.remote_pack_targets();
+    let same = |n: usize, s: &Saved| {
+        let Some(t) = &s.target else {
+            return false;
+        };
+        if t.url() != configured.url() {
+            return false;
+        }
+        if endpoint(t) == endpoint(configured) {
+            return true;
+        }
+        match packs.iter().find(|p| p.1 as usize == n) {
+            None => true,
+            Some((id, _)) => tiers
+                .remote_pack_name(*id)
+                .is_some_and(|name| remote.s3.exists(&name).unwrap_or(false)),
+        }
+    };
+    let n = match saved.iter().enumerate().position(|(n, s)| same(n, s)) {
+        Some(n) => n,
+        None => {
+            saved.push(Saved {
+                json: Vec::new(),
+                target: None,
+            });
+            saved.len() - 1
+        }
+    };
+    saved[n] = Saved {
+        json: serde_json::to_vec(configured).unwrap_or_default(),
+        target: Some(configured.clone()),
+    };
+    let list: Vec<Vec<u8>> = saved.iter().map(|s| s.json.clone()).collect();
+    meta.put_cold_targets(&list).map_err(err)?;
+    tiers.attach_remote(n as u32, remote, true);
+    Ok(n as u32)
 }
 
 fn endpoint(t: &Target) -> Option<&str> {
