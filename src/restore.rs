@@ -130,7 +130,12 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
     let cache_dir = dir.join("cold").join("cache");
     let cache = crate::tier::store::FrameCache::open(&cache_dir, policy.cold.cache.0)
         .map_err(|e| format!("frame cache {}: {e}", cache_dir.display()))?;
-    let remote = Remote::connect(&target, meta.store_id().map_err(err)?, Arc::new(cache))?;
+    let remote = Remote::connect(
+        &target,
+        meta.store_id().map_err(err)?,
+        Arc::new(cache),
+        true,
+    )?;
     let base = remote.base().to_string();
     let name = snapshot::newest(&remote.s3, &base, cfg.from)
         .map_err(err)?
@@ -281,10 +286,20 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
         ops += 1;
         commit(&mut t, &mut ops, false)?;
     }
+    // The directories holding the links of a file with more than one.
+    let mut link_dirs: HashMap<(u64, u64), u32> = HashMap::new();
     for &n in &kept_entries {
         let (parent, name, entry) = &r.dirents[n];
         t.put_dirent(*parent, name, *entry);
         ops += 2;
+        commit(&mut t, &mut ops, false)?;
+        if entry.kind != Kind::Dir && links.get(&entry.ino).is_some_and(|n| *n > 1) {
+            *link_dirs.entry((entry.ino, *parent)).or_default() += 1;
+        }
+    }
+    for ((ino, dir), n) in link_dirs {
+        t.put_links(ino, dir, n);
+        ops += 1;
         commit(&mut t, &mut ops, false)?;
     }
     for (ino, name, value) in &r.xattrs {

@@ -147,3 +147,113 @@ fn saved_use_is_checked_by_fsck_and_counted_again_after_repair() {
     assert_eq!(quota(&m, "q"), "files=10; used 0B 2");
     m.assert_fsck_clean();
 }
+
+/// A file counts once in a quota however many of its links are in its
+/// tree, and in every quota whose tree holds one of them; unlinks, renames
+/// of a link and of a directory holding one keep the counts right, and
+/// fsck checks the link records they are kept in.
+#[test]
+fn hard_links_count_once_per_quota_tree() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir a b c && setfattr -n user.tier.quota -v files=10 a");
+    m.sh_ok("setfattr -n user.tier.quota -v 'bytes=40KiB files=3' b");
+    fs::write(m.path("a/f"), vec![1u8; 10 << 10]).unwrap();
+    m.sh_ok("ln a/f b/f && ln a/f a/g && ln a/f c/h");
+    assert_eq!(quota(&m, "a"), "files=10; used 10KiB 1");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 10KiB 1");
+    // Growth through any link is charged to both trees, and refused if
+    // one of them is full.
+    m.sh_ok("head -c 5120 /dev/zero >> b/f");
+    assert_eq!(quota(&m, "a"), "files=10; used 15KiB 1");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 1");
+    let out = m.sh("truncate -s 50K a/g");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"));
+    assert_eq!(fs::metadata(m.path("c/h")).unwrap().len(), 15 << 10);
+
+    // Unlinks: the file stays counted while a link is in the tree.
+    m.sh_ok("rm a/f");
+    assert_eq!(quota(&m, "a"), "files=10; used 15KiB 1");
+    m.sh_ok("rm a/g");
+    assert_eq!(quota(&m, "a"), "files=10; used 0B 0");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 1");
+
+    // A rename of a link, and of a directory holding one.
+    m.sh_ok("mv b/f a/f2");
+    assert_eq!(quota(&m, "a"), "files=10; used 15KiB 1");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 0B 0");
+    m.sh_ok("mkdir a/sub && ln a/f2 a/sub/x");
+    assert_eq!(quota(&m, "a"), "files=10; used 15KiB 2");
+    m.sh_ok("mv a/sub b/sub");
+    assert_eq!(quota(&m, "a"), "files=10; used 15KiB 1");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 2");
+    // A link into a full tree: EDQUOT, unless the file is in it already.
+    m.sh_ok("touch b/one && ln c/h b/sub/y && touch c/other");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 3");
+    let out = m.sh("ln c/other b/z");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The counts a mount makes from the trees agree, and so does fsck.
+    let before = (quota(&m, "a"), quota(&m, "b"));
+    m.stop();
+    m.assert_fsck_clean();
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        db.remove(b"Mquota-usage").unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    m.start();
+    assert_eq!((quota(&m, "a"), quota(&m, "b")), before);
+    m.sh_ok("rm c/h a/f2");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 3");
+    m.sh_ok("rm b/sub/x");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 15KiB 3");
+    m.sh_ok("rm b/sub/y");
+    assert_eq!(quota(&m, "b"), "bytes=40KiB files=3; used 0B 2");
+    m.stop();
+    m.assert_fsck_clean();
+}
+
+/// Link records lost (as in a store whose links were made before they
+/// were kept) are found by fsck and made again by `--repair`; a malformed
+/// quota record is reported, and the mount goes on without it.
+#[test]
+fn fsck_rebuilds_link_records_and_a_bad_quota_record_does_not_stop_a_mount() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir a b && setfattr -n user.tier.quota -v files=5 a && echo x > a/f && ln a/f b/f");
+    m.stop();
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        let links: Vec<_> = db.scan_prefix(b"H").keys().map(|k| k.unwrap()).collect();
+        assert_eq!(links.len(), 2, "one record per directory holding a link");
+        for k in links {
+            db.remove(k).unwrap();
+        }
+        db.insert(b"Qbad", &b"short"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    let out = m.fsck();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("0 of its links recorded in directory /b, 1 entries there"),
+        "{text}"
+    );
+    assert!(text.contains("a malformed quota record"), "{text}");
+    let out = std::process::Command::new(common::TIERFS)
+        .args(["fsck", "--repair"])
+        .arg(&m.store)
+        .output()
+        .unwrap();
+    assert!(out.status.code() == Some(1) || out.status.success());
+    m.start();
+    assert_eq!(quota(&m, "a"), "files=5; used 2B 1");
+    m.sh_ok("rm a/f");
+    assert_eq!(quota(&m, "a"), "files=5; used 0B 0");
+    m.assert_fsck_clean();
+}

@@ -107,8 +107,9 @@ impl TierFs {
                     files: 0,
                     bytes: grow as i64,
                 };
-                self.charge(i.parent, d)?;
-                charged = Some((i.parent, d));
+                let quotas = self.charged_quotas(&i)?;
+                self.charge_to(&quotas, d)?;
+                charged = Some((quotas, d));
             }
         }
         let r = match self.tiers.write(ino, off, data) {
@@ -121,8 +122,8 @@ impl TierFs {
             r => r,
         };
         if let Err(e) = r {
-            if let Some((dir, d)) = charged {
-                self.uncharge(dir, d);
+            if let Some((quotas, d)) = charged {
+                self.uncharge_from(&quotas, d);
             }
             return Err(e);
         }

@@ -8,6 +8,7 @@
 mod daemon;
 mod expiry;
 mod io;
+mod links;
 mod listing;
 mod quota;
 use daemon::Writeback;
@@ -28,7 +29,7 @@ use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::meta::{Dirent, Inode, Kind, Meta, Tier, Time, Txn, Why, ROOT_INO};
+use crate::meta::{Dirent, Inode, Kind, Meta, Tier, Time, Txn, ROOT_INO};
 use crate::migrate::{AccessLog, Migrator, Shared};
 use crate::policy::Policy;
 use crate::tier::Tiers;
@@ -313,26 +314,28 @@ impl TierFs {
                 files: 0,
                 bytes: size as i64 - before.size as i64,
             };
-            if linked && d.bytes > 0 {
-                self.charge(before.parent, d)?;
+            let quotas = match linked {
+                true => self.charged_quotas(&before)?,
+                false => Vec::new(),
+            };
+            if d.bytes > 0 {
+                self.charge_to(&quotas, d)?;
             }
             // The size, the chunks it drops and the other attributes: one
             // transaction.
             let r = self.tiers.truncate(ino, size, apply);
-            if linked {
-                match (d.bytes > 0, r.is_ok()) {
-                    // Growth that failed is taken back.
-                    (true, false) => self.uncharge(before.parent, d),
-                    // A cut gives its bytes back.
-                    (false, true) => self.uncharge(
-                        before.parent,
-                        Delta {
-                            files: 0,
-                            bytes: -d.bytes,
-                        },
-                    ),
-                    _ => {}
-                }
+            match (d.bytes > 0, r.is_ok()) {
+                // Growth that failed is taken back.
+                (true, false) => self.uncharge_from(&quotas, d),
+                // A cut gives its bytes back.
+                (false, true) => self.uncharge_from(
+                    &quotas,
+                    Delta {
+                        files: 0,
+                        bytes: -d.bytes,
+                    },
+                ),
+                _ => {}
             }
             return r;
         }
@@ -522,307 +525,6 @@ impl TierFs {
         let inode = self.make_node(caller, parent, name, new)?;
         let fh = self.open(inode.ino, flags)?;
         Ok((inode, fh))
-    }
-
-    /// Removes the entry `name` (not a directory when `dir` is false, only an
-    /// empty directory when it is true).
-    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
-        let _q = self.quota_guard();
-        let ino = {
-            let held = self.meta.write_lock();
-            let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
-            let mut victim = self.meta.inode(d.ino)?;
-            // What it was charged, where (see `quota`).
-            let charged = (victim.parent, Delta::of(&victim, self.inode(d.ino)?.size));
-            let mut p = self.meta.inode(parent)?;
-            let now = Time::now();
-            match (dir, victim.kind == Kind::Dir) {
-                (false, true) => return Err(Error::IsDir),
-                (true, false) => return Err(Error::NotDir),
-                (true, true) => {
-                    if !self.meta.dir_is_empty(d.ino)? {
-                        return Err(Error::NotEmpty);
-                    }
-                    victim.nlink = 0;
-                    p.nlink -= 1;
-                }
-                (false, false) => victim.nlink = victim.nlink.saturating_sub(1),
-            }
-            victim.ctime = now;
-            p.mtime = now;
-            p.ctime = now;
-            let mut t = Txn::default();
-            t.del_dirent(parent, name, d.seq);
-            // A file renamed away from a name that has a new file now (an
-            // editor's backup, deleted after the save) is a version of
-            // that name.
-            let (kept_name, why) = match self.renamed.saved_as(parent, name, victim.ino) {
-                Some(old) if self.meta.lookup(parent, &old)?.is_some() => (old, Why::Rename),
-                _ => (name.to_vec(), Why::Unlink),
-            };
-            let kept = self.keep_in_trash(&mut victim, parent, &kept_name, why, &mut t)?;
-            t.put_inode(&p);
-            t.put_inode(&victim);
-            let freed = victim.nlink == 0 && !kept;
-            if freed {
-                t.put_orphan(victim.ino);
-            }
-            self.meta.commit(&held, t)?;
-            drop(held);
-            if victim.nlink == 0 {
-                self.uncharge(charged.0, charged.1);
-            }
-            if kept {
-                self.tiers.unpin_hot(victim.ino);
-            }
-            freed.then_some(victim.ino)
-        };
-        if let Some(ino) = ino {
-            self.purge_if_unused(ino);
-        }
-        Ok(())
-    }
-
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.remove(parent, name, false)
-    }
-
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.remove(parent, name, true)
-    }
-
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
-        check_name(newname)?;
-        let _q = self.quota_guard();
-        let inode = {
-            let held = self.meta.write_lock();
-            let mut inode = self.meta.inode(ino)?;
-            let (was, was_linked) = (inode.parent, inode.nlink > 0 && !inode.trash);
-            let d = Delta::of(&inode, self.inode(ino)?.size);
-            if inode.kind == Kind::Dir {
-                return Err(Error::NotPermitted);
-            }
-            let mut p = self.meta.inode(newparent)?;
-            if p.kind != Kind::Dir {
-                return Err(Error::NotDir);
-            }
-            if self.meta.lookup(newparent, newname)?.is_some() {
-                return Err(Error::Exists);
-            }
-            let now = Time::now();
-            let mut t = Txn::default();
-            if inode.nlink == 0 {
-                t.del_orphan(ino);
-            }
-            inode.nlink += 1;
-            inode.ctime = now;
-            inode.parent = newparent;
-            p.mtime = now;
-            p.ctime = now;
-            t.put_inode(&inode);
-            t.put_inode(&p);
-            t.put_dirent(
-                newparent,
-                newname,
-                Dirent {
-                    ino,
-                    seq: self.meta.next_id()?,
-                    kind: inode.kind,
-                },
-            );
-            // The charge follows the inode's directory.
-            if was_linked {
-                self.recharge(was, newparent, d)?;
-            } else {
-                self.charge(newparent, d)?;
-            }
-            if let Err(e) = self.meta.commit(&held, t) {
-                match was_linked {
-                    true => self.recharge(newparent, was, d)?,
-                    false => self.uncharge(newparent, d),
-                }
-                return Err(e);
-            }
-            inode
-        };
-        self.count_lookup(ino);
-        self.inode(inode.ino)
-    }
-
-    /// True when `dir` is `ancestor` or lies below it.
-    fn is_within(&self, mut dir: u64, ancestor: u64) -> Result<bool> {
-        for _ in 0..100_000 {
-            if dir == ancestor {
-                return Ok(true);
-            }
-            if dir == ROOT_INO {
-                return Ok(false);
-            }
-            dir = self.meta.inode(dir)?.parent;
-        }
-        Err(Error::Corrupt("directory parent chain has a loop".into()))
-    }
-
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        newparent: u64,
-        newname: &[u8],
-        flags: u32,
-    ) -> Result<()> {
-        check_name(newname)?;
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
-        {
-            return Err(Error::Invalid("unsupported rename flags"));
-        }
-        let _q = self.quota_guard();
-        let orphan = {
-            let held = self.meta.write_lock();
-            let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
-            let dst = self.meta.lookup(newparent, newname)?;
-            if exchange && dst.is_none() {
-                return Err(Error::NotFound);
-            }
-            if let Some(d) = dst {
-                if noreplace {
-                    return Err(Error::Exists);
-                }
-                if d.ino == src.ino {
-                    return Ok(());
-                }
-            }
-            if src.kind == Kind::Dir && self.is_within(newparent, src.ino)? {
-                return Err(Error::Invalid("cannot move a directory into itself"));
-            }
-            let now = Time::now();
-            let mut t = Txn::default();
-            // The parents, loaded once even when they are the same directory.
-            let mut dirs: HashMap<u64, Inode> = HashMap::new();
-            for p in [parent, newparent] {
-                if let std::collections::hash_map::Entry::Vacant(e) = dirs.entry(p) {
-                    e.insert(self.meta.inode(p)?);
-                }
-            }
-            let mut orphan = None;
-            let mut kept_ino = None;
-            let mut moved = self.meta.inode(src.ino)?;
-            moved.ctime = now;
-            t.del_dirent(parent, name, src.seq);
-            // Quota charges to move (`quota`): (from, to, what), and what
-            // a replaced inode was charged, where.
-            let mut moves: Vec<(u64, u64, Delta)> = Vec::new();
-            let mut freed: Option<(u64, Delta)> = None;
-            if self.quotas.active() && moved.parent != newparent {
-                moves.push((moved.parent, newparent, self.delta_of_tree(&moved)?));
-            }
-            moved.parent = newparent;
-            if src.kind == Kind::Dir {
-                dirs.get_mut(&parent).unwrap().nlink -= 1;
-                dirs.get_mut(&newparent).unwrap().nlink += 1;
-            }
-            if let Some(d) = dst {
-                let mut other = self.meta.inode(d.ino)?;
-                other.ctime = now;
-                t.del_dirent(newparent, newname, d.seq);
-                if self.quotas.active() {
-                    if exchange && other.parent != parent {
-                        moves.push((other.parent, parent, self.delta_of_tree(&other)?));
-                    } else if !exchange {
-                        freed = Some((other.parent, Delta::of(&other, self.inode(d.ino)?.size)));
-                    }
-                }
-                if exchange {
-                    other.parent = parent;
-                    if d.kind == Kind::Dir {
-                        if self.is_within(parent, d.ino)? {
-                            return Err(Error::Invalid("cannot move a directory into itself"));
-                        }
-                        dirs.get_mut(&newparent).unwrap().nlink -= 1;
-                        dirs.get_mut(&parent).unwrap().nlink += 1;
-                    }
-                    t.put_dirent(
-                        parent,
-                        name,
-                        Dirent {
-                            seq: self.meta.next_id()?,
-                            ..d
-                        },
-                    );
-                } else {
-                    match (src.kind == Kind::Dir, d.kind == Kind::Dir) {
-                        (true, false) => return Err(Error::NotDir),
-                        (false, true) => return Err(Error::IsDir),
-                        (true, true) => {
-                            if !self.meta.dir_is_empty(d.ino)? {
-                                return Err(Error::NotEmpty);
-                            }
-                            other.nlink = 0;
-                            dirs.get_mut(&newparent).unwrap().nlink -= 1;
-                        }
-                        (false, false) => other.nlink = other.nlink.saturating_sub(1),
-                    }
-                    let kept =
-                        self.keep_in_trash(&mut other, newparent, newname, Why::Rename, &mut t)?;
-                    if other.nlink == 0 && !kept {
-                        t.put_orphan(other.ino);
-                        orphan = Some(other.ino);
-                    }
-                    if kept {
-                        kept_ino = Some(other.ino);
-                    }
-                }
-                t.put_inode(&other);
-            }
-            t.put_dirent(
-                newparent,
-                newname,
-                Dirent {
-                    seq: self.meta.next_id()?,
-                    ..src
-                },
-            );
-            t.put_inode(&moved);
-            for d in dirs.values_mut() {
-                d.mtime = now;
-                d.ctime = now;
-                t.put_inode(d);
-            }
-            let undo = |done: &[(u64, u64, Delta)]| {
-                for (from, to, d) in done.iter().rev() {
-                    if let Err(e) = self.recharge(*to, *from, *d) {
-                        log::warn!("quota usage: {e}");
-                    }
-                }
-            };
-            for (k, (from, to, d)) in moves.iter().enumerate() {
-                if let Err(e) = self.recharge(*from, *to, *d) {
-                    undo(&moves[..k]);
-                    return Err(e);
-                }
-            }
-            if let Err(e) = self.meta.commit(&held, t) {
-                undo(&moves);
-                return Err(e);
-            }
-            drop(held);
-            if let Some((dir, d)) = freed.filter(|_| orphan.is_some() || kept_ino.is_some()) {
-                self.uncharge(dir, d);
-            }
-            if !exchange && src.kind == Kind::File && parent == newparent {
-                self.renamed.note(parent, name, newname, src.ino);
-            }
-            if let Some(ino) = kept_ino {
-                self.tiers.unpin_hot(ino);
-            }
-            orphan
-        };
-        if let Some(ino) = orphan {
-            self.purge_if_unused(ino);
-        }
-        Ok(())
     }
 
     /// Makes all metadata so far durable.

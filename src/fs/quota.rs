@@ -2,10 +2,12 @@
 //! under a directory, at every depth, checked before a create, a write, a
 //! truncate, a link, a rename or a restore changes anything (EDQUOT).
 //!
-//! Each inode is charged to the quota directories above the directory its
-//! inode record names (`parent`: where it was created, last linked,
-//! renamed or restored): a hard link counts once, in the tree of the
-//! directory it was last linked into. Files in the trash count nowhere.
+//! Each inode is charged to the quota directories above the directories
+//! that hold its links: the one its inode record names (`parent`) for an
+//! inode with one link, the `H` records of a file with more (`link_dirs`).
+//! A file counts once in a quota however many of its links are in its
+//! tree, and in every quota whose tree holds one. Files in the trash count
+//! nowhere.
 //! The limits are records (`meta::quota`); the use is counted from the
 //! tree of each quota directory when it is set, kept as running totals in
 //! memory while mounted, saved at a clean unmount and counted again at a
@@ -15,7 +17,7 @@
 use parking_lot::RwLock;
 
 use super::*;
-use crate::meta::{Limits, Usage};
+use crate::meta::{Limits, LinkDirs, Usage};
 
 #[derive(Default)]
 pub(super) struct Quotas {
@@ -144,7 +146,10 @@ impl TierFs {
     }
 
     /// The quota directories at and above directory `dir`.
-    fn quotas_over(&self, mut dir: u64) -> Result<Vec<u64>> {
+    pub(super) fn quotas_over(&self, mut dir: u64) -> Result<Vec<u64>> {
+        if !self.quotas.active() {
+            return Ok(Vec::new());
+        }
         let quotas = self.quotas.dirs.read();
         let mut out = Vec::new();
         for _ in 0..100_000 {
@@ -213,19 +218,222 @@ impl TierFs {
         }
     }
 
-    /// Moves the charge of `d` from the quotas above `from` to those above
-    /// `to`: EDQUOT, changing nothing, if it does not fit where it goes.
-    pub(super) fn recharge(&self, from: u64, to: u64, d: Delta) -> Result<()> {
-        if !self.quotas.active() || from == to || d == Delta::default() {
-            return Ok(());
+    /// The directories holding the links of `inode`: the `H` records of a
+    /// file with more than one (if it has them: links made before tierfs
+    /// kept them have none until fsck --repair), else the directory its
+    /// record names.
+    pub(super) fn link_dirs(&self, inode: &Inode) -> Result<LinkDirs> {
+        if inode.nlink > 1 && inode.kind != Kind::Dir {
+            let l = self.meta.links_of(inode.ino)?;
+            if !l.is_empty() {
+                return Ok(l);
+            }
         }
-        let (old, new) = (self.quotas_over(from)?, self.quotas_over(to)?);
-        let gained: Vec<u64> = new.iter().filter(|q| !old.contains(q)).copied().collect();
-        let lost: Vec<u64> = old.iter().filter(|q| !new.contains(q)).copied().collect();
-        self.fits(&gained, d)?;
-        self.apply(&gained, d);
-        self.apply(&lost, d.neg());
+        Ok(vec![(inode.parent, 1)])
+    }
+
+    /// The quota directories above any of `dirs`, each once.
+    fn quotas_above(&self, dirs: &LinkDirs) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = Vec::new();
+        for (d, _) in dirs {
+            for q in self.quotas_over(*d)? {
+                if !out.contains(&q) {
+                    out.push(q);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The quota directories `inode` (linked) is charged to.
+    pub(super) fn charged_quotas(&self, inode: &Inode) -> Result<Vec<u64>> {
+        if !self.quotas.active() {
+            return Ok(Vec::new());
+        }
+        self.quotas_above(&self.link_dirs(inode)?)
+    }
+
+    /// Charges `d` to each of `quotas`, EDQUOT (changing nothing) if it
+    /// does not fit one. The caller holds `quotas.lock`.
+    pub(super) fn charge_to(&self, quotas: &[u64], d: Delta) -> Result<()> {
+        self.fits(quotas, d)?;
+        self.apply(quotas, d);
         Ok(())
+    }
+
+    /// Takes `d` back from each of `quotas`.
+    pub(super) fn uncharge_from(&self, quotas: &[u64], d: Delta) {
+        self.apply(quotas, d.neg());
+    }
+
+    /// Applies per-quota changes, EDQUOT (changing nothing) if a growth
+    /// does not fit.
+    pub(super) fn shift(&self, changes: &[(u64, Delta)]) -> Result<()> {
+        for (q, d) in changes {
+            self.fits(&[*q], *d)?;
+        }
+        for (q, d) in changes {
+            self.apply(&[*q], *d);
+        }
+        Ok(())
+    }
+
+    /// Undoes `shift(changes)`.
+    pub(super) fn unshift(&self, changes: &[(u64, Delta)]) {
+        for (q, d) in changes {
+            self.apply(&[*q], d.neg());
+        }
+    }
+
+    /// One more link of `inode` (a file), in directory `dir`: its link
+    /// records in `t` (its `nlink` not raised yet), and the quotas it
+    /// enters (to charge).
+    pub(super) fn add_link(&self, inode: &Inode, dir: u64, t: &mut Txn) -> Result<Vec<u64>> {
+        let linked = inode.nlink > 0 && !inode.trash;
+        let before = match linked {
+            true => self.link_dirs(inode)?,
+            false => Vec::new(),
+        };
+        // Records only once there are two links; none for links made
+        // before they were kept (the charge stays where it is then).
+        let recorded = inode.nlink == 1 || !self.meta.links_of(inode.ino)?.is_empty();
+        if linked && !recorded {
+            return Ok(Vec::new());
+        }
+        if linked {
+            let mut after = before.clone();
+            bump(&mut after, dir, 1);
+            for (d, n) in &after {
+                if before.iter().find(|b| b.0 == *d).map(|b| b.1) != Some(*n) || inode.nlink == 1 {
+                    t.put_links(inode.ino, *d, *n);
+                }
+            }
+        }
+        if !self.quotas.active() {
+            return Ok(Vec::new());
+        }
+        let had = self.quotas_above(&before)?;
+        Ok(self
+            .quotas_over(dir)?
+            .into_iter()
+            .filter(|q| !had.contains(q))
+            .collect())
+    }
+
+    /// One of `victim`'s links, in directory `dir`, is gone (its `nlink`
+    /// already lowered): its link records and the directory its record
+    /// names follow, in `t`. Returns the quotas it leaves (to take its
+    /// charge back from once `t` is committed).
+    pub(super) fn drop_link(&self, victim: &mut Inode, dir: u64, t: &mut Txn) -> Result<Vec<u64>> {
+        if victim.kind == Kind::Dir || victim.nlink == 0 {
+            return match self.quotas.active() {
+                true => self.quotas_over(victim.parent),
+                false => Ok(Vec::new()),
+            };
+        }
+        let links = self.meta.links_of(victim.ino)?;
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut after = links.clone();
+        bump(&mut after, dir, -1);
+        if victim.nlink == 1 {
+            for (d, _) in &links {
+                t.put_links(victim.ino, *d, 0);
+            }
+        } else {
+            let n = after.iter().find(|a| a.0 == dir).map_or(0, |a| a.1);
+            t.put_links(victim.ino, dir, n);
+        }
+        if !after.iter().any(|a| a.0 == victim.parent) {
+            if let Some((d, _)) = after.first() {
+                victim.parent = *d;
+            }
+        }
+        if !self.quotas.active() {
+            return Ok(Vec::new());
+        }
+        let stays = self.quotas_above(&after)?;
+        Ok(self
+            .quotas_above(&links)?
+            .into_iter()
+            .filter(|q| !stays.contains(q))
+            .collect())
+    }
+
+    /// `moved` (a file, or a directory with its tree) goes from directory
+    /// `from` to `to`: its link records in `t`, and the quota changes,
+    /// each quota's own (to `shift`).
+    pub(super) fn move_link(
+        &self,
+        moved: &Inode,
+        from: u64,
+        to: u64,
+        t: &mut Txn,
+    ) -> Result<Vec<(u64, Delta)>> {
+        let before = self.link_dirs(moved)?;
+        let after = match before.len() > 1 || before.first().is_some_and(|b| b.1 > 1) {
+            true => {
+                let mut a = before.clone();
+                bump(&mut a, from, -1);
+                bump(&mut a, to, 1);
+                for d in [from, to] {
+                    t.put_links(moved.ino, d, a.iter().find(|x| x.0 == d).map_or(0, |x| x.1));
+                }
+                a
+            }
+            false => vec![(to, 1)],
+        };
+        if !self.quotas.active() {
+            return Ok(Vec::new());
+        }
+        let (qb, qa) = (self.quotas_above(&before)?, self.quotas_above(&after)?);
+        let mut changes = Vec::new();
+        if moved.kind != Kind::Dir {
+            let d = Delta::of(moved, self.pending_aware(&self.inode(moved.ino)?));
+            changes.extend(qa.iter().filter(|q| !qb.contains(q)).map(|q| (*q, d)));
+            changes.extend(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, d.neg())));
+            return Ok(changes);
+        }
+        // A directory takes its tree along. A file in it with a link
+        // outside it stays counted in a quota that link is under.
+        let (u, linked) = self
+            .meta
+            .tree_usage(moved.ino, &|i| self.pending_aware(i))?;
+        let base = Delta {
+            files: 1 + u.files as i64,
+            bytes: u.bytes as i64,
+        };
+        let mut outside: Vec<(Delta, Vec<u64>)> = Vec::new();
+        for m in &linked {
+            let mut dirs = Vec::new();
+            for (d, _) in self.link_dirs(m)? {
+                if !self.is_within(d, moved.ino)? {
+                    dirs.push(d);
+                }
+            }
+            outside.push((Delta::of(m, self.pending_aware(m)), dirs));
+        }
+        for (q, sign) in qa
+            .iter()
+            .filter(|q| !qb.contains(q))
+            .map(|q| (*q, 1))
+            .chain(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, -1)))
+        {
+            let mut d = base;
+            for (md, dirs) in &outside {
+                let mut counted_elsewhere = false;
+                for dir in dirs {
+                    counted_elsewhere |= self.is_within(*dir, q)?;
+                }
+                if !counted_elsewhere {
+                    d.files += md.files;
+                    d.bytes += md.bytes;
+                }
+            }
+            changes.push((q, if sign > 0 { d } else { d.neg() }));
+        }
+        Ok(changes)
     }
 
     /// A file's size with its writes not yet durable.
@@ -233,22 +441,6 @@ impl TierFs {
         self.tiers
             .pending_size(i.ino)
             .map_or(i.size, |p| p.max(i.size))
-    }
-
-    /// What moving `ino` (with its tree, for a directory) takes along.
-    pub(super) fn delta_of_tree(&self, inode: &Inode) -> Result<Delta> {
-        if !self.quotas.active() {
-            return Ok(Delta::default());
-        }
-        let mut d = Delta::of(inode, self.inode(inode.ino)?.size);
-        if inode.kind == Kind::Dir {
-            let u = self
-                .meta
-                .quota_usage_of(inode.ino, |i| self.pending_aware(i))?;
-            d.files += u.files as i64;
-            d.bytes += u.bytes as i64;
-        }
-        Ok(d)
     }
 
     /// A directory that is freed takes its quota with it (its record goes
@@ -332,4 +524,14 @@ impl TierFs {
         v.sort_by(|a, b| a.dir.cmp(&b.dir));
         v
     }
+}
+
+/// Adds `n` links in directory `dir` to `links` (an entry at 0 goes).
+fn bump(links: &mut LinkDirs, dir: u64, n: i64) {
+    match links.iter_mut().find(|l| l.0 == dir) {
+        Some(l) => l.1 = (i64::from(l.1) + n).max(0) as u32,
+        None if n > 0 => links.push((dir, n as u32)),
+        None => {}
+    }
+    links.retain(|l| l.1 > 0);
 }

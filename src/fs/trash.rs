@@ -157,6 +157,10 @@ impl TierFs {
             bytes: inode.size as i64,
         };
         let linked = inode.nlink > 0 && !inode.trash;
+        let charged = match linked {
+            true => self.charged_quotas(&inode)?,
+            false => Vec::new(),
+        };
         let name = match self.trash_keep() {
             0 => None,
             _ => self.name_of(&inode)?,
@@ -165,9 +169,7 @@ impl TierFs {
             // Unnamed where its record says (a hard link elsewhere): cut
             // without a version, as with the trash off.
             self.tiers.truncate(ino, 0, cut)?;
-            if linked {
-                self.uncharge(inode.parent, cut_bytes);
-            }
+            self.uncharge_from(&charged, cut_bytes);
             return Ok(());
         };
         let mut version = inode.clone();
@@ -188,9 +190,7 @@ impl TierFs {
             why: Why::Truncate,
         };
         self.tiers.split_version(ino, version, &entry, cut)?;
-        if linked {
-            self.uncharge(inode.parent, cut_bytes);
-        }
+        self.uncharge_from(&charged, cut_bytes);
         Ok(())
     }
 
@@ -409,22 +409,20 @@ impl TierFs {
             );
             t.put_inode(&back);
             let mut cur = self.meta.inode(d.ino)?;
-            // The version is charged where the file was (EDQUOT first).
-            let was = (cur.parent, Delta::of(&cur, self.inode(d.ino)?.size));
+            // The version is charged where the file was (EDQUOT first);
+            // the current content leaves the quotas only this link held.
+            let was = Delta::of(&cur, self.inode(d.ino)?.size);
             let comes = Delta::of(&back, self.inode(id)?.size);
-            let leaves = cur.nlink == 1;
-            if leaves {
-                self.uncharge(was.0, was.1);
-            }
-            if let Err(err) = self.charge(parent, comes) {
-                if leaves {
-                    // Given back unchecked: it was there before.
-                    self.uncharge(was.0, was.1.neg());
-                }
-                return Err(err);
-            }
             cur.nlink = cur.nlink.saturating_sub(1);
             cur.ctime = now;
+            let left = self.drop_link(&mut cur, parent, &mut t)?;
+            self.uncharge_from(&left, was);
+            let enters = self.quotas_over(parent)?;
+            if let Err(err) = self.charge_to(&enters, comes) {
+                // Given back unchecked: it was there before.
+                self.uncharge_from(&left, was.neg());
+                return Err(err);
+            }
             let kept = self.keep_in_trash(&mut cur, parent, &name, Why::Restore, &mut t)?;
             let orphan = cur.nlink == 0 && !kept;
             if orphan {
@@ -436,11 +434,8 @@ impl TierFs {
             p.ctime = now;
             t.put_inode(&p);
             if let Err(err) = self.meta.commit(&held, t) {
-                self.uncharge(parent, comes);
-                if leaves {
-                    // Given back unchecked: it was there before.
-                    self.uncharge(was.0, was.1.neg());
-                }
+                self.uncharge_from(&enters, comes);
+                self.uncharge_from(&left, was.neg());
                 return Err(err);
             }
             drop(held);

@@ -1,11 +1,14 @@
 //! The lifecycle's records against the inodes: every trash record names a
 //! kept inode (link count 0, the trash flag) and every kept inode has one
 //! (else nothing would ever free it); every quota names a directory, and
-//! the use a clean unmount saved for it is what its tree holds. With
-//! `--repair`: a trash record of no kept inode is removed, a kept inode no
-//! record names becomes an orphan (freed at the next mount), a quota of no
-//! directory is removed, saved use that is wrong is dropped (the next mount
-//! counts it). Memory: 8 bytes per kept inode.
+//! the use a clean unmount saved for it is what its tree holds; the link
+//! records of a file with more than one link count its entries in each
+//! directory. With `--repair`: a trash record of no kept inode is removed,
+//! a kept inode no record names becomes an orphan (freed at the next
+//! mount), a quota of no directory and a malformed one are removed, link
+//! records are rewritten from the entries, saved use that is wrong is
+//! dropped (the next mount counts it). Memory: 8 bytes per kept inode, 16
+//! per entry of a file with more than one link.
 
 use super::*;
 
@@ -50,14 +53,24 @@ impl Check<'_> {
                     .push(format!("inode {ino}: freed at the next mount"));
             }
         }
+        let mut stale = self.link_records()?;
         let saved: HashMap<u64, crate::meta::Usage> = self
             .meta
             .take_quota_usage()
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let mut stale = false;
-        for (dir, _) in self.meta.quotas()? {
+        let (quotas, malformed) = self.meta.quota_records()?;
+        for key in malformed {
+            self.problems.push(format!(
+                "a malformed quota record (key {key:02x?}) is ignored"
+            ));
+            if self.repair {
+                self.fix.del_quota_key(&key);
+                self.repairs.push("malformed quota record removed".into());
+            }
+        }
+        for (dir, _) in quotas {
             let is_dir = self
                 .table
                 .find(dir)
@@ -92,5 +105,58 @@ impl Check<'_> {
                 .push("the quotas' use is counted again at the next mount".into());
         }
         Ok(())
+    }
+
+    /// The `H` records against the entries naming files with more than
+    /// one link; true if one was rewritten (the saved quota use goes too).
+    fn link_records(&mut self) -> Result<bool> {
+        let mut want: Vec<(u64, u64, u32)> = Vec::new();
+        self.links.sort_unstable();
+        for (ino, dir) in std::mem::take(&mut self.links) {
+            match want.last_mut() {
+                Some(w) if (w.0, w.1) == (ino, dir) => w.2 += 1,
+                _ => want.push((ino, dir, 1)),
+            }
+        }
+        let mut have: Vec<(u64, u64, u32)> = Vec::new();
+        for r in self.meta.all_links() {
+            have.push(r?);
+        }
+        // Both in (inode, directory) order: merged.
+        let (mut w, mut h) = (0, 0);
+        let mut fixed = false;
+        while w < want.len() || h < have.len() {
+            let (a, b) = (want.get(w), have.get(h));
+            let (ino, dir, should, is) = match (a, b) {
+                (Some(a), Some(b)) if (a.0, a.1) == (b.0, b.1) => {
+                    (w, h) = (w + 1, h + 1);
+                    (a.0, a.1, a.2, b.2)
+                }
+                (Some(a), b) if b.is_none_or(|b| (a.0, a.1) < (b.0, b.1)) => {
+                    w += 1;
+                    (a.0, a.1, a.2, 0)
+                }
+                (_, Some(b)) => {
+                    h += 1;
+                    (b.0, b.1, 0, b.2)
+                }
+                (_, None) => unreachable!("one of the two has more"),
+            };
+            if should == is {
+                continue;
+            }
+            self.problems.push(format!(
+                "{}: {is} of its links recorded in directory {}, {should} entries there",
+                self.meta.path_of(ino).display(),
+                self.meta.path_of(dir).display()
+            ));
+            if self.repair {
+                self.fix.put_links(ino, dir, should);
+                self.repairs
+                    .push(format!("inode {ino}: links in directory {dir} recorded"));
+                fixed = true;
+            }
+        }
+        Ok(fixed)
     }
 }

@@ -81,6 +81,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         fixed: HashMap::new(),
         indexed: (0, 0),
         remote_chunks: 0,
+        links: Vec::new(),
     };
     // The derived records are checked in the same pass over the inodes.
     let mut found = derived::Found::default();
@@ -190,6 +191,9 @@ struct Check<'a> {
     indexed: (u64, u64),
     /// Chunks in the object store (not read).
     remote_chunks: u64,
+    /// The entries naming a file with more than one link: (inode,
+    /// directory), checked against the link records (`lifecycle`).
+    links: Vec<(u64, u64)>,
 }
 
 impl Check<'_> {
@@ -255,6 +259,8 @@ impl Check<'_> {
             self.table.add_ref(slot);
             if d.kind == Kind::Dir {
                 *n += 1;
+            } else if self.table.nlink(slot) > 1 {
+                self.links.push((d.ino, parent));
             }
         }
         if let Some((p, _, n)) = cur.filter(|c| c.2 > 0) {

@@ -27,7 +27,8 @@ mod types;
 
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
-pub use quota::{Limits, Usage};
+pub use packs::PackRecords;
+pub use quota::{Limits, LinkDirs, QuotaRecords, Usage};
 use seal::{read_seal, write_seal};
 pub use trash::{Trashed, Why};
 pub use txn::Txn;
@@ -531,6 +532,9 @@ impl Meta {
             }
             Err(Error::NotFound) | Err(Error::Corrupt(_)) => {}
             Err(e) => return Err(e),
+        }
+        for (dir, _) in self.links_of(ino)? {
+            t.put_links(ino, dir, 0);
         }
         t.del_inode(ino);
         t.del_orphan(ino);

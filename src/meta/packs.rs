@@ -41,6 +41,10 @@ pub fn decode_pack(v: &[u8]) -> Option<(u32, String)> {
     (!name.is_empty() && !name.contains('\0')).then(|| (target, name.to_string()))
 }
 
+/// The pack-location records: (pack id, object store number, object
+/// name) of each, and the ids of those that cannot be read.
+pub type PackRecords = (Vec<(u64, u32, String)>, Vec<u64>);
+
 impl Meta {
     /// This store's id, made (random, 64 bits) and saved on first use.
     pub fn store_id(&self) -> Result<u64> {
@@ -77,16 +81,17 @@ impl Meta {
 
     /// Records the object stores packs go to, durably (`targets` as
     /// `cold_targets` returns them).
+    /// One that is not JSON (a damaged record) is kept as a JSON string,
+    /// which names no object store. Written only if it changed.
     pub fn put_cold_targets(&self, targets: &[Vec<u8>]) -> Result<()> {
-        if self.cold_targets()? == targets {
+        let value = |t: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(t)
+                .unwrap_or_else(|_| String::from_utf8_lossy(t).into_owned().into())
+        };
+        let list: Vec<serde_json::Value> = targets.iter().map(|t| value(t)).collect();
+        let now: Vec<serde_json::Value> = self.cold_targets()?.iter().map(|t| value(t)).collect();
+        if now == list {
             return Ok(());
-        }
-        let mut list = Vec::with_capacity(targets.len());
-        for t in targets {
-            list.push(
-                serde_json::from_slice::<serde_json::Value>(t)
-                    .map_err(|e| crate::error::Error::Corrupt(format!("a cold target: {e}")))?,
-            );
         }
         let json = serde_json::to_vec(&list).unwrap_or_default();
         self.db.insert(meta_key("cold-targets"), json)?;
@@ -96,10 +101,12 @@ impl Meta {
     }
 
     /// Every uploaded pack: (pack id, object store number, object name), by
-    /// id. A record that cannot be read is logged and left out: reads of
-    /// its pack answer EIO.
-    pub fn remote_packs(&self) -> Result<Vec<(u64, u32, String)>> {
+    /// id; and the ids of records that cannot be read (logged: reads of
+    /// their packs answer EIO, their ids are never used again, and no
+    /// sweep runs while there is one, as it could delete their objects).
+    pub fn remote_packs(&self) -> Result<PackRecords> {
         let mut v = Vec::new();
+        let mut damaged = Vec::new();
         for r in self.db.scan_prefix([TAG_PACK]) {
             let (k, val) = r?;
             let Ok(id) = <[u8; 8]>::try_from(&k[1..]) else {
@@ -108,10 +115,13 @@ impl Meta {
             let id = u64::from_be_bytes(id);
             match decode_pack(&val) {
                 Some((target, name)) => v.push((id, target, name)),
-                None => log::error!("the location record of pack {id:016x} is damaged"),
+                None => {
+                    log::error!("the location record of pack {id:016x} is damaged");
+                    damaged.push(id);
+                }
             }
         }
-        Ok(v)
+        Ok((v, damaged))
     }
 
     /// Records that pack `id` is the object `name` in object store
@@ -143,5 +153,30 @@ mod tests {
         assert_eq!(decode_pack(b""), None);
         assert_eq!(decode_pack(&[0, 1, 0]), None);
         assert_eq!(decode_pack(&[0, 1, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn a_store_with_one_object_store_keeps_it_as_number_0_when_a_second_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+        let old = br#"{"s3":{"bucket":"a"}}"#.to_vec();
+        m.db.insert(meta_key("cold-target"), old.clone()).unwrap();
+        m.db.insert(pack_key(7), encode_pack(0, "p/packs/1/x"))
+            .unwrap();
+        m.db.insert(pack_key(9), vec![0, 1]).unwrap();
+        assert_eq!(m.cold_targets().unwrap(), vec![old.clone()]);
+        // Unchanged: nothing written.
+        m.put_cold_targets(std::slice::from_ref(&old)).unwrap();
+        assert!(m.db.get(meta_key("cold-targets")).unwrap().is_none());
+        let new = br#"{"s3":{"bucket":"b"}}"#.to_vec();
+        m.put_cold_targets(&[old.clone(), new.clone()]).unwrap();
+        assert_eq!(m.cold_targets().unwrap(), vec![old, new]);
+        assert!(m.db.get(meta_key("cold-target")).unwrap().is_none());
+        let (packs, damaged) = m.remote_packs().unwrap();
+        assert_eq!(packs, vec![(7, 0, "p/packs/1/x".to_string())]);
+        assert_eq!(damaged, vec![9]);
+        // A damaged list entry is kept (as a string naming no store).
+        m.put_cold_targets(&[b"{not json".to_vec()]).unwrap();
+        assert_eq!(m.cold_targets().unwrap(), vec![br#""{not json""#.to_vec()]);
     }
 }

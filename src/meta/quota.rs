@@ -1,16 +1,22 @@
 //! Directory quotas' records: `Q` dir(u64 BE) → the limits set with
 //! `user.tier.quota` (u64 bytes, u64 files; 0: no limit); `M quota-usage`,
 //! the use of each a clean unmount saved (valid only under the generation
-//! it names, like the summary); and the count of a quota directory's use
-//! from its tree. Keeping the use while mounted is `fs::quota`'s.
+//! it names, like the summary); `H` ino dir → how many links of a file
+//! with more than one are in that directory (so that a quota counts a
+//! file once if any of its links is in its tree); and the count of a quota
+//! directory's use from its tree. Keeping the use while mounted is
+//! `fs::quota`'s.
 
-use super::txn::{be_u64, key_ino};
+use std::collections::HashMap;
+
+use super::txn::{be_u64, key_ino, key_ino_u64};
 use super::*;
 
 const TAG_QUOTA: u8 = b'Q';
+const TAG_LINKS: u8 = b'H';
 
 /// What a quota directory holds: the bytes of its files and its inodes,
-/// at every depth (each inode counted in the directory its record names).
+/// at every depth, each inode once however many of its links are there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub bytes: u64,
@@ -35,16 +41,53 @@ impl Txn {
     pub fn del_quota(&mut self, dir: u64) {
         self.del(key_ino(TAG_QUOTA, dir));
     }
+
+    /// Removes a malformed quota record by its key (fsck --repair).
+    pub fn del_quota_key(&mut self, key: &[u8]) {
+        if key.first() == Some(&TAG_QUOTA) {
+            self.del(key);
+        }
+    }
+
+    /// `count` links of `ino` are in directory `dir` (0: none, the record
+    /// goes).
+    pub fn put_links(&mut self, ino: u64, dir: u64, count: u32) {
+        let k = key_ino_u64(TAG_LINKS, ino, dir);
+        match count {
+            0 => self.del(k),
+            n => self.put(k, n.to_le_bytes()),
+        }
+    }
 }
 
+/// The quota records: (directory, limits) of the well-formed ones, and the
+/// keys of malformed ones.
+pub type QuotaRecords = (Vec<(u64, Limits)>, Vec<Vec<u8>>);
+
+/// A file's links and the directories they are in: the multiset of its
+/// `H` records.
+pub type LinkDirs = Vec<(u64, u32)>;
+
 impl Meta {
-    /// Every directory with a quota, and its limits.
+    /// Every directory with a quota, and its limits. A malformed record
+    /// is logged and left out (fsck reports it).
     pub fn quotas(&self) -> Result<Vec<(u64, Limits)>> {
+        Ok(self.quota_records()?.0)
+    }
+
+    /// The quota records: the well-formed ones, and the keys of malformed
+    /// ones (fsck reports them; `--repair` removes them).
+    pub fn quota_records(&self) -> Result<QuotaRecords> {
+        let mut bad = Vec::new();
         let mut out = Vec::new();
         for r in self.db.scan_prefix([TAG_QUOTA]) {
             let (k, v) = r?;
             if k.len() != 9 || v.len() != 16 {
-                return Err(Error::Corrupt("malformed quota record".into()));
+                log::error!(
+                    "a malformed quota record ({k:02x?}) is ignored; tierfs fsck reports it"
+                );
+                bad.push(k.to_vec());
+                continue;
             }
             out.push((
                 be_u64(&k[1..]),
@@ -54,16 +97,33 @@ impl Meta {
                 },
             ));
         }
-        Ok(out)
+        Ok((out, bad))
     }
 }
 
 impl Meta {
-    /// The use of the tree under `dir`: every inode below it whose record
-    /// names the directory it was found in (a hard link counts where its
-    /// record says), each file with the size `size` gives it.
+    /// The use of the tree under `dir`: every inode below it once, each
+    /// file with the size `size` gives it.
     pub fn quota_usage_of(&self, dir: u64, size: impl Fn(&Inode) -> u64) -> Result<Usage> {
+        let (mut u, linked) = self.tree_usage(dir, &size)?;
+        for i in linked {
+            u.files += 1;
+            if i.kind == Kind::File {
+                u.bytes += size(&i);
+            }
+        }
+        Ok(u)
+    }
+
+    /// The use of the tree under `dir` by inodes with one link, and the
+    /// inodes with more than one (each once) found in it.
+    pub fn tree_usage(
+        &self,
+        dir: u64,
+        size: &impl Fn(&Inode) -> u64,
+    ) -> Result<(Usage, Vec<Inode>)> {
         let mut u = Usage::default();
+        let mut linked = HashMap::new();
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
             for r in self.dir_entries(d, 0) {
@@ -71,7 +131,8 @@ impl Meta {
                 let i = self.inode(ino)?;
                 if kind == Kind::Dir {
                     stack.push(ino);
-                } else if i.parent != d {
+                } else if i.nlink > 1 {
+                    linked.insert(ino, i);
                     continue;
                 }
                 u.files += 1;
@@ -80,7 +141,38 @@ impl Meta {
                 }
             }
         }
-        Ok(u)
+        Ok((u, linked.into_values().collect()))
+    }
+
+    /// The directories that hold the links of `ino`, with how many each,
+    /// from its `H` records (none for a file with one link, or whose links
+    /// were made before tierfs kept them: fsck --repair makes them).
+    pub fn links_of(&self, ino: u64) -> Result<LinkDirs> {
+        let mut out = Vec::new();
+        for r in self.db.scan_prefix(key_ino(TAG_LINKS, ino)) {
+            let (k, v) = r?;
+            let n = <[u8; 4]>::try_from(&v[..]).map_or(0, u32::from_le_bytes);
+            if k.len() == 17 && n > 0 {
+                out.push((be_u64(&k[9..]), n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every `H` record: (inode, directory, links), in key order (fsck;
+    /// a malformed one is logged and left out).
+    pub fn all_links(&self) -> impl Iterator<Item = Result<(u64, u64, u32)>> + '_ {
+        self.db.scan_prefix([TAG_LINKS]).filter_map(|r| match r {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, _)) if k.len() != 17 => {
+                log::error!("a malformed link record ({k:02x?}) is ignored");
+                None
+            }
+            Ok((k, v)) => {
+                let n = <[u8; 4]>::try_from(&v[..]).map_or(0, u32::from_le_bytes);
+                Some(Ok((be_u64(&k[1..9]), be_u64(&k[9..]), n)))
+            }
+        })
     }
 
     /// Saves the quotas' use under the generation the next seal writes

@@ -20,6 +20,10 @@ use super::Tiers;
 use crate::error::Result;
 use crate::meta::{ChunkLoc, Tier};
 
+/// An uploaded pack to compact: its id, object store and object name, and
+/// whether it moves to another object store.
+type Candidate = (u64, Arc<Remote>, String, bool);
+
 /// An active pack this big is sealed and uploaded after a cycle even when
 /// files are still going cold: no PUT carries less while a migration runs.
 const SEAL_AT: u64 = 16 << 20;
@@ -205,7 +209,12 @@ impl Tiers {
             return Ok(uploaded);
         }
         let dead = self.cold.dead_remote();
+        let named = self.cold.remote.all_names();
         let mut result = Ok(());
+        // The store new packs go to first: its snapshot names the packs
+        // just moved there before any old object goes.
+        let mut remotes = remotes;
+        remotes.sort_by_key(|(t, _)| Some(*t) != current.as_ref().map(|c| c.0));
         for (target, remote) in &remotes {
             let here: Vec<u64> = dead
                 .iter()
@@ -217,7 +226,7 @@ impl Tiers {
                         .is_some_and(|l| l.0 == *target)
                 })
                 .collect();
-            let r = self.let_go(remote, &here, &self.cold.remote.names_in(*target));
+            let r = self.let_go(remote, &here, named.as_ref());
             if let Err(e) = r {
                 log::warn!("{}: {e}; tried again after the next cycle", remote.s3.url());
                 if result.is_ok() {
@@ -233,8 +242,8 @@ impl Tiers {
     /// bucket never names a deleted object), then the objects under this
     /// store's prefix that are not `named` (an upload a crash cut off
     /// before its record; nothing is being uploaded now, this thread
-    /// uploads).
-    fn let_go(&self, remote: &Remote, dead: &[u64], named: &HashSet<String>) -> Result<()> {
+    /// uploads). No sweep without `named` (a damaged record).
+    fn let_go(&self, remote: &Remote, dead: &[u64], named: Option<&HashSet<String>>) -> Result<()> {
         if !dead.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
         }
@@ -257,7 +266,9 @@ impl Tiers {
             remote.drop_cached(&name);
             log::debug!("let go of {name}: no live records");
         }
-        remote.sweep(named)?;
+        if let Some(named) = named {
+            remote.sweep(named)?;
+        }
         Ok(())
     }
 
@@ -269,10 +280,21 @@ impl Tiers {
     /// offload deletes. At most one pack per cycle. Returns the records
     /// copied.
     fn compact_remote(&self) -> Result<usize> {
-        let Some((id, remote, name)) = self.remote_compaction_candidate()? else {
+        let Some((id, remote, name, moving)) = self.remote_compaction_candidate()? else {
             return Ok(0);
         };
-        let bytes = remote.s3.get(&name)?;
+        let r = self.compact_pack(id, &remote, &name);
+        if r.is_err() && moving {
+            // The others move meanwhile.
+            self.cold.remote.move_failed(id);
+        }
+        r
+    }
+
+    /// Copies the live records of uploaded pack `id` (object `name` in
+    /// `remote`) into the staging pack.
+    fn compact_pack(&self, id: u64, remote: &Remote, name: &str) -> Result<usize> {
+        let bytes = remote.s3.get(name)?;
         let scan = super::record::scan(&bytes, super::segfile::SEG_HEADER_LEN);
         let mut moved = Vec::new();
         let undo = |moved: &[(u64, u64, ChunkLoc, ChunkLoc)]| {
@@ -325,13 +347,19 @@ impl Tiers {
         Ok(moved.len())
     }
 
-    /// The uploaded pack to compact: one in an object store new packs no
-    /// longer go to (it moves over, a pack per cycle), else the one with
-    /// the fewest live bytes among those less than half live (sizes asked
-    /// of the store once per pack and mount). Packs in an object store not
-    /// connected to are left alone.
-    fn remote_compaction_candidate(&self) -> Result<Option<(u64, Arc<Remote>, String)>> {
+    /// The uploaded pack to compact, and whether it moves to another
+    /// object store: one in an object store new packs no longer go to (it
+    /// moves over, a pack per cycle; not while the store new packs go to
+    /// is down or a sealed pack waits for its upload, nor one whose move
+    /// failed lately), else the one with the fewest live bytes among those
+    /// less than half live (sizes asked of the store once per pack and
+    /// mount). Packs in an object store not connected to are left alone.
+    fn remote_compaction_candidate(&self) -> Result<Option<Candidate>> {
         let current = self.cold.remote.current();
+        let may_move = match self.cold.remote.current_remote() {
+            None => true,
+            Some((_, r)) => r.s3.down().is_none() && !self.cold.awaiting_upload(),
+        };
         let mut best: Option<(u64, u64)> = None;
         for (id, target) in self.cold.remote.targets() {
             let live = self.cold.live_bytes(id);
@@ -344,7 +372,10 @@ impl Tiers {
                 continue;
             }
             if Some(target) != current {
-                return Ok(Some((id, remote, name)));
+                if may_move && !self.cold.remote.move_waits(id) {
+                    return Ok(Some((id, remote, name, true)));
+                }
+                continue;
             }
             let size = self.cold.remote.object_size(&remote.s3, id, &name)?;
             let written = size.saturating_sub(super::segfile::SEG_HEADER_LEN);
@@ -360,7 +391,7 @@ impl Tiers {
             .remote
             .remote_of(id)
             .zip(self.cold.remote.name(id))
-            .map(|(r, n)| (id, r, n)))
+            .map(|(r, n)| (id, r, n, false)))
     }
 
     /// `STORE/cold`, where the snapshot is written before its upload.

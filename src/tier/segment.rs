@@ -612,6 +612,20 @@ impl SegmentStore {
         ids
     }
 
+    /// Whether a sealed pack with live records waits for its upload (one
+    /// failed, or a cycle has not come yet).
+    pub fn awaiting_upload(&self) -> bool {
+        let active = self.active.lock().as_ref().map(|a| a.seg.id);
+        let live = self.live.lock();
+        let kept = self.kept.lock();
+        self.segs.read().keys().any(|id| {
+            Some(*id) != active
+                && !kept.contains(id)
+                && live.get(id).copied().unwrap_or(0) > 0
+                && !self.remote.contains(*id)
+        })
+    }
+
     pub fn upload_done(&self, id: u64) {
         self.uploading.lock().remove(&id);
     }
@@ -664,8 +678,8 @@ impl SegmentStore {
     /// Loads the pack-location records; an uploaded pack whose file is
     /// still here (a crash came before its removal) is never the one
     /// appends go to: the next append starts a new pack.
-    pub fn load_remote(&self, packs: Vec<(u64, u32, String)>) {
-        self.remote.load(packs);
+    pub fn load_remote(&self, (packs, damaged): crate::meta::PackRecords) {
+        self.remote.load(packs, damaged);
         let mut active = self.active.lock();
         if active
             .as_ref()

@@ -287,7 +287,6 @@ impl Mounted {
         );
     }
 
-    /// `tierfs fsck` on the (unmounted) store.
     /// `tierfs mount STORE MNT` as a user runs it (daemonised), while this
     /// mount is stopped: for the ways a mount is refused.
     pub fn mount_attempt(&self) -> Output {
@@ -299,6 +298,7 @@ impl Mounted {
             .unwrap()
     }
 
+    /// `tierfs fsck` on the (unmounted) store.
     pub fn fsck(&self) -> Output {
         Command::new(TIERFS)
             .arg("fsck")

@@ -146,19 +146,21 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to `target` (checking it can be written), keeping what it
-    /// fetches in `cache` (shared by every object store a store reads).
+    /// Connects to `target` (checking it can be written, or only read if
+    /// not `writable`), keeping what it fetches in `cache` (shared by every
+    /// object store a store reads).
     pub fn connect(
         target: &Target,
         store_id: u64,
         cache: Arc<FrameCache>,
+        writable: bool,
     ) -> std::result::Result<Remote, String> {
         let base = match target.prefix() {
             "" => String::new(),
             p => format!("{p}/"),
         };
         let probe = format!("{base}probe/{store_id:016x}");
-        let s3 = S3::connect(target, &probe)?;
+        let s3 = S3::connect(target, &probe, writable)?;
         Ok(Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),

@@ -3,8 +3,9 @@
 //! "local"`) and every earlier one that still holds packs of this store,
 //! read from until compaction has moved its packs over.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
@@ -17,6 +18,9 @@ use crate::meta::ChunkLoc;
 pub struct RemotePacks {
     /// Pack id → (object store number, object name).
     names: RwLock<BTreeMap<u64, (u32, String)>>,
+    /// Packs whose location record cannot be read: their ids stay taken,
+    /// and no sweep runs (it could delete their objects).
+    damaged: RwLock<BTreeSet<u64>>,
     /// Object sizes, once asked (for compaction).
     sizes: RwLock<HashMap<u64, u64>>,
     /// The object stores connected to, by number.
@@ -28,14 +32,22 @@ pub struct RemotePacks {
     current: RwLock<Option<u32>>,
     /// The frame cache every object store shares, once one is connected.
     frame_cache: RwLock<Option<Arc<FrameCache>>>,
+    /// Packs whose move to another object store failed, and when: left
+    /// for `RETRY_MOVE_AFTER` while the others move.
+    stuck: RwLock<HashMap<u64, Instant>>,
 }
 
+/// How long a pack whose move failed is left before it is tried again.
+const RETRY_MOVE_AFTER: Duration = Duration::from_secs(600);
+
 impl RemotePacks {
-    /// Knows `packs` (from the pack-location records).
-    pub fn load(&self, packs: Vec<(u64, u32, String)>) {
+    /// Knows `packs` (from the pack-location records) and the packs whose
+    /// record is `damaged`.
+    pub fn load(&self, packs: Vec<(u64, u32, String)>, damaged: Vec<u64>) {
         self.names
             .write()
             .extend(packs.into_iter().map(|(id, t, n)| (id, (t, n))));
+        self.damaged.write().extend(damaged);
     }
 
     /// Reads the packs of object store `target` from `remote`; new packs
@@ -106,8 +118,21 @@ impl RemotePacks {
         self.remotes.read().get(&t).cloned()
     }
 
+    /// The move of pack `id` to another object store failed.
+    pub fn move_failed(&self, id: u64) {
+        self.stuck.write().insert(id, Instant::now());
+    }
+
+    /// Whether pack `id`'s move failed lately (it waits its turn).
+    pub fn move_waits(&self, id: u64) -> bool {
+        self.stuck
+            .read()
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < RETRY_MOVE_AFTER)
+    }
+
     pub fn contains(&self, id: u64) -> bool {
-        self.names.read().contains_key(&id)
+        self.names.read().contains_key(&id) || self.damaged.read().contains(&id)
     }
 
     pub fn insert(&self, id: u64, target: u32, name: String) {
@@ -129,14 +154,16 @@ impl RemotePacks {
         Ok(s)
     }
 
-    /// The object names of the packs in object store `target`.
-    pub fn names_in(&self, target: u32) -> HashSet<String> {
-        self.names
-            .read()
-            .values()
-            .filter(|(t, _)| *t == target)
-            .map(|(_, n)| n.clone())
-            .collect()
+    /// The object names of every uploaded pack, in any object store (two
+    /// numbers can reach the same bucket: a sweep of one must not delete
+    /// the other's objects; names are never reused, so one list serves
+    /// all). None while a pack's record is damaged: its name is unknown,
+    /// and no sweep may run.
+    pub fn all_names(&self) -> Option<HashSet<String>> {
+        if !self.damaged.read().is_empty() {
+            return None;
+        }
+        Some(self.names.read().values().map(|(_, n)| n.clone()).collect())
     }
 
     /// Every uploaded pack's id and object store number.
@@ -149,7 +176,7 @@ impl RemotePacks {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.read().is_empty()
+        self.names.read().is_empty() && self.damaged.read().is_empty()
     }
 
     /// (object store number, object name) of pack `id`.
@@ -166,13 +193,20 @@ impl RemotePacks {
     }
 
     pub fn max_id(&self) -> Option<u64> {
-        self.names.read().keys().next_back().copied()
+        let named = self.names.read().keys().next_back().copied();
+        named.max(self.damaged.read().iter().next_back().copied())
     }
 
     /// The object store and object name of the pack `loc` is in, or why
     /// it cannot be read.
     fn locate(&self, loc: &ChunkLoc) -> Result<(Arc<Remote>, String)> {
         let Some((target, name)) = self.names.read().get(&loc.seg).cloned() else {
+            if self.damaged.read().contains(&loc.seg) {
+                return Err(Error::Corrupt(format!(
+                    "the location record of pack {:016x} is damaged",
+                    loc.seg
+                )));
+            }
             return Err(Error::Corrupt(format!(
                 "pack {:016x} is missing (chunk at offset {})",
                 loc.seg, loc.off

@@ -116,10 +116,16 @@ fn read_credentials(path: &Path) -> std::result::Result<Vec<(String, String)>, S
 
 impl S3 {
     /// Connects to the bucket of `target` and checks, with a PUT, a HEAD
-    /// and a DELETE of a small object under the prefix, that it is there and
-    /// that the credentials may write to it. The error is one line naming
-    /// the problem (never a secret).
-    pub fn connect(target: &Target, probe_name: &str) -> std::result::Result<S3, String> {
+    /// and a DELETE of a small object `probe_name` under the prefix, that it
+    /// is there and that the credentials may write to it; or, not
+    /// `writable` (an object store only read from), with a listing of the
+    /// probe's directory, that they may read it. The error is one line
+    /// naming the problem (never a secret).
+    pub fn connect(
+        target: &Target,
+        probe_name: &str,
+        writable: bool,
+    ) -> std::result::Result<S3, String> {
         let Target::S3 {
             bucket,
             endpoint,
@@ -190,15 +196,19 @@ impl S3 {
             down: Mutex::new(None),
             counts: Counts::default(),
         };
-        s3.probe(probe_name)?;
+        s3.probe(probe_name, writable)?;
         Ok(s3)
     }
 
-    fn probe(&self, name: &str) -> std::result::Result<(), String> {
+    fn probe(&self, name: &str, writable: bool) -> std::result::Result<(), String> {
         let path = ObjectPath::from(name);
+        let dir = ObjectPath::from(name.rsplit_once('/').map_or("", |(d, _)| d));
         let c = self.client.clone();
         let r = self.runtime().block_on(async move {
             tokio::time::timeout(READ_BOUND, async {
+                if !writable {
+                    return c.list_with_delimiter(Some(&dir)).await.map(|_| ());
+                }
                 c.put(&path, b"tierfs probe".to_vec().into()).await?;
                 c.head(&path).await?;
                 c.delete(&path).await

@@ -80,7 +80,9 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
             tiers.remote_unreachable(n as u32, format!("object store {n}"), why);
             continue;
         };
-        match Remote::connect(t, meta.store_id()?, cache.clone()) {
+        // Only read from (and its objects deleted once moved): a bucket
+        // left read-only still serves its packs.
+        match Remote::connect(t, meta.store_id()?, cache.clone(), false) {
             Ok(remote) => {
                 log::info!(
                     "packs of this store in {} are read from there and moved to {} \
@@ -152,26 +154,44 @@ fn make_current(
         configured,
         meta.store_id().map_err(err)?,
         cache.clone(),
+        true,
     )?);
     let packs = tiers.remote_pack_targets();
-    let same = |n: usize, s: &Saved| {
+    // The same store: same bucket and prefix, and the same endpoint or one
+    // of its packs seen through this one (a store that cannot say is
+    // refused rather than taken for a new one).
+    let same = |n: usize, s: &Saved| -> std::result::Result<bool, String> {
         let Some(t) = &s.target else {
-            return false;
+            return Ok(false);
         };
         if t.url() != configured.url() {
-            return false;
+            return Ok(false);
         }
         if endpoint(t) == endpoint(configured) {
-            return true;
+            return Ok(true);
         }
-        match packs.iter().find(|p| p.1 as usize == n) {
-            None => true,
-            Some((id, _)) => tiers
-                .remote_pack_name(*id)
-                .is_some_and(|name| remote.s3.exists(&name).unwrap_or(false)),
-        }
+        let Some(name) = packs
+            .iter()
+            .find(|p| p.1 as usize == n)
+            .and_then(|(id, _)| tiers.remote_pack_name(*id))
+        else {
+            return Ok(true);
+        };
+        remote.s3.exists(&name).map_err(|e| {
+            format!(
+                "{}: cannot tell whether it holds this store's packs: {e}",
+                configured.url()
+            )
+        })
     };
-    let n = match saved.iter().enumerate().position(|(n, s)| same(n, s)) {
+    let mut found = None;
+    for (n, s) in saved.iter().enumerate() {
+        if same(n, s)? {
+            found = Some(n);
+            break;
+        }
+    }
+    let n = match found {
         Some(n) => n,
         None => {
             saved.push(Saved {

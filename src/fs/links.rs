@@ -1,0 +1,293 @@
+//! The namespace changes that drop, add or move a link: unlink, rmdir,
+//! link and rename (with `RENAME_NOREPLACE` and `RENAME_EXCHANGE`). Each is
+//! one metadata transaction: the entries, the link counts, the link
+//! records and quota charges (`quota`), and what goes to the trash
+//! (`trash`) instead of being freed.
+
+use super::quota::Delta;
+use super::*;
+use crate::meta::Why;
+
+impl TierFs {
+    /// Removes the entry `name` (not a directory when `dir` is false, only an
+    /// empty directory when it is true).
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        let _q = self.quota_guard();
+        let ino = {
+            let held = self.meta.write_lock();
+            let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+            let mut victim = self.meta.inode(d.ino)?;
+            // What it was charged (see `quota`).
+            let charged = Delta::of(&victim, self.inode(d.ino)?.size);
+            let mut p = self.meta.inode(parent)?;
+            let now = Time::now();
+            match (dir, victim.kind == Kind::Dir) {
+                (false, true) => return Err(Error::IsDir),
+                (true, false) => return Err(Error::NotDir),
+                (true, true) => {
+                    if !self.meta.dir_is_empty(d.ino)? {
+                        return Err(Error::NotEmpty);
+                    }
+                    victim.nlink = 0;
+                    p.nlink -= 1;
+                }
+                (false, false) => victim.nlink = victim.nlink.saturating_sub(1),
+            }
+            victim.ctime = now;
+            p.mtime = now;
+            p.ctime = now;
+            let mut t = Txn::default();
+            t.del_dirent(parent, name, d.seq);
+            let left = self.drop_link(&mut victim, parent, &mut t)?;
+            // A file renamed away from a name that has a new file now (an
+            // editor's backup, deleted after the save) is a version of
+            // that name.
+            let (kept_name, why) = match self.renamed.saved_as(parent, name, victim.ino) {
+                Some(old) if self.meta.lookup(parent, &old)?.is_some() => (old, Why::Rename),
+                _ => (name.to_vec(), Why::Unlink),
+            };
+            let kept = self.keep_in_trash(&mut victim, parent, &kept_name, why, &mut t)?;
+            t.put_inode(&p);
+            t.put_inode(&victim);
+            let freed = victim.nlink == 0 && !kept;
+            if freed {
+                t.put_orphan(victim.ino);
+            }
+            self.meta.commit(&held, t)?;
+            drop(held);
+            self.uncharge_from(&left, charged);
+            if kept {
+                self.tiers.unpin_hot(victim.ino);
+            }
+            freed.then_some(victim.ino)
+        };
+        if let Some(ino) = ino {
+            self.purge_if_unused(ino);
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
+        check_name(newname)?;
+        let _q = self.quota_guard();
+        let inode = {
+            let held = self.meta.write_lock();
+            let mut inode = self.meta.inode(ino)?;
+            let d = Delta::of(&inode, self.inode(ino)?.size);
+            if inode.kind == Kind::Dir {
+                return Err(Error::NotPermitted);
+            }
+            let mut p = self.meta.inode(newparent)?;
+            if p.kind != Kind::Dir {
+                return Err(Error::NotDir);
+            }
+            if self.meta.lookup(newparent, newname)?.is_some() {
+                return Err(Error::Exists);
+            }
+            let now = Time::now();
+            let mut t = Txn::default();
+            // The quotas it enters are charged (see `quota`).
+            let entered = self.add_link(&inode, newparent, &mut t)?;
+            if inode.nlink == 0 {
+                t.del_orphan(ino);
+            }
+            inode.nlink += 1;
+            inode.ctime = now;
+            inode.parent = newparent;
+            p.mtime = now;
+            p.ctime = now;
+            t.put_inode(&inode);
+            t.put_inode(&p);
+            t.put_dirent(
+                newparent,
+                newname,
+                Dirent {
+                    ino,
+                    seq: self.meta.next_id()?,
+                    kind: inode.kind,
+                },
+            );
+            self.charge_to(&entered, d)?;
+            if let Err(e) = self.meta.commit(&held, t) {
+                self.uncharge_from(&entered, d);
+                return Err(e);
+            }
+            inode
+        };
+        self.count_lookup(ino);
+        self.inode(inode.ino)
+    }
+
+    /// True when `dir` is `ancestor` or lies below it.
+    pub(super) fn is_within(&self, mut dir: u64, ancestor: u64) -> Result<bool> {
+        for _ in 0..100_000 {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = self.meta.inode(dir)?.parent;
+        }
+        Err(Error::Corrupt("directory parent chain has a loop".into()))
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        check_name(newname)?;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(Error::Invalid("unsupported rename flags"));
+        }
+        let _q = self.quota_guard();
+        let orphan = {
+            let held = self.meta.write_lock();
+            let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
+            let dst = self.meta.lookup(newparent, newname)?;
+            if exchange && dst.is_none() {
+                return Err(Error::NotFound);
+            }
+            if let Some(d) = dst {
+                if noreplace {
+                    return Err(Error::Exists);
+                }
+                if d.ino == src.ino {
+                    return Ok(());
+                }
+            }
+            if src.kind == Kind::Dir && self.is_within(newparent, src.ino)? {
+                return Err(Error::Invalid("cannot move a directory into itself"));
+            }
+            let now = Time::now();
+            let mut t = Txn::default();
+            // The parents, loaded once even when they are the same directory.
+            let mut dirs: HashMap<u64, Inode> = HashMap::new();
+            for p in [parent, newparent] {
+                if let std::collections::hash_map::Entry::Vacant(e) = dirs.entry(p) {
+                    e.insert(self.meta.inode(p)?);
+                }
+            }
+            let mut orphan = None;
+            let mut kept_ino = None;
+            let mut moved = self.meta.inode(src.ino)?;
+            moved.ctime = now;
+            t.del_dirent(parent, name, src.seq);
+            // Quota changes (`quota`), each quota's own, and what a
+            // replaced inode was charged and the quotas it leaves.
+            let mut changes: Vec<(u64, Delta)> = Vec::new();
+            let mut freed: Option<(Vec<u64>, Delta)> = None;
+            if parent != newparent {
+                changes.extend(self.move_link(&moved, parent, newparent, &mut t)?);
+            }
+            moved.parent = newparent;
+            if src.kind == Kind::Dir {
+                dirs.get_mut(&parent).unwrap().nlink -= 1;
+                dirs.get_mut(&newparent).unwrap().nlink += 1;
+            }
+            if let Some(d) = dst {
+                let mut other = self.meta.inode(d.ino)?;
+                other.ctime = now;
+                t.del_dirent(newparent, newname, d.seq);
+                if exchange && parent != newparent {
+                    changes.extend(self.move_link(&other, newparent, parent, &mut t)?);
+                }
+                let other_charged = Delta::of(&other, self.inode(d.ino)?.size);
+                if exchange {
+                    other.parent = parent;
+                    if d.kind == Kind::Dir {
+                        if self.is_within(parent, d.ino)? {
+                            return Err(Error::Invalid("cannot move a directory into itself"));
+                        }
+                        dirs.get_mut(&newparent).unwrap().nlink -= 1;
+                        dirs.get_mut(&parent).unwrap().nlink += 1;
+                    }
+                    t.put_dirent(
+                        parent,
+                        name,
+                        Dirent {
+                            seq: self.meta.next_id()?,
+                            ..d
+                        },
+                    );
+                } else {
+                    match (src.kind == Kind::Dir, d.kind == Kind::Dir) {
+                        (true, false) => return Err(Error::NotDir),
+                        (false, true) => return Err(Error::IsDir),
+                        (true, true) => {
+                            if !self.meta.dir_is_empty(d.ino)? {
+                                return Err(Error::NotEmpty);
+                            }
+                            other.nlink = 0;
+                            dirs.get_mut(&newparent).unwrap().nlink -= 1;
+                        }
+                        (false, false) => other.nlink = other.nlink.saturating_sub(1),
+                    }
+                    freed = Some((
+                        self.drop_link(&mut other, newparent, &mut t)?,
+                        other_charged,
+                    ));
+                    let kept =
+                        self.keep_in_trash(&mut other, newparent, newname, Why::Rename, &mut t)?;
+                    if other.nlink == 0 && !kept {
+                        t.put_orphan(other.ino);
+                        orphan = Some(other.ino);
+                    }
+                    if kept {
+                        kept_ino = Some(other.ino);
+                    }
+                }
+                t.put_inode(&other);
+            }
+            t.put_dirent(
+                newparent,
+                newname,
+                Dirent {
+                    seq: self.meta.next_id()?,
+                    ..src
+                },
+            );
+            t.put_inode(&moved);
+            for d in dirs.values_mut() {
+                d.mtime = now;
+                d.ctime = now;
+                t.put_inode(d);
+            }
+            self.shift(&changes)?;
+            if let Err(e) = self.meta.commit(&held, t) {
+                self.unshift(&changes);
+                return Err(e);
+            }
+            drop(held);
+            if let Some((left, d)) = freed {
+                self.uncharge_from(&left, d);
+            }
+            if !exchange && src.kind == Kind::File && parent == newparent {
+                self.renamed.note(parent, name, newname, src.ino);
+            }
+            if let Some(ino) = kept_ino {
+                self.tiers.unpin_hot(ino);
+            }
+            orphan
+        };
+        if let Some(ino) = orphan {
+            self.purge_if_unused(ino);
+        }
+        Ok(())
+    }
+}
