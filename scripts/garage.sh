@@ -11,6 +11,7 @@
 #   scripts/garage.sh down DIR         stop every node and delete DIR
 #   scripts/garage.sh bucket DIR NAME  make another bucket NAME the key can use
 #   scripts/garage.sh deny|allow DIR NAME  take the key's access to bucket NAME away, or give it back
+#   scripts/garage.sh readonly DIR NAME    leave the key only read access to bucket NAME
 #
 # With 3 nodes the bucket is replicated on all three (replication_factor 3)
 # and stored uncompressed. Node 0 serves the S3 endpoint.
@@ -189,6 +190,14 @@ deny | allow)
         exit 2
     }
     g 0 bucket "$cmd" --read --write --owner "$3" --key tierfs-key >/dev/null
+    ;;
+readonly)
+    [ -n "${3:-}" ] || {
+        echo "garage.sh: readonly DIR NAME" >&2
+        exit 2
+    }
+    g 0 bucket allow --read --key tierfs-key "$3" >/dev/null
+    g 0 bucket deny --write --owner --key tierfs-key "$3" >/dev/null
     ;;
 down)
     for i in $(nodes); do stop_node "$i"; done

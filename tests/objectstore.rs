@@ -486,11 +486,69 @@ fn an_object_store_that_cannot_be_reached_costs_only_the_files_in_it() {
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
     let why = m.sh_ok("getfattr --only-values -n user.tier.why old");
     assert!(why.contains("s3://tierfs/gone"), "{why}");
-    // Access back: the next mount reads it, and nothing was lost.
+    // Read access back (a bucket left read-only still serves its
+    // packs): the next mount reads it, and nothing was lost.
     m.stop();
     g.run(&["allow", "tierfs"]);
+    g.run(&["readonly", "tierfs"]);
+    drop_caches();
     m.start();
     assert!(fs::read(m.path("old")).unwrap() == pattern(50, 300_000));
+    assert!(!m.log_text().contains("the packs there cannot be read"));
+    m.assert_fsck_clean();
+}
+
+/// Two object store numbers that reach the same bucket (an endpoint
+/// changed while a check could not tell): the sweep of one never deletes
+/// the other's packs, and compaction moves them over.
+#[test]
+fn a_sweep_never_deletes_packs_recorded_under_another_object_store() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "twice");
+    m.stop();
+    m.set_env("TIERFS_SWEEP_GRACE", "0");
+    m.start();
+    let names = ["a", "b", "c"];
+    for (i, name) in names.iter().enumerate() {
+        fs::write(m.path(name), pattern(80 + i as u64, 300_000)).unwrap();
+        move_cold_and_upload(&m, &[name.to_string()]);
+    }
+    assert_eq!(bucket_keys(&g, "twice/packs/").len(), 3);
+    m.stop();
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        let key = b"Mcold-targets";
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&db.get(key).unwrap().expect("saved")).unwrap();
+        let other = list[0].to_string().replace("127.0.0.1", "localhost");
+        let other: serde_json::Value = serde_json::from_str(&other).unwrap();
+        db.insert(key, serde_json::to_vec(&[list[0].clone(), other]).unwrap())
+            .unwrap();
+        let packs: Vec<_> = db.scan_prefix(b"R").map(|r| r.unwrap()).collect();
+        assert_eq!(packs.len(), 3);
+        for (k, v) in &packs[1..] {
+            let mut under_1 = vec![0u8];
+            under_1.extend_from_slice(&1u32.to_le_bytes());
+            under_1.extend_from_slice(v);
+            db.insert(k, under_1).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    m.start();
+    for _ in 0..4 {
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    }
+    m.stop();
+    drop_caches();
+    m.start();
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            fs::read(m.path(name)).unwrap() == pattern(80 + i as u64, 300_000),
+            "{name}"
+        );
+    }
+    assert!(m.log_text().contains("compacted uploaded pack"));
     m.assert_fsck_clean();
 }
 

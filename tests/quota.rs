@@ -257,3 +257,113 @@ fn fsck_rebuilds_link_records_and_a_bad_quota_record_does_not_stop_a_mount() {
     assert_eq!(quota(&m, "a"), "files=5; used 0B 0");
     m.assert_fsck_clean();
 }
+
+/// Writes that grow files under a quota at once, from several threads
+/// (into one file and each into its own): the use is the files' sizes,
+/// as a count of the tree after a remount finds it.
+#[test]
+fn concurrent_growing_writes_are_charged_once() {
+    use std::os::unix::fs::FileExt;
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir q && setfattr -n user.tier.quota -v 'bytes=64MiB' q");
+    let shared = fs::File::create(m.path("q/shared")).unwrap();
+    let shared = std::sync::Arc::new(shared);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let shared = shared.clone();
+            let own = m.path(&format!("q/own{t}"));
+            std::thread::spawn(move || {
+                let own = fs::File::create(own).unwrap();
+                let block = vec![t as u8 + 1; 3000];
+                for j in 0..200u64 {
+                    // Interleaved: each write grows the shared file past
+                    // another thread's.
+                    shared.write_all_at(&block, (j * 4 + t) * 3000).unwrap();
+                    own.write_all_at(&block, j * 3000).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(shared);
+    let total: u64 = fs::read_dir(m.path("q"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(total, 800 * 3000 + 4 * 200 * 3000);
+    let used = |m: &Mounted| {
+        let stats = m.sh_ok("getfattr --only-values -n user.tier.stats .");
+        let v: contract::json::Stats = serde_json::from_str(&stats).unwrap();
+        (v.quotas[0].used_bytes, v.quotas[0].used_files)
+    };
+    let shown = used(&m);
+    assert_eq!(shown, (total, 5));
+    m.stop();
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        db.remove(b"Mquota-usage").unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    m.start();
+    assert_eq!(used(&m), shown, "counted again from the tree");
+}
+
+/// Growing writes under way (on `TierFs` directly, where nothing
+/// serialises writes to one file as the kernel does) while the file is
+/// renamed back and forth between two quota directories: each quota's use
+/// is what its tree holds.
+#[test]
+fn writes_under_way_while_the_file_moves_between_quotas() {
+    use tierfs::meta::ROOT_INO;
+    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::open_direct(&dir.path().join("store"));
+    let flags = tierfs::fs::XattrFlags::from_raw(0);
+    let mut dirs = Vec::new();
+    for name in ["a", "b"] {
+        let d = fs.mkdir(root, ROOT_INO, name.as_bytes(), 0o755, 0).unwrap();
+        fs.setxattr(d.ino, b"user.tier.quota", b"bytes=1GiB", flags)
+            .unwrap();
+        dirs.push(d.ino);
+    }
+    let (f, fh) = fs
+        .create(root, dirs[0], b"f", 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    const BLOCK: u64 = 4096;
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let fs = &fs;
+            s.spawn(move || {
+                let data = vec![t as u8 + 1; BLOCK as usize];
+                for j in 0..300u64 {
+                    fs.write(root, f.ino, (j * 3 + t) * BLOCK, &data).unwrap();
+                }
+            });
+        }
+        let fs = &fs;
+        s.spawn(move || {
+            for k in 0..300usize {
+                let (from, to) = (dirs[k % 2], dirs[(k + 1) % 2]);
+                fs.rename(from, b"f", to, b"f", 0).unwrap();
+            }
+        });
+    });
+    fs.release(fh);
+    let size = fs.getattr(f.ino).unwrap().size;
+    assert_eq!(size, 900 * BLOCK);
+    let stats = fs.getxattr(ROOT_INO, b"user.tier.stats").unwrap();
+    let v: contract::json::Stats = serde_json::from_slice(&stats).unwrap();
+    let used: Vec<(String, u64, u64)> = v
+        .quotas
+        .iter()
+        .map(|q| (q.dir.clone(), q.used_bytes, q.used_files))
+        .collect();
+    // 300 renames: back in a.
+    assert_eq!(
+        used,
+        [("/a".to_string(), size, 1), ("/b".to_string(), 0, 0)]
+    );
+}

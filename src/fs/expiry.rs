@@ -111,7 +111,7 @@ impl TierFs {
         };
         let freed = {
             let _q = self.quota_guard();
-            let charged = Delta::of(&inode, self.inode(ino)?.size);
+            let charged = Delta::of(&inode, self.charged_size_of(ino)?);
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
             let Some(d) = self.meta.lookup(inode.parent, &name)? else {

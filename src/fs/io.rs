@@ -93,25 +93,14 @@ impl TierFs {
             return Ok(0);
         }
         // Growth under a quota is charged first (EDQUOT before anything
-        // changes), from the size read under the quota lock. A write that
-        // grows nothing takes no lock.
+        // changes); the quota lock is not held while it writes. A write
+        // that grows nothing takes no lock.
         let end = off + data.len() as u64;
         let grows = self.quotas.active() && end > self.inode(ino)?.size;
-        let quota = if grows { self.quota_guard() } else { None };
-        let mut charged = None;
-        if quota.is_some() {
-            let i = self.inode(ino)?;
-            let grow = (off + data.len() as u64).saturating_sub(i.size);
-            if grow > 0 && i.nlink > 0 && !i.trash {
-                let d = Delta {
-                    files: 0,
-                    bytes: grow as i64,
-                };
-                let quotas = self.charged_quotas(&i)?;
-                self.charge_to(&quotas, d)?;
-                charged = Some((quotas, d));
-            }
-        }
+        let charged = match grows {
+            true => self.charge_write(ino, end)?,
+            false => None,
+        };
         let r = match self.tiers.write(ino, off, data) {
             // The trash gives way to a write that finds the disk full.
             Err(Error::NoSpace) => match self.trash_yield() {
@@ -121,13 +110,10 @@ impl TierFs {
             },
             r => r,
         };
-        if let Err(e) = r {
-            if let Some((quotas, d)) = charged {
-                self.uncharge_from(&quotas, d);
-            }
-            return Err(e);
+        if let Some(c) = charged {
+            self.write_done(ino, c, r.is_err());
         }
-        drop(quota);
+        r?;
         // The size grows durably with the data, in `Tiers::flush`. The
         // write has happened: a failure to record its times (the metadata
         // store on a full disk) is logged, not answered, so that a write

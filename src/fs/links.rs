@@ -18,7 +18,7 @@ impl TierFs {
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
             let mut victim = self.meta.inode(d.ino)?;
             // What it was charged (see `quota`).
-            let charged = Delta::of(&victim, self.inode(d.ino)?.size);
+            let charged = Delta::of(&victim, self.charged_size_of(d.ino)?);
             let mut p = self.meta.inode(parent)?;
             let now = Time::now();
             match (dir, victim.kind == Kind::Dir) {
@@ -81,7 +81,7 @@ impl TierFs {
         let inode = {
             let held = self.meta.write_lock();
             let mut inode = self.meta.inode(ino)?;
-            let d = Delta::of(&inode, self.inode(ino)?.size);
+            let d = Delta::of(&inode, self.charged_size_of(ino)?);
             if inode.kind == Kind::Dir {
                 return Err(Error::NotPermitted);
             }
@@ -207,7 +207,7 @@ impl TierFs {
                 if exchange && parent != newparent {
                     changes.extend(self.move_link(&other, newparent, parent, &mut t)?);
                 }
-                let other_charged = Delta::of(&other, self.inode(d.ino)?.size);
+                let other_charged = Delta::of(&other, self.charged_size_of(d.ino)?);
                 if exchange {
                     other.parent = parent;
                     if d.kind == Kind::Dir {

@@ -312,7 +312,7 @@ impl TierFs {
             let linked = before.nlink > 0 && !before.trash;
             let d = Delta {
                 files: 0,
-                bytes: size as i64 - before.size as i64,
+                bytes: size as i64 - self.charged_size(&before) as i64,
             };
             let quotas = match linked {
                 true => self.charged_quotas(&before)?,

@@ -23,9 +23,14 @@ use crate::meta::{Limits, LinkDirs, Usage};
 pub(super) struct Quotas {
     /// Quota directories: limits and usage.
     dirs: RwLock<HashMap<u64, (Limits, Usage)>>,
-    /// Held from the check of a change to its charge (and by writes that
-    /// grow files under a quota, from the size they read to the write).
+    /// Held from the check of a change to its charge (a write that grows
+    /// a file holds it only to charge the growth, not while it writes).
     pub(super) lock: Mutex<()>,
+    /// Writes under way that grow a file under a quota: inode → (the end
+    /// the highest of them was charged up to, how many). Until a write is
+    /// done its growth is charged but not yet in the file's size: the
+    /// size every other charge uses (`charged_size`) counts it.
+    growing: Mutex<HashMap<u64, (u64, u32)>>,
 }
 
 /// A change of usage: files and bytes, either way.
@@ -390,16 +395,14 @@ impl TierFs {
         let (qb, qa) = (self.quotas_above(&before)?, self.quotas_above(&after)?);
         let mut changes = Vec::new();
         if moved.kind != Kind::Dir {
-            let d = Delta::of(moved, self.pending_aware(&self.inode(moved.ino)?));
+            let d = Delta::of(moved, self.charged_size(&self.inode(moved.ino)?));
             changes.extend(qa.iter().filter(|q| !qb.contains(q)).map(|q| (*q, d)));
             changes.extend(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, d.neg())));
             return Ok(changes);
         }
         // A directory takes its tree along. A file in it with a link
         // outside it stays counted in a quota that link is under.
-        let (u, linked) = self
-            .meta
-            .tree_usage(moved.ino, &|i| self.pending_aware(i))?;
+        let (u, linked) = self.meta.tree_usage(moved.ino, &|i| self.charged_size(i))?;
         let base = Delta {
             files: 1 + u.files as i64,
             bytes: u.bytes as i64,
@@ -412,7 +415,7 @@ impl TierFs {
                     dirs.push(d);
                 }
             }
-            outside.push((Delta::of(m, self.pending_aware(m)), dirs));
+            outside.push((Delta::of(m, self.charged_size(m)), dirs));
         }
         for (q, sign) in qa
             .iter()
@@ -436,11 +439,65 @@ impl TierFs {
         Ok(changes)
     }
 
-    /// A file's size with its writes not yet durable.
-    fn pending_aware(&self, i: &Inode) -> u64 {
-        self.tiers
+    /// The size a file is charged for: with its writes not yet durable,
+    /// and those under way (charged before they write).
+    pub(super) fn charged_size(&self, i: &Inode) -> u64 {
+        let size = self
+            .tiers
             .pending_size(i.ino)
-            .map_or(i.size, |p| p.max(i.size))
+            .map_or(i.size, |p| p.max(i.size));
+        self.quotas
+            .growing
+            .lock()
+            .get(&i.ino)
+            .map_or(size, |g| g.0.max(size))
+    }
+
+    /// `charged_size` of inode `ino`.
+    pub(super) fn charged_size_of(&self, ino: u64) -> Result<u64> {
+        Ok(self.charged_size(&self.inode(ino)?))
+    }
+
+    /// Charges the growth of a write to `[off, end)` of `ino` to its quotas
+    /// (EDQUOT, changing nothing, if it does not fit) and counts the write
+    /// as under way; `write_done` ends it. Holds the quota lock only for
+    /// the charge. Returns what to give back if the write fails.
+    pub(super) fn charge_write(&self, ino: u64, end: u64) -> Result<Option<(Vec<u64>, Delta)>> {
+        let _q = self.quota_guard();
+        let i = self.inode(ino)?;
+        if i.nlink == 0 || i.trash {
+            return Ok(None);
+        }
+        let d = Delta {
+            files: 0,
+            bytes: end.saturating_sub(self.charged_size(&i)) as i64,
+        };
+        let quotas = self.charged_quotas(&i)?;
+        if d.bytes > 0 {
+            self.charge_to(&quotas, d)?;
+        }
+        let mut growing = self.quotas.growing.lock();
+        let g = growing.entry(ino).or_insert((0, 0));
+        *g = (g.0.max(end), g.1 + 1);
+        Ok(Some((quotas, d)))
+    }
+
+    /// A write `charge_write` charged is done (its size is the file's now),
+    /// or failed: `charged` is given back then. (A write to the same file
+    /// that was charged after a failed one, and charged less for it, stays
+    /// charged less: the use can be short by what failed until it is
+    /// counted again.)
+    pub(super) fn write_done(&self, ino: u64, charged: (Vec<u64>, Delta), failed: bool) {
+        if failed {
+            self.uncharge_from(&charged.0, charged.1);
+        }
+        let mut growing = self.quotas.growing.lock();
+        if let Some(g) = growing.get_mut(&ino) {
+            g.1 -= 1;
+            if g.1 == 0 {
+                growing.remove(&ino);
+            }
+        }
     }
 
     /// A directory that is freed takes its quota with it (its record goes
@@ -494,7 +551,7 @@ impl TierFs {
                 let used = self.quotas.dirs.read().get(&ino).map(|(_, u)| *u);
                 let used = match used {
                     Some(u) => u,
-                    None => self.meta.quota_usage_of(ino, |i| self.pending_aware(i))?,
+                    None => self.meta.quota_usage_of(ino, |i| self.charged_size(i))?,
                 };
                 self.quotas.dirs.write().insert(ino, (l, used));
             }

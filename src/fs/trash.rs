@@ -154,7 +154,7 @@ impl TierFs {
         }
         let cut_bytes = Delta {
             files: 0,
-            bytes: inode.size as i64,
+            bytes: self.charged_size(&inode) as i64,
         };
         let linked = inode.nlink > 0 && !inode.trash;
         let charged = match linked {
@@ -411,7 +411,7 @@ impl TierFs {
             let mut cur = self.meta.inode(d.ino)?;
             // The version is charged where the file was (EDQUOT first);
             // the current content leaves the quotas only this link held.
-            let was = Delta::of(&cur, self.inode(d.ino)?.size);
+            let was = Delta::of(&cur, self.charged_size_of(d.ino)?);
             let comes = Delta::of(&back, self.inode(id)?.size);
             cur.nlink = cur.nlink.saturating_sub(1);
             cur.ctime = now;
