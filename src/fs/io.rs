@@ -96,6 +96,8 @@ impl TierFs {
         // changes); the quota lock is not held while it writes. A write
         // that grows nothing takes no lock.
         let end = off + data.len() as u64;
+        // No truncate between the size read here and the bytes written.
+        let _gate = self.write_gate(ino).map(|g| g.read());
         let grows = self.quotas.active() && end > self.inode(ino)?.size;
         let charged = match grows {
             true => self.charge_write(ino, end)?,

@@ -94,14 +94,19 @@ impl TierFs {
             }
             let now = Time::now();
             let mut t = Txn::default();
-            // The quotas it enters are charged (see `quota`).
+            // The quotas it enters are charged (see `quota`). A file linked
+            // before link records were kept stays charged where its record
+            // says (until fsck --repair makes them).
+            let legacy = inode.nlink > 1 && self.meta.links_of(ino)?.is_empty();
             let entered = self.add_link(&inode, newparent, &mut t)?;
             if inode.nlink == 0 {
                 t.del_orphan(ino);
             }
             inode.nlink += 1;
             inode.ctime = now;
-            inode.parent = newparent;
+            if !legacy {
+                inode.parent = newparent;
+            }
             p.mtime = now;
             p.ctime = now;
             t.put_inode(&inode);

@@ -306,7 +306,9 @@ impl TierFs {
                 Kind::Dir => return Err(Error::IsDir),
                 _ => return Err(Error::Invalid("truncate of a special file")),
             }
-            // What a quota is charged (EDQUOT before anything changes).
+            // What a quota is charged (EDQUOT before anything changes); no
+            // write is between its charge and its bytes (`write_gate`).
+            let _gate = self.write_gate(ino).map(|g| g.write());
             let _q = self.quota_guard();
             let before = self.inode(ino)?;
             let linked = before.nlink > 0 && !before.trash;

@@ -31,6 +31,11 @@ pub(super) struct Quotas {
     /// done its growth is charged but not yet in the file's size: the
     /// size every other charge uses (`charged_size`) counts it.
     growing: Mutex<HashMap<u64, (u64, u32)>>,
+    /// Per file (by inode, striped): held shared by a write from before it
+    /// reads the size to when it is done, exclusively by a truncate, so
+    /// that a cut never falls between a write's charge (or its finding
+    /// that it grows nothing) and its bytes. Taken before the quota lock.
+    gates: [RwLock<()>; 32],
 }
 
 /// A change of usage: files and bytes, either way.
@@ -271,10 +276,21 @@ impl TierFs {
         self.apply(quotas, d.neg());
     }
 
-    /// Applies per-quota changes, EDQUOT (changing nothing) if a growth
-    /// does not fit.
+    /// Applies per-quota changes, EDQUOT (changing nothing) if what one
+    /// quota gains in all (an exchange can take from and give to it) does
+    /// not fit.
     pub(super) fn shift(&self, changes: &[(u64, Delta)]) -> Result<()> {
+        let mut net: Vec<(u64, Delta)> = Vec::new();
         for (q, d) in changes {
+            match net.iter_mut().find(|n| n.0 == *q) {
+                Some(n) => {
+                    n.1.files += d.files;
+                    n.1.bytes += d.bytes;
+                }
+                None => net.push((*q, *d)),
+            }
+        }
+        for (q, d) in &net {
             self.fits(&[*q], *d)?;
         }
         for (q, d) in changes {
@@ -461,8 +477,9 @@ impl TierFs {
     /// Charges the growth of a write to `[off, end)` of `ino` to its quotas
     /// (EDQUOT, changing nothing, if it does not fit) and counts the write
     /// as under way; `write_done` ends it. Holds the quota lock only for
-    /// the charge. Returns what to give back if the write fails.
-    pub(super) fn charge_write(&self, ino: u64, end: u64) -> Result<Option<(Vec<u64>, Delta)>> {
+    /// the charge. Returns what was charged (for `write_done`), none if the
+    /// file is in no directory.
+    pub(super) fn charge_write(&self, ino: u64, end: u64) -> Result<Option<Delta>> {
         let _q = self.quota_guard();
         let i = self.inode(ino)?;
         if i.nlink == 0 || i.trash {
@@ -479,17 +496,25 @@ impl TierFs {
         let mut growing = self.quotas.growing.lock();
         let g = growing.entry(ino).or_insert((0, 0));
         *g = (g.0.max(end), g.1 + 1);
-        Ok(Some((quotas, d)))
+        Ok(Some(d))
     }
 
     /// A write `charge_write` charged is done (its size is the file's now),
-    /// or failed: `charged` is given back then. (A write to the same file
-    /// that was charged after a failed one, and charged less for it, stays
-    /// charged less: the use can be short by what failed until it is
-    /// counted again.)
-    pub(super) fn write_done(&self, ino: u64, charged: (Vec<u64>, Delta), failed: bool) {
-        if failed {
-            self.uncharge_from(&charged.0, charged.1);
+    /// or failed: its growth `d` is given back then, by the quotas the file
+    /// is in now (a rename while it wrote moved the charge; an unlink took
+    /// it back already). (A write to the same file that was charged after a
+    /// failed one, and charged less for it, stays charged less: the use can
+    /// be short by what failed until it is counted again.)
+    pub(super) fn write_done(&self, ino: u64, d: Delta, failed: bool) {
+        if failed && d.bytes > 0 {
+            let _q = self.quota_guard();
+            match self.inode(ino) {
+                Ok(i) if i.nlink > 0 && !i.trash => match self.charged_quotas(&i) {
+                    Ok(quotas) => self.uncharge_from(&quotas, d),
+                    Err(e) => log::warn!("quota usage of {}: {e}", self.describe(ino)),
+                },
+                _ => {}
+            }
         }
         let mut growing = self.quotas.growing.lock();
         if let Some(g) = growing.get_mut(&ino) {
@@ -498,6 +523,14 @@ impl TierFs {
                 growing.remove(&ino);
             }
         }
+    }
+
+    /// The gate of `ino` (`Quotas::gates`): shared for a write, exclusive
+    /// for a truncate; none without a quota.
+    pub(super) fn write_gate(&self, ino: u64) -> Option<&RwLock<()>> {
+        self.quotas
+            .active()
+            .then(|| &self.quotas.gates[(ino % 32) as usize])
     }
 
     /// A directory that is freed takes its quota with it (its record goes

@@ -147,6 +147,7 @@ impl TierFs {
             }
             i
         };
+        let _gate = self.write_gate(ino).map(|g| g.write());
         let _q = self.quota_guard();
         let inode = self.inode(ino)?;
         if inode.size == 0 {
@@ -416,13 +417,7 @@ impl TierFs {
             cur.nlink = cur.nlink.saturating_sub(1);
             cur.ctime = now;
             let left = self.drop_link(&mut cur, parent, &mut t)?;
-            self.uncharge_from(&left, was);
             let enters = self.quotas_over(parent)?;
-            if let Err(err) = self.charge_to(&enters, comes) {
-                // Given back unchecked: it was there before.
-                self.uncharge_from(&left, was.neg());
-                return Err(err);
-            }
             let kept = self.keep_in_trash(&mut cur, parent, &name, Why::Restore, &mut t)?;
             let orphan = cur.nlink == 0 && !kept;
             if orphan {
@@ -433,6 +428,13 @@ impl TierFs {
             p.mtime = now;
             p.ctime = now;
             t.put_inode(&p);
+            // Nothing fails from here to the commit but the charge.
+            self.uncharge_from(&left, was);
+            if let Err(err) = self.charge_to(&enters, comes) {
+                // Given back unchecked: it was there before.
+                self.uncharge_from(&left, was.neg());
+                return Err(err);
+            }
             if let Err(err) = self.meta.commit(&held, t) {
                 self.uncharge_from(&enters, comes);
                 self.uncharge_from(&left, was.neg());

@@ -112,7 +112,14 @@ impl Check<'_> {
     fn link_records(&mut self) -> Result<bool> {
         let mut want: Vec<(u64, u64, u32)> = Vec::new();
         self.links.sort_unstable();
-        for (ino, dir) in std::mem::take(&mut self.links) {
+        // Entries of files the entries give more than one link (a file
+        // whose recorded count says more, but that fewer entries name, has
+        // its count repaired to theirs; one whose recorded count says one
+        // but more entries name is found by the next check, once repaired).
+        let links = std::mem::take(&mut self.links);
+        let table = &self.table;
+        let linked = |ino: u64| table.find(ino).is_some_and(|s| table.refs(s) > 1);
+        for (ino, dir) in links.into_iter().filter(|l| linked(l.0)) {
             match want.last_mut() {
                 Some(w) if (w.0, w.1) == (ino, dir) => w.2 += 1,
                 _ => want.push((ino, dir, 1)),

@@ -262,6 +262,23 @@ impl Check<'_> {
             } else if self.table.nlink(slot) > 1 {
                 self.links.push((d.ino, parent));
             }
+            // The directory a record names is where its one entry is (for
+            // a file with more, `lifecycle` checks it).
+            let single = d.kind == Kind::Dir || self.table.nlink(slot) == 1;
+            if single && self.table.parent(slot) != parent {
+                self.problems.push(format!(
+                    "{}: its record names directory inode {} as its directory",
+                    self.meta.path_of(parent).join(shown()).display(),
+                    self.table.parent(slot)
+                ));
+                if self.repair {
+                    let mut i = self.for_repair(d.ino)?;
+                    i.parent = parent;
+                    self.fixed.insert(d.ino, i);
+                    self.repairs
+                        .push(format!("inode {}: its directory recorded", d.ino));
+                }
+            }
         }
         if let Some((p, _, n)) = cur.filter(|c| c.2 > 0) {
             subdirs.push((p, n));
@@ -526,9 +543,8 @@ impl Check<'_> {
         };
         for ino in lost {
             let mut i = self.for_repair(ino)?;
-            if i.kind == Kind::Dir {
-                i.parent = lf;
-            } else {
+            i.parent = lf;
+            if i.kind != Kind::Dir {
                 i.nlink = 1;
             }
             let name = format!("#{ino}");

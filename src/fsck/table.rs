@@ -1,13 +1,14 @@
 //! What the check keeps per inode while it streams the metadata: the inode
-//! numbers in key order, each one's kind, tier and link count, and how many
-//! directory entries name it. Owns nothing in the store; filled from one
+//! numbers in key order, each one's kind, tier, link count and the
+//! directory its record names, and how many directory entries name it. Owns nothing in the store; filled from one
 //! scan of the inode records and read by the later passes.
 //!
 //! Inode numbers are not dense: sled's `generate_id` also numbers directory
 //! entries, and it jumps by two million at every open of the store. So an
 //! inode is found by binary search in the sorted numbers, never by indexing
-//! an array with its number: 17 bytes per inode (8 number, 1 kind and tier,
-//! 4 link count, 4 entry count), about 16 MiB for a million files.
+//! an array with its number: 25 bytes per inode (8 number, 1 kind and tier,
+//! 4 link count, 8 parent, 4 entry count), about 24 MiB for a million
+//! files.
 
 use crate::error::{Error, Result};
 use crate::meta::{Inode, Kind, Tier};
@@ -24,6 +25,8 @@ pub(super) struct InodeTable {
     info: Vec<u8>,
     /// Per inode: its link count as recorded.
     nlink: Vec<u32>,
+    /// Per inode: the directory its record names.
+    parent: Vec<u64>,
     /// Per inode: the directory entries that name it.
     refs: Vec<u32>,
 }
@@ -41,6 +44,7 @@ impl InodeTable {
         self.info
             .push(kind_code(i.kind) | tier_code(i.tier) << 3 | (i.trash as u8) << 5);
         self.nlink.push(i.nlink);
+        self.parent.push(i.parent);
         self.refs.push(0);
         Ok(())
     }
@@ -75,6 +79,11 @@ impl InodeTable {
     /// The link count the inode in `slot` records.
     pub(super) fn nlink(&self, slot: Slot) -> u32 {
         self.nlink[slot]
+    }
+
+    /// The directory the record of the inode in `slot` names.
+    pub(super) fn parent(&self, slot: Slot) -> u64 {
+        self.parent[slot]
     }
 
     /// Counts one more directory entry naming the inode in `slot`.
@@ -164,6 +173,7 @@ mod tests {
             assert_eq!(t.kind(s), kinds[n % 7]);
             assert_eq!(t.tier(s), tiers[n % 3]);
             assert_eq!(t.nlink(s), n as u32 * 3);
+            assert_eq!(t.parent(s), 0);
             for _ in 0..n {
                 t.add_ref(s);
             }

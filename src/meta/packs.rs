@@ -110,6 +110,10 @@ impl Meta {
         for r in self.db.scan_prefix([TAG_PACK]) {
             let (k, val) = r?;
             let Ok(id) = <[u8; 8]>::try_from(&k[1..]) else {
+                // Its pack is unknown: recorded as damaged (under id 0,
+                // which no pack has) so that no sweep runs.
+                log::error!("a pack-location record has a malformed key {k:02x?}");
+                damaged.push(0);
                 continue;
             };
             let id = u64::from_be_bytes(id);

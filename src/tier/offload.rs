@@ -229,8 +229,14 @@ impl Tiers {
             let r = self.let_go(remote, &here, named.as_ref());
             if let Err(e) = r {
                 log::warn!("{}: {e}; tried again after the next cycle", remote.s3.url());
+                let first = Some(*target) == current.as_ref().map(|c| c.0);
                 if result.is_ok() {
                     result = Err(e);
+                }
+                if first {
+                    // No snapshot there names the packs moved over yet:
+                    // their old objects stay until one does.
+                    break;
                 }
             }
         }
