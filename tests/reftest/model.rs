@@ -448,7 +448,8 @@ impl Model {
             }
         }
         // A file or directory replaced: kept as the trash would.
-        match self.names.get(to).copied() {
+        let replaced = self.names.get(to).copied();
+        match replaced {
             Some(Node::File(b)) if self.links(b) == 1 => {
                 self.keep(self.dir_id(parent_of(to)), split(to).1, b)
             }
@@ -473,6 +474,11 @@ impl Model {
             self.node(id).home = home;
             if parent_of(from) == parent_of(to) {
                 self.note_rename(home, split(from).1, split(to).1, id);
+            }
+        }
+        if let Some(Node::File(b)) = replaced {
+            if self.links(b) > 0 {
+                self.rehome(b);
             }
         }
         Ok(())

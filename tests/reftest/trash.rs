@@ -52,6 +52,25 @@ impl Model {
         self.names.values().filter(|n| n.id() == id).count()
     }
 
+    /// A file that lost a name: if its home directory holds none of its
+    /// names now but others do, its home is the first made of those (the
+    /// README: a file's trash entries go by the directory its record
+    /// names, which follows its links).
+    pub(crate) fn rehome(&mut self, id: u64) {
+        let home = self.inodes[&id].home;
+        let dirs: Vec<u64> = self
+            .names
+            .iter()
+            .filter(|(_, n)| n.id() == id)
+            .map(|(k, _)| self.dir_id(parent_of(k)))
+            .collect();
+        if !dirs.contains(&home) {
+            if let Some(first) = dirs.into_iter().min() {
+                self.node(id).home = first;
+            }
+        }
+    }
+
     /// The path of a directory that has one ("" for the root).
     pub(crate) fn dir_path(&self, dir: u64) -> Option<String> {
         if dir == ROOT_ID {
@@ -110,6 +129,7 @@ impl Model {
     pub(crate) fn unlink_file(&mut self, p: &str, id: u64) {
         self.names.remove(p);
         if self.links(id) > 0 {
+            self.rehome(id);
             return;
         }
         let (dpath, leaf) = split(p);
@@ -257,6 +277,8 @@ impl Model {
         self.node(e.id).home = home;
         if self.links(cur) == 0 {
             self.keep(home, &name, cur);
+        } else {
+            self.rehome(cur);
         }
         Ok(())
     }
