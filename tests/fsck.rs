@@ -74,6 +74,15 @@ fn a_problem_names_the_path_the_parent_records_give() {
         t.put_inode(&i);
         t
     });
+    {
+        // A pack-location record that cannot be read.
+        let db = sled::open(store.join("meta")).unwrap();
+        let mut key = vec![b'R'];
+        key.extend_from_slice(&0x63u64.to_be_bytes());
+        db.insert(key, &[0u8, 1][..]).unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&store);
 
     let report = tierfs::fsck::check(&store, false).unwrap();
     assert_eq!(
@@ -81,6 +90,9 @@ fn a_problem_names_the_path_the_parent_records_give() {
         set(&[
             "/b/second: link count 5 but 2 entries name it".to_string(),
             format!("<inode {}>: link count 3 but 1 entries name it", g.ino),
+            "the location record of pack 0000000000000063 is damaged: the files in that \
+             pack answer EIO, and no sweep of the object store runs"
+                .to_string(),
         ]),
     );
 }

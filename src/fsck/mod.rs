@@ -95,6 +95,13 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     drop(subdirs);
     c.lifecycle()?;
     let (chunks, bad) = c.chunks(&tiers, &mut pages)?;
+    // Reported, never removed: the object it named holds the pack.
+    for id in meta.remote_packs()?.1 {
+        c.problems.push(format!(
+            "the location record of pack {id:016x} is damaged: the files in that pack \
+             answer EIO, and no sweep of the object store runs"
+        ));
+    }
     tiers.drop_pages();
     let saved_live = if summary {
         let ((warm, _), (cold, _)) = tiers.usage();
