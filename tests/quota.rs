@@ -394,3 +394,37 @@ fn writes_under_way_while_the_file_moves_between_quotas() {
         [("/a".to_string(), size, 1), ("/b".to_string(), 0, 0)]
     );
 }
+
+/// An exchange is checked by what each quota gains in all: a file and
+/// another of the same size trade places across a full quota, and one
+/// that is bigger is refused (on `TierFs` directly: `mv --exchange` is not
+/// in every coreutils).
+#[test]
+fn an_exchange_across_a_full_quota_is_checked_by_its_net_change() {
+    use tierfs::meta::ROOT_INO;
+    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::open_direct(&dir.path().join("store"));
+    let flags = tierfs::fs::XattrFlags::from_raw(0);
+    let a = fs.mkdir(root, ROOT_INO, b"a", 0o755, 0).unwrap().ino;
+    let b = fs.mkdir(root, ROOT_INO, b"b", 0o755, 0).unwrap().ino;
+    fs.setxattr(a, b"user.tier.quota", b"bytes=4KiB files=1", flags)
+        .unwrap();
+    for (d, name, len) in [(a, "f", 4096), (b, "same", 4096), (b, "big", 5000)] {
+        let (i, fh) = fs
+            .create(root, d, name.as_bytes(), 0o644, 0, libc::O_RDWR)
+            .unwrap();
+        fs.write(root, i.ino, 0, &vec![1u8; len]).unwrap();
+        fs.release(fh);
+    }
+    let used = || String::from_utf8(fs.getxattr(a, b"user.tier.quota").unwrap()).unwrap();
+    assert_eq!(used(), "bytes=4KiB files=1; used 4KiB 1");
+    fs.rename(a, b"f", b, b"same", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(used(), "bytes=4KiB files=1; used 4KiB 1");
+    let e = fs
+        .rename(a, b"f", b, b"big", libc::RENAME_EXCHANGE)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EDQUOT);
+    assert_eq!(used(), "bytes=4KiB files=1; used 4KiB 1");
+}

@@ -21,7 +21,9 @@ struct HotChunk {
 
 pub struct HotCache {
     chunks: BTreeMap<Key, HotChunk>,
-    /// LRU order: tick of last use → chunk.
+    /// LRU order of the chunks eviction may take (not pinned ones: a hot
+    /// tier of many files would have every eviction walk past them): tick
+    /// of last use → chunk.
     lru: BTreeMap<u64, Key>,
     /// Dirty chunk count per inode, and in all.
     dirty: BTreeMap<u64, usize>,
@@ -87,11 +89,15 @@ impl HotCache {
     /// Marks every cached chunk of `ino` as part of a hot-tier file (or not).
     pub fn set_pinned(&mut self, ino: u64, pinned: bool) {
         let mut delta: i64 = 0;
-        for (_, c) in self.chunks.range_mut((ino, 0)..=(ino, u64::MAX)) {
+        for (key, c) in self.chunks.range_mut((ino, 0)..=(ino, u64::MAX)) {
             if c.pinned != pinned {
                 c.pinned = pinned;
                 let n = c.data.capacity() as i64;
                 delta += if pinned { n } else { -n };
+                match pinned {
+                    true => self.lru.remove(&c.tick),
+                    false => self.lru.insert(c.tick, *key),
+                };
             }
         }
         self.pinned_bytes = (self.pinned_bytes as i64 + delta) as u64;
@@ -101,9 +107,11 @@ impl HotCache {
         self.tick += 1;
         let tick = self.tick;
         if let Some(c) = self.chunks.get_mut(&key) {
-            self.lru.remove(&c.tick);
+            if !c.pinned {
+                self.lru.remove(&c.tick);
+                self.lru.insert(tick, key);
+            }
             c.tick = tick;
-            self.lru.insert(tick, key);
         }
     }
 
@@ -141,7 +149,9 @@ impl HotCache {
             self.dirty_total += 1;
             self.dirty_bytes += data.len() as u64;
         }
-        self.lru.insert(self.tick, (ino, idx));
+        if !pinned {
+            self.lru.insert(self.tick, (ino, idx));
+        }
         self.edits += 1;
         if let Some(old) = self.chunks.insert(
             (ino, idx),
@@ -161,8 +171,9 @@ impl HotCache {
         self.bytes -= c.data.capacity() as u64;
         if c.pinned {
             self.pinned_bytes -= c.data.capacity() as u64;
+        } else {
+            self.lru.remove(&c.tick);
         }
-        self.lru.remove(&c.tick);
         if c.dirty {
             self.dec_dirty(ino);
             self.dirty_bytes -= c.data.len() as u64;
@@ -335,7 +346,7 @@ impl HotCache {
                     break;
                 }
                 let c = &self.chunks[key];
-                if !c.dirty && !c.pinned {
+                if !c.dirty {
                     need = need.saturating_sub(c.data.capacity() as u64);
                     v.push(*key);
                 }
@@ -468,5 +479,39 @@ mod tests {
         h.remove_from(1, 0);
         assert_eq!(h.bytes(), 0);
         assert!(!h.has_dirty(1));
+    }
+
+    #[test]
+    fn eviction_takes_unpinned_clean_chunks_oldest_first_and_never_pinned_ones() {
+        let mut h = HotCache::new(0);
+        for ino in 1..=1000 {
+            h.insert_clean(ino, 0, vec![0; 10], true);
+        }
+        h.insert_clean(2000, 0, vec![0; 10], false);
+        h.insert_dirty(2001, 0, vec![0; 10], false);
+        h.insert_clean(2002, 0, vec![0; 10], false);
+        // Only the unpinned clean ones are in the eviction order.
+        assert_eq!(h.lru.len(), 3);
+        h.evict();
+        assert!(!h.contains(2000, 0) && !h.contains(2002, 0));
+        assert!(h.contains(2001, 0), "dirty: kept until written back");
+        assert!((1..=1000).all(|ino| h.contains(ino, 0)));
+        // Unpinned, a file's chunks can go, least recently used first.
+        h.set_budget(9990);
+        h.set_pinned(7, false);
+        h.set_pinned(5, false);
+        let mut out = [0u8; 1];
+        assert!(h.read_into(7, 0, 0, &mut out));
+        h.mark_clean(2001, 0);
+        assert_eq!(h.lru.len(), 3);
+        h.evict();
+        assert!(!h.contains(2001, 0) && !h.contains(5, 0));
+        assert!(h.contains(7, 0), "used last");
+        // Pinned again: out of the order.
+        h.set_pinned(7, true);
+        assert!(h.lru.is_empty());
+        h.remove_from(7, 0);
+        assert_eq!(h.bytes(), 998 * 10);
+        assert_eq!(h.pinned_bytes(), 998 * 10);
     }
 }
