@@ -150,12 +150,15 @@ if [ "${1:-}" = scale ]; then
   t() { local s=$(date +%s.%N); "$@" >/dev/null; echo "$(date +%s.%N) - $s" | bc; }
   rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
   gone() { while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
-  # Cycles only when asked, no rate limit, no promotion of the new files, a
+  # Cycles only when asked, no rate limit, new files warm (the demotion
+  # cycles measure warm files going cold) and no promotion of them, a
   # promotion window of a minute (the access records of files not accessed
   # within it are folded into their inodes by the next cycle).
   quiet() {
     sed -i 's/^interval = "30s"/interval = "1h"/; s/^rate = "64MiB"/rate = "100GiB"/;
-            s/^warm_to = "hot"/warm_to = "none"/; s/^window = "10m"/window = "1m"/' "$1"
+            s/^warm_to = "hot"/warm_to = "none"/; s/^window = "10m"/window = "1m"/;
+            /^\[new\]/,/^\[/ s/^tier = "hot"/tier = "warm"/' "$1"
+    sleep 1 # the mounted daemon reloads it
   }
   umnt() { until fusermount3 -u "$mnt" 2>/dev/null; do sleep 0.2; done; gone "$1"; }
   idle_since() { # warm idle time that makes files last used before $2 idle, and no others
