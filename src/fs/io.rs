@@ -93,12 +93,13 @@ impl TierFs {
             return Ok(0);
         }
         // Growth under a quota is charged first (EDQUOT before anything
-        // changes); the quota lock is not held while it writes. A write
-        // that grows nothing takes no lock.
+        // changes); the quota lock is not held while it writes, nor taken
+        // by a write that grows nothing. Under a quota, the file's write
+        // gate keeps a truncate from falling between the size read here
+        // and the bytes written.
         let end = off + data.len() as u64;
-        // No truncate between the size read here and the bytes written.
-        let _gate = self.write_gate(ino).map(|g| g.read());
-        let grows = self.quotas.active() && end > self.inode(ino)?.size;
+        let gate = self.write_gate(ino).map(|g| g.read());
+        let grows = gate.is_some() && end > self.inode(ino)?.size;
         let charged = match grows {
             true => self.charge_write(ino, end)?,
             false => None,
@@ -115,6 +116,7 @@ impl TierFs {
         if let Some(c) = charged {
             self.write_done(ino, c, r.is_err());
         }
+        drop(gate);
         r?;
         // The size grows durably with the data, in `Tiers::flush`. The
         // write has happened: a failure to record its times (the metadata
