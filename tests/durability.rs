@@ -420,11 +420,7 @@ fn fsck_repair_uses_a_good_copy_and_names_what_is_lost() {
         assert!(hit);
     }
     assert_eq!(m.fsck().status.code(), Some(1));
-    let out = std::process::Command::new(common::TIERFS)
-        .args(["fsck", "--repair"])
-        .arg(&m.store)
-        .output()
-        .unwrap();
+    let out = m.fsck_repair();
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert!(

@@ -14,6 +14,16 @@ fn quota(m: &Mounted, dir: &str) -> String {
     m.sh_ok(&format!("getfattr --only-values -n user.tier.quota {dir}"))
 }
 
+/// Drops the quotas' use a clean unmount saved in the (unmounted) store:
+/// the next mount counts it from the trees, as after a crash.
+fn forget_saved_use(m: &Mounted) {
+    let db = sled::open(m.store.join("meta")).unwrap();
+    db.remove(b"Mquota-usage").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    common::wait_for_sled(&m.store);
+}
+
 #[test]
 fn bytes_and_files_limits_nested_and_across_renames() {
     let mut m = Mounted::new();
@@ -137,11 +147,7 @@ fn saved_use_is_checked_by_fsck_and_counted_again_after_repair() {
         text.contains("is not what its tree holds (0 bytes, 2 files)"),
         "{text}"
     );
-    let out = std::process::Command::new(common::TIERFS)
-        .args(["fsck", "--repair"])
-        .arg(&m.store)
-        .output()
-        .unwrap();
+    let out = m.fsck_repair();
     assert!(out.status.code() == Some(1) || out.status.success());
     m.start();
     assert_eq!(quota(&m, "q"), "files=10; used 0B 2");
@@ -200,12 +206,7 @@ fn hard_links_count_once_per_quota_tree() {
     let before = (quota(&m, "a"), quota(&m, "b"));
     m.stop();
     m.assert_fsck_clean();
-    {
-        let db = sled::open(m.store.join("meta")).unwrap();
-        db.remove(b"Mquota-usage").unwrap();
-        db.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
+    forget_saved_use(&m);
     m.start();
     assert_eq!((quota(&m, "a"), quota(&m, "b")), before);
     m.sh_ok("rm c/h a/f2");
@@ -263,11 +264,7 @@ fn fsck_rebuilds_link_records_and_a_bad_quota_record_does_not_stop_a_mount() {
         text.contains(&format!("/a/single: its record names directory inode {b}")),
         "{text}"
     );
-    let out = std::process::Command::new(common::TIERFS)
-        .args(["fsck", "--repair"])
-        .arg(&m.store)
-        .output()
-        .unwrap();
+    let out = m.fsck_repair();
     assert!(out.status.code() == Some(1) || out.status.success());
     m.start();
     assert_eq!(quota(&m, "a"), "files=5; used 2B 2");
@@ -319,12 +316,7 @@ fn concurrent_growing_writes_are_charged_once() {
     let shown = used(&m);
     assert_eq!(shown, (total, 5));
     m.stop();
-    {
-        let db = sled::open(m.store.join("meta")).unwrap();
-        db.remove(b"Mquota-usage").unwrap();
-        db.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
+    forget_saved_use(&m);
     m.start();
     assert_eq!(used(&m), shown, "counted again from the tree");
 }

@@ -111,9 +111,9 @@ impl TierFs {
         };
         let freed = {
             let _q = self.quota_guard();
-            let charged = Delta::of(&inode, self.charged_size_of(ino)?);
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
+            let charged = Delta::of(&victim, self.charged_size(&victim));
             let Some(d) = self.meta.lookup(inode.parent, &name)? else {
                 return Ok(false);
             };

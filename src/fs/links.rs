@@ -18,7 +18,7 @@ impl TierFs {
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
             let mut victim = self.meta.inode(d.ino)?;
             // What it was charged (see `quota`).
-            let charged = Delta::of(&victim, self.charged_size_of(d.ino)?);
+            let charged = Delta::of(&victim, self.charged_size(&victim));
             let mut p = self.meta.inode(parent)?;
             let now = Time::now();
             match (dir, victim.kind == Kind::Dir) {
@@ -81,7 +81,7 @@ impl TierFs {
         let inode = {
             let held = self.meta.write_lock();
             let mut inode = self.meta.inode(ino)?;
-            let d = Delta::of(&inode, self.charged_size_of(ino)?);
+            let d = Delta::of(&inode, self.charged_size(&inode));
             if inode.kind == Kind::Dir {
                 return Err(Error::NotPermitted);
             }
@@ -94,19 +94,13 @@ impl TierFs {
             }
             let now = Time::now();
             let mut t = Txn::default();
-            // The quotas it enters are charged (see `quota`). A file linked
-            // before link records were kept stays charged where its record
-            // says (until fsck --repair makes them).
-            let legacy = inode.nlink > 1 && self.meta.links_of(ino)?.is_empty();
-            let entered = self.add_link(&inode, newparent, &mut t)?;
+            // The quotas it enters are charged (see `quota`).
             if inode.nlink == 0 {
                 t.del_orphan(ino);
             }
+            let entered = self.add_link(&mut inode, newparent, &mut t)?;
             inode.nlink += 1;
             inode.ctime = now;
-            if !legacy {
-                inode.parent = newparent;
-            }
             p.mtime = now;
             p.ctime = now;
             t.put_inode(&inode);
@@ -212,7 +206,7 @@ impl TierFs {
                 if exchange && parent != newparent {
                     changes.extend(self.move_link(&other, newparent, parent, &mut t)?);
                 }
-                let other_charged = Delta::of(&other, self.charged_size_of(d.ino)?);
+                let other_charged = Delta::of(&other, self.charged_size(&other));
                 if exchange {
                     other.parent = parent;
                     if d.kind == Kind::Dir {

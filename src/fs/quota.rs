@@ -307,21 +307,22 @@ impl TierFs {
     }
 
     /// One more link of `inode` (a file), in directory `dir`: its link
-    /// records in `t` (its `nlink` not raised yet), and the quotas it
-    /// enters (to charge).
-    pub(super) fn add_link(&self, inode: &Inode, dir: u64, t: &mut Txn) -> Result<Vec<u64>> {
+    /// records in `t` and the directory its record names (its `nlink` not
+    /// raised yet), and the quotas it enters (to charge). A file linked
+    /// before link records were kept has none: it stays charged where its
+    /// record says (until fsck --repair makes them).
+    pub(super) fn add_link(&self, inode: &mut Inode, dir: u64, t: &mut Txn) -> Result<Vec<u64>> {
         let linked = inode.nlink > 0 && !inode.trash;
-        let before = match linked {
-            true => self.link_dirs(inode)?,
-            false => Vec::new(),
+        let before = match (linked, inode.nlink > 1) {
+            (false, _) => Vec::new(),
+            (true, false) => vec![(inode.parent, 1)],
+            (true, true) => match self.meta.links_of(inode.ino)? {
+                l if l.is_empty() => return Ok(Vec::new()),
+                l => l,
+            },
         };
-        // Records only once there are two links; none for links made
-        // before they were kept (the charge stays where it is then).
-        let recorded = inode.nlink == 1 || !self.meta.links_of(inode.ino)?.is_empty();
-        if linked && !recorded {
-            return Ok(Vec::new());
-        }
         if linked {
+            // Records only once there are two links.
             let mut after = before.clone();
             bump(&mut after, dir, 1);
             for (d, n) in &after {
@@ -330,6 +331,7 @@ impl TierFs {
                 }
             }
         }
+        inode.parent = dir;
         if !self.quotas.active() {
             return Ok(Vec::new());
         }
@@ -411,7 +413,7 @@ impl TierFs {
         let (qb, qa) = (self.quotas_above(&before)?, self.quotas_above(&after)?);
         let mut changes = Vec::new();
         if moved.kind != Kind::Dir {
-            let d = Delta::of(moved, self.charged_size(&self.inode(moved.ino)?));
+            let d = Delta::of(moved, self.charged_size(moved));
             changes.extend(qa.iter().filter(|q| !qb.contains(q)).map(|q| (*q, d)));
             changes.extend(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, d.neg())));
             return Ok(changes);
@@ -467,11 +469,6 @@ impl TierFs {
             .lock()
             .get(&i.ino)
             .map_or(size, |g| g.0.max(size))
-    }
-
-    /// `charged_size` of inode `ino`.
-    pub(super) fn charged_size_of(&self, ino: u64) -> Result<u64> {
-        Ok(self.charged_size(&self.inode(ino)?))
     }
 
     /// Charges the growth of a write to `[off, end)` of `ino` to its quotas

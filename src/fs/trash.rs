@@ -412,7 +412,7 @@ impl TierFs {
             let mut cur = self.meta.inode(d.ino)?;
             // The version is charged where the file was (EDQUOT first);
             // the current content leaves the quotas only this link held.
-            let was = Delta::of(&cur, self.charged_size_of(d.ino)?);
+            let was = Delta::of(&cur, self.charged_size(&cur));
             let comes = Delta::of(&back, self.inode(id)?.size);
             cur.nlink = cur.nlink.saturating_sub(1);
             cur.ctime = now;

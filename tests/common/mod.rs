@@ -306,6 +306,15 @@ impl Mounted {
             .output()
             .unwrap()
     }
+
+    /// `tierfs fsck --repair` on the (unmounted) store.
+    pub fn fsck_repair(&self) -> Output {
+        Command::new(TIERFS)
+            .args(["fsck", "--repair"])
+            .arg(&self.store)
+            .output()
+            .unwrap()
+    }
 }
 
 impl Drop for Mounted {
