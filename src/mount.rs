@@ -271,10 +271,22 @@ fn serve(
         r => r,
     };
     log::info!("unmounted {}", mountpoint.display());
+    // A mount of the store waits for this daemon from here on, rather than
+    // being refused as if the store were still mounted.
+    store.mark_unmounting();
     // fuser skips `destroy` when the session ends abnormally (a request
     // thread that panicked, a lost connection): flush here then.
     final_flush.run(&fs);
     drop(fs);
+    if result.is_ok() && !final_flush.failed() {
+        let t = std::time::Instant::now();
+        match crate::meta::Meta::checkpoint(&store_dir.join("meta")) {
+            Ok(()) => log::info!("metadata snapshot written in {:.1?}", t.elapsed()),
+            Err(e) => {
+                log::warn!("metadata snapshot at unmount: {e} (the next mount replays sled's log)")
+            }
+        }
+    }
     drop(store);
     result.map_err(|e| format!("session ended with an error: {e}"))?;
     if final_flush.failed() {

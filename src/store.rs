@@ -20,8 +20,9 @@ pub const LOG_FILE: &str = "tierfs.log";
 /// An opened, locked store directory. Dropping it releases the lock.
 pub struct Store {
     pub dir: PathBuf,
-    /// Held only for its flock: closing the file releases the lock.
-    _lock: File,
+    /// Held for its flock (closing the file releases the lock); holds the
+    /// daemon's pid, then `unmounting` once its session has ended.
+    lock: File,
 }
 
 fn format_text() -> String {
@@ -126,8 +127,20 @@ impl Store {
         flock_or_name_holder(&mut lock, dir)?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
         })
+    }
+
+    /// Says in the lock file that this daemon's session has ended: a mount
+    /// or fsck then waits for the lock instead of being refused.
+    pub fn mark_unmounting(&self) {
+        let mut lock = &self.lock;
+        let r = lock
+            .rewind()
+            .and_then(|_| writeln!(lock, "{} unmounting", std::process::id()));
+        if let Err(e) = r {
+            log::debug!("{}: {e}", self.dir.join(LOCK_FILE).display());
+        }
     }
 
     /// Checks the store and takes its lock, writing our pid into it.
@@ -148,32 +161,74 @@ impl Store {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
         })
     }
 }
 
+/// How long a mount or fsck waits for a daemon that has unmounted and is
+/// still writing the store's last records.
+const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Takes the store's lock (`flock` on `lock`, the open lock file), or says
-/// which pid holds it.
+/// which pid holds it. A holder whose session has ended (its lock file says
+/// `unmounting`) is waited for, up to `UNMOUNT_WAIT`.
 fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(());
+    let started = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let mut holder = String::new();
+        let _ = lock.rewind().and_then(|_| lock.read_to_string(&mut holder));
+        let mut words = holder.split_whitespace();
+        let pid = words.next().unwrap_or("?");
+        let unmounting = words.next() == Some("unmounting");
+        if unmounting && started.elapsed() < UNMOUNT_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        return Err(if unmounting {
+            format!(
+                "{} is still being unmounted by tierfs pid {pid} after {} s (see {})",
+                dir.display(),
+                UNMOUNT_WAIT.as_secs(),
+                dir.join(LOG_FILE).display()
+            )
+        } else {
+            format!(
+                "{} is already in use by tierfs pid {pid} (see {})",
+                dir.display(),
+                dir.join(LOCK_FILE).display()
+            )
+        });
     }
-    let mut pid = String::new();
-    let _ = lock.read_to_string(&mut pid);
-    let pid = pid.trim();
-    Err(format!(
-        "{} is already in use by tierfs pid {} (see {})",
-        dir.display(),
-        if pid.is_empty() { "?" } else { pid },
-        dir.join(LOCK_FILE).display()
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_waits_for_a_holder_that_is_unmounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("store");
+        let held = Store::lock(&s).unwrap();
+        held.mark_unmounting();
+        let t = std::time::Instant::now();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let next = Store::lock(&s).unwrap();
+        assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+        release.join().unwrap();
+        // The new holder's pid replaced the old "unmounting" line.
+        let text = std::fs::read_to_string(s.join(LOCK_FILE)).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        drop(next);
+    }
 
     #[test]
     fn second_lock_names_the_holder() {

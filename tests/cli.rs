@@ -83,32 +83,54 @@ fn daemon_mode_returns_when_ready_and_unmounts_cleanly() {
     assert_eq!(mode & 0o777, 0o700, "store is private");
     let pid = daemon_pid(&d.store);
 
-    // fusermount3 -u: everything flushed, daemon gone.
+    // fusermount3 -u: everything flushed, daemon gone. A mount right after
+    // the unmount waits for the daemon still finishing it.
     let st = Command::new("fusermount3")
         .args(["-u", &d.mnt])
         .status()
         .unwrap();
     assert!(st.success());
-    wait_gone(pid);
-    let log = std::fs::read_to_string(format!("{}/tierfs.log", d.store)).unwrap();
-    assert!(log.contains("store flushed"), "{log}");
-
-    // SIGTERM unmounts too, and the data is there after each remount.
     let out = tierfs(&["mount", &d.store, &d.mnt]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    wait_gone(pid);
+    let log = std::fs::read_to_string(format!("{}/tierfs.log", d.store)).unwrap();
+    assert!(log.contains("store flushed"), "{log}");
+    assert!(log.contains("metadata snapshot written"), "{log}");
+
+    // SIGTERM unmounts too, and the data is there after each remount.
     assert_eq!(
         std::fs::read(format!("{}/note", d.mnt)).unwrap(),
         b"remember this"
     );
+    // A clean unmount has sled write its snapshot, so that the next mount
+    // does not replay the log this session wrote.
+    for i in 0..50 {
+        std::fs::write(format!("{}/more{i}", d.mnt), b"x").unwrap();
+    }
+    let snapshots = || {
+        let mut v: Vec<String> = std::fs::read_dir(format!("{}/meta", d.store))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snap."))
+            .collect();
+        v.sort();
+        v
+    };
+    let mounted = snapshots();
     let pid = daemon_pid(&d.store);
     // SAFETY: signalling the daemon we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     wait_gone(pid);
     assert!(!is_mounted(std::path::Path::new(&d.mnt)));
+    let after = snapshots();
+    assert!(
+        !after.is_empty() && after.last() > mounted.last(),
+        "snapshot while mounted {mounted:?}, after unmount {after:?}"
+    );
 }
 
 #[test]

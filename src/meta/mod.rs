@@ -227,16 +227,28 @@ impl Meta {
     /// file lock (they may hold it a moment after the drop). For tests.
     #[cfg(test)]
     pub(crate) fn open_when_free(dir: &Path) -> Result<Meta> {
-        let mut tries = 0;
-        loop {
-            match Meta::open(dir, 0, 0) {
-                Err(e) if tries < 200 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                r => return r,
-            }
-        }
+        when_free(|| Meta::open(dir, 0, 0))
+    }
+
+    /// Has sled write a snapshot of the metadata in `dir`, which no
+    /// instance holds open any more: sled 0.34 writes one only when it
+    /// opens, and replays at every open all the log written since its last
+    /// snapshot, so a mount after a long session would replay that session.
+    /// Run after a clean unmount, this makes the next mount's open short.
+    /// Nothing in the metadata changes.
+    pub fn checkpoint(dir: &Path) -> Result<()> {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(4 << 20)
+            .flush_every_ms(None);
+        let open = || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+        {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Corrupt("sled could not read it".into())),
+        };
+        let db = when_free(open)?;
+        db.flush()?;
+        Ok(())
     }
 
     /// Whether this open created the store.
@@ -608,3 +620,18 @@ fn decode_dirent(v: &[u8]) -> Result<Dirent> {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `open` until sled's file lock is free: the background threads of a
+/// just-dropped instance may hold it a moment after the drop (up to 4 s).
+fn when_free<T>(open: impl Fn() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(e) if tries < 200 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
