@@ -14,7 +14,7 @@
 #       N files of 1 KiB in DIRS directories (default 1,000,000 in 1,000):
 #       create and random-read rates, a migration cycle with nothing to move
 #       and one that demotes 10,000 idle files (next to the same cycle in a
-#       store of those 10,000 alone), mount time after a clean unmount and
+#       store of those 10,000 alone), unmount time of the busy session, mount time after it and
 #       after kill -9, daemon RSS per file beyond an empty store's, and a
 #       read-only fsck of the unmounted store (time, peak RSS).
 #   scripts/bench.sh latency
@@ -203,7 +203,9 @@ if [ "${1:-}" = scale ]; then
   idle_since "$policy" "$((t_old + 30))"
   demote_s=$(t setfattr -n user.tier.migrate -v 1 "$mnt")
   demoted=$(cold_files)
-  umnt "$pid"
+  # The unmount of the busy session, until its daemon is gone (it writes
+  # sled's snapshot last).
+  umount_s=$(t umnt "$pid")
 
   mount_s=$(t target/release/tierfs mount "$work/store" "$mnt")
   pid=$(cat "$work/store/tierfs.lock")
@@ -231,6 +233,7 @@ PY
   echo "cycle with nothing to move:         $(echo "$idle_none_s * 1000" | bc | xargs printf '%.0f') ms"
   echo "cycle demoting $demoted idle files:   ${demote_s} s"
   echo "  the same among $old files alone:  ${demote_small_s} s ($demoted_small demoted)"
+  echo "unmount of the busy session:        ${umount_s} s (until the daemon is gone)"
   echo "mount after a clean unmount:        ${mount_s} s"
   echo "mount + ls after kill -9:           ${crash_ls_s} s"
   echo "find | wc -l after the mount:       ${find_s} s"

@@ -273,6 +273,64 @@ fn fsck_rebuilds_link_records_and_a_bad_quota_record_does_not_stop_a_mount() {
     m.assert_fsck_clean();
 }
 
+/// A file whose record says one link while two entries name it (damage):
+/// one `fsck --repair` sets its count and writes its link records, so a
+/// second check finds nothing and the quota counts it once.
+#[test]
+fn one_repair_mends_a_link_count_that_says_one_for_two_entries() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir a b && setfattr -n user.tier.quota -v files=5 a && echo x > a/g && ln a/g b/g");
+    let g = fs::metadata(m.path("a/g")).unwrap().ino();
+    m.stop();
+    {
+        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
+        let mut i = meta.inode(g).unwrap();
+        assert_eq!(i.nlink, 2);
+        i.nlink = 1;
+        let mut t = tierfs::meta::Txn::default();
+        t.put_inode(&i);
+        meta.commit(&meta.write_lock(), t).unwrap();
+        meta.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        let links: Vec<_> = db.scan_prefix(b"H").keys().map(|k| k.unwrap()).collect();
+        assert_eq!(links.len(), 2, "one record per directory holding a link");
+        for k in links {
+            db.remove(k).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+    let out = m.fsck();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("link count 1 but 2 entries name it"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0 of its links recorded in directory /b, 1 entries there"),
+        "{text}"
+    );
+    m.fsck_repair();
+    let out = m.fsck();
+    assert!(
+        out.status.success(),
+        "one repair left: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    m.start();
+    assert_eq!(fs::metadata(m.path("b/g")).unwrap().nlink(), 2);
+    assert_eq!(quota(&m, "a"), "files=5; used 2B 1");
+    m.sh_ok("rm b/g");
+    assert_eq!(quota(&m, "a"), "files=5; used 2B 1");
+    m.sh_ok("rm a/g");
+    assert_eq!(quota(&m, "a"), "files=5; used 0B 0");
+    m.assert_fsck_clean();
+}
+
 /// Writes that grow files under a quota at once, from several threads
 /// (into one file and each into its own): the use is the files' sizes,
 /// as a count of the tree after a remount finds it.

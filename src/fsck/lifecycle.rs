@@ -111,11 +111,28 @@ impl Check<'_> {
     /// one link; true if one was rewritten (the saved quota use goes too).
     fn link_records(&mut self) -> Result<bool> {
         let mut want: Vec<(u64, u64, u32)> = Vec::new();
+        // The entries of a file were collected on the way only if its
+        // record counts more than one link. A file whose record says one
+        // (or none) but that more entries name (its count is repaired to
+        // theirs) has its entries found by another pass; only a damaged
+        // store has any.
+        let table = &self.table;
+        let missed: Vec<u64> = (0..table.len())
+            .filter(|&s| table.kind(s) != Kind::Dir && table.nlink(s) <= 1 && table.refs(s) > 1)
+            .map(|s| table.ino(s))
+            .collect();
+        if !missed.is_empty() {
+            for r in self.meta.all_dirents() {
+                let (dir, _, d) = r?;
+                if missed.binary_search(&d.ino).is_ok() {
+                    self.links.push((d.ino, dir));
+                }
+            }
+        }
         self.links.sort_unstable();
         // Entries of files the entries give more than one link (a file
         // whose recorded count says more, but that fewer entries name, has
-        // its count repaired to theirs; one whose recorded count says one
-        // but more entries name is found by the next check, once repaired).
+        // its count repaired to theirs).
         let links = std::mem::take(&mut self.links);
         let table = &self.table;
         let linked = |ino: u64| table.find(ino).is_some_and(|s| table.refs(s) > 1);
