@@ -308,36 +308,15 @@ impl TierFs {
             }
             // What a quota is charged (EDQUOT before anything changes); no
             // write is between its charge and its bytes (`write_gate`).
+            // The quota lock is held to charge and to settle, not while the
+            // chunks are cut (a cut inside a cold chunk reads it).
             let _gate = self.write_gate(ino).map(|g| g.write());
-            let _q = self.quota_guard();
-            let before = self.inode(ino)?;
-            let linked = before.nlink > 0 && !before.trash;
-            let d = Delta {
-                files: 0,
-                bytes: size as i64 - self.charged_size(&before) as i64,
-            };
-            let quotas = match linked {
-                true => self.charged_quotas(&before)?,
-                false => Vec::new(),
-            };
-            if d.bytes > 0 {
-                self.charge_to(&quotas, d)?;
-            }
+            let charge = self.charge_truncate(ino, size)?;
             // The size, the chunks it drops and the other attributes: one
             // transaction.
             let r = self.tiers.truncate(ino, size, apply);
-            match (d.bytes > 0, r.is_ok()) {
-                // Growth that failed is taken back.
-                (true, false) => self.uncharge_from(&quotas, d),
-                // A cut gives its bytes back.
-                (false, true) => self.uncharge_from(
-                    &quotas,
-                    Delta {
-                        files: 0,
-                        bytes: -d.bytes,
-                    },
-                ),
-                _ => {}
+            if let Some(d) = charge {
+                self.truncate_done(ino, d, r.is_ok());
             }
             return r;
         }

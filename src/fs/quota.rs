@@ -26,10 +26,12 @@ pub(super) struct Quotas {
     /// Held from the check of a change to its charge (a write that grows
     /// a file holds it only to charge the growth, not while it writes).
     pub(super) lock: Mutex<()>,
-    /// Writes under way that grow a file under a quota: inode → (the end
-    /// the highest of them was charged up to, how many). Until a write is
-    /// done its growth is charged but not yet in the file's size: the
-    /// size every other charge uses (`charged_size`) counts it.
+    /// Writes under way that grow a file under a quota, and truncates under
+    /// way: inode → (the end the highest of them was charged up to, how
+    /// many). Until a write is done its growth is charged but not yet in
+    /// the file's size, and until a truncate is done its file is charged
+    /// its size before: the size every other charge uses (`charged_size`)
+    /// counts them.
     growing: Mutex<HashMap<u64, (u64, u32)>>,
     /// Per file (by inode, striped): held shared by a write from before it
     /// reads the size to when it is done, exclusively by a truncate, so
@@ -513,6 +515,67 @@ impl TierFs {
                 _ => {}
             }
         }
+        self.end_growing(ino);
+    }
+
+    /// Charges a truncate of `ino` to `size` (EDQUOT, changing nothing, if
+    /// its growth does not fit) and counts it as under way, like a write:
+    /// until `truncate_done`, the file is charged the larger of its size
+    /// before and `size`, whatever the truncate has done to it, so that a
+    /// rename or unlink meanwhile moves or takes back what its quotas were
+    /// charged. Returns the change of size it charged or will give back
+    /// (none if there is no quota or the file is in no directory). The
+    /// caller holds the file's gate exclusively: no write is under way.
+    pub(super) fn charge_truncate(&self, ino: u64, size: u64) -> Result<Option<Delta>> {
+        let Some(_q) = self.quota_guard() else {
+            return Ok(None);
+        };
+        let i = self.inode(ino)?;
+        if i.nlink == 0 || i.trash {
+            return Ok(None);
+        }
+        let charged = self.charged_size(&i);
+        let d = Delta {
+            files: 0,
+            bytes: size as i64 - charged as i64,
+        };
+        if d.bytes > 0 {
+            self.charge_to(&self.charged_quotas(&i)?, d)?;
+        }
+        let mut growing = self.quotas.growing.lock();
+        let g = growing.entry(ino).or_insert((0, 0));
+        *g = (g.0.max(size.max(charged)), g.1 + 1);
+        Ok(Some(d))
+    }
+
+    /// The truncate `charge_truncate` charged is done (`ok`) or failed:
+    /// growth that failed, or the bytes a cut took away, are given back by
+    /// the quotas the file is in now (an unlink meanwhile took its charge
+    /// back already).
+    pub(super) fn truncate_done(&self, ino: u64, d: Delta, ok: bool) {
+        let _q = self.quota_guard();
+        let back = match (d.bytes > 0, ok) {
+            (true, false) => Some(d),
+            (false, true) if d.bytes < 0 => Some(Delta {
+                files: 0,
+                bytes: -d.bytes,
+            }),
+            _ => None,
+        };
+        if let Some(back) = back {
+            match self.inode(ino) {
+                Ok(i) if i.nlink > 0 && !i.trash => match self.charged_quotas(&i) {
+                    Ok(quotas) => self.uncharge_from(&quotas, back),
+                    Err(e) => log::warn!("quota usage of {}: {e}", self.describe(ino)),
+                },
+                _ => {}
+            }
+        }
+        self.end_growing(ino);
+    }
+
+    /// One write or truncate of `ino` under way fewer (`Quotas::growing`).
+    fn end_growing(&self, ino: u64) {
         let mut growing = self.quotas.growing.lock();
         if let Some(g) = growing.get_mut(&ino) {
             g.1 -= 1;
