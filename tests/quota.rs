@@ -331,6 +331,32 @@ fn one_repair_mends_a_link_count_that_says_one_for_two_entries() {
     m.assert_fsck_clean();
 }
 
+/// After a crash the quotas' use is counted while the mount serves (no
+/// saved use survives a kill -9): a change of use right after the mount
+/// waits for the count, so a full quota still refuses the first create.
+#[test]
+fn after_a_crash_a_full_quota_refuses_the_first_create() {
+    let mut m = Mounted::new();
+    m.sh_ok(
+        "mkdir q && setfattr -n user.tier.quota -v files=10000 q && cd q && \
+         seq 1 10000 | xargs touch && echo grows > 1 && sync 1",
+    );
+    assert_eq!(quota(&m, "q"), "files=10000; used 6B 10000");
+    m.kill9();
+    m.start();
+    let out = m.sh("touch q/more");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(quota(&m, "q"), "files=10000; used 6B 10000");
+    m.sh_ok("rm q/2 && touch q/more && echo more >> q/1");
+    assert_eq!(quota(&m, "q"), "files=10000; used 11B 10000");
+    m.stop();
+    m.assert_fsck_clean();
+}
+
 /// Writes that grow files under a quota at once, from several threads
 /// (into one file and each into its own): the use is the files' sizes,
 /// as a count of the tree after a remount finds it.

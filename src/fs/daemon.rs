@@ -218,10 +218,12 @@ impl TierFs {
         let _ = self.invalidator.set(f);
     }
 
-    /// Counts the inode totals if the last stop did not save them (and
-    /// builds the candidate index of a store that has none), then removes
-    /// the files unlinked while open at the last stop.
+    /// Counts the use of the quotas and the inode totals if the last stop
+    /// did not save them (and builds the candidate index of a store that
+    /// has none), then removes the files unlinked while open at the last
+    /// stop.
     fn census(&self) {
+        self.count_quotas();
         if let Err(e) = self.meta.recount(&self.meta.write_lock()) {
             log::error!("counting inodes: {e}; statfs and user.tier.stats count again");
         }

@@ -153,9 +153,10 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl TierFs {
-    /// The quota lock, when there are quotas (see `quota::Quotas::lock`).
+    /// The quota lock, when there are quotas (see `quota::Quotas::lock`),
+    /// once their use is counted.
     fn quota_guard(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
-        self.quotas.active().then(|| self.quotas.lock.lock())
+        self.quotas.active().then(|| self.quota_lock())
     }
 
     pub fn meta(&self) -> &Meta {

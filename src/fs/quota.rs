@@ -38,6 +38,12 @@ pub(super) struct Quotas {
     /// that a cut never falls between a write's charge (or its finding
     /// that it grows nothing) and its bytes. Taken before the quota lock.
     gates: [RwLock<()>; 32],
+    /// Quota directories whose use the last stop did not save: counted by
+    /// the census while the mount serves (`count_quotas`). Until then,
+    /// every change of use waits (`quota_guard`).
+    uncounted: Mutex<Vec<u64>>,
+    /// Signalled (with `lock`) when `uncounted` has been counted.
+    counted: parking_lot::Condvar,
 }
 
 /// A change of usage: files and bytes, either way.
@@ -118,8 +124,60 @@ fn show_bytes(b: u64) -> String {
 }
 
 impl TierFs {
-    /// Loads the quota records and their use: as the last clean unmount
-    /// saved it, else counted from each one's tree (at mount).
+    /// The quota lock (`Quotas::lock`), once the use of every quota is
+    /// known: a change of use waits while the census counts what the last
+    /// stop did not save.
+    pub(super) fn quota_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        let mut g = self.quotas.lock.lock();
+        while !self.quotas.uncounted.lock().is_empty() {
+            self.quotas.counted.wait(&mut g);
+        }
+        g
+    }
+
+    /// Counts the use of the quotas the last stop did not save (after a
+    /// crash), each from its tree: called by the census, while the mount
+    /// serves. Holds the quota lock and the metadata write lock meanwhile,
+    /// so reads go on and changes of use wait. A quota whose tree cannot be
+    /// read is logged and left out of this mount (nothing saves a use for
+    /// it, so the next mount counts it again).
+    pub(super) fn count_quotas(&self) {
+        if self.quotas.uncounted.lock().is_empty() {
+            return;
+        }
+        let _q = self.quotas.lock.lock();
+        let held = self.meta.write_lock();
+        let dirs = std::mem::take(&mut *self.quotas.uncounted.lock());
+        let started = std::time::Instant::now();
+        for dir in &dirs {
+            match self.meta.quota_usage_of(*dir, |i| self.charged_size(i)) {
+                Ok(used) => {
+                    if let Some(q) = self.quotas.dirs.write().get_mut(dir) {
+                        q.1 = used;
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "counting the use of the quota of {}: {e}; it is not enforced \
+                         until a mount counts it",
+                        self.describe(*dir)
+                    );
+                    self.quotas.dirs.write().remove(dir);
+                }
+            }
+        }
+        drop(held);
+        log::info!(
+            "quotas: the use of {} counted in {:.1?}",
+            dirs.len(),
+            started.elapsed()
+        );
+        self.quotas.counted.notify_all();
+    }
+
+    /// Loads the quota records and their use as the last clean unmount
+    /// saved it; a quota without a saved use is counted by the census
+    /// (`count_quotas`).
     pub(super) fn load_quotas(&self) -> Result<()> {
         let saved: HashMap<u64, Usage> = self
             .meta
@@ -128,12 +186,16 @@ impl TierFs {
             .into_iter()
             .collect();
         let mut dirs = HashMap::new();
+        let mut uncounted = Vec::new();
         for (dir, limits) in self.meta.quotas()? {
             match self.meta.inode(dir) {
                 Ok(i) if i.kind == Kind::Dir && i.nlink > 0 => {
                     let used = match saved.get(&dir) {
                         Some(u) => *u,
-                        None => self.meta.quota_usage_of(dir, |i| i.size)?,
+                        None => {
+                            uncounted.push(dir);
+                            Usage::default()
+                        }
                     };
                     dirs.insert(dir, (limits, used));
                 }
@@ -142,6 +204,7 @@ impl TierFs {
             }
         }
         *self.quotas.dirs.write() = dirs;
+        *self.quotas.uncounted.lock() = uncounted;
         Ok(())
     }
 
@@ -601,8 +664,9 @@ impl TierFs {
         }
     }
 
-    /// `user.tier.quota` of directory `ino`.
+    /// `user.tier.quota` of directory `ino` (once its use is counted).
     pub(super) fn quota_get(&self, ino: u64) -> Result<Vec<u8>> {
+        drop(self.quota_lock());
         let quotas = self.quotas.dirs.read();
         let (l, u) = quotas.get(&ino).ok_or(Error::NoXattr)?;
         let mut parts = Vec::new();
@@ -624,7 +688,7 @@ impl TierFs {
     /// Sets (`Some`) or removes the quota of directory `ino`.
     pub(super) fn quota_set(&self, ino: u64, value: Option<&[u8]>) -> Result<()> {
         let limits = value.map(parse_limits).transpose()?;
-        let _q = self.quotas.lock.lock();
+        let _q = self.quota_lock();
         {
             let held = self.meta.write_lock();
             let inode = self.meta.inode(ino)?;
