@@ -31,13 +31,23 @@ const TTL: Duration = Duration::from_secs(1);
 pub struct FinalFlush {
     done: AtomicBool,
     failed: AtomicBool,
+    /// Run first (the store's lock file then says the daemon unmounts).
+    before: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FinalFlush {
+    /// Has `run` call `f` first.
+    pub fn before(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.before.lock() = Some(f);
+    }
+
     /// Flushes the store, once, and logs how it went.
     pub fn run(&self, fs: &TierFs) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if let Some(f) = self.before.lock().take() {
+            f();
         }
         match fs.shutdown() {
             Ok(()) => log::info!("store flushed"),

@@ -198,6 +198,10 @@ fn serve(
         .map_err(|e| format!("cannot open store {}: {e}", store_dir.display()))?;
     let config = fuse_config(cfg, store_dir)?;
     let final_flush = Arc::new(crate::fuse::FinalFlush::default());
+    // From the final flush on (fuser calls `destroy` once the kernel has
+    // let go, before `run` returns), a mount of the store waits for this
+    // daemon rather than being refused as if the store were still mounted.
+    final_flush.before(store.unmount_marker());
     let adapter = FuseAdapter::new(fs.clone(), final_flush.clone());
     let mut session = Session::new(adapter, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
@@ -271,9 +275,6 @@ fn serve(
         r => r,
     };
     log::info!("unmounted {}", mountpoint.display());
-    // A mount of the store waits for this daemon from here on, rather than
-    // being refused as if the store were still mounted.
-    store.mark_unmounting();
     // fuser skips `destroy` when the session ends abnormally (a request
     // thread that panicked, a lost connection): flush here then.
     final_flush.run(&fs);

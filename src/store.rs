@@ -134,12 +134,18 @@ impl Store {
     /// Says in the lock file that this daemon's session has ended: a mount
     /// or fsck then waits for the lock instead of being refused.
     pub fn mark_unmounting(&self) {
-        let mut lock = &self.lock;
-        let r = lock
-            .rewind()
-            .and_then(|_| writeln!(lock, "{} unmounting", std::process::id()));
-        if let Err(e) = r {
-            log::debug!("{}: {e}", self.dir.join(LOCK_FILE).display());
+        mark_unmounting(&self.lock, &self.dir);
+    }
+
+    /// `mark_unmounting`, to run later from another thread.
+    pub fn unmount_marker(&self) -> Box<dyn FnOnce() + Send> {
+        let dir = self.dir.clone();
+        match self.lock.try_clone() {
+            Ok(lock) => Box::new(move || mark_unmounting(&lock, &dir)),
+            Err(e) => {
+                log::debug!("{}: {e}", dir.join(LOCK_FILE).display());
+                Box::new(|| {})
+            }
         }
     }
 
@@ -166,13 +172,24 @@ impl Store {
     }
 }
 
+fn mark_unmounting(mut lock: &File, dir: &Path) {
+    let r = lock
+        .rewind()
+        .and_then(|_| writeln!(lock, "{} unmounting", std::process::id()));
+    if let Err(e) = r {
+        log::debug!("{}: {e}", dir.join(LOCK_FILE).display());
+    }
+}
+
 /// How long a mount or fsck waits for a daemon that has unmounted and is
 /// still writing the store's last records.
 const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Takes the store's lock (`flock` on `lock`, the open lock file), or says
 /// which pid holds it. A holder whose session has ended (its lock file says
-/// `unmounting`) is waited for, up to `UNMOUNT_WAIT`.
+/// `unmounting`, and that process is alive: a lock file is left saying so
+/// after the daemon exits, and fsck does not write it) is waited for, up to
+/// `UNMOUNT_WAIT`.
 fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
     loop {
@@ -184,7 +201,11 @@ fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
         let _ = lock.rewind().and_then(|_| lock.read_to_string(&mut holder));
         let mut words = holder.split_whitespace();
         let pid = words.next().unwrap_or("?");
-        let unmounting = words.next() == Some("unmounting");
+        let alive = pid.parse::<i32>().is_ok_and(|p| {
+            // SAFETY: signal 0 only probes whether the process exists.
+            p > 0 && (unsafe { libc::kill(p, 0) } == 0 || errno() == libc::EPERM)
+        });
+        let unmounting = words.next() == Some("unmounting") && alive;
         if unmounting && started.elapsed() < UNMOUNT_WAIT {
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue;
@@ -204,6 +225,10 @@ fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
             )
         });
     }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -228,6 +253,24 @@ mod tests {
         let text = std::fs::read_to_string(s.join(LOCK_FILE)).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
         drop(next);
+    }
+
+    #[test]
+    fn a_lock_file_left_saying_unmounting_by_a_dead_process_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("store");
+        let held = Store::lock(&s).unwrap();
+        // What fsck holding the lock leaves in view: the last daemon's
+        // line, a process that is gone.
+        std::fs::write(s.join(LOCK_FILE), "2147483646 unmounting\n").unwrap();
+        let t = std::time::Instant::now();
+        let err = Store::lock(&s).err().unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{err}");
+        assert!(
+            err.contains("already in use by tierfs pid 2147483646"),
+            "{err}"
+        );
+        drop(held);
     }
 
     #[test]

@@ -150,7 +150,13 @@ impl TierFs {
         let dirs = std::mem::take(&mut *self.quotas.uncounted.lock());
         let started = std::time::Instant::now();
         for dir in &dirs {
-            match self.meta.quota_usage_of(*dir, |i| self.charged_size(i)) {
+            // A panic (a damaged record sled cannot read) must not leave the
+            // changes waiting for the count waiting for ever.
+            let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.meta.quota_usage_of(*dir, |i| self.charged_size(i))
+            }))
+            .unwrap_or_else(|_| Err(Error::Corrupt("the count panicked".into())));
+            match counted {
                 Ok(used) => {
                     if let Some(q) = self.quotas.dirs.write().get_mut(dir) {
                         q.1 = used;
@@ -586,23 +592,21 @@ impl TierFs {
     /// until `truncate_done`, the file is charged the larger of its size
     /// before and `size`, whatever the truncate has done to it, so that a
     /// rename or unlink meanwhile moves or takes back what its quotas were
-    /// charged. Returns the change of size it charged or will give back
-    /// (none if there is no quota or the file is in no directory). The
+    /// charged. Returns the change of size it charged (or, for a file in
+    /// no directory, would have: a restore meanwhile charges what the file
+    /// counts then) or will give back; none if there is no quota. The
     /// caller holds the file's gate exclusively: no write is under way.
     pub(super) fn charge_truncate(&self, ino: u64, size: u64) -> Result<Option<Delta>> {
         let Some(_q) = self.quota_guard() else {
             return Ok(None);
         };
         let i = self.inode(ino)?;
-        if i.nlink == 0 || i.trash {
-            return Ok(None);
-        }
         let charged = self.charged_size(&i);
         let d = Delta {
             files: 0,
             bytes: size as i64 - charged as i64,
         };
-        if d.bytes > 0 {
+        if d.bytes > 0 && i.nlink > 0 && !i.trash {
             self.charge_to(&self.charged_quotas(&i)?, d)?;
         }
         let mut growing = self.quotas.growing.lock();
@@ -698,7 +702,11 @@ impl TierFs {
             let mut t = Txn::default();
             match limits {
                 Some(l) => t.put_quota(ino, l),
-                None if self.quotas.dirs.read().contains_key(&ino) => t.del_quota(ino),
+                None if self.quotas.dirs.read().contains_key(&ino)
+                    || self.meta.has_quota(ino)? =>
+                {
+                    t.del_quota(ino)
+                }
                 None => return Err(Error::NoXattr),
             }
             self.meta.commit(&held, t)?;
@@ -719,8 +727,12 @@ impl TierFs {
         self.meta.flush()
     }
 
-    /// Every quota: directory path, limits, usage (`user.tier.stats`).
+    /// Every quota: directory path, limits, usage (`user.tier.stats`), once
+    /// counted.
     pub(super) fn quota_list(&self) -> Vec<contract::json::QuotaStats> {
+        if self.quotas.active() {
+            drop(self.quota_lock());
+        }
         let quotas = self.quotas.dirs.read();
         let mut v: Vec<contract::json::QuotaStats> = quotas
             .iter()

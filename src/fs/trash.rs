@@ -341,7 +341,7 @@ impl TierFs {
                     kind: back.kind,
                 },
             );
-            let charge = Delta::of(&back, self.inode(e.ino)?.size);
+            let charge = Delta::of(&back, self.charged_size(&back));
             self.charge(dir, charge)?;
             if let Err(err) = self.meta.commit(&held, t) {
                 self.uncharge(dir, charge);

@@ -113,12 +113,17 @@ impl Check<'_> {
         let mut want: Vec<(u64, u64, u32)> = Vec::new();
         // The entries of a file were collected on the way only if its
         // record counts more than one link. A file whose record says one
-        // (or none) but that more entries name (its count is repaired to
+        // but that more entries name (its count is repaired to
         // theirs) has its entries found by another pass; only a damaged
         // store has any.
         let table = &self.table;
         let missed: Vec<u64> = (0..table.len())
-            .filter(|&s| table.kind(s) != Kind::Dir && table.nlink(s) <= 1 && table.refs(s) > 1)
+            .filter(|&s| {
+                table.kind(s) != Kind::Dir
+                    && table.nlink(s) == 1
+                    && !table.trashed(s)
+                    && table.refs(s) > 1
+            })
             .map(|s| table.ino(s))
             .collect();
         if !missed.is_empty() {

@@ -71,6 +71,11 @@ pub type LinkDirs = Vec<(u64, u32)>;
 impl Meta {
     /// Every directory with a quota, and its limits. A malformed record
     /// is logged and left out (fsck reports it).
+    /// Whether directory `dir` has a quota record (even one not in force).
+    pub fn has_quota(&self, dir: u64) -> Result<bool> {
+        Ok(self.db.contains_key(key_ino(TAG_QUOTA, dir))?)
+    }
+
     pub fn quotas(&self) -> Result<Vec<(u64, Limits)>> {
         Ok(self.quota_records()?.0)
     }
