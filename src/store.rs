@@ -21,7 +21,7 @@ pub const LOG_FILE: &str = "tierfs.log";
 pub struct Store {
     pub dir: PathBuf,
     /// Held for its flock (closing the file releases the lock); holds the
-    /// daemon's pid, then `unmounting` once its session has ended.
+    /// daemon's pid, then `unmounting` from its final flush on.
     lock: File,
 }
 
@@ -131,8 +131,9 @@ impl Store {
         })
     }
 
-    /// Says in the lock file that this daemon's session has ended: a mount
-    /// or fsck then waits for the lock instead of being refused.
+    /// Says in the lock file that this daemon is unmounting (its final
+    /// flush): a mount or fsck then waits for the lock instead of being
+    /// refused.
     pub fn mark_unmounting(&self) {
         mark_unmounting(&self.lock, &self.dir);
     }

@@ -138,7 +138,8 @@ impl TierFs {
     /// Counts the use of the quotas the last stop did not save (after a
     /// crash), each from its tree: called by the census, while the mount
     /// serves. Holds the quota lock and the metadata write lock meanwhile,
-    /// so reads go on and changes of use wait. A quota whose tree cannot be
+    /// so changes of use and every other metadata change wait; lookups,
+    /// listings and reads go on. A quota whose tree cannot be
     /// read is logged and left out of this mount (nothing saves a use for
     /// it, so the next mount counts it again).
     pub(super) fn count_quotas(&self) {
