@@ -131,14 +131,9 @@ impl Store {
         })
     }
 
-    /// Says in the lock file that this daemon is unmounting (its final
-    /// flush): a mount or fsck then waits for the lock instead of being
-    /// refused.
-    pub fn mark_unmounting(&self) {
-        mark_unmounting(&self.lock, &self.dir);
-    }
-
-    /// `mark_unmounting`, to run later from another thread.
+    /// What says in the lock file, when called (from the final flush),
+    /// that this daemon is unmounting: a mount or fsck then waits for the
+    /// lock instead of being refused.
     pub fn unmount_marker(&self) -> Box<dyn FnOnce() + Send> {
         let dir = self.dir.clone();
         match self.lock.try_clone() {
@@ -241,7 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("store");
         let held = Store::lock(&s).unwrap();
-        held.mark_unmounting();
+        held.unmount_marker()();
         let t = std::time::Instant::now();
         let release = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(300));

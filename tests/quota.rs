@@ -24,6 +24,37 @@ fn forget_saved_use(m: &Mounted) {
     common::wait_for_sled(&m.store);
 }
 
+/// Changes inode `ino`'s record in the (unmounted) store with `f`.
+fn edit_inode(m: &Mounted, ino: u64, f: impl FnOnce(&mut tierfs::meta::Inode)) {
+    {
+        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
+        let mut i = meta.inode(ino).unwrap();
+        f(&mut i);
+        let mut t = tierfs::meta::Txn::default();
+        t.put_inode(&i);
+        meta.commit(&meta.write_lock(), t).unwrap();
+        meta.flush().unwrap();
+    }
+    common::wait_for_sled(&m.store);
+}
+
+/// Removes every link record (`H`) of the (unmounted) store, and puts
+/// `extra` records in; returns how many link records there were.
+fn drop_link_records(m: &Mounted, extra: &[(&[u8], &[u8])]) -> usize {
+    let db = sled::open(m.store.join("meta")).unwrap();
+    let links: Vec<_> = db.scan_prefix(b"H").keys().map(|k| k.unwrap()).collect();
+    for k in &links {
+        db.remove(k).unwrap();
+    }
+    for &(k, v) in extra {
+        db.insert(k, v).unwrap();
+    }
+    db.flush().unwrap();
+    drop(db);
+    common::wait_for_sled(&m.store);
+    links.len()
+}
+
 #[test]
 fn bytes_and_files_limits_nested_and_across_renames() {
     let mut m = Mounted::new();
@@ -231,27 +262,12 @@ fn fsck_rebuilds_link_records_and_a_bad_quota_record_does_not_stop_a_mount() {
     let ino = |p: &str| fs::metadata(m.path(p)).unwrap().ino();
     let (single, b) = (ino("a/single"), ino("b"));
     m.stop();
-    {
-        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
-        let mut i = meta.inode(single).unwrap();
-        i.parent = b;
-        let mut t = tierfs::meta::Txn::default();
-        t.put_inode(&i);
-        meta.commit(&meta.write_lock(), t).unwrap();
-        meta.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
-    {
-        let db = sled::open(m.store.join("meta")).unwrap();
-        let links: Vec<_> = db.scan_prefix(b"H").keys().map(|k| k.unwrap()).collect();
-        assert_eq!(links.len(), 2, "one record per directory holding a link");
-        for k in links {
-            db.remove(k).unwrap();
-        }
-        db.insert(b"Qbad", &b"short"[..]).unwrap();
-        db.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
+    edit_inode(&m, single, |i| i.parent = b);
+    assert_eq!(
+        drop_link_records(&m, &[(b"Qbad", b"short")]),
+        2,
+        "one record per directory holding a link"
+    );
     let out = m.fsck();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -282,27 +298,15 @@ fn one_repair_mends_a_link_count_that_says_one_for_two_entries() {
     m.sh_ok("mkdir a b && setfattr -n user.tier.quota -v files=5 a && echo x > a/g && ln a/g b/g");
     let g = fs::metadata(m.path("a/g")).unwrap().ino();
     m.stop();
-    {
-        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
-        let mut i = meta.inode(g).unwrap();
+    edit_inode(&m, g, |i| {
         assert_eq!(i.nlink, 2);
         i.nlink = 1;
-        let mut t = tierfs::meta::Txn::default();
-        t.put_inode(&i);
-        meta.commit(&meta.write_lock(), t).unwrap();
-        meta.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
-    {
-        let db = sled::open(m.store.join("meta")).unwrap();
-        let links: Vec<_> = db.scan_prefix(b"H").keys().map(|k| k.unwrap()).collect();
-        assert_eq!(links.len(), 2, "one record per directory holding a link");
-        for k in links {
-            db.remove(k).unwrap();
-        }
-        db.flush().unwrap();
-    }
-    common::wait_for_sled(&m.store);
+    });
+    assert_eq!(
+        drop_link_records(&m, &[]),
+        2,
+        "one record per directory holding a link"
+    );
     let out = m.fsck();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");

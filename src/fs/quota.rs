@@ -562,9 +562,7 @@ impl TierFs {
         if d.bytes > 0 {
             self.charge_to(&quotas, d)?;
         }
-        let mut growing = self.quotas.growing.lock();
-        let g = growing.entry(ino).or_insert((0, 0));
-        *g = (g.0.max(end), g.1 + 1);
+        self.start_growing(ino, end);
         Ok(Some(d))
     }
 
@@ -577,13 +575,7 @@ impl TierFs {
     pub(super) fn write_done(&self, ino: u64, d: Delta, failed: bool) {
         if failed && d.bytes > 0 {
             let _q = self.quota_guard();
-            match self.inode(ino) {
-                Ok(i) if i.nlink > 0 && !i.trash => match self.charged_quotas(&i) {
-                    Ok(quotas) => self.uncharge_from(&quotas, d),
-                    Err(e) => log::warn!("quota usage of {}: {e}", self.describe(ino)),
-                },
-                _ => {}
-            }
+            self.give_back(ino, d);
         }
         self.end_growing(ino);
     }
@@ -610,9 +602,7 @@ impl TierFs {
         if d.bytes > 0 && i.nlink > 0 && !i.trash {
             self.charge_to(&self.charged_quotas(&i)?, d)?;
         }
-        let mut growing = self.quotas.growing.lock();
-        let g = growing.entry(ino).or_insert((0, 0));
-        *g = (g.0.max(size.max(charged)), g.1 + 1);
+        self.start_growing(ino, size.max(charged));
         Ok(Some(d))
     }
 
@@ -631,15 +621,30 @@ impl TierFs {
             _ => None,
         };
         if let Some(back) = back {
-            match self.inode(ino) {
-                Ok(i) if i.nlink > 0 && !i.trash => match self.charged_quotas(&i) {
-                    Ok(quotas) => self.uncharge_from(&quotas, back),
-                    Err(e) => log::warn!("quota usage of {}: {e}", self.describe(ino)),
-                },
-                _ => {}
-            }
+            self.give_back(ino, back);
         }
         self.end_growing(ino);
+    }
+
+    /// Gives `d` back to the quotas `ino` is in now; none if it is in no
+    /// directory (its unlink took its charge back). The caller holds the
+    /// quota lock.
+    fn give_back(&self, ino: u64, d: Delta) {
+        match self.inode(ino) {
+            Ok(i) if i.nlink > 0 && !i.trash => match self.charged_quotas(&i) {
+                Ok(quotas) => self.uncharge_from(&quotas, d),
+                Err(e) => log::warn!("quota usage of {}: {e}", self.describe(ino)),
+            },
+            _ => {}
+        }
+    }
+
+    /// One more write or truncate of `ino` under way, charged up to `end`
+    /// (`Quotas::growing`).
+    fn start_growing(&self, ino: u64, end: u64) {
+        let mut growing = self.quotas.growing.lock();
+        let g = growing.entry(ino).or_insert((0, 0));
+        *g = (g.0.max(end), g.1 + 1);
     }
 
     /// One write or truncate of `ino` under way fewer (`Quotas::growing`).
@@ -669,9 +674,16 @@ impl TierFs {
         }
     }
 
+    /// Waits until the use of every quota is counted (`count_quotas`).
+    fn quotas_counted(&self) {
+        if self.quotas.active() {
+            drop(self.quota_lock());
+        }
+    }
+
     /// `user.tier.quota` of directory `ino` (once its use is counted).
     pub(super) fn quota_get(&self, ino: u64) -> Result<Vec<u8>> {
-        drop(self.quota_lock());
+        self.quotas_counted();
         let quotas = self.quotas.dirs.read();
         let (l, u) = quotas.get(&ino).ok_or(Error::NoXattr)?;
         let mut parts = Vec::new();
@@ -731,9 +743,7 @@ impl TierFs {
     /// Every quota: directory path, limits, usage (`user.tier.stats`), once
     /// counted.
     pub(super) fn quota_list(&self) -> Vec<contract::json::QuotaStats> {
-        if self.quotas.active() {
-            drop(self.quota_lock());
-        }
+        self.quotas_counted();
         let quotas = self.quotas.dirs.read();
         let mut v: Vec<contract::json::QuotaStats> = quotas
             .iter()
