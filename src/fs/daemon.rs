@@ -220,34 +220,39 @@ impl TierFs {
 
     /// Counts the use of the quotas and the inode totals if the last stop
     /// did not save them (and builds the candidate index of a store that
-    /// has none), then removes the files unlinked while open at the last
-    /// stop.
+    /// has none), removes the files unlinked while open at the last stop,
+    /// and counts the segments' live bytes after a crash.
     fn census(&self) {
         self.count_quotas();
         if let Err(e) = self.meta.recount(&self.meta.write_lock()) {
             log::error!("counting inodes: {e}; statfs and user.tier.stats count again");
         }
-        let orphans = match self.meta.orphans() {
-            Ok(o) => o,
-            Err(e) => {
-                log::error!("listing unlinked files: {e}");
-                return;
+        match self.meta.orphans() {
+            Ok(orphans) => {
+                for ino in orphans {
+                    if self.open_counts.lock().contains_key(&ino)
+                        || self.lookups.lock().contains_key(&ino)
+                    {
+                        continue; // in use again (by this mount): freed when let go
+                    }
+                    if let Err(e) = self.purge(ino) {
+                        log::error!("freeing unlinked inode {ino}: {e}");
+                    }
+                }
             }
-        };
-        for ino in orphans {
-            if self.open_counts.lock().contains_key(&ino) || self.lookups.lock().contains_key(&ino)
-            {
-                continue; // in use again (by this mount): freed when let go
-            }
-            if let Err(e) = self.purge(ino) {
-                log::error!("freeing unlinked inode {ino}: {e}");
-            }
+            Err(e) => log::error!("listing unlinked files: {e}"),
+        }
+        if let Err(e) = self.tiers.count_live() {
+            log::error!(
+                "counting the segments' live bytes: {e}; no segment that was there at mount \
+                 is compacted or deleted until the next mount counts again"
+            );
         }
     }
 
     /// Waits for the census `open_store` started: once this returns, the
     /// files unlinked while open at the last stop are gone and the totals
-    /// are counted (tests compare the store with a model right after a
+    /// and live bytes are counted (tests compare the store with a model right after a
     /// reopen).
     pub fn wait_census(&self) {
         if let Some(t) = self.census.lock().take() {
@@ -259,6 +264,7 @@ impl TierFs {
     /// write-back) without writing anything back: all that is left is what
     /// a crash at this moment would leave (the crash harness uses it).
     pub fn halt(&self) {
+        self.tiers.stop_counting();
         if let Some(t) = self.census.lock().take() {
             let _ = t.join();
         }
@@ -290,7 +296,10 @@ impl TierFs {
         // The totals, live counts and quotas' use, so that the next mount
         // needs no scan.
         self.save_quotas()?;
-        self.meta.seal_with_summary(&self.tiers.summary())
+        match self.tiers.summary() {
+            Some(s) => self.meta.seal_with_summary(&s),
+            None => self.meta.seal(),
+        }
     }
 }
 

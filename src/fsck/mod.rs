@@ -70,6 +70,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     // Totals (and, in a store made before it, the candidate index).
     meta.wait_counted()?;
     let tiers = Tiers::open(meta.clone(), store_dir, 64 << 20, access)?;
+    tiers.count_live()?;
     let mut pages = Pages::default();
     let mut c = Check {
         meta: &meta,

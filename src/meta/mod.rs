@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
+mod census;
 mod dump;
 mod index;
 mod packs;
@@ -25,6 +26,7 @@ mod trash;
 mod txn;
 mod types;
 
+pub use census::CensusStep;
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
 pub use packs::PackRecords;
@@ -94,6 +96,8 @@ pub struct Meta {
     quota_usage: Mutex<Option<Vec<(u64, Usage)>>>,
     /// Whether this open created the store (it has nothing to count).
     created: AtomicBool,
+    /// A walk of the chunk index under way (`census`), under `commit_lock`.
+    census: Mutex<Option<census::ChunkCensus>>,
 }
 
 impl Meta {
@@ -154,6 +158,7 @@ impl Meta {
             tier_summary: Mutex::new(None),
             quota_usage: Mutex::new(None),
             created: AtomicBool::new(false),
+            census: Mutex::new(None),
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;
@@ -302,12 +307,15 @@ impl Meta {
         )?;
         let _g = self.commit_lock.lock();
         let delta = self.derive(&mut t)?;
+        let census = self.census_changes(&t.ops)?;
         if let Err(e) = self.apply_txn(t) {
             // Partly applied, maybe: the totals are counted again when
             // next asked for (the journal completes the rest at open).
             self.counted.store(false, Ordering::Release);
+            self.census_committed(census, false);
             return Err(e);
         }
+        self.census_committed(census, true);
         self.totals.lock().apply(&delta);
         Ok(())
     }
@@ -508,11 +516,15 @@ impl Meta {
     pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {
         let _m = self.lock.lock();
         let _g = self.commit_lock.lock();
+        let key = key_ino_u64(TAG_CHUNK, ino, idx);
         let r = self.db.compare_and_swap(
-            key_ino_u64(TAG_CHUNK, ino, idx),
+            key,
             Some(&old.encode()[..]),
             Some(&new.encode()[..]),
         )?;
+        if r.is_ok() {
+            self.census_swapped(&key, old, new);
+        }
         Ok(r.is_ok())
     }
 

@@ -1,29 +1,34 @@
 //! The segments' live-byte counts at mount: restored from the summary a
 //! clean unmount saved (`Tiers::summary`, kept by `Meta` under the seal's
-//! generation), or counted from the chunk index after a crash (`count`),
-//! at open, before any append, retirement or release could race the count:
-//! a count too low would let a segment go with live records in it. Owns
-//! the summary's tier part and the count; what a live byte is stays
+//! generation), or, after a crash, counted from the chunk index while the
+//! mount already serves (`Tiers::count_live`). Until that count ends, the
+//! segments that existed at open wait (`segment_census`: nothing sweeps,
+//! compacts or uploads them, and appends go to new ones), and commits tell
+//! the walk what they change ahead of it (`meta::census`). Owns the
+//! summary's tier part and the count; what a live byte is stays
 //! `segment`'s.
+
+use std::sync::atomic::Ordering;
 
 use super::segment::SegmentStore;
 use super::Tiers;
 use crate::error::Result;
-use crate::meta::{Meta, Tier};
+use crate::meta::Meta;
 
 /// The tiers' part of the summary: for warm, then cold, a u32 count and
-/// that many (u64 segment id, u64 live bytes), little-endian.
-fn encode(stores: [&SegmentStore; 2]) -> Vec<u8> {
+/// that many (u64 segment id, u64 live bytes), little-endian. None while
+/// the count runs.
+fn encode(stores: [&SegmentStore; 2]) -> Option<Vec<u8>> {
     let mut b = Vec::new();
     for s in stores {
-        let counts = s.live_counts();
+        let counts = s.live_counts()?;
         b.extend_from_slice(&(counts.len() as u32).to_le_bytes());
         for (id, n) in counts {
             b.extend_from_slice(&id.to_le_bytes());
             b.extend_from_slice(&n.to_le_bytes());
         }
     }
-    b
+    Some(b)
 }
 
 fn decode(mut b: &[u8]) -> Option<[Vec<(u64, u64)>; 2]> {
@@ -58,27 +63,73 @@ pub(super) fn restore(b: &[u8], warm: &SegmentStore, cold: &SegmentStore) -> boo
     }
 }
 
-/// Counts the live records of every segment from the chunk index: at
-/// open, after a crash, before anything can append, retire or release.
-pub(super) fn count(meta: &Meta, warm: &SegmentStore, cold: &SegmentStore) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    let mut chunks = 0u64;
-    for r in meta.all_chunks() {
-        let (_, _, loc) = r?;
-        match loc.tier {
-            Tier::Cold => cold.add_live(&loc),
-            Tier::Hot | Tier::Warm => warm.add_live(&loc),
-        }
-        chunks += 1;
-    }
-    log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
-    Ok(())
+/// Chunk records walked per step: the commit lock is held for one step.
+const STEP: usize = 1024;
+
+/// Starts a count (at open, after a crash, before anything can append or
+/// release): every existing segment waits for it.
+pub(super) fn begin(meta: &Meta, warm: &SegmentStore, cold: &SegmentStore) {
+    warm.begin_census();
+    cold.begin_census();
+    meta.begin_chunk_census();
 }
 
 impl Tiers {
-    /// The live counts, for the summary of a clean unmount.
-    pub fn summary(&self) -> Vec<u8> {
+    /// The live counts, for the summary of a clean unmount (None while
+    /// the count runs, or if it stopped short: the next mount counts).
+    pub fn summary(&self) -> Option<Vec<u8>> {
         encode([&self.warm, &self.cold])
+    }
+
+    /// Runs the count `open` began to its end (returns at once if none
+    /// did): the mount's census thread, while requests are served; fsck
+    /// and tests before anything else. Stops early, leaving the segments
+    /// uncounted for this mount, if `stop_counting` is called.
+    pub fn count_live(&self) -> Result<()> {
+        self.count_live_by(STEP, || {})
+    }
+
+    /// `count_live`, walking `step` records at a time and calling `between`
+    /// after each step (tests put commits and releases there).
+    pub(super) fn count_live_by(&self, step: usize, mut between: impl FnMut()) -> Result<()> {
+        if self.live_counted() {
+            return Ok(());
+        }
+        let t0 = std::time::Instant::now();
+        let mut chunks = 0u64;
+        loop {
+            if self.census_stop.load(Ordering::Acquire) {
+                self.meta.end_chunk_census();
+                log::info!("the count of live bytes stopped short; the next mount counts again");
+                return Ok(());
+            }
+            let found = self.meta.census_step(step)?;
+            for loc in &found.named {
+                self.store(loc.tier).census_add(loc, 1);
+            }
+            for (loc, n) in &found.changed {
+                self.store(loc.tier).census_add(loc, *n);
+            }
+            chunks += found.named.len() as u64;
+            if found.done {
+                break;
+            }
+            between();
+        }
+        self.warm.finish_census();
+        self.cold.finish_census();
+        log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
+        Ok(())
+    }
+
+    /// Makes a count under way stop at its next step (unmount).
+    pub fn stop_counting(&self) {
+        self.census_stop.store(true, Ordering::Release);
+    }
+
+    /// Whether every segment's live count is known.
+    pub fn live_counted(&self) -> bool {
+        !self.warm.counting() && !self.cold.counting()
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Tiers {
     /// the next one waits for them.
     flushing: Mutex<std::collections::HashSet<u64>>,
     flushed: parking_lot::Condvar,
+    /// Set at unmount: a count of live bytes under way stops (`census`).
+    census_stop: std::sync::atomic::AtomicBool,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -116,9 +118,10 @@ pub fn store_tier(t: Tier) -> Tier {
 }
 
 impl Tiers {
-    /// Opens the segment stores under `store_dir` and counts the live
-    /// records of each segment from the chunk index. `Access::ReadOnly`
-    /// (fsck) changes no byte and no file of the store.
+    /// Opens the segment stores under `store_dir` and restores the live
+    /// bytes of each segment from the last clean unmount's summary; after a
+    /// crash, begins their count (`count_live`). `Access::ReadOnly` (fsck)
+    /// changes no byte and no file of the store.
     pub fn open(
         meta: std::sync::Arc<Meta>,
         store_dir: &Path,
@@ -129,13 +132,14 @@ impl Tiers {
         let cold = SegmentStore::open(&store_dir.join("cold"), COLD, access)?;
         cold.load_remote(meta.remote_packs()?);
         // After a clean unmount the counts come from its summary; otherwise
-        // from the chunk index, before anything can append or retire.
+        // from the chunk index, by `count_live`, begun before anything can
+        // append or release.
         let restored = match meta.take_tier_summary() {
             Some(b) if meta.counted() => census::restore(&b, &warm, &cold),
             _ => meta.created(),
         };
         if !restored {
-            census::count(&meta, &warm, &cold)?;
+            census::begin(&meta, &warm, &cold);
         }
         Ok(Tiers {
             meta,
@@ -153,6 +157,7 @@ impl Tiers {
             reclaimer: reclaim::Reclaimer::default(),
             flushing: Mutex::default(),
             flushed: parking_lot::Condvar::new(),
+            census_stop: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -111,6 +111,15 @@ pub struct SegmentStore {
     pub remote: super::store::RemotePacks,
     /// Packs being uploaded: neither compacted nor removed meanwhile.
     uploading: Mutex<BTreeSet<u64>>,
+    /// Segments whose live bytes are being counted (`segment_census`);
+    /// taken after `live`.
+    uncounted: Mutex<census::Uncounted>,
+}
+
+/// Whether segment `id` is below `below`, the first id not waiting for
+/// the count (`SegmentStore::uncounted_below`; 0: none waits).
+fn waits(below: u64, id: u64) -> bool {
+    below != 0 && id < below
 }
 
 impl SegmentStore {
@@ -210,6 +219,7 @@ impl SegmentStore {
             damaged: Mutex::new(damaged),
             remote: Default::default(),
             uploading: Mutex::default(),
+            uncounted: Mutex::default(),
         })
     }
 
@@ -359,33 +369,18 @@ impl SegmentStore {
         f(data)
     }
 
-    /// Counts a record as live (at start-up, from the chunk index). An index
-    /// that names bytes past the end of the active segment's valid records
-    /// means damage there: the segment is sealed as it is.
-    pub fn add_live(&self, loc: &ChunkLoc) {
-        *self.live.lock().entry(loc.seg).or_default() += record_size(loc.stored);
-        let mut active = self.active.lock();
-        if let Some(a) = active.as_ref() {
-            if a.seg.id == loc.seg && loc.off.saturating_add(record_size(loc.stored)) > a.tail {
-                log::warn!(
-                    "{}: the index names a record at offset {} past the end of the valid \
-                     records ({}): damaged; sealed as it is, appends go to a new segment",
-                    seg_path(&self.dir, &self.fmt, a.seg.id).display(),
-                    loc.off,
-                    a.tail
-                );
-                *active = None;
-            }
-        }
-    }
-
     /// The record at `loc` is no longer referenced, and no reader can hold
     /// its location (`tier::reclaim`): its live bytes go, and its disk space
     /// is punched out of the file.
     pub fn release(&self, loc: &ChunkLoc) {
         let size = record_size(loc.stored);
-        if let Some(v) = self.live.lock().get_mut(&loc.seg) {
-            *v = v.saturating_sub(size);
+        {
+            let mut live = self.live.lock();
+            if !self.release_uncounted(&live, loc) {
+                if let Some(v) = live.get_mut(&loc.seg) {
+                    *v = v.saturating_sub(size);
+                }
+            }
         }
         let Some(seg) = self.segs.read().get(&loc.seg).cloned() else {
             return;
@@ -453,12 +448,14 @@ impl SegmentStore {
         let active = guard.as_ref().map(|a| a.seg.id);
         let dead: Vec<u64> = {
             let live = self.live.lock();
+            let below = self.uncounted_below();
             let uploading = self.uploading.lock();
             self.segs
                 .read()
                 .keys()
                 .copied()
                 .filter(|id| Some(*id) != active && live.get(id).copied().unwrap_or(0) == 0)
+                .filter(|id| !waits(below, *id))
                 .filter(|id| !uploading.contains(id))
                 .collect()
         };
@@ -474,12 +471,14 @@ impl SegmentStore {
     pub fn compaction_candidate(&self) -> Option<u64> {
         let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
+        let below = self.uncounted_below();
         let kept = self.kept.lock();
         let uploading = self.uploading.lock();
         self.segs
             .read()
             .iter()
             .filter(|(id, _)| Some(**id) != active && !kept.contains(id))
+            .filter(|(id, _)| !waits(below, **id))
             .filter(|(id, _)| !uploading.contains(id))
             .map(|(id, seg)| {
                 let l = live.get(id).copied().unwrap_or(0);
@@ -511,8 +510,13 @@ impl SegmentStore {
     }
 
     /// Live bytes in segment `id`.
+    /// While the count runs, an uncounted segment's bytes so far.
     pub fn live_bytes(&self, id: u64) -> u64 {
-        self.live.lock().get(&id).copied().unwrap_or(0)
+        let live = self.live.lock();
+        if waits(self.uncounted_below(), id) {
+            return self.uncounted_bytes(id);
+        }
+        live.get(&id).copied().unwrap_or(0)
     }
 
     /// Every valid record of segment `id`, around any damage.
@@ -559,10 +563,15 @@ impl SegmentStore {
     }
 
     /// Live bytes per segment, for the summary saved at a clean unmount.
-    pub fn live_counts(&self) -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = self.live.lock().iter().map(|(k, v)| (*k, *v)).collect();
+    /// None while some segment waits for the count.
+    pub fn live_counts(&self) -> Option<Vec<(u64, u64)>> {
+        let live = self.live.lock();
+        if self.uncounted_below() != 0 {
+            return None;
+        }
+        let mut v: Vec<(u64, u64)> = live.iter().map(|(k, v)| (*k, *v)).collect();
         v.sort_unstable();
-        v
+        Some(v)
     }
 
     /// Adds saved live counts (of segments that exist) to the current ones.
@@ -598,6 +607,7 @@ impl SegmentStore {
     pub fn start_uploads(&self) -> Vec<u64> {
         let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
+        let below = self.uncounted_below();
         let kept = self.kept.lock();
         let mut uploading = self.uploading.lock();
         let ids: Vec<u64> = self
@@ -606,6 +616,7 @@ impl SegmentStore {
             .keys()
             .copied()
             .filter(|id| Some(*id) != active && !kept.contains(id) && !uploading.contains(id))
+            .filter(|id| !waits(below, *id))
             .filter(|id| live.get(id).copied().unwrap_or(0) > 0 && !self.remote.contains(*id))
             .collect();
         uploading.extend(ids.iter().copied());
@@ -613,15 +624,17 @@ impl SegmentStore {
     }
 
     /// Whether a sealed pack with live records waits for its upload (one
-    /// failed, or a cycle has not come yet).
+    /// failed, or a cycle has not come yet; or one might, while the count
+    /// runs).
     pub fn awaiting_upload(&self) -> bool {
         let active = self.active.lock().as_ref().map(|a| a.seg.id);
         let live = self.live.lock();
+        let below = self.uncounted_below();
         let kept = self.kept.lock();
         self.segs.read().keys().any(|id| {
             Some(*id) != active
                 && !kept.contains(id)
-                && live.get(id).copied().unwrap_or(0) > 0
+                && (live.get(id).copied().unwrap_or(0) > 0 || waits(below, *id))
                 && !self.remote.contains(*id)
         })
     }
@@ -692,10 +705,11 @@ impl SegmentStore {
     /// Uploaded packs no live record is left in.
     pub fn dead_remote(&self) -> Vec<u64> {
         let live = self.live.lock();
+        let below = self.uncounted_below();
         self.remote
             .ids()
             .into_iter()
-            .filter(|id| live.get(id).copied().unwrap_or(0) == 0)
+            .filter(|id| live.get(id).copied().unwrap_or(0) == 0 && !waits(below, *id))
             .collect()
     }
 
@@ -706,8 +720,14 @@ impl SegmentStore {
     }
 
     /// Bytes of live records and bytes of segment files.
+    /// While the count runs, the live bytes counted so far.
     pub fn usage(&self) -> (u64, u64) {
-        let live = self.live.lock().values().sum();
+        let live = {
+            let live = self.live.lock();
+            let u = self.uncounted.lock();
+            let found: u64 = u.bytes.values().map(|n| (*n).max(0) as u64).sum();
+            live.values().sum::<u64>() + found
+        };
         let files = self
             .segs
             .read()
@@ -717,6 +737,9 @@ impl SegmentStore {
         (live, files)
     }
 }
+
+#[path = "segment_census.rs"]
+mod census;
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]

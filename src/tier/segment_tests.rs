@@ -158,9 +158,6 @@ fn damage_between_records_seals_the_active_segment() {
     drop(w);
     flip(dir.path(), 1, locs[1].off + REC_HEADER_LEN + 50, 10);
     let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
-    for l in &locs {
-        w.add_live(l);
-    }
     let new = w.append(9, 0, 9, b"after the damage").unwrap();
     assert_eq!(new.seg, 2, "nothing is appended into the damaged segment");
     let mut out = Vec::new();
@@ -178,18 +175,35 @@ fn damage_between_records_seals_the_active_segment() {
 }
 
 #[test]
-fn an_indexed_record_past_the_valid_end_seals_the_active_segment() {
+fn segments_wait_for_their_count_and_appends_go_to_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
-    let a = w.append(1, 0, 1, b"first").unwrap();
-    let b = w.append(2, 0, 2, b"last, damaged").unwrap();
+    w.set_segment_limit(4096);
+    let a = w.append(1, 0, 1, &[1; 3000]).unwrap();
+    let b = w.append(2, 0, 2, &[2; 3000]).unwrap();
+    let c = w.append(3, 0, 3, &[3; 3000]).unwrap();
+    assert_eq!((a.seg, b.seg, c.seg), (1, 2, 3));
     w.sync().unwrap();
     drop(w);
-    flip(dir.path(), 1, b.off + REC_HEADER_LEN, 4);
     let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
-    w.add_live(&a);
-    w.add_live(&b);
-    assert_eq!(w.append(3, 0, 3, b"new").unwrap().seg, 2);
+    w.begin_census();
+    assert!(w.counting());
+    assert_eq!(w.append(4, 0, 4, b"new").unwrap().seg, 4, "not into segment 3");
+    // Nothing is counted in 1..=3 yet: none of them goes.
+    assert_eq!(w.sweep().unwrap(), 0);
+    assert_eq!(w.compaction_candidate(), None);
+    assert_eq!(w.live_counts(), None);
+    w.census_add(&b, 1);
+    w.census_add(&c, 1);
+    w.release(&c); // released after it was counted
+    w.census_add(&a, 1);
+    w.release(&a);
+    w.finish_census();
+    assert!(!w.counting());
+    assert_eq!(w.sweep().unwrap(), 2, "segments 1 and 3 are dead");
+    let live = w.live_counts().unwrap();
+    assert_eq!(live.iter().map(|l| l.0).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(live[0].1, record_size(b.stored));
 }
 
 #[test]
