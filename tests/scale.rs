@@ -112,7 +112,11 @@ fn kill9_during_a_cycle_and_during_write_back_loses_nothing_among_many_files() {
         s["tiers"]["cold"]["files"].as_u64().unwrap(),
     );
     let hot = s["tiers"]["hot"]["files"].as_u64().unwrap();
-    assert_eq!(hot + warm + cold, FILES as u64 + 200, "every file on a tier: {s}");
+    assert_eq!(
+        hot + warm + cold,
+        FILES as u64 + 200,
+        "every file on a tier: {s}"
+    );
     assert!(cold > 0 && warm > 0, "the kill came mid-cycle: {s}");
     let t0 = Instant::now();
     while recounts(&m) == 0 && t0.elapsed() < Duration::from_secs(60) {

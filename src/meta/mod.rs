@@ -517,11 +517,9 @@ impl Meta {
         let _m = self.lock.lock();
         let _g = self.commit_lock.lock();
         let key = key_ino_u64(TAG_CHUNK, ino, idx);
-        let r = self.db.compare_and_swap(
-            key,
-            Some(&old.encode()[..]),
-            Some(&new.encode()[..]),
-        )?;
+        let r = self
+            .db
+            .compare_and_swap(key, Some(&old.encode()[..]), Some(&new.encode()[..]))?;
         if r.is_ok() {
             self.census_swapped(&key, old, new);
         }

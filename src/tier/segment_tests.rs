@@ -188,7 +188,11 @@ fn segments_wait_for_their_count_and_appends_go_to_a_new_one() {
     let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
     w.begin_census();
     assert!(w.counting());
-    assert_eq!(w.append(4, 0, 4, b"new").unwrap().seg, 4, "not into segment 3");
+    assert_eq!(
+        w.append(4, 0, 4, b"new").unwrap().seg,
+        4,
+        "not into segment 3"
+    );
     // Nothing is counted in 1..=3 yet: none of them goes.
     assert_eq!(w.sweep().unwrap(), 0);
     assert_eq!(w.compaction_candidate(), None);

@@ -695,7 +695,11 @@ fn a_count_while_serving_ends_exact_whatever_changes_between_its_steps() {
         while t.compact_once().unwrap() {}
         t.reclaim().unwrap();
         for (ino, want) in &model {
-            assert_eq!(&read_all(&t, *ino).unwrap(), want, "seed {seed}: file {ino}");
+            assert_eq!(
+                &read_all(&t, *ino).unwrap(),
+                want,
+                "seed {seed}: file {ino}"
+            );
         }
         let (warm, cold) = t.usage();
         assert_eq!((warm.0, cold.0), t.indexed_bytes().unwrap(), "seed {seed}");
