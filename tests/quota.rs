@@ -508,3 +508,53 @@ fn an_exchange_across_a_full_quota_is_checked_by_its_net_change() {
     assert_eq!(e.errno(), libc::EDQUOT);
     assert_eq!(used(), "bytes=4KiB files=1; used 4KiB 1");
 }
+
+/// An exchange of a directory with a file that has another link inside
+/// that directory: each half of the exchange is counted in the namespace
+/// the other half leaves (on `TierFs` directly, as above).
+#[test]
+fn an_exchange_of_a_directory_with_a_link_of_a_file_inside_it_counts_both_sides() {
+    use tierfs::meta::ROOT_INO;
+    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::open_direct(&dir.path().join("store"));
+    let flags = tierfs::fs::XattrFlags::from_raw(0);
+    let q1 = fs.mkdir(root, ROOT_INO, b"q1", 0o755, 0).unwrap().ino;
+    let q2 = fs.mkdir(root, ROOT_INO, b"q2", 0o755, 0).unwrap().ino;
+    for q in [q1, q2] {
+        fs.setxattr(q, b"user.tier.quota", b"bytes=1GiB", flags)
+            .unwrap();
+    }
+    let a = fs.mkdir(root, q1, b"A", 0o755, 0).unwrap().ino;
+    let (f, fh) = fs.create(root, a, b"f", 0o644, 0, libc::O_RDWR).unwrap();
+    fs.write(root, f.ino, 0, &[7u8; 1000]).unwrap();
+    fs.release(fh);
+    fs.link(f.ino, q2, b"g").unwrap();
+    let used = || -> Vec<(String, u64, u64)> {
+        let stats = fs.getxattr(ROOT_INO, b"user.tier.stats").unwrap();
+        let v: contract::json::Stats = serde_json::from_slice(&stats).unwrap();
+        v.quotas
+            .iter()
+            .map(|q| (q.dir.clone(), q.used_bytes, q.used_files))
+            .collect()
+    };
+    // q1: A and f; q2: f (through g).
+    assert_eq!(
+        used(),
+        [("/q1".to_string(), 1000, 2), ("/q2".to_string(), 1000, 1)]
+    );
+    fs.rename(q1, b"A", q2, b"g", libc::RENAME_EXCHANGE)
+        .unwrap();
+    // q1: f (through the link now called A); q2: the directory g and f in it.
+    assert_eq!(
+        used(),
+        [("/q1".to_string(), 1000, 1), ("/q2".to_string(), 1000, 2)]
+    );
+    // And back.
+    fs.rename(q1, b"A", q2, b"g", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(
+        used(),
+        [("/q1".to_string(), 1000, 2), ("/q2".to_string(), 1000, 1)]
+    );
+}

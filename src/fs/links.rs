@@ -2,11 +2,49 @@
 //! link and rename (with `RENAME_NOREPLACE` and `RENAME_EXCHANGE`). Each is
 //! one metadata transaction: the entries, the link counts, the link
 //! records and quota charges (`quota`), and what goes to the trash
-//! (`trash`) instead of being freed.
+//! (`trash`) instead of being freed. Also what a moved link changes in
+//! the quotas (`move_link`), counted for the second half of an exchange in
+//! the namespace the first half leaves (`Overlay`).
 
-use super::quota::Delta;
+use super::quota::{bump, Delta};
 use super::*;
 use crate::meta::Why;
+
+/// The namespace as the store has it, or with the first half of an
+/// exchange applied (`TierFs::move_link` returns it): the quota changes of
+/// the second half are counted in it, so that a link of one side inside
+/// the other side's tree is seen where it ends up.
+#[derive(Default)]
+pub(super) struct Overlay {
+    /// A directory that moved, and its new parent.
+    pub dir: Option<(u64, u64)>,
+    /// A file that moved, and its link directories now.
+    pub links: Option<(u64, crate::meta::LinkDirs)>,
+}
+
+impl Overlay {
+    /// The parent of directory `dir`.
+    pub fn parent(&self, fs: &TierFs, dir: u64) -> Result<u64> {
+        match self.dir {
+            Some((d, p)) if d == dir => Ok(p),
+            _ => Ok(fs.meta.inode(dir)?.parent),
+        }
+    }
+
+    /// Whether directory `dir` is `ancestor` or below it.
+    pub fn is_within(&self, fs: &TierFs, mut dir: u64, ancestor: u64) -> Result<bool> {
+        for _ in 0..100_000 {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = self.parent(fs, dir)?;
+        }
+        Err(Error::Corrupt("directory parent chain has a loop".into()))
+    }
+}
 
 impl TierFs {
     /// Removes the entry `name` (not a directory when `dir` is false, only an
@@ -126,17 +164,8 @@ impl TierFs {
     }
 
     /// True when `dir` is `ancestor` or lies below it.
-    pub(super) fn is_within(&self, mut dir: u64, ancestor: u64) -> Result<bool> {
-        for _ in 0..100_000 {
-            if dir == ancestor {
-                return Ok(true);
-            }
-            if dir == ROOT_INO {
-                return Ok(false);
-            }
-            dir = self.meta.inode(dir)?.parent;
-        }
-        Err(Error::Corrupt("directory parent chain has a loop".into()))
+    pub(super) fn is_within(&self, dir: u64, ancestor: u64) -> Result<bool> {
+        Overlay::default().is_within(self, dir, ancestor)
     }
 
     pub fn rename(
@@ -191,8 +220,14 @@ impl TierFs {
             // replaced inode was charged and the quotas it leaves.
             let mut changes: Vec<(u64, Delta)> = Vec::new();
             let mut freed: Option<(Vec<u64>, Delta)> = None;
+            // What the move of `moved` leaves, for the other half of an
+            // exchange.
+            let mut first_half = Overlay::default();
             if parent != newparent {
-                changes.extend(self.move_link(&moved, parent, newparent, &mut t)?);
+                let (c, left) =
+                    self.move_link(&moved, parent, newparent, &mut t, &Overlay::default())?;
+                changes.extend(c);
+                first_half = left;
             }
             moved.parent = newparent;
             if src.kind == Kind::Dir {
@@ -204,7 +239,8 @@ impl TierFs {
                 other.ctime = now;
                 t.del_dirent(newparent, newname, d.seq);
                 if exchange && parent != newparent {
-                    changes.extend(self.move_link(&other, newparent, parent, &mut t)?);
+                    let (c, _) = self.move_link(&other, newparent, parent, &mut t, &first_half)?;
+                    changes.extend(c);
                 }
                 let other_charged = Delta::of(&other, self.charged_size(&other));
                 if exchange {
@@ -288,5 +324,94 @@ impl TierFs {
             self.purge_if_unused(ino);
         }
         Ok(())
+    }
+
+    /// `moved` (a file, or a directory with its tree) goes from directory
+    /// `from` to `to`: its link records in `t`, and the quota changes,
+    /// each quota's own (to `shift`), counted in the namespace `ov`
+    /// describes (the store's, or what the first half of an exchange
+    /// leaves). Also returns the namespace this move leaves, on top of `ov`.
+    pub(super) fn move_link(
+        &self,
+        moved: &Inode,
+        from: u64,
+        to: u64,
+        t: &mut Txn,
+        ov: &Overlay,
+    ) -> Result<(Vec<(u64, Delta)>, Overlay)> {
+        let before = self.link_dirs_in(moved, ov)?;
+        let after = match before.len() > 1 || before.first().is_some_and(|b| b.1 > 1) {
+            true => {
+                let mut a = before.clone();
+                bump(&mut a, from, -1);
+                bump(&mut a, to, 1);
+                for d in [from, to] {
+                    t.put_links(moved.ino, d, a.iter().find(|x| x.0 == d).map_or(0, |x| x.1));
+                }
+                a
+            }
+            false => vec![(to, 1)],
+        };
+        let left = match moved.kind {
+            Kind::Dir => Overlay {
+                dir: Some((moved.ino, to)),
+                links: None,
+            },
+            _ => Overlay {
+                dir: None,
+                links: Some((moved.ino, after.clone())),
+            },
+        };
+        if !self.quotas.active() {
+            return Ok((Vec::new(), left));
+        }
+        let (qb, qa) = (
+            self.quotas_above_in(&before, ov)?,
+            self.quotas_above_in(&after, ov)?,
+        );
+        let mut changes = Vec::new();
+        if moved.kind != Kind::Dir {
+            let d = Delta::of(moved, self.charged_size(moved));
+            changes.extend(qa.iter().filter(|q| !qb.contains(q)).map(|q| (*q, d)));
+            changes.extend(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, d.neg())));
+            return Ok((changes, left));
+        }
+        // A directory takes its tree along. A file in it with a link
+        // outside it stays counted in a quota that link is under.
+        let (u, linked) = self.meta.tree_usage(moved.ino, &|i| self.charged_size(i))?;
+        let base = Delta {
+            files: 1 + u.files as i64,
+            bytes: u.bytes as i64,
+        };
+        let mut outside: Vec<(Delta, Vec<u64>)> = Vec::new();
+        for m in &linked {
+            let mut dirs = Vec::new();
+            for (d, _) in self.link_dirs_in(m, ov)? {
+                if !ov.is_within(self, d, moved.ino)? {
+                    dirs.push(d);
+                }
+            }
+            outside.push((Delta::of(m, self.charged_size(m)), dirs));
+        }
+        for (q, sign) in qa
+            .iter()
+            .filter(|q| !qb.contains(q))
+            .map(|q| (*q, 1))
+            .chain(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, -1)))
+        {
+            let mut d = base;
+            for (md, dirs) in &outside {
+                let mut counted_elsewhere = false;
+                for dir in dirs {
+                    counted_elsewhere |= ov.is_within(self, *dir, q)?;
+                }
+                if !counted_elsewhere {
+                    d.files += md.files;
+                    d.bytes += md.bytes;
+                }
+            }
+            changes.push((q, if sign > 0 { d } else { d.neg() }));
+        }
+        Ok((changes, left))
     }
 }

@@ -16,6 +16,7 @@
 
 use parking_lot::RwLock;
 
+use super::links::Overlay;
 use super::*;
 use crate::meta::{Limits, LinkDirs, Usage};
 
@@ -228,7 +229,12 @@ impl TierFs {
     }
 
     /// The quota directories at and above directory `dir`.
-    pub(super) fn quotas_over(&self, mut dir: u64) -> Result<Vec<u64>> {
+    pub(super) fn quotas_over(&self, dir: u64) -> Result<Vec<u64>> {
+        self.quotas_over_in(dir, &Overlay::default())
+    }
+
+    /// `quotas_over` in the namespace `ov` describes.
+    pub(super) fn quotas_over_in(&self, mut dir: u64, ov: &Overlay) -> Result<Vec<u64>> {
         if !self.quotas.active() {
             return Ok(Vec::new());
         }
@@ -241,7 +247,7 @@ impl TierFs {
             if dir == ROOT_INO {
                 return Ok(out);
             }
-            dir = self.meta.inode(dir)?.parent;
+            dir = ov.parent(self, dir)?;
             if dir == 0 {
                 return Ok(out);
             }
@@ -305,6 +311,16 @@ impl TierFs {
     /// kept them have none until fsck --repair), else the directory its
     /// record names.
     pub(super) fn link_dirs(&self, inode: &Inode) -> Result<LinkDirs> {
+        self.link_dirs_in(inode, &Overlay::default())
+    }
+
+    /// `link_dirs` in the namespace `ov` describes.
+    pub(super) fn link_dirs_in(&self, inode: &Inode, ov: &Overlay) -> Result<LinkDirs> {
+        if let Some((ino, dirs)) = &ov.links {
+            if *ino == inode.ino {
+                return Ok(dirs.clone());
+            }
+        }
         if inode.nlink > 1 && inode.kind != Kind::Dir {
             let l = self.meta.links_of(inode.ino)?;
             if !l.is_empty() {
@@ -316,9 +332,13 @@ impl TierFs {
 
     /// The quota directories above any of `dirs`, each once.
     fn quotas_above(&self, dirs: &LinkDirs) -> Result<Vec<u64>> {
+        self.quotas_above_in(dirs, &Overlay::default())
+    }
+
+    pub(super) fn quotas_above_in(&self, dirs: &LinkDirs, ov: &Overlay) -> Result<Vec<u64>> {
         let mut out: Vec<u64> = Vec::new();
         for (d, _) in dirs {
-            for q in self.quotas_over(*d)? {
+            for q in self.quotas_over_in(*d, ov)? {
                 if !out.contains(&q) {
                     out.push(q);
                 }
@@ -454,79 +474,6 @@ impl TierFs {
             .into_iter()
             .filter(|q| !stays.contains(q))
             .collect())
-    }
-
-    /// `moved` (a file, or a directory with its tree) goes from directory
-    /// `from` to `to`: its link records in `t`, and the quota changes,
-    /// each quota's own (to `shift`).
-    pub(super) fn move_link(
-        &self,
-        moved: &Inode,
-        from: u64,
-        to: u64,
-        t: &mut Txn,
-    ) -> Result<Vec<(u64, Delta)>> {
-        let before = self.link_dirs(moved)?;
-        let after = match before.len() > 1 || before.first().is_some_and(|b| b.1 > 1) {
-            true => {
-                let mut a = before.clone();
-                bump(&mut a, from, -1);
-                bump(&mut a, to, 1);
-                for d in [from, to] {
-                    t.put_links(moved.ino, d, a.iter().find(|x| x.0 == d).map_or(0, |x| x.1));
-                }
-                a
-            }
-            false => vec![(to, 1)],
-        };
-        if !self.quotas.active() {
-            return Ok(Vec::new());
-        }
-        let (qb, qa) = (self.quotas_above(&before)?, self.quotas_above(&after)?);
-        let mut changes = Vec::new();
-        if moved.kind != Kind::Dir {
-            let d = Delta::of(moved, self.charged_size(moved));
-            changes.extend(qa.iter().filter(|q| !qb.contains(q)).map(|q| (*q, d)));
-            changes.extend(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, d.neg())));
-            return Ok(changes);
-        }
-        // A directory takes its tree along. A file in it with a link
-        // outside it stays counted in a quota that link is under.
-        let (u, linked) = self.meta.tree_usage(moved.ino, &|i| self.charged_size(i))?;
-        let base = Delta {
-            files: 1 + u.files as i64,
-            bytes: u.bytes as i64,
-        };
-        let mut outside: Vec<(Delta, Vec<u64>)> = Vec::new();
-        for m in &linked {
-            let mut dirs = Vec::new();
-            for (d, _) in self.link_dirs(m)? {
-                if !self.is_within(d, moved.ino)? {
-                    dirs.push(d);
-                }
-            }
-            outside.push((Delta::of(m, self.charged_size(m)), dirs));
-        }
-        for (q, sign) in qa
-            .iter()
-            .filter(|q| !qb.contains(q))
-            .map(|q| (*q, 1))
-            .chain(qb.iter().filter(|q| !qa.contains(q)).map(|q| (*q, -1)))
-        {
-            let mut d = base;
-            for (md, dirs) in &outside {
-                let mut counted_elsewhere = false;
-                for dir in dirs {
-                    counted_elsewhere |= self.is_within(*dir, q)?;
-                }
-                if !counted_elsewhere {
-                    d.files += md.files;
-                    d.bytes += md.bytes;
-                }
-            }
-            changes.push((q, if sign > 0 { d } else { d.neg() }));
-        }
-        Ok(changes)
     }
 
     /// The size a file is charged for: with its writes not yet durable,
@@ -764,7 +711,7 @@ impl TierFs {
 }
 
 /// Adds `n` links in directory `dir` to `links` (an entry at 0 goes).
-fn bump(links: &mut LinkDirs, dir: u64, n: i64) {
+pub(super) fn bump(links: &mut LinkDirs, dir: u64, n: i64) {
     match links.iter_mut().find(|l| l.0 == dir) {
         Some(l) => l.1 = (i64::from(l.1) + n).max(0) as u32,
         None if n > 0 => links.push((dir, n as u32)),
