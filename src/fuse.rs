@@ -74,11 +74,23 @@ impl FinalFlush {
 pub struct FuseAdapter {
     fs: Arc<TierFs>,
     final_flush: Arc<FinalFlush>,
+    /// Run at the end of `init` (the mount's readahead).
+    after_init: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<TierFs>, final_flush: Arc<FinalFlush>) -> FuseAdapter {
-        FuseAdapter { fs, final_flush }
+        FuseAdapter {
+            fs,
+            final_flush,
+            after_init: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Has `init` run `f` last, once the kernel's INIT is taken.
+    pub fn after_init(mut self, f: Box<dyn FnOnce() + Send>) -> FuseAdapter {
+        self.after_init = parking_lot::Mutex::new(Some(f));
+        self
     }
 
     /// The errno for `e`; faults (not user mistakes, not a full disk) are
@@ -158,6 +170,9 @@ impl Filesystem for FuseAdapter {
         // cannot be told from truncate(2): its old content becomes a version.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             log::warn!("the kernel does not offer {missing:?}: open(O_TRUNC) keeps no version");
+        }
+        if let Some(f) = self.after_init.get_mut().take() {
+            f();
         }
         Ok(())
     }

@@ -202,7 +202,15 @@ fn serve(
     // let go, before `run` returns), a mount of the store waits for this
     // daemon rather than being refused as if the store were still mounted.
     final_flush.before(store.unmount_marker());
-    let adapter = FuseAdapter::new(fs.clone(), final_flush.clone());
+    // Canonical, as /proc/self/mountinfo names it; the parent is resolved,
+    // never the mountpoint (a dead mount there would not answer).
+    let canonical = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => p.canonicalize().map(|p| p.join(n)),
+        _ => std::path::absolute(mountpoint),
+    }
+    .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let adapter = FuseAdapter::new(fs.clone(), final_flush.clone())
+        .after_init(Box::new(move || raise_readahead(canonical)));
     let mut session = Session::new(adapter, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let notifier = session.notifier();
@@ -232,7 +240,6 @@ fn serve(
         mountpoint.display(),
         std::process::id()
     );
-    raise_readahead(mountpoint.to_path_buf());
     if let Some(ready) = ready {
         detach_stdio();
         let _ = ready.write_all(b"OK\n");
@@ -304,46 +311,80 @@ fn serve(
 /// chunks: a sequential read then asks for whole chunks (one request each,
 /// not eight), several at once, so that cold chunks decompress in parallel
 /// (1 GiB read, caches dropped: hot ~1.9 → ~3 GB/s, cold ~0.85 → ~1.35 GB/s
-/// against 1 MiB of readahead ~0.85 and 128 KiB ~0.6). Done from
-/// a thread once the mount answers: the kernel caps the readahead again when
-/// it takes the INIT reply. Needs root (sysfs); without it, a debug line.
-/// `statfs` type of a FUSE mount.
-const FUSE_SUPER_MAGIC: libc::c_long = 0x6573_5546;
-
+/// against 1 MiB of readahead ~0.85 and 128 KiB ~0.6). Called from `init`:
+/// the kernel caps the readahead again when it takes the INIT reply, so a
+/// thread writes it shortly after, and once more a second later. Needs
+/// root (sysfs); without it, a debug line.
+///
+/// The mount's device comes from `/proc/self/mountinfo`, never from a
+/// request to the mount: a thread of the daemon waiting on its own mount
+/// (a `statfs` waits for the count after a crash) would keep a killed
+/// daemon from ever exiting, and its mount from ever answering again.
 fn raise_readahead(mountpoint: PathBuf) {
-    use std::os::unix::fs::MetadataExt;
     let _ = std::thread::Builder::new()
         .name("readahead".into())
         .spawn(move || {
-            // Answered by the request threads once the session runs.
-            let Ok(md) = std::fs::metadata(&mountpoint) else {
+            let Some((major, minor)) = fuse_device(&mountpoint) else {
+                log::debug!("{} is not in /proc/self/mountinfo", mountpoint.display());
                 return;
             };
-            // Only our own mount: if it is already gone, this is the
-            // directory under it, whose disk must be left alone.
-            let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-                return;
-            };
-            // SAFETY: a valid NUL-terminated path and a zeroed out-struct.
-            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0
-                || st.f_type != FUSE_SUPER_MAGIC
-                || libc::major(md.dev()) != 0
-            {
-                return;
-            }
-            let dev = md.dev();
-            let path = format!(
-                "/sys/class/bdi/{}:{}/read_ahead_kb",
-                libc::major(dev),
-                libc::minor(dev)
-            );
+            let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
             let kb = (4 * crate::tier::CHUNK_SIZE) >> 10;
-            match std::fs::write(&path, kb.to_string()) {
-                Ok(()) => log::debug!("readahead of {} set to {kb} KiB", mountpoint.display()),
-                Err(e) => log::debug!("cannot raise the readahead ({path}): {e}"),
+            for wait in [100, 1000] {
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+                match std::fs::write(&path, kb.to_string()) {
+                    Ok(()) => {
+                        log::debug!("readahead of {} set to {kb} KiB", mountpoint.display())
+                    }
+                    Err(e) => {
+                        log::debug!("cannot raise the readahead ({path}): {e}");
+                        return;
+                    }
+                }
             }
         });
+}
+
+/// The device number of the FUSE mount on `mountpoint` (a canonical path),
+/// the last one mounted there, from `/proc/self/mountinfo`.
+fn fuse_device(mountpoint: &Path) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.as_os_str().as_bytes();
+    text.lines().rev().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let dash = f.iter().position(|x| *x == "-")?;
+        let fuse = f.get(dash + 1)?.split('.').next() == Some("fuse");
+        if !fuse || unescape_mountinfo(f.get(4)?) != want {
+            return None;
+        }
+        let (major, minor) = f.get(2)?.split_once(':')?;
+        // Only an anonymous device (major 0), as FUSE mounts have.
+        Some((major.parse().ok().filter(|m| *m == 0)?, minor.parse().ok()?))
+    })
+}
+
+/// A path as `/proc/self/mountinfo` writes it: space, tab, newline and
+/// backslash as `\ooo` (octal).
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn detach_stdio() {
@@ -378,5 +419,11 @@ mod tests {
         };
         let err = fuse_config(&cfg, Path::new("/s")).unwrap_err();
         assert!(err.contains("bogus"));
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), b"/a b\tc\\d");
+        assert_eq!(unescape_mountinfo(r"/plain\04"), br"/plain\04");
     }
 }

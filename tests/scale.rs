@@ -151,4 +151,17 @@ fn kill9_during_a_cycle_and_during_write_back_loses_nothing_among_many_files() {
         .sum();
     assert_eq!(files, listed, "{s}");
     m.assert_fsck_clean();
+
+    // Killed again and again right after a mount that counts (the first
+    // requests, its own included, wait for the count): each time the
+    // daemon is gone at once, and the next mount serves.
+    m.start();
+    m.kill9();
+    for _ in 0..5 {
+        m.start();
+        m.kill9();
+    }
+    m.start();
+    check_all(&m, 100);
+    m.assert_fsck_clean();
 }

@@ -35,6 +35,28 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
+/// Aborts the FUSE connection of the mount at `path` (fusectl), so that
+/// whatever waits on it gets an error: the way out of a daemon that cannot
+/// die because one of its threads waits on its own mount.
+pub fn abort_connection(path: &Path) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    let Some(minor) = text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str())).then(|| f[2].split_once(':').map(|d| d.1.to_string()))?
+    }) else {
+        return;
+    };
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if !conns.join(&minor).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(conns)
+            .status();
+    }
+    let _ = std::fs::write(conns.join(&minor).join("abort"), "1");
+}
+
 pub fn detach(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: plain syscall with a NUL-terminated path.
@@ -246,10 +268,24 @@ impl Mounted {
     }
 
     /// Kills the daemon with SIGKILL; its dead mount stays (ENOTCONN).
+    /// A daemon that is not gone 10 s after SIGKILL fails the test (after
+    /// its connection is aborted, so that nothing is left waiting).
     pub fn kill9_leaving_dead_mount(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            let t0 = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if t0.elapsed() > Duration::from_secs(10) {
+                    abort_connection(&self.mnt);
+                    let _ = child.wait();
+                    panic!(
+                        "the daemon was not gone 10 s after SIGKILL (a thread of it \
+                         waited on its own mount):\n{}",
+                        self.log_text()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
