@@ -224,6 +224,12 @@ if [ "${1:-}" = scale ]; then
   crash_ls_s=$(t sh -c "target/release/tierfs mount '$work/store' '$mnt' && ls '$mnt/d1'")
   got "mount + ls after kill -9 $crash_ls_s s"
   pid=$(cat "$work/store/tierfs.lock")
+  # The count of the segments' live bytes goes on while the mount serves:
+  # its time, from the daemon's log line.
+  log=$work/store/tierfs.log
+  until grep -q 'chunk records in' "$log" || ! kill -0 "$pid" 2>/dev/null; do sleep 1; done
+  live_count=$(grep -o 'counted [0-9]* chunk records in [^ ]*' "$log" | tail -1)
+  got "after kill -9, $live_count"
   umnt "$pid"
   meta_mib=$(du -sm "$work/store/meta" | cut -f1)
   # A read-only fsck of the unmounted store: its time and peak RSS. It
@@ -251,6 +257,7 @@ PY
   echo "unmount of the busy session:        ${umount_s} s (until the daemon is gone)"
   echo "mount after a clean unmount:        ${mount_s} s"
   echo "mount + ls after kill -9:           ${crash_ls_s} s"
+  echo "  then, while it serves:            ${live_count:-no count logged}"
   echo "find | wc -l after the mount:       ${find_s} s"
   echo "metadata on disk (sled):            ${meta_mib} MiB"
   if [ "$fsck_s" = skipped ]; then

@@ -345,46 +345,16 @@ fn raise_readahead(mountpoint: PathBuf) {
         });
 }
 
-/// The device number of the FUSE mount on `mountpoint` (a canonical path),
-/// the last one mounted there, from `/proc/self/mountinfo`.
+/// The device number of the tierfs mount on `mountpoint` (a canonical
+/// path), the last one mounted there, from `/proc/self/mountinfo`.
 fn fuse_device(mountpoint: &Path) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.as_os_str().as_bytes();
-    text.lines().rev().find_map(|line| {
-        let f: Vec<&str> = line.split(' ').collect();
-        let dash = f.iter().position(|x| *x == "-")?;
-        let fuse = f.get(dash + 1)?.split('.').next() == Some("fuse");
-        if !fuse || unescape_mountinfo(f.get(4)?) != want {
-            return None;
-        }
-        let (major, minor) = f.get(2)?.split_once(':')?;
-        // Only an anonymous device (major 0), as FUSE mounts have.
-        Some((major.parse().ok().filter(|m| *m == 0)?, minor.parse().ok()?))
-    })
-}
-
-/// A path as `/proc/self/mountinfo` writes it: space, tab, newline and
-/// backslash as `\ooo` (octal).
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    let m = contract::mountinfo::mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.point == mountpoint && m.fstype == contract::mountinfo::FSTYPE)?;
+    let (major, minor) = m.dev.split_once(':')?;
+    // Only an anonymous device (major 0), as FUSE mounts have.
+    Some((major.parse().ok().filter(|m| *m == 0)?, minor.parse().ok()?))
 }
 
 fn detach_stdio() {
@@ -419,11 +389,5 @@ mod tests {
         };
         let err = fuse_config(&cfg, Path::new("/s")).unwrap_err();
         assert!(err.contains("bogus"));
-    }
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), b"/a b\tc\\d");
-        assert_eq!(unescape_mountinfo(r"/plain\04"), br"/plain\04");
     }
 }

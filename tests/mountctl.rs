@@ -273,3 +273,30 @@ fn versions_trash_restore_purge_and_ttl() {
     assert_eq!(rows[0]["ttl"], "30days");
     assert!(rows[0]["expires"].as_str().unwrap().starts_with("20"));
 }
+
+/// A tierfs mount whose daemon died (its mount answers ENOTCONN) is named
+/// on stderr; the status of the others is still shown, and the exit status
+/// says that not all of it could be.
+#[test]
+fn status_shows_the_live_mounts_next_to_a_dead_one() {
+    let m = Mounted::new();
+    let mut dead = Mounted::new();
+    m.sh_ok("echo note > n");
+    dead.kill9_leaving_dead_mount();
+    let o = mountctl(&m, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shown: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["mount"].as_str().unwrap())
+        .collect();
+    assert!(shown.contains(&m.mnt.to_str().unwrap()), "{shown:?}");
+    assert!(!shown.contains(&dead.mnt.to_str().unwrap()), "{shown:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(dead.mnt.to_str().unwrap()), "{err}");
+    let o = mountctl(&m, &["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains(m.mnt.to_str().unwrap()));
+}

@@ -10,6 +10,8 @@ pub const FSTYPE: &str = "fuse.tierfs";
 /// One line of /proc/self/mountinfo: mount point, filesystem type, source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mounted device, `major:minor` (a FUSE mount's: `0:N`).
+    pub dev: String,
     pub point: PathBuf,
     pub fstype: String,
     /// For a tierfs mount: the store directory.
@@ -28,9 +30,12 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
+            let mut f = left.split(' ');
+            let dev = f.nth(2)?;
+            let point = f.nth(1)?;
             let mut r = right.split(' ');
             Some(MountEntry {
+                dev: dev.to_string(),
                 point: PathBuf::from(unescape(point)),
                 fstype: r.next()?.to_string(),
                 source: unescape(r.next()?),
@@ -99,6 +104,7 @@ mod tests {
         let m = parse(text);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].point, PathBuf::from("/mnt/with space"));
+        assert_eq!((m[0].dev.as_str(), m[1].dev.as_str()), ("0:45", "8:1"));
         assert_eq!(m[0].fstype, FSTYPE);
         assert_eq!(m[0].source, "/srv/my store");
         assert_eq!(unescape(r"/plain"), "/plain");

@@ -151,14 +151,26 @@ fn status(given: &[PathBuf], json_out: bool, prometheus: bool) -> Result<Exit, F
             .map(|p| tierfs_mount_of(p))
             .collect::<Result<_, _>>()?
     };
+    // A mount that does not answer (its daemon died) is named on stderr
+    // and the others are still shown.
+    let mut failed = false;
+    let mut answered = |m: &TierMount| match stats_of(m) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("mountctl: {e}");
+            failed = true;
+            None
+        }
+    };
     if prometheus {
         let mut all = Vec::new();
         for m in list {
-            let s = stats_of(&m)?;
-            all.push((m, s));
+            if let Some(s) = answered(&m) {
+                all.push((m, s));
+            }
         }
         print!("{}", prometheus::render(&all));
-        return Ok(Exit::Ok);
+        return Ok(if failed { Exit::Partly } else { Exit::Ok });
     }
     if list.is_empty() {
         if json_out {
@@ -176,7 +188,7 @@ fn status(given: &[PathBuf], json_out: bool, prometheus: bool) -> Result<Exit, F
     }
     let mut all = Vec::new();
     for m in &list {
-        let s = stats_of(m)?;
+        let Some(s) = answered(m) else { continue };
         if json_out {
             all.push(Entry {
                 mount: &m.point,
@@ -190,7 +202,7 @@ fn status(given: &[PathBuf], json_out: bool, prometheus: bool) -> Result<Exit, F
     if json_out {
         println!("{}", serde_json::to_string(&all).expect("serialisable"));
     }
-    Ok(Exit::Ok)
+    Ok(if failed { Exit::Partly } else { Exit::Ok })
 }
 
 /// Every file (and, for pin/unpin, directory) named, walking directories

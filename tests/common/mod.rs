@@ -356,6 +356,10 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         self.stop();
+        // A dead mount a kill left behind.
+        if is_mounted(&self.mnt) {
+            detach(&self.mnt);
+        }
         if std::thread::panicking() {
             // What the daemon said is the first thing a failed run needs.
             let log = self.log_text();
