@@ -224,7 +224,7 @@ impl TierFs {
     /// and counts the segments' live bytes after a crash.
     fn census(&self) {
         self.count_quotas();
-        if let Err(e) = self.meta.recount(&self.meta.write_lock()) {
+        if let Err(e) = self.meta.count_totals(&|| self.tiers.counting_stopped()) {
             log::error!("counting inodes: {e}; statfs and user.tier.stats count again");
         }
         match self.meta.orphans() {

@@ -1,18 +1,23 @@
-//! The chunk index's part of counting the segments' live bytes while the
-//! mount serves (after a crash; `tier::census` owns the rest): a cursor
-//! that walks the chunk records in key order, and the changes commits make
-//! meanwhile to records the cursor has not reached yet.
+//! The walks of the index that count while the mount serves (after a
+//! crash): the chunk records, for the segments' live bytes (`tier::census`
+//! owns the rest of that count), and the inode records, for the totals.
+//! Each walks its records in key order a slice at a time, under the lock
+//! every commit holds (`commit_lock` for chunks, the write lock for
+//! inodes), so a commit is wholly before or wholly after each slice.
 //!
-//! The count walks the index a slice at a time under the commit lock, so a
-//! commit is wholly before or wholly after each slice. A record is counted
-//! where the cursor finds it. A commit that unbinds a location from a key
-//! the cursor has not reached reports that location `+1` (the walk will not
-//! see it there, yet its bytes stay in their segment until released), and
-//! one that binds a location to such a key reports it `-1` (the walk will
-//! count it there). Commits to keys already walked report nothing: what
-//! the walk counted there is right, and a release takes it off as usual.
-//! So when the walk ends, counted + reported - released is exact for every
-//! segment that existed when it began (see `docs/RELIABILITY.md`).
+//! Chunks: a record is counted where the cursor finds it. A commit that
+//! unbinds a location from a key the cursor has not reached reports that
+//! location `+1` (the walk will not see it there, yet its bytes stay in
+//! their segment until released), and one that binds a location to such a
+//! key reports it `-1` (the walk will count it there). Commits to keys
+//! already walked report nothing: what the walk counted there is right,
+//! and a release takes it off as usual. So when the walk ends, counted +
+//! reported - released is exact for every segment that existed when it
+//! began (see `docs/ARCHITECTURE.md`, `census`).
+//!
+//! Inodes: the walk adds each record it finds to the totals; a commit adds
+//! its change (`derive`) only at keys the walk has passed, since the walk
+//! finds the others as the commit leaves them.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -176,6 +181,119 @@ impl Meta {
                 c.changed.push((*old, 1));
                 c.changed.push((*new, -1));
             }
+        }
+    }
+}
+
+/// Inode records per step of the totals' walk (the write lock is held for
+/// one step).
+const INODE_STEP: usize = 1024;
+
+/// The totals' walk, under `Meta::inode_walk`.
+#[derive(Default)]
+pub(super) struct InodeWalk {
+    /// The last inode key walked (`None`: none yet).
+    cursor: Option<Vec<u8>>,
+    /// A commit failed part way: the totals are not known.
+    failed: bool,
+}
+
+impl InodeWalk {
+    /// Whether a commit's change of inode record `key` counts in the
+    /// totals now (the walk has passed it).
+    pub(super) fn passed(&self, key: &[u8]) -> bool {
+        self.cursor.as_deref().is_some_and(|c| key <= c)
+    }
+
+    pub(super) fn fail(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Meta {
+    /// Counts the totals from the inode records while commits go on (the
+    /// write lock is held for one slice at a time). A store without a
+    /// candidate index builds it instead, under the write lock throughout
+    /// (`recount`). Stops early, the totals left uncounted (the next mount
+    /// counts them), once `stop` says so.
+    pub fn count_totals(&self, stop: &dyn Fn() -> bool) -> Result<()> {
+        self.count_totals_by(INODE_STEP, stop)
+    }
+
+    pub(super) fn count_totals_by(&self, step: usize, stop: &dyn Fn() -> bool) -> Result<()> {
+        {
+            let held = self.write_lock();
+            if self.counted() {
+                return Ok(());
+            }
+            if self.db.get(meta_key("index"))?.is_none() {
+                return self.recount(&held);
+            }
+            *self.totals.lock() = Totals::default();
+            *self.inode_walk.lock() = Some(InodeWalk::default());
+        }
+        let t0 = std::time::Instant::now();
+        let r = self.walk_inodes(step, stop);
+        *self.inode_walk.lock() = None;
+        self.walk_done.notify_all();
+        match r {
+            Ok(true) => {
+                log::info!(
+                    "counted {} inode records in {:?}",
+                    self.totals().inodes,
+                    t0.elapsed()
+                );
+                Ok(())
+            }
+            Ok(false) => {
+                log::info!("the count of the totals stopped short; the next mount counts again");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The walk's steps; true once it reached the end.
+    fn walk_inodes(&self, step: usize, stop: &dyn Fn() -> bool) -> Result<bool> {
+        loop {
+            if stop() {
+                return Ok(false);
+            }
+            let _held = self.write_lock();
+            let mut slot = self.inode_walk.lock();
+            let Some(w) = slot.as_mut() else {
+                return Ok(false);
+            };
+            if w.failed {
+                return Err(Error::Corrupt(
+                    "a metadata commit failed while the totals were being counted".into(),
+                ));
+            }
+            let from = match &w.cursor {
+                Some(k) => Bound::Excluded(k.clone()),
+                None => Bound::Included(vec![TAG_INODE]),
+            };
+            let range = (from, Bound::Excluded(vec![TAG_INODE + 1]));
+            let mut rows = 0;
+            let mut last = None;
+            let mut totals = self.totals.lock();
+            for r in self.db.range::<Vec<u8>, _>(range).take(step) {
+                let (k, v) = r?;
+                if k.len() == 9 {
+                    // A damaged record counts as none: fsck reports it.
+                    if let Ok(i) = Inode::decode(be_u64(&k[1..]), &v) {
+                        totals.count(&i, 1);
+                    }
+                }
+                rows += 1;
+                last = Some(k.to_vec());
+            }
+            if rows < step {
+                // At the end, with the write lock held: exact from here on.
+                self.counted.store(true, Ordering::Release);
+                return Ok(true);
+            }
+            w.cursor = last;
         }
     }
 }

@@ -187,6 +187,9 @@ impl Meta {
     /// the records `t` replaces, under the commit lock.
     pub(super) fn derive(&self, t: &mut Txn) -> Result<Totals> {
         let mut delta = Totals::default();
+        // While the totals are walked, a change counts only where the walk
+        // has passed (`census`).
+        let walk = self.inode_walk.lock();
         // The value each touched inode has so far within this transaction.
         let mut current: HashMap<u64, Option<Inode>> = HashMap::new();
         let mut extra: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
@@ -236,11 +239,13 @@ impl Meta {
                 let k = key_ino(TAG_PIN_PENDING, ino).to_vec();
                 extra.push((k, new_pin.then(Vec::new)));
             }
-            if let Some(o) = &old {
-                delta.count(o, -1);
-            }
-            if let Some(n) = &new {
-                delta.count(n, 1);
+            if walk.as_ref().is_none_or(|w| w.passed(k)) {
+                if let Some(o) = &old {
+                    delta.count(o, -1);
+                }
+                if let Some(n) = &new {
+                    delta.count(n, 1);
+                }
             }
             current.insert(ino, new);
         }
@@ -261,7 +266,8 @@ impl Meta {
 
     /// Counts the totals from the inode records and, in a store that has no
     /// candidate index yet, builds it. Runs under the write lock: no commit
-    /// comes between the count and its use.
+    /// comes between the count and its use (`count_totals` walks instead,
+    /// while commits go on).
     pub fn recount(&self, _held: &WriteGuard<'_>) -> Result<()> {
         if self.counted() {
             return Ok(());
@@ -311,12 +317,26 @@ impl Meta {
         Ok(())
     }
 
-    /// Waits for the totals (counting them here if the census could not).
+    /// Waits for the totals: for the walk counting them, if one is under
+    /// way (`count_totals`), else counting them here.
     pub fn wait_counted(&self) -> Result<()> {
-        if self.counted() {
-            return Ok(());
+        loop {
+            if self.counted() {
+                return Ok(());
+            }
+            {
+                let mut w = self.inode_walk.lock();
+                if w.is_some() {
+                    self.walk_done.wait(&mut w);
+                    continue;
+                }
+            }
+            let held = self.write_lock();
+            if self.inode_walk.lock().is_some() {
+                continue; // one began meanwhile
+            }
+            return self.recount(&held);
         }
-        self.recount(&self.write_lock())
     }
 
     /// Unpinned hot or warm files last used in a bucket up to `last`

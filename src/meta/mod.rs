@@ -98,6 +98,10 @@ pub struct Meta {
     created: AtomicBool,
     /// A walk of the chunk index under way (`census`), under `commit_lock`.
     census: Mutex<Option<census::ChunkCensus>>,
+    /// A walk of the inode records counting the totals (`census`), under
+    /// the write lock; `walk_done` wakes those waiting for it.
+    inode_walk: Mutex<Option<census::InodeWalk>>,
+    walk_done: parking_lot::Condvar,
 }
 
 impl Meta {
@@ -159,6 +163,8 @@ impl Meta {
             quota_usage: Mutex::new(None),
             created: AtomicBool::new(false),
             census: Mutex::new(None),
+            inode_walk: Mutex::new(None),
+            walk_done: parking_lot::Condvar::new(),
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;
@@ -312,6 +318,9 @@ impl Meta {
             // Partly applied, maybe: the totals are counted again when
             // next asked for (the journal completes the rest at open).
             self.counted.store(false, Ordering::Release);
+            if let Some(w) = self.inode_walk.lock().as_mut() {
+                w.fail();
+            }
             self.census_committed(census, false);
             return Err(e);
         }

@@ -163,3 +163,71 @@ fn dirents_in_sequence_order() {
     assert_eq!(m.lookup(ROOT_INO, b"c").unwrap().unwrap().ino, 12);
     assert!(!m.dir_is_empty(ROOT_INO).unwrap());
 }
+
+/// The totals counted by a walk while commits change inode records before
+/// and after its cursor (the commits come between its steps) are those a
+/// scan of the records finds afterwards.
+#[test]
+fn totals_walked_while_commits_go_on_are_exact() {
+    use std::cell::Cell;
+    for seed in 1..=16u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        {
+            let m = Meta::open(&path, 0, 0).unwrap();
+            let mut t = Txn::default();
+            for ino in 10..50u64 {
+                let kind = if ino % 7 == 0 { Kind::Dir } else { Kind::File };
+                let mut i = Inode::new(ino, kind, 0o644, 0, 0);
+                i.size = ino * 100;
+                i.tier = [Tier::Hot, Tier::Warm, Tier::Cold][(ino % 3) as usize];
+                t.put_inode(&i);
+            }
+            m.commit(&m.write_lock(), t).unwrap();
+            m.flush().unwrap();
+            // Dropped without a summary: as after a crash.
+        }
+        let m = Meta::open_when_free(&path).unwrap();
+        assert!(!m.counted());
+        let rng = Cell::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let below = |n: u64| {
+            let mut x = rng.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            rng.set(x);
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        let steps = Cell::new(0);
+        m.count_totals_by(3, &|| {
+            steps.set(steps.get() + 1);
+            for _ in 0..=below(3) {
+                let ino = 10 + below(60);
+                let held = m.write_lock();
+                let mut t = Txn::default();
+                match (m.inode(ino), below(3)) {
+                    (Ok(_), 0) => t.del_inode(ino),
+                    (Ok(mut i), _) => {
+                        i.size = below(1 << 20);
+                        i.tier = [Tier::Hot, Tier::Warm, Tier::Cold][below(3) as usize];
+                        t.put_inode(&i);
+                    }
+                    (Err(_), _) => {
+                        let mut i = Inode::new(ino, Kind::File, 0o644, 0, 0);
+                        i.size = below(5000);
+                        t.put_inode(&i);
+                    }
+                }
+                m.commit(&held, t).unwrap();
+            }
+            false
+        })
+        .unwrap();
+        assert!(m.counted() && steps.get() > 5, "seed {seed}");
+        let mut scanned = Totals::default();
+        for i in m.inodes() {
+            scanned.count(&i.unwrap(), 1);
+        }
+        assert_eq!(m.totals(), scanned, "seed {seed}");
+    }
+}

@@ -127,6 +127,12 @@ impl Tiers {
         self.census_stop.store(true, Ordering::Release);
     }
 
+    /// Whether `stop_counting` was called (the census's other counts stop
+    /// too).
+    pub fn counting_stopped(&self) -> bool {
+        self.census_stop.load(Ordering::Acquire)
+    }
+
     /// Whether every segment's live count is known.
     pub fn live_counted(&self) -> bool {
         !self.warm.counting() && !self.cold.counting()
