@@ -70,6 +70,7 @@ impl TierFs {
             expiry: Mutex::new(None),
         };
         fs.load_quotas()?;
+        fs.meta.expect_totals_walk()?;
         fs.start_writeback();
         let fs = Arc::new(fs);
         // Live counts (after a crash) and the files unlinked while open at
@@ -221,8 +222,23 @@ impl TierFs {
     /// Counts the use of the quotas and the inode totals if the last stop
     /// did not save them (and builds the candidate index of a store that
     /// has none), removes the files unlinked while open at the last stop,
-    /// and counts the segments' live bytes after a crash.
+    /// and counts the segments' live bytes after a crash. A panic in it is
+    /// logged, and ends the walks others may wait on.
     fn census(&self) {
+        let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.count_all()));
+        if counted.is_err() {
+            log::error!(
+                "the census panicked (see above); the totals are counted when asked for, \
+                 and no segment that was there at mount is compacted or deleted until the \
+                 next mount counts again"
+            );
+        }
+        // Nothing is left waiting on a walk that ended early.
+        self.meta.end_inode_walk();
+        self.meta.end_chunk_census();
+    }
+
+    fn count_all(&self) {
         self.count_quotas();
         if let Err(e) = self.meta.count_totals(&|| self.tiers.counting_stopped()) {
             log::error!("counting inodes: {e}; statfs and user.tier.stats count again");

@@ -224,19 +224,26 @@ impl Meta {
         {
             let held = self.write_lock();
             if self.counted() {
+                self.end_inode_walk();
                 return Ok(());
             }
             if self.db.get(meta_key("index"))?.is_none() {
+                self.end_inode_walk();
                 return self.recount(&held);
             }
-            *self.totals.lock() = Totals::default();
-            *self.inode_walk.lock() = Some(InodeWalk::default());
+            self.begin_inode_walk_locked();
         }
+        // However the walk ends (a panic too), it is over for those
+        // waiting on it; uncounted, they count under the write lock.
+        struct Ended<'a>(&'a Meta);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.end_inode_walk();
+            }
+        }
+        let _ended = Ended(self);
         let t0 = std::time::Instant::now();
-        let r = self.walk_inodes(step, stop);
-        *self.inode_walk.lock() = None;
-        self.walk_done.notify_all();
-        match r {
+        match self.walk_inodes(step, stop) {
             Ok(true) => {
                 log::info!(
                     "counted {} inode records in {:?}",
@@ -251,6 +258,35 @@ impl Meta {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Announces the walk `count_totals` will make (the mount, before its
+    /// census starts): `statfs` and `user.tier.stats` wait for it rather
+    /// than count under the write lock meanwhile. Nothing if the totals
+    /// are known or a store without a candidate index will build it.
+    pub fn expect_totals_walk(&self) -> Result<()> {
+        let _held = self.write_lock();
+        if !self.counted() && self.db.get(meta_key("index"))?.is_some() {
+            self.begin_inode_walk_locked();
+        }
+        Ok(())
+    }
+
+    /// Starts the walk from the first record, unless one is under way
+    /// (the caller holds the write lock).
+    fn begin_inode_walk_locked(&self) {
+        let mut w = self.inode_walk.lock();
+        if w.is_none() {
+            *self.totals.lock() = Totals::default();
+            *w = Some(InodeWalk::default());
+        }
+    }
+
+    /// Ends a walk, if one is under way, and wakes those waiting on it.
+    pub fn end_inode_walk(&self) {
+        let mut w = self.inode_walk.lock();
+        *w = None;
+        self.walk_done.notify_all();
     }
 
     /// The walk's steps; true once it reached the end.
@@ -289,7 +325,9 @@ impl Meta {
                 last = Some(k.to_vec());
             }
             if rows < step {
-                // At the end, with the write lock held: exact from here on.
+                // At the end, with the write lock held: exact from here on,
+                // and every commit from here on counts.
+                *slot = None;
                 self.counted.store(true, Ordering::Release);
                 return Ok(true);
             }

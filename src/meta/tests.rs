@@ -229,5 +229,13 @@ fn totals_walked_while_commits_go_on_are_exact() {
             scanned.count(&i.unwrap(), 1);
         }
         assert_eq!(m.totals(), scanned, "seed {seed}");
+        // And every commit after the walk counts.
+        let mut i = Inode::new(900, Kind::File, 0o644, 0, 0);
+        i.size = 77;
+        let mut t = Txn::default();
+        t.put_inode(&i);
+        m.commit(&m.write_lock(), t).unwrap();
+        scanned.count(&i, 1);
+        assert_eq!(m.totals(), scanned, "seed {seed}, after the walk");
     }
 }

@@ -359,7 +359,8 @@ impl Tiers {
     /// is down or a sealed pack waits for its upload, nor one whose move
     /// failed lately), else the one with the fewest live bytes among those
     /// less than half live (sizes asked of the store once per pack and
-    /// mount). Packs in an object store not connected to are left alone.
+    /// mount). Packs in an object store not connected to are left alone,
+    /// and so are those whose live bytes are being counted (`census`).
     fn remote_compaction_candidate(&self) -> Result<Option<Candidate>> {
         let current = self.cold.remote.current();
         let may_move = match self.cold.remote.current_remote() {
@@ -368,6 +369,10 @@ impl Tiers {
         };
         let mut best: Option<(u64, u64)> = None;
         for (id, target) in self.cold.remote.targets() {
+            // Its live bytes are not known yet (`census`).
+            if self.cold.uncounted(id) {
+                continue;
+            }
             let live = self.cold.live_bytes(id);
             let (Some(remote), Some(name)) =
                 (self.cold.remote.remote_of(id), self.cold.remote.name(id))

@@ -114,6 +114,8 @@ pub struct SegmentStore {
     /// Segments whose live bytes are being counted (`segment_census`);
     /// taken after `live`.
     uncounted: Mutex<census::Uncounted>,
+    /// The least id a new segment takes (`begin_census`).
+    id_floor: AtomicU64,
 }
 
 /// Whether segment `id` is below `below`, the first id not waiting for
@@ -220,6 +222,7 @@ impl SegmentStore {
             remote: Default::default(),
             uploading: Mutex::default(),
             uncounted: Mutex::default(),
+            id_floor: AtomicU64::new(0),
         })
     }
 
@@ -246,7 +249,10 @@ impl SegmentStore {
                 .copied()
                 .max(self.remote.max_id());
             let last_damaged = self.damaged.lock().keys().next_back().copied();
-            let id = last.max(last_damaged).map_or(1, |last| last + 1);
+            let id = last
+                .max(last_damaged)
+                .map_or(1, |last| last + 1)
+                .max(self.id_floor.load(Ordering::Relaxed));
             let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
             let seg = Arc::new(create_segment(&self.dir, &self.fmt, id, first)?);
             if let Some(old) = guard.as_ref() {

@@ -8,6 +8,9 @@
 
 use super::*;
 
+/// How far above the segments found at a count's start new ids begin.
+const NEW_ID_GAP: u64 = 1 << 32;
+
 /// The uncounted segments' changes, under `SegmentStore::live`.
 #[derive(Default)]
 pub(super) struct Uncounted {
@@ -16,6 +19,11 @@ pub(super) struct Uncounted {
     /// Their bytes so far: found, reported, released (may dip below zero
     /// until the walk ends).
     pub bytes: HashMap<u64, i64>,
+    /// The segment appends went to before, where its valid records end, and
+    /// the furthest end of a record the walk found in it: sealed when the
+    /// count ends, or left as it is if the index names bytes past that end
+    /// (damage there).
+    pub was_active: Option<(Arc<Segment>, u64, u64)>,
 }
 
 impl SegmentStore {
@@ -23,9 +31,7 @@ impl SegmentStore {
     /// new one. Called at open, before anything appends or releases.
     pub fn begin_census(&self) {
         let mut active = self.active.lock();
-        if let Some(a) = active.take() {
-            a.seg.seal(a.tail);
-        }
+        let was_active = active.take().map(|a| (a.seg, a.tail, 0));
         let last = self
             .segs
             .read()
@@ -34,9 +40,16 @@ impl SegmentStore {
             .copied()
             .max(self.remote.max_id())
             .max(self.damaged.lock().keys().next_back().copied());
+        let below = last.map_or(1, |l| l + 1);
+        // The index may name a segment above every file here (the newest
+        // one's file lost): new ids start far past it, so that no record
+        // of a lost segment is taken for one of a new segment's.
+        self.id_floor
+            .store(below.saturating_add(NEW_ID_GAP), Ordering::Relaxed);
         *self.uncounted.lock() = Uncounted {
-            below: last.map_or(1, |l| l + 1),
+            below,
             bytes: HashMap::new(),
+            was_active,
         };
     }
 
@@ -44,6 +57,12 @@ impl SegmentStore {
     /// hold `live`, so that the answer holds while they decide.
     pub(super) fn uncounted_below(&self) -> u64 {
         self.uncounted.lock().below
+    }
+
+    /// Whether segment `id` waits for the count.
+    pub fn uncounted(&self, id: u64) -> bool {
+        let below = self.uncounted_below();
+        below != 0 && id < below
     }
 
     /// Whether any segment is waiting for the count.
@@ -57,7 +76,13 @@ impl SegmentStore {
         let _live = self.live.lock();
         let mut u = self.uncounted.lock();
         if u.below != 0 && loc.seg < u.below {
-            *u.bytes.entry(loc.seg).or_default() += n * record_size(loc.stored) as i64;
+            let size = record_size(loc.stored);
+            *u.bytes.entry(loc.seg).or_default() += n * size as i64;
+            if let Some((seg, _, furthest)) = u.was_active.as_mut() {
+                if seg.id == loc.seg {
+                    *furthest = (*furthest).max(loc.off.saturating_add(size));
+                }
+            }
         }
     }
 
@@ -79,7 +104,7 @@ impl SegmentStore {
     pub fn finish_census(&self) {
         let mut live = self.live.lock();
         let mut negative = Vec::new();
-        {
+        let was_active = {
             let mut u = self.uncounted.lock();
             for (id, n) in u.bytes.drain() {
                 if n < 0 {
@@ -90,6 +115,20 @@ impl SegmentStore {
                 }
             }
             u.below = 0;
+            u.was_active.take()
+        };
+        drop(live);
+        if let Some((seg, tail, furthest)) = was_active {
+            if furthest <= tail {
+                // Its free end goes back to the disk.
+                seg.seal(tail);
+            } else {
+                log::warn!(
+                    "{}: the index names a record ending at offset {furthest}, past the end \
+                     of the valid records ({tail}): damaged; left as it is",
+                    self.path(seg.id).display()
+                );
+            }
         }
         for (id, n) in negative {
             log::error!(

@@ -188,10 +188,11 @@ fn segments_wait_for_their_count_and_appends_go_to_a_new_one() {
     let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
     w.begin_census();
     assert!(w.counting());
+    let new = w.append(4, 0, 4, b"new").unwrap().seg;
     assert_eq!(
-        w.append(4, 0, 4, b"new").unwrap().seg,
-        4,
-        "not into segment 3"
+        new,
+        4 + (1 << 32),
+        "not into segment 3, nor where a lost file's id was"
     );
     // Nothing is counted in 1..=3 yet: none of them goes.
     assert_eq!(w.sweep().unwrap(), 0);
@@ -206,8 +207,31 @@ fn segments_wait_for_their_count_and_appends_go_to_a_new_one() {
     assert!(!w.counting());
     assert_eq!(w.sweep().unwrap(), 2, "segments 1 and 3 are dead");
     let live = w.live_counts().unwrap();
-    assert_eq!(live.iter().map(|l| l.0).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(live.iter().map(|l| l.0).collect::<Vec<_>>(), vec![2, new]);
     assert_eq!(live[0].1, record_size(b.stored));
+}
+
+#[test]
+fn a_count_that_finds_a_record_past_the_valid_end_leaves_the_segment_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(1, 0, 1, b"first").unwrap();
+    let b = w.append(2, 0, 2, &[7; 5000]).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    flip(dir.path(), 1, b.off + REC_HEADER_LEN, 4);
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    w.begin_census();
+    w.census_add(&a, 1);
+    w.census_add(&b, 1);
+    w.finish_census();
+    assert!(w.append(3, 0, 3, b"new").unwrap().seg > 1);
+    // Not punched out: the damaged record's bytes are still there.
+    let f = File::open(seg_path(dir.path(), &WARM, 1)).unwrap();
+    let mut tail = vec![0u8; 4096];
+    f.read_exact_at(&mut tail, b.off + REC_HEADER_LEN + 8)
+        .unwrap();
+    assert!(tail.iter().filter(|x| **x == 7).count() > 4000);
 }
 
 #[test]
