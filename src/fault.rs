@@ -176,3 +176,18 @@ pub fn kill_point(name: &str) {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
+
+/// A read error of the disk, which the crash harness (writes and syncs)
+/// does not reach, for the mount tests: `TIERFS_FAIL_AT=pack-read` in the
+/// daemon's environment makes the first pack read whole for an upload,
+/// and every later whole read of that same pack, fail with EIO, as a bad
+/// sector under it would. Unset, a call costs a lookup.
+pub fn pack_read_fails(id: u64) -> Option<std::io::Error> {
+    static AT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static FIRST: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+    if !*AT.get_or_init(|| std::env::var("TIERFS_FAIL_AT").as_deref() == Ok("pack-read")) {
+        return None;
+    }
+    let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());
+    (*first.get_or_insert(id) == id).then(|| std::io::Error::from_raw_os_error(libc::EIO))
+}

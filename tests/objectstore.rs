@@ -187,6 +187,32 @@ fn three_nodes_with_one_down_still_take_and_serve_packs() {
     );
 }
 
+/// A TCP socket bound to a free port on 127.0.0.1 that never listens, and
+/// that port: a connection to it is refused while the socket is open.
+fn bound_not_listening() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(
+            libc::bind(fd, p, len),
+            0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut got = len;
+        assert_eq!(libc::getsockname(fd, p, &mut got), 0);
+        (owned, u16::from_be(addr.sin_port))
+    }
+}
+
 #[test]
 fn a_bad_object_store_is_refused_at_mount_with_one_line() {
     let g = Garage::up(1);
@@ -207,10 +233,9 @@ fn a_bad_object_store_is_refused_at_mount_with_one_line() {
     let open = dir.join("open.env");
     fs::copy(g.credentials(), &open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
-    let refused_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port held bound but not listening for the whole test: connections
+    // to it are refused, and no other test's server can take it meanwhile.
+    let (_held, refused_port) = bound_not_listening();
     let cases = [
         (
             cold_lines(&g, "no-such-bucket", "p", &g.credentials()),
@@ -457,6 +482,77 @@ fn another_bucket_takes_new_packs_and_the_old_ones_move_over() {
     }
     assert!(counter(&m, "gets") >= 1);
     assert!(pack_files(&m.store).is_empty());
+    m.assert_fsck_clean();
+}
+
+#[test]
+fn a_pack_the_disk_cannot_read_stays_here_and_holds_up_no_other() {
+    let g = Garage::up(1);
+    g.run(&["bucket", "second"]);
+    let mut m = mount_on(&g, "badread");
+    // Two uploaded packs in the first bucket, to move over to the second.
+    for (name, seed) in [("old1", 60), ("old2", 61)] {
+        fs::write(m.path(name), pattern(seed, 200_000)).unwrap();
+        move_cold_and_upload(&m, &[name.to_string()]);
+    }
+    assert_eq!(bucket_keys(&g, "badread/packs/").len(), 2);
+    m.stop();
+    set_cold_store(
+        &m.store,
+        &cold_lines(&g, "second", "badread", &g.credentials()),
+    );
+    // The next pack read whole for an upload, and each later read of it,
+    // fails as a bad sector would.
+    m.set_env("TIERFS_FAIL_AT", "pack-read");
+    m.start();
+    // A cycle: "bad" goes cold, and a first old pack's records join it in
+    // the pack whose upload fails.
+    fs::write(m.path("bad"), pattern(62, 200_000)).unwrap();
+    move_cold_and_upload(&m, &["bad".to_string()]);
+    let log = m.log_text();
+    assert!(log.contains("cannot be read for its upload"), "{log}");
+    assert_eq!(pack_files(&m.store).len(), 1, "{:?}", pack_files(&m.store));
+    assert!(bucket_keys_in(&g, "second", "badread/packs/").is_empty());
+    // The next cycles go on around it: new packs are uploaded, the other
+    // old pack moves over, and the first bucket's objects go.
+    fs::write(m.path("good"), pattern(63, 200_000)).unwrap();
+    move_cold_and_upload(&m, &["good".to_string()]);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(pack_files(&m.store).len(), 1, "{:?}", pack_files(&m.store));
+    assert!(
+        bucket_keys(&g, "badread/packs/").is_empty(),
+        "{:?}",
+        bucket_keys(&g, "badread/packs/")
+    );
+    assert!(!bucket_keys_in(&g, "second", "badread/packs/").is_empty());
+    let files = [("old1", 60), ("old2", 61), ("bad", 62), ("good", 63)];
+    for (name, seed) in files {
+        assert!(
+            fs::read(m.path(name)).unwrap() == pattern(seed, 200_000),
+            "{name}"
+        );
+    }
+    // The disk reads again: the next mount uploads what stayed.
+    m.unset_env("TIERFS_FAIL_AT");
+    m.stop();
+    drop_caches();
+    m.start();
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert!(
+        pack_files(&m.store).is_empty(),
+        "{:?}",
+        pack_files(&m.store)
+    );
+    for (name, seed) in files {
+        assert!(
+            fs::read(m.path(name)).unwrap() == pattern(seed, 200_000),
+            "{name}"
+        );
+        assert_eq!(
+            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
+            "cold"
+        );
+    }
     m.assert_fsck_clean();
 }
 

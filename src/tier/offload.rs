@@ -187,15 +187,17 @@ impl Tiers {
             }
         }
         let mut uploaded = 0;
-        let mut ids = Vec::new();
+        let mut cut_short = false;
         if let Some((target, remote)) = &current {
-            ids = self.cold.start_uploads();
-            let mut result = Ok(());
+            let ids = self.cold.start_uploads();
+            let mut result = Ok(false);
             for id in &ids {
                 // Unmount does not wait for a backlog: the rest goes next time.
                 if result.is_ok() && !stopping() {
                     result = self.upload(remote, *target, *id);
-                    uploaded += result.is_ok() as usize;
+                    uploaded += matches!(result, Ok(true)) as usize;
+                } else {
+                    cut_short = true;
                 }
                 self.cold.upload_done(*id);
             }
@@ -204,7 +206,7 @@ impl Tiers {
             }
             result?;
         }
-        if uploaded < ids.len() {
+        if cut_short {
             // Stopping: a dead pack's records may be in a pack still here.
             return Ok(uploaded);
         }
@@ -411,8 +413,25 @@ impl Tiers {
         d.parent().unwrap_or(d)
     }
 
-    fn upload(&self, remote: &Remote, target: u32, id: u64) -> Result<()> {
-        let bytes = self.cold.read_whole(id)?;
+    /// Uploads sealed pack `id`: false if its file could not be read (the
+    /// pack stays here, is served from here, and holds up nothing else).
+    /// An error is the object store's: the uploads wait for the next cycle.
+    fn upload(&self, remote: &Remote, target: u32, id: u64) -> Result<bool> {
+        let bytes = match self.cold.read_whole(id) {
+            Ok(b) => b,
+            Err(e) => {
+                // A bad sector does not heal: neither uploaded nor compacted
+                // until the next mount, so that fsck finds it as it is.
+                self.cold.keep(id);
+                log::error!(
+                    "{}: cannot be read for its upload: {e}; the pack stays on this \
+                     disk until the next mount, its readable records are served from \
+                     here (fsck reports the others), other packs go on",
+                    self.cold.path(id).display()
+                );
+                return Ok(false);
+            }
+        };
         let n = bytes.len();
         let name = remote.object_name(id, self.meta.next_id()?);
         let t0 = std::time::Instant::now();
@@ -425,6 +444,6 @@ impl Tiers {
             remote.s3.url(),
             t0.elapsed()
         );
-        Ok(())
+        Ok(true)
     }
 }

@@ -97,8 +97,9 @@ pub struct SegmentStore {
     /// Bytes of records the chunk index points at (or that were appended
     /// and not released yet), per segment.
     live: Mutex<HashMap<u64, u64>>,
-    /// Segments compaction leaves alone: records the index names there
-    /// could not be read, so the segment stays for fsck.
+    /// Segments compaction and uploads leave alone until the next mount:
+    /// records the index names there could not be read (or the pack could
+    /// not be read whole for its upload), so the segment stays for fsck.
     kept: Mutex<BTreeSet<u64>>,
     /// Size at which the active segment is sealed (`SEG_SIZE`; smaller in
     /// tests, so that they see many segments).
@@ -653,6 +654,9 @@ impl SegmentStore {
     /// with `pread` (for an upload).
     pub fn read_whole(&self, id: u64) -> Result<Vec<u8>> {
         let seg = self.segs.read().get(&id).cloned().ok_or(Error::NotFound)?;
+        if let Some(e) = fault::pack_read_fails(id) {
+            return Err(e.into());
+        }
         let end = seg.end.load(Ordering::Acquire);
         let mut buf = vec![0u8; end as usize];
         seg.file.read_exact_at(&mut buf, 0)?;
