@@ -597,6 +597,26 @@ fn an_object_store_that_cannot_be_reached_costs_only_the_files_in_it() {
     m.start();
     assert!(fs::read(m.path("old")).unwrap() == pattern(50, 300_000));
     assert_eq!(refused(&m), before, "{}", m.log_text());
+    // A cycle: the file just read goes back warm and "here" goes cold to
+    // the second bucket. The first bucket's pack is dead, and that bucket
+    // refuses its deletion: the object stays there, no record names it,
+    // and the cycles after it retry nothing.
+    move_cold_and_upload(&m, &["here".to_string()]);
+    assert_eq!(bucket_keys_in(&g, "second", "gone/packs/").len(), 1);
+    assert_eq!(bucket_keys(&g, "gone/packs/").len(), 1);
+    assert_eq!(counter(&m, "packs"), 1, "{}", m.log_text());
+    let log = m.log_text();
+    assert!(log.contains("may not delete"), "{log}");
+    let errors = counter(&m, "errors");
+    for _ in 0..2 {
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    }
+    assert_eq!(counter(&m, "errors"), errors, "{}", m.log_text());
+    m.stop();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("old")).unwrap() == pattern(50, 300_000));
+    assert_eq!(fs::read(m.path("here")).unwrap(), b"warm and fine");
     m.assert_fsck_clean();
 }
 

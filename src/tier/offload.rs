@@ -251,7 +251,45 @@ impl Tiers {
     /// store's prefix that are not `named` (an upload a crash cut off
     /// before its record; nothing is being uploaded now, this thread
     /// uploads). No sweep without `named` (a damaged record).
+    ///
+    /// An object store that refused a request for lack of permission (a
+    /// bucket left read-only) is asked nothing more: the dead packs' objects
+    /// stay in it and their records go, so that no cycle asks again (its
+    /// sweep deletes them, once a mount may).
     fn let_go(&self, remote: &Remote, dead: &[u64], named: Option<&HashSet<String>>) -> Result<()> {
+        if !remote.s3.refused() {
+            let r = self.delete_dead(remote, dead, named);
+            if r.is_ok() || !remote.s3.refused() {
+                return r;
+            }
+            log::warn!(
+                "{}: refused for lack of permission; nothing more is deleted there \
+                 this mount",
+                remote.s3.url()
+            );
+        }
+        for id in dead {
+            let Some(name) = self.cold.remote.name(*id) else {
+                continue;
+            };
+            self.meta.del_remote_pack(*id)?;
+            self.cold.forget_remote(*id);
+            remote.drop_cached(&name);
+            log::info!(
+                "{name} stays in {}: no live record is in it, and this mount may not \
+                 delete there",
+                remote.s3.url()
+            );
+        }
+        Ok(())
+    }
+
+    fn delete_dead(
+        &self,
+        remote: &Remote,
+        dead: &[u64],
+        named: Option<&HashSet<String>>,
+    ) -> Result<()> {
         if !dead.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
         }

@@ -66,6 +66,9 @@ pub struct S3 {
     url: String,
     /// Until when calls fail at once, and why.
     down: Mutex<Option<(Instant, String)>>,
+    /// A request was refused for lack of permission (a bucket left
+    /// read-only): nothing more is deleted there this mount.
+    refused: std::sync::atomic::AtomicBool,
     pub counts: Counts,
 }
 
@@ -194,6 +197,7 @@ impl S3 {
             uploader,
             url: target.url(),
             down: Mutex::new(None),
+            refused: Default::default(),
             counts: Counts::default(),
         };
         s3.probe(probe_name, writable)?;
@@ -237,6 +241,11 @@ impl S3 {
     }
 
     /// Why calls fail at once now, if they do (the breaker is open).
+    /// Whether a request was refused for lack of permission this mount.
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     pub fn down(&self) -> Option<String> {
         let mut d = self.down.lock();
         match d.as_ref() {
@@ -266,10 +275,19 @@ impl S3 {
         // link must not stop the reads.
         let (why, unreachable) = match r {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => (
-                explain(&e),
-                matches!(e, object_store::Error::Generic { .. }),
-            ),
+            Ok(Err(e)) => {
+                if matches!(
+                    e,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                ) {
+                    self.refused.store(true, Ordering::Relaxed);
+                }
+                (
+                    explain(&e),
+                    matches!(e, object_store::Error::Generic { .. }),
+                )
+            }
             Err(_) => (format!("no answer within {bound:?}"), true),
         };
         self.counts.errors.fetch_add(1, Ordering::Relaxed);
