@@ -240,12 +240,12 @@ impl S3 {
         &self.url
     }
 
-    /// Why calls fail at once now, if they do (the breaker is open).
     /// Whether a request was refused for lack of permission this mount.
     pub fn refused(&self) -> bool {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Why calls fail at once now, if they do (the breaker is open).
     pub fn down(&self) -> Option<String> {
         let mut d = self.down.lock();
         match d.as_ref() {
