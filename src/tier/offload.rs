@@ -210,6 +210,9 @@ impl Tiers {
             // Stopping: a dead pack's records may be in a pack still here.
             return Ok(uploaded);
         }
+        // A pack here could not be read: what moved out of a dead pack may
+        // be in it, so no object goes until a mount has uploaded it.
+        let may_delete = !self.cold.any_kept();
         let dead = self.cold.dead_remote();
         let named = self.cold.remote.all_names();
         let mut result = Ok(());
@@ -228,10 +231,10 @@ impl Tiers {
                         .is_some_and(|l| l.0 == *target)
                 })
                 .collect();
-            let r = self.let_go(remote, &here, named.as_ref());
+            let first = Some(*target) == current.as_ref().map(|c| c.0);
+            let r = self.let_go(remote, &here, named.as_ref(), first, may_delete);
             if let Err(e) = r {
                 log::warn!("{}: {e}; tried again after the next cycle", remote.s3.url());
-                let first = Some(*target) == current.as_ref().map(|c| c.0);
                 if result.is_ok() {
                     result = Err(e);
                 }
@@ -250,70 +253,96 @@ impl Tiers {
     /// bucket never names a deleted object), then the objects under this
     /// store's prefix that are not `named` (an upload a crash cut off
     /// before its record; nothing is being uploaded now, this thread
-    /// uploads). No sweep without `named` (a damaged record).
+    /// uploads). No sweep without `named` (a damaged record); nothing
+    /// deleted unless `may_delete` (the snapshot is still written). `first`:
+    /// `remote` is the store new packs go to, whose snapshot must name the
+    /// packs moved there before any other store's object goes.
     ///
-    /// An object store that refused a request for lack of permission (a
-    /// bucket left read-only) is asked nothing more: the dead packs' objects
-    /// stay in it and their records go, so that no cycle asks again (its
-    /// sweep deletes them, once a mount may).
-    fn let_go(&self, remote: &Remote, dead: &[u64], named: Option<&HashSet<String>>) -> Result<()> {
-        if !remote.s3.refused() {
-            let r = self.delete_dead(remote, dead, named);
-            if r.is_ok() || !remote.s3.refused() {
-                return r;
-            }
-            log::warn!(
-                "{}: refused for lack of permission; nothing more is deleted there \
-                 this mount",
-                remote.s3.url()
-            );
-        }
-        for id in dead {
-            let Some(name) = self.cold.remote.name(*id) else {
-                continue;
-            };
-            self.meta.del_remote_pack(*id)?;
-            self.cold.forget_remote(*id);
-            remote.drop_cached(&name);
-            log::info!(
-                "{name} stays in {}: no live record is in it, and this mount may not \
-                 delete there",
-                remote.s3.url()
-            );
-        }
-        Ok(())
-    }
-
-    fn delete_dead(
+    /// An object store that refused a PUT or a DELETE for lack of
+    /// permission (a bucket left read-only, or one that keeps every
+    /// object) is asked to delete nothing more this mount: the dead packs'
+    /// objects are left in the bucket and their records go, so that no
+    /// cycle asks again.
+    fn let_go(
         &self,
         remote: &Remote,
         dead: &[u64],
         named: Option<&HashSet<String>>,
+        first: bool,
+        may_delete: bool,
     ) -> Result<()> {
         if !dead.is_empty() {
             remote.snapshot_due.store(true, Relaxed);
         }
-        if remote.snapshot_due.load(Relaxed) {
-            remote.upload_dicts(self.dicts.dir())?;
-            remote.put_snapshot(&self.meta, self.cold_dir())?;
-            remote.snapshot_due.store(false, Relaxed);
+        // The store new packs go to is always asked (an error there keeps
+        // the other stores' objects); another that refused an upload is
+        // not asked again this mount.
+        if remote.snapshot_due.load(Relaxed) && (first || !remote.s3.put_refused()) {
+            let put = remote
+                .upload_dicts(self.dicts.dir())
+                .and_then(|()| remote.put_snapshot(&self.meta, self.cold_dir()));
+            match put {
+                Ok(_) => remote.snapshot_due.store(false, Relaxed),
+                // Nothing is deleted there (below): the newest snapshot it
+                // holds names only objects that stay.
+                Err(_) if !first && remote.s3.put_refused() => {}
+                Err(e) => return Err(e),
+            }
         }
-        for id in dead {
+        if !may_delete {
+            return Ok(());
+        }
+        for (k, id) in dead.iter().enumerate() {
             let Some(name) = self.cold.remote.name(*id) else {
                 continue;
             };
+            if remote.s3.put_refused() || remote.s3.delete_refused() {
+                return self.leave(remote, &dead[k..]);
+            }
             // A restored store reads the objects of the store it came from
             // and never deletes them: that store may still be in use.
             if remote.owns(&name) {
-                remote.s3.delete(&name)?;
+                match remote.s3.delete(&name) {
+                    Ok(()) => {}
+                    Err(_) if remote.s3.delete_refused() => {
+                        return self.leave(remote, &dead[k..]);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             self.meta.del_remote_pack(*id)?;
             self.cold.forget_remote(*id);
             remote.drop_cached(&name);
             log::debug!("let go of {name}: no live records");
         }
-        if let Some(named) = named {
-            remote.sweep(named)?;
+        if let Some(named) =
+            named.filter(|_| !remote.s3.put_refused() && !remote.s3.delete_refused())
+        {
+            match remote.sweep(named) {
+                Err(_) if remote.s3.delete_refused() => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the dead packs `dead` of `remote`, which may not delete
+    /// them: their objects are left in the bucket.
+    fn leave(&self, remote: &Remote, dead: &[u64]) -> Result<()> {
+        for id in dead {
+            let Some(name) = self.cold.remote.name(*id) else {
+                continue;
+            };
+            self.meta.del_remote_pack(*id)?;
+            self.cold.forget_remote(*id);
+            remote.drop_cached(&name);
+            log::warn!(
+                "{name} is left in {}: no live record is in it, and this mount may not \
+                 delete there",
+                remote.s3.url()
+            );
         }
         Ok(())
     }
@@ -463,8 +492,8 @@ impl Tiers {
                 self.cold.keep(id);
                 log::error!(
                     "{}: cannot be read for its upload: {e}; the pack stays on this \
-                     disk until the next mount, its readable records are served from \
-                     here (fsck reports the others), other packs go on",
+                     disk until the next mount, its records are read from here where \
+                     the disk reads them, other packs go on",
                     self.cold.path(id).display()
                 );
                 return Ok(false);

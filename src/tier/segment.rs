@@ -497,10 +497,16 @@ impl SegmentStore {
     }
 
     /// Compaction copied what it could out of `id`, and the index still
-    /// names `left` bytes of records in it that it could not read: the
-    /// segment stays (for fsck) and is not tried again.
+    /// names records in it that it could not read (or the pack could not
+    /// be read whole for its upload): the segment stays (for fsck) and is
+    /// neither compacted nor uploaded until the next mount.
     pub fn keep(&self, id: u64) {
         self.kept.lock().insert(id);
+    }
+
+    /// Whether any segment is kept (`keep`) this mount.
+    pub fn any_kept(&self) -> bool {
+        !self.kept.lock().is_empty()
     }
 
     /// Lets go of the mapped pages reads have faulted in (fsck, which reads

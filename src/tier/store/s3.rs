@@ -66,10 +66,30 @@ pub struct S3 {
     url: String,
     /// Until when calls fail at once, and why.
     down: Mutex<Option<(Instant, String)>>,
-    /// A request was refused for lack of permission (a bucket left
-    /// read-only): nothing more is deleted there this mount.
-    refused: std::sync::atomic::AtomicBool,
+    /// An upload was refused for lack of permission, and none succeeded
+    /// since (a bucket left read-only).
+    put_refused: std::sync::atomic::AtomicBool,
+    /// A delete was refused for lack of permission this mount (a bucket
+    /// that keeps every object): nothing more is deleted there.
+    delete_refused: std::sync::atomic::AtomicBool,
     pub counts: Counts,
+}
+
+/// What a request does: its time bound, and what a refusal of it stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Put,
+    Delete,
+}
+
+impl Op {
+    fn bound(self) -> Duration {
+        match self {
+            Op::Put => PUT_BOUND,
+            Op::Read | Op::Delete => READ_BOUND,
+        }
+    }
 }
 
 /// `AWS_*=value` lines of a credentials file: refused unless it is a
@@ -197,7 +217,8 @@ impl S3 {
             uploader,
             url: target.url(),
             down: Mutex::new(None),
-            refused: Default::default(),
+            put_refused: Default::default(),
+            delete_refused: Default::default(),
             counts: Counts::default(),
         };
         s3.probe(probe_name, writable)?;
@@ -240,9 +261,15 @@ impl S3 {
         &self.url
     }
 
-    /// Whether a request was refused for lack of permission this mount.
-    pub fn refused(&self) -> bool {
-        self.refused.load(Ordering::Relaxed)
+    /// Whether the last upload refused for lack of permission was not
+    /// followed by one that succeeded.
+    pub fn put_refused(&self) -> bool {
+        self.put_refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a delete was refused for lack of permission this mount.
+    pub fn delete_refused(&self) -> bool {
+        self.delete_refused.load(Ordering::Relaxed)
     }
 
     /// Why calls fail at once now, if they do (the breaker is open).
@@ -260,13 +287,14 @@ impl S3 {
 
     fn call<T>(
         &self,
-        bound: Duration,
+        op: Op,
         what: &str,
         f: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
         if let Some(why) = self.down() {
             return Err(remote_error(format!("{what}: {why}")));
         }
+        let bound = op.bound();
         let r = self
             .runtime()
             .block_on(async { tokio::time::timeout(bound, f).await });
@@ -274,14 +302,23 @@ impl S3 {
         // object, nor a refusal), and not for an upload: a big PUT on a slow
         // link must not stop the reads.
         let (why, unreachable) = match r {
-            Ok(Ok(v)) => return Ok(v),
+            Ok(Ok(v)) => {
+                if op == Op::Put {
+                    self.put_refused.store(false, Ordering::Relaxed);
+                }
+                return Ok(v);
+            }
             Ok(Err(e)) => {
                 if matches!(
                     e,
                     object_store::Error::PermissionDenied { .. }
                         | object_store::Error::Unauthenticated { .. }
                 ) {
-                    self.refused.store(true, Ordering::Relaxed);
+                    match op {
+                        Op::Put => self.put_refused.store(true, Ordering::Relaxed),
+                        Op::Delete => self.delete_refused.store(true, Ordering::Relaxed),
+                        Op::Read => {}
+                    }
                 }
                 (
                     explain(&e),
@@ -292,7 +329,7 @@ impl S3 {
         };
         self.counts.errors.fetch_add(1, Ordering::Relaxed);
         let why = format!("object store {}: {why}", self.url);
-        if unreachable && bound == READ_BOUND {
+        if unreachable && op != Op::Put {
             *self.down.lock() = Some((Instant::now() + BREAKER, why.clone()));
         }
         log::warn!("{what}: {why}");
@@ -304,7 +341,7 @@ impl S3 {
         let n = bytes.len() as u64;
         let path = ObjectPath::from(name);
         let c = self.uploader.clone();
-        self.call(PUT_BOUND, &format!("upload of {name}"), async move {
+        self.call(Op::Put, &format!("upload of {name}"), async move {
             c.put(&path, bytes.into()).await.map(|_| ())
         })?;
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
@@ -324,7 +361,7 @@ impl S3 {
         let mut file = std::fs::File::open(path)?;
         let object = ObjectPath::from(name);
         let c = self.uploader.clone();
-        let mut upload = self.call(PUT_BOUND, &format!("upload of {name}"), async move {
+        let mut upload = self.call(Op::Put, &format!("upload of {name}"), async move {
             c.put_multipart(&object).await
         })?;
         let mut sent = 0;
@@ -333,7 +370,7 @@ impl S3 {
             let mut buf = vec![0u8; n];
             file.read_exact(&mut buf)?;
             let part = upload.put_part(buf.into());
-            if let Err(e) = self.call(PUT_BOUND, &format!("upload of {name}"), part) {
+            if let Err(e) = self.call(Op::Put, &format!("upload of {name}"), part) {
                 let _ = self
                     .runtime()
                     .block_on(async { tokio::time::timeout(READ_BOUND, upload.abort()).await });
@@ -341,7 +378,7 @@ impl S3 {
             }
             sent += n as u64;
         }
-        self.call(PUT_BOUND, &format!("upload of {name}"), upload.complete())?;
+        self.call(Op::Put, &format!("upload of {name}"), upload.complete())?;
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
         self.counts.bytes_out.fetch_add(size, Ordering::Relaxed);
         Ok(())
@@ -351,7 +388,7 @@ impl S3 {
     pub fn get(&self, name: &str) -> Result<Vec<u8>> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        let b = self.call(READ_BOUND, &format!("read of {name}"), async move {
+        let b = self.call(Op::Read, &format!("read of {name}"), async move {
             c.get(&path).await?.bytes().await
         })?;
         self.count_read(1, b.len());
@@ -390,7 +427,7 @@ impl S3 {
     /// The bytes of the GET `p` started, waiting at most the read bound.
     pub fn finish(&self, mut p: Pending) -> Result<Vec<u8>> {
         let what = format!("read of {}", p.name);
-        let b = self.call(READ_BOUND, &what, async {
+        let b = self.call(Op::Read, &what, async {
             (&mut p.task)
                 .await
                 .map_err(|e| object_store::Error::Generic {
@@ -407,7 +444,7 @@ impl S3 {
     pub fn get_range_sized(&self, name: &str, range: Range<u64>) -> Result<(Vec<u8>, u64)> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        let (b, size) = self.call(READ_BOUND, &format!("read of {name}"), async move {
+        let (b, size) = self.call(Op::Read, &format!("read of {name}"), async move {
             let opts = object_store::GetOptions {
                 range: Some(range.into()),
                 ..Default::default()
@@ -437,7 +474,7 @@ impl S3 {
     fn listing(&self, dir: &str) -> Result<object_store::ListResult> {
         let path = ObjectPath::from(dir.trim_end_matches('/'));
         let c = self.client.clone();
-        self.call(READ_BOUND, &format!("listing of {dir}"), async move {
+        self.call(Op::Read, &format!("listing of {dir}"), async move {
             c.list_with_delimiter(Some(&path)).await
         })
     }
@@ -455,7 +492,7 @@ impl S3 {
     pub fn exists(&self, name: &str) -> Result<bool> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        self.call(READ_BOUND, &format!("check of {name}"), async move {
+        self.call(Op::Read, &format!("check of {name}"), async move {
             match c.head(&path).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -468,7 +505,7 @@ impl S3 {
     pub fn size(&self, name: &str) -> Result<u64> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        let m = self.call(READ_BOUND, &format!("size of {name}"), async move {
+        let m = self.call(Op::Read, &format!("size of {name}"), async move {
             c.head(&path).await
         })?;
         Ok(m.size)
@@ -478,7 +515,7 @@ impl S3 {
     pub fn delete(&self, name: &str) -> Result<()> {
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        self.call(READ_BOUND, &format!("delete of {name}"), async move {
+        self.call(Op::Delete, &format!("delete of {name}"), async move {
             match c.delete(&path).await {
                 Err(object_store::Error::NotFound { .. }) => Ok(()),
                 r => r,
