@@ -127,7 +127,7 @@ impl TierFs {
             victim.nlink = 0;
             victim.ctime = now_t;
             let mut t = Txn::default();
-            t.del_dirent(inode.parent, &name, d.seq);
+            t.del_dirent(inode.parent, &name);
             let kept =
                 self.keep_in_trash(&mut victim, inode.parent, &name, Why::Expired, &mut t)?;
             if !kept {

@@ -75,7 +75,7 @@ impl TierFs {
             p.mtime = now;
             p.ctime = now;
             let mut t = Txn::default();
-            t.del_dirent(parent, name, d.seq);
+            t.del_dirent(parent, name);
             let left = self.drop_link(&mut victim, parent, &mut t)?;
             // A file renamed away from a name that has a new file now (an
             // editor's backup, deleted after the save) is a version of
@@ -215,7 +215,7 @@ impl TierFs {
             let mut kept_ino = None;
             let mut moved = self.meta.inode(src.ino)?;
             moved.ctime = now;
-            t.del_dirent(parent, name, src.seq);
+            t.del_dirent(parent, name);
             // Quota changes (`quota`), each quota's own, and what a
             // replaced inode was charged and the quotas it leaves.
             let mut changes: Vec<(u64, Delta)> = Vec::new();
@@ -237,7 +237,7 @@ impl TierFs {
             if let Some(d) = dst {
                 let mut other = self.meta.inode(d.ino)?;
                 other.ctime = now;
-                t.del_dirent(newparent, newname, d.seq);
+                t.del_dirent(newparent, newname);
                 if exchange && parent != newparent {
                     let (c, _) = self.move_link(&other, newparent, parent, &mut t, &first_half)?;
                     changes.extend(c);

@@ -1,7 +1,8 @@
 //! Directory listings: `readdir`, and `readdirplus`, which sends each
 //! entry's attributes with it and counts each such entry as a kernel lookup.
-//! Owns the listing offsets (sequence numbers) and that counting; names and
-//! link counts are `fs/mod.rs`'s.
+//! Owns the listing offsets (an entry's position in its directory, a hash
+//! of its name, plus 3) and that counting; names and link counts are
+//! `fs/mod.rs`'s.
 
 use super::*;
 
@@ -15,7 +16,8 @@ impl TierFs {
 
     /// Lists `ino` from the kernel's `offset`, calling `add(ino, next offset,
     /// kind, name)` until it answers true (buffer full). Offsets stay valid
-    /// while entries are added and removed: they are sequence numbers.
+    /// while entries are added and removed: they are positions that depend
+    /// on the name alone (`meta::dirents`).
     pub fn readdir(
         &self,
         ino: u64,
@@ -34,8 +36,8 @@ impl TierFs {
         }
         let from = offset.saturating_sub(2);
         for r in self.meta.dir_entries(ino, from) {
-            let (seq, name, child, kind) = r?;
-            if add(child, seq + 3, kind, &name) {
+            let (pos, name, child, kind) = r?;
+            if add(child, pos + 3, kind, &name) {
                 break;
             }
         }
@@ -76,7 +78,7 @@ impl TierFs {
         let mut sent = offset <= 1;
         let from = offset.saturating_sub(2);
         for r in self.meta.dir_entries(ino, from) {
-            let (seq, name, child, _) = match r {
+            let (pos, name, child, _) = match r {
                 Ok(entry) => entry,
                 Err(e) if !sent => return Err(e),
                 Err(e) => {
@@ -98,7 +100,7 @@ impl TierFs {
                     break;
                 }
             };
-            if add(seq + 3, &name, &inode) {
+            if add(pos + 3, &name, &inode) {
                 self.forget(child, 1);
                 break;
             }

@@ -398,7 +398,7 @@ impl TierFs {
             back.atime = now;
             back.accessed = now.secs.max(0) as u32;
             t.del_trash(&e);
-            t.del_dirent(parent, &name, d.seq);
+            t.del_dirent(parent, &name);
             t.put_dirent(
                 parent,
                 &name,

@@ -250,7 +250,7 @@ impl Check<'_> {
                     d.ino
                 ));
                 if self.repair {
-                    self.fix.del_dirent(parent, &name, d.seq);
+                    self.fix.del_dirent(parent, &name);
                     self.repairs.push(format!(
                         "removed the entry {shown:?} of missing inode {}",
                         d.ino

@@ -5,17 +5,17 @@
 //! (`M id-floor`), which keeps every id a restored store hands out above
 //! the ids its records came with.
 //!
-//! Owns which tags a snapshot holds; derived records (sequence entries,
-//! candidates, pending pins, totals) are made again by `Meta::commit`.
+//! Owns which tags a snapshot holds; derived records (candidates, pending
+//! pins, totals) are made again by `Meta::commit`.
 
 use super::*;
 
 /// Tags of the records a snapshot keeps, in key order.
 const DUMPED: [u8; 7] = [
     TAG_CHUNK,
-    TAG_DIRENT,
     TAG_INODE,
     TAG_SYMLINK,
+    TAG_DIRENT,
     super::packs::TAG_PACK,
     TAG_XATTR,
     super::trash::TAG_ALIAS,
@@ -67,6 +67,12 @@ impl Record {
         Ok(match k.first().copied() {
             Some(TAG_INODE) if k.len() == 9 => Record::Inode(Inode::decode(ino()?, v)?),
             Some(TAG_DIRENT) => Record::Dirent {
+                parent: ino()?,
+                name: k.get(17..).map(<[u8]>::to_vec).ok_or_else(bad)?,
+                entry: decode_dirent(v)?,
+            },
+            // A snapshot of a store before metadata version 3.
+            Some(super::dirents::TAG_DIRENT_V2) => Record::Dirent {
                 parent: ino()?,
                 name: rest()?,
                 entry: decode_dirent(v)?,

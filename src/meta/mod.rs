@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 
 mod census;
+mod dirents;
 mod dump;
 mod index;
 mod packs;
@@ -27,6 +28,7 @@ mod txn;
 mod types;
 
 pub use census::CensusStep;
+use dirents::{decode_dirent, TAG_DIRENT};
 pub use dump::Record;
 pub use index::{bucket_of, Totals, BUCKET_SECS};
 pub use packs::PackRecords;
@@ -40,15 +42,16 @@ pub use types::*;
 pub const ROOT_INO: u64 = 1;
 /// Version of the metadata encoding; bumped on any incompatible change.
 /// 2: inode records of 104 bytes (access fold), candidate index, pending
-/// pins, summary. A version-1 store is upgraded at open (its index is built
-/// by the first count); a tierfs that reads version 1 refuses it after.
-pub const META_VERSION: u32 = 2;
+/// pins, summary. 3: one record per directory entry, in listing order
+/// (`dirents`). Stores of versions 1 and 2 are upgraded at open (a
+/// version-1 store's index is built by the first count; a version-2
+/// store's entries are moved to their new keys); a tierfs that reads an
+/// earlier version refuses the store after.
+pub const META_VERSION: u32 = 3;
 
 // Key tags: the first byte of every key.
 const TAG_META: u8 = b'M';
 const TAG_INODE: u8 = b'I';
-const TAG_DIRENT: u8 = b'D';
-const TAG_DIRSEQ: u8 = b'S';
 const TAG_XATTR: u8 = b'X';
 const TAG_CHUNK: u8 = b'C';
 const TAG_SYMLINK: u8 = b'L';
@@ -192,15 +195,21 @@ impl Meta {
                     })?);
                 match v {
                     META_VERSION => {}
-                    1 => {
+                    1 | 2 => {
+                        log::info!(
+                            "metadata format {v}: moving its directory entries to one \
+                             record each, once (about 40 s per million entries)"
+                        );
+                        meta.upgrade_dirents()?;
                         meta.db
                             .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..])?;
-                        log::info!("metadata format 1 upgraded to {META_VERSION}");
+                        meta.flush()?;
+                        log::info!("metadata format {v} upgraded to {META_VERSION}");
                     }
                     _ => {
                         return Err(Error::Corrupt(format!(
                             "metadata format version {v}, this tierfs reads versions 1 \
-                             and {META_VERSION}"
+                             to {META_VERSION}"
                         )))
                     }
                 }
@@ -421,53 +430,6 @@ impl Meta {
         })
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dirent>> {
-        self.db
-            .get(key_ino_name(TAG_DIRENT, parent, name))?
-            .map(|v| decode_dirent(&v))
-            .transpose()
-    }
-
-    /// Entries of `dir` in sequence order, starting at sequence `from`:
-    /// `(seq, name, child ino, kind)`.
-    pub fn dir_entries(
-        &self,
-        dir: u64,
-        from: u64,
-    ) -> impl Iterator<Item = Result<(u64, Vec<u8>, u64, Kind)>> + '_ {
-        let start = key_ino_u64(TAG_DIRSEQ, dir, from).to_vec();
-        let end = key_ino(TAG_DIRSEQ, dir + 1).to_vec();
-        self.db.range(start..end).map(|r| {
-            let (k, v) = r?;
-            if v.len() < 9 {
-                return Err(Error::Corrupt("bad directory sequence record".into()));
-            }
-            Ok((
-                be_u64(&k[9..]),
-                v[9..].to_vec(),
-                be_u64(&v[0..8]),
-                Kind::from_u8(v[8])?,
-            ))
-        })
-    }
-
-    /// Every directory entry: `(parent, name, entry)`; for fsck and path lookups.
-    pub fn all_dirents(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>, Dirent)>> + '_ {
-        self.db.scan_prefix([TAG_DIRENT]).map(|r| {
-            let (k, v) = r?;
-            Ok((be_u64(&k[1..9]), k[9..].to_vec(), decode_dirent(&v)?))
-        })
-    }
-
-    pub fn dir_is_empty(&self, dir: u64) -> Result<bool> {
-        Ok(self
-            .db
-            .scan_prefix(key_ino(TAG_DIRENT, dir))
-            .next()
-            .transpose()?
-            .is_none())
-    }
-
     pub fn symlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.db.get(key_ino(TAG_SYMLINK, ino))? {
             Some(v) => Ok(v.to_vec()),
@@ -624,17 +586,6 @@ fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![TAG_META];
     k.extend_from_slice(name.as_bytes());
     k
-}
-
-fn decode_dirent(v: &[u8]) -> Result<Dirent> {
-    if v.len() != 17 {
-        return Err(Error::Corrupt("bad directory entry record".into()));
-    }
-    Ok(Dirent {
-        ino: be_u64(&v[0..8]),
-        seq: be_u64(&v[8..16]),
-        kind: Kind::from_u8(v[16])?,
-    })
 }
 
 #[cfg(test)]

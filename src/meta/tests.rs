@@ -139,11 +139,12 @@ fn metadata_older_than_its_seal_is_refused() {
 }
 
 #[test]
-fn dirents_in_sequence_order() {
+fn dirents_in_listing_order() {
     let dir = tempfile::tempdir().unwrap();
     let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
     let mut t = Txn::default();
-    for (i, name) in ["b", "a", "c"].iter().enumerate() {
+    let names: Vec<String> = (0..50).map(|i| format!("name-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
         t.put_dirent(
             ROOT_INO,
             name.as_bytes(),
@@ -154,14 +155,111 @@ fn dirents_in_sequence_order() {
             },
         );
     }
+    t.del_dirent(ROOT_INO, b"name-7");
     m.commit(&m.write_lock(), t).unwrap();
-    let names: Vec<_> = m
-        .dir_entries(ROOT_INO, 1)
-        .map(|r| String::from_utf8(r.unwrap().1).unwrap())
+    // Two names of one inode: the first in name order is its name.
+    let mut t = Txn::default();
+    for name in ["zz", "link-b", "link-a"] {
+        let d = Dirent {
+            ino: 500,
+            seq: 500,
+            kind: Kind::File,
+        };
+        t.put_dirent(ROOT_INO, name.as_bytes(), d);
+    }
+    m.commit(&m.write_lock(), t).unwrap();
+    assert_eq!(m.name_in(ROOT_INO, 500).unwrap().unwrap(), b"link-a");
+    let mut t = Txn::default();
+    for name in ["zz", "link-b", "link-a"] {
+        t.del_dirent(ROOT_INO, name.as_bytes());
+    }
+    m.commit(&m.write_lock(), t).unwrap();
+    let listed: Vec<(u64, String)> = m
+        .dir_entries(ROOT_INO, 0)
+        .map(|r| r.unwrap())
+        .map(|(pos, name, _, _)| (pos, String::from_utf8(name).unwrap()))
         .collect();
-    assert_eq!(names, ["a", "c"]);
-    assert_eq!(m.lookup(ROOT_INO, b"c").unwrap().unwrap().ino, 12);
+    // Every name but the removed one, each at its position, in order.
+    let mut want: Vec<(u64, String)> = names
+        .iter()
+        .filter(|n| *n != "name-7")
+        .map(|n| (dirents::name_pos(n.as_bytes()), n.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+    // A listing resumed after any entry's position goes on with the next.
+    for (k, (pos, _)) in want.iter().enumerate() {
+        let rest: Vec<_> = m
+            .dir_entries(ROOT_INO, pos + 1)
+            .map(|r| String::from_utf8(r.unwrap().1).unwrap())
+            .collect();
+        let expect: Vec<_> = want[k + 1..].iter().map(|w| w.1.clone()).collect();
+        assert_eq!(rest, expect);
+    }
+    assert_eq!(m.lookup(ROOT_INO, b"name-3").unwrap().unwrap().ino, 13);
+    assert!(m.lookup(ROOT_INO, b"name-7").unwrap().is_none());
     assert!(!m.dir_is_empty(ROOT_INO).unwrap());
+    assert_eq!(m.name_in(ROOT_INO, 20).unwrap().unwrap(), b"name-10");
+}
+
+/// A store of metadata version 2 (an entry as `D parent name` and `S parent
+/// seq`), some of whose entries an interrupted upgrade already moved: the
+/// next open moves the rest, and every entry is found and listed once.
+#[test]
+fn version_2_entries_are_moved_to_their_listing_keys_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let m = Meta::open(&path, 0, 0).unwrap();
+    let mut t = Txn::default();
+    // Moved before the interruption.
+    t.put_dirent(
+        ROOT_INO,
+        b"moved",
+        Dirent {
+            ino: 99,
+            seq: 99,
+            kind: Kind::File,
+        },
+    );
+    m.commit(&m.write_lock(), t).unwrap();
+    m.flush().unwrap();
+    drop(m);
+    {
+        let db = sled::open(&path).unwrap();
+        for i in 0..5000u64 {
+            let name = format!("old-{i}");
+            let d = Dirent {
+                ino: 1000 + i,
+                seq: 5 + i,
+                kind: Kind::File,
+            };
+            let mut k = vec![b'D'];
+            k.extend_from_slice(&ROOT_INO.to_be_bytes());
+            k.extend_from_slice(name.as_bytes());
+            db.insert(k, &dirents::encode_dirent(&d)[..]).unwrap();
+            let mut s = vec![b'S'];
+            s.extend_from_slice(&ROOT_INO.to_be_bytes());
+            s.extend_from_slice(&d.seq.to_be_bytes());
+            let mut v = d.ino.to_be_bytes().to_vec();
+            v.push(d.kind.to_u8());
+            v.extend_from_slice(name.as_bytes());
+            db.insert(s, v).unwrap();
+        }
+        db.insert(meta_key("version"), &2u32.to_le_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let m = Meta::open(&path, 0, 0).unwrap();
+    assert_eq!(m.lookup(ROOT_INO, b"moved").unwrap().unwrap().ino, 99);
+    for i in [0u64, 1, 2345, 4999] {
+        let d = m.lookup(ROOT_INO, format!("old-{i}").as_bytes()).unwrap();
+        assert_eq!(d.unwrap().ino, 1000 + i);
+    }
+    assert_eq!(m.dir_entries(ROOT_INO, 0).count(), 5001);
+    assert_eq!(m.db.scan_prefix([b'D']).count(), 0);
+    assert_eq!(m.db.scan_prefix([b'S']).count(), 0);
+    let v = m.db.get(meta_key("version")).unwrap().unwrap();
+    assert_eq!(u32::from_le_bytes(v.as_ref().try_into().unwrap()), 3);
 }
 
 /// The totals counted by a walk while commits change inode records before

@@ -234,18 +234,6 @@ impl Meta {
         Ok(out)
     }
 
-    /// A name of `ino` in directory `dir` (a scan of that directory's
-    /// entries: for the trash's rare requests that know only the inode).
-    pub fn name_in(&self, dir: u64, ino: u64) -> Result<Option<Vec<u8>>> {
-        for r in self.db.scan_prefix(key_ino(TAG_DIRENT, dir)) {
-            let (k, v) = r?;
-            if v.len() >= 8 && be_u64(&v[..8]) == ino {
-                return Ok(Some(k[9..].to_vec()));
-            }
-        }
-        Ok(None)
-    }
-
     /// Adds to `t` the removal of the trash and alias records of `inode`
     /// (part of purging it).
     pub(super) fn purge_trash_records(&self, inode: &Inode, t: &mut Txn) -> Result<()> {

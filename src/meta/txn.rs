@@ -99,20 +99,13 @@ impl Txn {
         self.del(key_ino(TAG_INODE, ino));
     }
     pub fn put_dirent(&mut self, parent: u64, name: &[u8], d: Dirent) {
-        let mut v = [0u8; 17];
-        v[0..8].copy_from_slice(&d.ino.to_be_bytes());
-        v[8..16].copy_from_slice(&d.seq.to_be_bytes());
-        v[16] = d.kind.to_u8();
-        self.put(key_ino_name(TAG_DIRENT, parent, name), &v[..]);
-        let mut s = Vec::with_capacity(9 + name.len());
-        s.extend_from_slice(&d.ino.to_be_bytes());
-        s.push(d.kind.to_u8());
-        s.extend_from_slice(name);
-        self.put(key_ino_u64(TAG_DIRSEQ, parent, d.seq), s);
+        self.put(
+            super::dirents::dirent_key(parent, name),
+            &super::dirents::encode_dirent(&d)[..],
+        );
     }
-    pub fn del_dirent(&mut self, parent: u64, name: &[u8], seq: u64) {
-        self.del(key_ino_name(TAG_DIRENT, parent, name));
-        self.del(key_ino_u64(TAG_DIRSEQ, parent, seq));
+    pub fn del_dirent(&mut self, parent: u64, name: &[u8]) {
+        self.del(super::dirents::dirent_key(parent, name));
     }
     pub fn put_symlink(&mut self, ino: u64, target: &[u8]) {
         self.put(key_ino(TAG_SYMLINK, ino), target);
