@@ -291,7 +291,7 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
     for &n in &kept_entries {
         let (parent, name, entry) = &r.dirents[n];
         t.put_dirent(*parent, name, *entry);
-        ops += 2;
+        ops += 1;
         commit(&mut t, &mut ops, false)?;
         if entry.kind != Kind::Dir && links.get(&entry.ino).is_some_and(|n| *n > 1) {
             *link_dirs.entry((entry.ino, *parent)).or_default() += 1;

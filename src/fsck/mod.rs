@@ -213,7 +213,7 @@ impl Check<'_> {
         }
     }
 
-    /// Scans every directory entry, in (directory, name) order: each must be
+    /// Scans every directory entry, in (directory, listing position) order: each must be
     /// in a directory and name an inode of its kind. Counts the entries that
     /// name each inode in the table, and returns the subdirectories of each
     /// directory that has any, in inode order: `(directory, count)`.

@@ -125,36 +125,59 @@ impl Meta {
         Ok(first)
     }
 
+    /// Whether records of the layout before version 3 are left.
+    pub(super) fn has_v2_dirents(&self) -> Result<bool> {
+        for tag in [TAG_DIRENT_V2, TAG_DIRSEQ_V2] {
+            if self.db.scan_prefix([tag]).next().transpose()?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves the entries of a store made before version 3 to their keys
     /// in listing order, `UPGRADE_BATCH` at a time, each batch one sled
     /// batch: a crash in between leaves every entry under one layout or
-    /// the other, and the next open goes on from there. Returns the
-    /// entries moved.
+    /// the other, and the next open goes on from there. A value that does
+    /// not decode is moved as it is (that name answers EIO, as before,
+    /// and fsck reports it); a key too short to name a parent is logged
+    /// and left. Returns the entries moved.
     pub(super) fn upgrade_dirents(&self) -> Result<u64> {
         let started = std::time::Instant::now();
         let mut moved = 0u64;
+        let mut from = vec![TAG_DIRENT_V2];
         loop {
             let mut batch = sled::Batch::default();
             let mut n = 0;
-            for r in self.db.scan_prefix([TAG_DIRENT_V2]).take(UPGRADE_BATCH) {
+            let mut last = None;
+            for r in self.db.range(from.clone()..vec![TAG_DIRENT_V2 + 1]) {
                 let (k, v) = r?;
+                last = Some(k.to_vec());
                 if k.len() < 9 {
-                    return Err(Error::Corrupt("bad directory entry key".into()));
+                    log::error!("metadata: directory entry key {k:02x?} is malformed; left");
+                    continue;
                 }
                 let (parent, name) = (be_u64(&k[1..9]), &k[9..]);
-                let d = decode_dirent(&v)?;
                 batch.insert(dirent_key(parent, name), v.clone());
                 batch.remove(k.clone());
-                batch.remove(&key_ino_u64(TAG_DIRSEQ_V2, parent, d.seq)[..]);
+                if let Ok(d) = decode_dirent(&v) {
+                    batch.remove(&key_ino_u64(TAG_DIRSEQ_V2, parent, d.seq)[..]);
+                }
                 n += 1;
+                if n == UPGRADE_BATCH {
+                    break;
+                }
             }
-            if n == 0 {
+            let Some(mut last) = last else {
                 break;
-            }
+            };
             self.db.apply_batch(batch)?;
-            moved += n;
+            moved += n as u64;
+            last.push(0);
+            from = last;
         }
-        // A sequence record whose entry was gone (none in a sound store).
+        // Sequence records whose entry was gone or did not decode (none in
+        // a sound store).
         let stray: Vec<sled::IVec> = self
             .db
             .scan_prefix([TAG_DIRSEQ_V2])
@@ -163,13 +186,11 @@ impl Meta {
         for k in &stray {
             self.db.remove(k)?;
         }
-        if moved > 0 || !stray.is_empty() {
-            self.flush()?;
-            log::info!(
-                "metadata: {moved} directory entries moved to their version-3 keys in {:.1?}",
-                started.elapsed()
-            );
-        }
+        self.flush()?;
+        log::info!(
+            "metadata: {moved} directory entries moved to their version-3 keys in {:.1?}",
+            started.elapsed()
+        );
         Ok(moved)
     }
 }

@@ -187,6 +187,7 @@ impl Meta {
         if replayed > 0 {
             log::info!("metadata: completed {replayed} transaction(s) interrupted by a crash");
         }
+        let mut upgrade_from = None;
         match meta.db.get(meta_key("version"))? {
             Some(v) => {
                 let v =
@@ -195,17 +196,7 @@ impl Meta {
                     })?);
                 match v {
                     META_VERSION => {}
-                    1 | 2 => {
-                        log::info!(
-                            "metadata format {v}: moving its directory entries to one \
-                             record each, once (about 40 s per million entries)"
-                        );
-                        meta.upgrade_dirents()?;
-                        meta.db
-                            .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..])?;
-                        meta.flush()?;
-                        log::info!("metadata format {v} upgraded to {META_VERSION}");
-                    }
+                    1 | 2 => upgrade_from = Some(v),
                     _ => {
                         return Err(Error::Corrupt(format!(
                             "metadata format version {v}, this tierfs reads versions 1 \
@@ -237,6 +228,23 @@ impl Meta {
             return Err(damaged(format!(
                 "it recovered only to generation {generation} of {sealed} sealed"
             )));
+        }
+        if let Some(v) = upgrade_from {
+            // Written before anything moves: a tierfs that reads version 2
+            // must never open a store half moved.
+            meta.db
+                .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..])?;
+            meta.flush()?;
+            log::info!("metadata format {v} upgraded to {META_VERSION}");
+        }
+        // Entries of a store before version 3, or those an upgrade cut off
+        // by a crash left.
+        if meta.has_v2_dirents()? {
+            log::info!(
+                "metadata: moving directory entries to one record each, once (about \
+                 40 s per million entries)"
+            );
+            meta.upgrade_dirents()?;
         }
         meta.seal()?;
         Ok(meta)
@@ -566,12 +574,9 @@ impl Meta {
             if inode.parent == 0 {
                 return unknown();
             }
-            let found = self
-                .dir_entries(inode.parent, 0)
-                .filter_map(|r| r.ok())
-                .find(|(_, _, child, _)| *child == cur);
-            match found {
-                Some((_, name, _, _)) => {
+            // Of several links there, the first in name order.
+            match self.name_in(inode.parent, cur).ok().flatten() {
+                Some(name) => {
                     parts.push(name);
                     cur = inode.parent;
                 }

@@ -299,7 +299,8 @@ impl Inode {
     }
 }
 
-/// A directory entry: the child and the sequence number that orders the directory.
+/// A directory entry: the child, its kind, and a number from `generate_id`
+/// given when the entry was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dirent {
     pub ino: u64,

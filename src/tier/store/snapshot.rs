@@ -16,14 +16,15 @@ use crate::error::{Error, Result};
 use crate::meta::Meta;
 
 // Snapshot object layout (little-endian):
-//   0 [8] magic "TIERMETA"   8 u32 version (1)   12 u32 reserved
+//   0 [8] magic "TIERMETA"   8 u32 version (2; 1 before directory
+//     entries were one record each)   12 u32 reserved
 //  16 u64 store id   24 u64 id floor (above every id in the records)
 //  32 u64 records    40 u64 body length   48 u32 CRC-32C of the body
 //  52 u32 CRC-32C of bytes 0..52
 //  56 body: one zstd stream of records, each u32 key length, key, u32
 //     value length, value (the metadata's own key and value)
 const MAGIC: &[u8; 8] = b"TIERMETA";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 56;
 /// Snapshots kept per store: the newest, and two before it.
 const KEEP: usize = 3;
@@ -114,9 +115,9 @@ pub fn read_snapshot(
     if crc32c::crc32c(&h[..52]) != u32_at(52) {
         return Err(bad("its header fails its checksum"));
     }
-    if u32_at(8) != VERSION {
+    if !(1..=VERSION).contains(&u32_at(8)) {
         return Err(bad(&format!(
-            "format version {}, this tierfs reads {VERSION}",
+            "format version {}, this tierfs reads 1 to {VERSION}",
             u32_at(8)
         )));
     }
