@@ -5,7 +5,8 @@
 //! This module owns key and value encodings and nothing else: it knows no
 //! POSIX rules (that is `fs`) and reads no file content (that is `tier`).
 //! `types`: the value types and their byte layouts; `txn`: keys and the
-//! write transaction (with its journal record); `seal`: `STORE/meta.seal`;
+//! write transaction (with its journal record); `dirents`: directory entry
+//! records and their listing order; `seal`: `STORE/meta.seal`;
 //! this file: the store itself (open, commit, journal replay, queries).
 
 use std::os::unix::ffi::OsStrExt;
