@@ -470,16 +470,7 @@ fn another_bucket_takes_new_packs_and_the_old_ones_move_over() {
     m.stop();
     drop_caches();
     m.start();
-    for (name, seed) in [("old", 40), ("new", 41)] {
-        assert!(
-            fs::read(m.path(name)).unwrap() == pattern(seed, 300_000),
-            "{name}"
-        );
-        assert_eq!(
-            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
-            "cold"
-        );
-    }
+    assert_cold_and_whole(&m, &[("old", 40), ("new", 41)], 300_000);
     assert!(counter(&m, "gets") >= 1);
     assert!(pack_files(&m.store).is_empty());
     m.assert_fsck_clean();
@@ -548,16 +539,7 @@ fn a_pack_the_disk_cannot_read_stays_here_and_holds_up_no_other() {
         "{:?}",
         bucket_keys(&g, "badread/packs/")
     );
-    for (name, seed) in files {
-        assert!(
-            fs::read(m.path(name)).unwrap() == pattern(seed, 200_000),
-            "{name}"
-        );
-        assert_eq!(
-            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
-            "cold"
-        );
-    }
+    assert_cold_and_whole(&m, &files, 200_000);
     m.assert_fsck_clean();
 }
 

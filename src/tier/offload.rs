@@ -292,36 +292,30 @@ impl Tiers {
         if !may_delete {
             return Ok(());
         }
+        if remote.s3.put_refused() || remote.s3.delete_refused() {
+            return self.leave(remote, dead);
+        }
         for (k, id) in dead.iter().enumerate() {
             let Some(name) = self.cold.remote.name(*id) else {
                 continue;
             };
-            if remote.s3.put_refused() || remote.s3.delete_refused() {
-                return self.leave(remote, &dead[k..]);
-            }
             // A restored store reads the objects of the store it came from
             // and never deletes them: that store may still be in use.
             if remote.owns(&name) {
-                match remote.s3.delete(&name) {
-                    Ok(()) => {}
-                    Err(_) if remote.s3.delete_refused() => {
+                if let Err(e) = remote.s3.delete(&name) {
+                    if remote.s3.delete_refused() {
                         return self.leave(remote, &dead[k..]);
                     }
-                    Err(e) => return Err(e),
+                    return Err(e);
                 }
             }
-            self.meta.del_remote_pack(*id)?;
-            self.cold.forget_remote(*id);
-            remote.drop_cached(&name);
+            self.forget_pack(remote, *id, &name)?;
             log::debug!("let go of {name}: no live records");
         }
-        if let Some(named) =
-            named.filter(|_| !remote.s3.put_refused() && !remote.s3.delete_refused())
-        {
-            match remote.sweep(named) {
-                Err(_) if remote.s3.delete_refused() => {}
-                r => {
-                    r?;
+        if let Some(named) = named {
+            if let Err(e) = remote.sweep(named) {
+                if !remote.s3.delete_refused() {
+                    return Err(e);
                 }
             }
         }
@@ -335,15 +329,22 @@ impl Tiers {
             let Some(name) = self.cold.remote.name(*id) else {
                 continue;
             };
-            self.meta.del_remote_pack(*id)?;
-            self.cold.forget_remote(*id);
-            remote.drop_cached(&name);
+            self.forget_pack(remote, *id, &name)?;
             log::warn!(
                 "{name} is left in {}: no live record is in it, and this mount may not \
                  delete there",
                 remote.s3.url()
             );
         }
+        Ok(())
+    }
+
+    /// Drops the record of pack `id` (object `name` in `remote`), whose
+    /// object is gone or left, and its cached records.
+    fn forget_pack(&self, remote: &Remote, id: u64, name: &str) -> Result<()> {
+        self.meta.del_remote_pack(id)?;
+        self.cold.forget_remote(id);
+        remote.drop_cached(name);
         Ok(())
     }
 

@@ -142,6 +142,21 @@ pub fn pack_files(store: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Each of `files` (name, pattern seed) reads back its `len` bytes of
+/// pattern through the mount and is cold.
+pub fn assert_cold_and_whole(m: &Mounted, files: &[(&str, u64)], len: usize) {
+    for (name, seed) in files {
+        assert!(
+            fs::read(m.path(name)).unwrap() == super::pattern(*seed, len),
+            "{name}"
+        );
+        assert_eq!(
+            m.sh_ok(&format!("getfattr --only-values -n user.tier {name}")),
+            "cold"
+        );
+    }
+}
+
 pub fn drop_caches() {
     fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
