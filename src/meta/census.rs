@@ -250,6 +250,7 @@ impl Meta {
                     self.totals().inodes,
                     t0.elapsed()
                 );
+                release_free_memory();
                 Ok(())
             }
             Ok(false) => {

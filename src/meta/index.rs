@@ -314,6 +314,7 @@ impl Meta {
             totals.inodes,
             t0.elapsed()
         );
+        super::release_free_memory();
         Ok(())
     }
 

@@ -119,6 +119,7 @@ impl Tiers {
         self.warm.finish_census();
         self.cold.finish_census();
         log::info!("counted {chunks} chunk records in {:?}", t0.elapsed());
+        crate::meta::release_free_memory();
         Ok(())
     }
 
