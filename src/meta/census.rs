@@ -56,6 +56,22 @@ fn is_chunk_key(k: &[u8]) -> bool {
     k.len() == 17 && k[0] == TAG_CHUNK
 }
 
+fn is_inode_key(k: &[u8]) -> bool {
+    k.len() == 9 && k[0] == TAG_INODE
+}
+
+/// The location a record holds: a chunk record's, or the chunk 0 an inode
+/// record holds (`inline`); `None` for any other record.
+fn location_in(k: &[u8], v: &[u8]) -> Option<Result<ChunkLoc>> {
+    if is_chunk_key(k) {
+        Some(ChunkLoc::decode(v))
+    } else if is_inode_key(k) {
+        super::inline::inline_loc(v)
+    } else {
+        None
+    }
+}
+
 impl Meta {
     /// Starts a walk of the chunk index (see the module comment). Called
     /// at open, before anything can commit.
@@ -64,7 +80,8 @@ impl Meta {
         *self.census.lock() = Some(ChunkCensus::default());
     }
 
-    /// Walks up to `n` more chunk records, and hands out what commits
+    /// Walks up to `n` more records (chunk records, then inode records for
+    /// the chunk 0 each holds), and hands out what commits
     /// reported since the last step. After the step that says `done`,
     /// commits report nothing more. An error (a commit failed part way, or
     /// the index cannot be read) ends the walk: the counts are not known.
@@ -91,7 +108,9 @@ impl Meta {
         let mut named = Vec::with_capacity(n);
         let mut rows = 0;
         let mut last = None;
-        let range = (from, Bound::Excluded(vec![TAG_CHUNK + 1]));
+        // From the chunk records to the end of the inode records: the
+        // few records of other kinds between them are passed over.
+        let range = (from, Bound::Excluded(vec![TAG_INODE + 1]));
         for r in self.db.range::<Vec<u8>, _>(range).take(n) {
             let (k, v) = match r {
                 Ok(kv) => kv,
@@ -100,10 +119,11 @@ impl Meta {
                     return Err(e.into());
                 }
             };
-            match ChunkLoc::decode(&v) {
-                Ok(loc) => named.push(loc),
+            match location_in(&k, &v) {
+                Some(Ok(loc)) => named.push(loc),
                 // fsck reports it; its bytes are not counted.
-                Err(e) => log::warn!("counting live bytes: {e}"),
+                Some(Err(e)) => log::warn!("counting live bytes: {e}"),
+                None => {}
             }
             rows += 1;
             last = Some(k.to_vec());
@@ -145,20 +165,26 @@ impl Meta {
         // replaces what the first one put.
         let mut now: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
         for (k, v) in ops {
-            if !is_chunk_key(k) || c.walked(k) {
+            if !(is_chunk_key(k) || is_inode_key(k)) || c.walked(k) {
                 continue;
             }
             let before: Option<Vec<u8>> = match now.get(k.as_slice()) {
                 Some(v) => v.map(|v| v.to_vec()),
                 None => self.db.get(k)?.map(|v| v.to_vec()),
             };
-            if let Some(old) = before.as_deref().and_then(|b| ChunkLoc::decode(b).ok()) {
+            let loc = |b: Option<&[u8]>| b.and_then(|b| location_in(k, b)).and_then(|l| l.ok());
+            let (old, new) = (loc(before.as_deref()), loc(v.as_deref()));
+            now.insert(k, v.as_deref());
+            if old == new && is_inode_key(k) {
+                // Most inode changes leave its chunk 0 where it is.
+                continue;
+            }
+            if let Some(old) = old {
                 out.push((old, 1));
             }
-            if let Some(new) = v.as_deref().and_then(|b| ChunkLoc::decode(b).ok()) {
+            if let Some(new) = new {
                 out.push((new, -1));
             }
-            now.insert(k, v.as_deref());
         }
         Ok(out)
     }

@@ -113,7 +113,16 @@ impl Meta {
         for tag in DUMPED {
             for r in self.db.scan_prefix([tag]) {
                 let (k, v) = r?;
-                f(&k, &v)?;
+                // The chunk 0 an inode record holds is a chunk record of
+                // its own in a snapshot, right after the inode's.
+                match (tag, v.len()) {
+                    (TAG_INODE, super::inline::INLINE_LEN) => {
+                        let (inode, loc) = v.split_at(super::types::INODE_LEN);
+                        f(&k, inode)?;
+                        f(&key_ino_u64(TAG_CHUNK, be_u64(&k[1..]), 0), loc)?;
+                    }
+                    _ => f(&k, &v)?,
+                }
             }
         }
         self.next_ino()

@@ -21,6 +21,7 @@ mod census;
 mod dirents;
 mod dump;
 mod index;
+mod inline;
 mod packs;
 mod quota;
 mod seal;
@@ -44,11 +45,13 @@ pub const ROOT_INO: u64 = 1;
 /// Version of the metadata encoding; bumped on any incompatible change.
 /// 2: inode records of 104 bytes (access fold), candidate index, pending
 /// pins, summary. 3: one record per directory entry, in listing order
-/// (`dirents`). Stores of versions 1 and 2 are upgraded at open (a
+/// (`dirents`). 4: a file's chunk 0 location inside its inode record
+/// (`inline`). Stores of versions 1 to 3 are upgraded at open (a
 /// version-1 store's index is built by the first count; a version-2
-/// store's entries are moved to their new keys); a tierfs that reads an
+/// store's entries are moved to their new keys; chunk-0 records of a store
+/// before 4 are moved into the inode records); a tierfs that reads an
 /// earlier version refuses the store after.
-pub const META_VERSION: u32 = 3;
+pub const META_VERSION: u32 = 4;
 
 // Key tags: the first byte of every key.
 const TAG_META: u8 = b'M';
@@ -211,7 +214,7 @@ impl Meta {
                     })?);
                 match v {
                     META_VERSION => {}
-                    1 | 2 => upgrade_from = Some(v),
+                    1..=3 => upgrade_from = Some(v),
                     _ => {
                         return Err(Error::Corrupt(format!(
                             "metadata format version {v}, this tierfs reads versions 1 \
@@ -245,11 +248,9 @@ impl Meta {
             )));
         }
         if let Some(v) = upgrade_from {
-            // Written before anything moves: a tierfs that reads version 2
-            // must never open a store half moved.
-            meta.db
-                .insert(meta_key("version"), &META_VERSION.to_le_bytes()[..])?;
-            meta.flush()?;
+            // Written before anything moves: a tierfs that reads an
+            // earlier version must never open a store half moved.
+            meta.begin_inline_upgrade()?;
             log::info!("metadata format {v} upgraded to {META_VERSION}");
         }
         // Entries of a store before version 3, or those an upgrade cut off
@@ -261,6 +262,7 @@ impl Meta {
             );
             meta.upgrade_dirents()?;
         }
+        meta.upgrade_inline()?;
         meta.seal()?;
         release_free_memory();
         Ok(meta)
@@ -345,6 +347,7 @@ impl Meta {
             &self.seal_path.with_extension(""),
         )?;
         let _g = self.commit_lock.lock();
+        self.inline(&mut t)?;
         let delta = self.derive(&mut t)?;
         let census = self.census_changes(&t.ops)?;
         if let Err(e) = self.apply_txn(t) {
@@ -476,6 +479,9 @@ impl Meta {
     }
 
     pub fn chunk(&self, ino: u64, idx: u64) -> Result<Option<ChunkLoc>> {
+        if idx == 0 {
+            return self.chunk0(ino);
+        }
         self.db
             .get(key_ino_u64(TAG_CHUNK, ino, idx))?
             .map(|v| ChunkLoc::decode(&v))
@@ -484,23 +490,32 @@ impl Meta {
 
     /// Chunks of `ino` with index >= `from`.
     pub fn chunks_from(&self, ino: u64, from: u64) -> Result<Vec<(u64, ChunkLoc)>> {
-        let start = key_ino_u64(TAG_CHUNK, ino, from).to_vec();
+        let first = match from {
+            0 => self.chunk0(ino)?.map(|l| (0, l)),
+            _ => None,
+        };
+        let start = key_ino_u64(TAG_CHUNK, ino, from.max(1)).to_vec();
         let end = key_ino(TAG_CHUNK, ino + 1).to_vec();
-        self.db
-            .range(start..end)
-            .map(|r| {
+        first
+            .map(Ok)
+            .into_iter()
+            .chain(self.db.range(start..end).map(|r| {
                 let (k, v) = r?;
                 Ok((be_u64(&k[9..]), ChunkLoc::decode(&v)?))
-            })
+            }))
             .collect()
     }
 
-    /// Every chunk of every file: `(ino, idx, loc)`.
+    /// Every chunk of every file: `(ino, idx, loc)` (the chunk records,
+    /// then the locations inode records hold).
     pub fn all_chunks(&self) -> impl Iterator<Item = Result<(u64, u64, ChunkLoc)>> + '_ {
-        self.db.scan_prefix([TAG_CHUNK]).map(|r| {
-            let (k, v) = r?;
-            Ok((be_u64(&k[1..9]), be_u64(&k[9..17]), ChunkLoc::decode(&v)?))
-        })
+        self.db
+            .scan_prefix([TAG_CHUNK])
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((be_u64(&k[1..9]), be_u64(&k[9..17]), ChunkLoc::decode(&v)?))
+            })
+            .chain(self.inline_chunks())
     }
 
     /// Replaces the location of a chunk only if it still is `old` (compaction).
@@ -511,6 +526,11 @@ impl Meta {
     pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {
         let _m = self.lock.lock();
         let _g = self.commit_lock.lock();
+        if idx == 0 {
+            if let Some(swapped) = self.swap_chunk0(ino, old, new)? {
+                return Ok(swapped);
+            }
+        }
         let key = key_ino_u64(TAG_CHUNK, ino, idx);
         let r = self
             .db

@@ -259,7 +259,10 @@ fn version_2_entries_are_moved_to_their_listing_keys_at_open() {
     assert_eq!(m.db.scan_prefix([b'D']).count(), 0);
     assert_eq!(m.db.scan_prefix([b'S']).count(), 0);
     let v = m.db.get(meta_key("version")).unwrap().unwrap();
-    assert_eq!(u32::from_le_bytes(v.as_ref().try_into().unwrap()), 3);
+    assert_eq!(
+        u32::from_le_bytes(v.as_ref().try_into().unwrap()),
+        META_VERSION
+    );
     drop(m);
     // An upgrade a crash cut off: the store says version 3 and still holds
     // old records, one of them damaged. The next open moves them.

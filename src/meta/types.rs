@@ -185,7 +185,9 @@ pub struct Inode {
 //  91 reserved  92 u32 ttl (s, 0 none)
 //  96 u32 accesses  100 f32 heat
 // Version 1 records are the first 96 bytes, with 20..24 reserved (zero).
-const INODE_LEN: usize = 104;
+// A record of 144 bytes holds the location of the file's chunk 0 after
+// these 104 (`inline`).
+pub(super) const INODE_LEN: usize = 104;
 const INODE_V1_LEN: usize = 96;
 const INODE_REC_VERSION: u8 = 2;
 
@@ -257,7 +259,7 @@ impl Inode {
 
     pub fn decode(ino: u64, b: &[u8]) -> Result<Inode> {
         let v2 = match (b.len(), b.first()) {
-            (INODE_LEN, Some(&INODE_REC_VERSION)) => true,
+            (INODE_LEN | super::inline::INLINE_LEN, Some(&INODE_REC_VERSION)) => true,
             (INODE_V1_LEN, Some(1)) => false,
             _ => return Err(Error::Corrupt(format!("inode {ino}: bad record"))),
         };
@@ -327,7 +329,7 @@ pub struct ChunkLoc {
 // ChunkLoc layout (little-endian), 40 bytes:
 //   0 u8 tier  1..4 reserved  4 u32 len  8 u64 seg  16 u64 off  24 u64 version
 //  32 u32 crc  36 u32 stored (bytes of the record's data)
-const CHUNKLOC_LEN: usize = 40;
+pub(super) const CHUNKLOC_LEN: usize = 40;
 
 impl ChunkLoc {
     pub fn encode(&self) -> [u8; CHUNKLOC_LEN] {
