@@ -515,3 +515,52 @@ fn compacting_segments_full_of_freed_holes_on_a_full_tmpfs() {
     drop(fs);
     common::wait_for_sled(&store);
 }
+
+/// A store of metadata version 3 (every chunk location a record of its
+/// own), made from one of version 4 by moving each inode record's chunk 0
+/// back out: the mount moves them in again, every file reads whole (warm,
+/// cold, of several chunks, empty), and fsck finds nothing.
+#[test]
+fn a_version_3_store_mounts_with_every_file_whole() {
+    let mut m = Mounted::new();
+    let mut files = named_files("f", 300, 40);
+    files.push(("big".into(), pattern(7, 3 << 20)));
+    files.push(("empty".into(), Vec::new()));
+    for (name, data) in &files {
+        fs::write(m.path(name), data).unwrap();
+    }
+    for (name, _) in files.iter().take(10) {
+        set_tier(&m, name, "cold");
+    }
+    m.stop();
+    common::wait_for_sled(&m.store);
+    let moved_out = {
+        let db = sled::open(m.store.join("meta")).unwrap();
+        let mut n = 0;
+        for r in db.scan_prefix(b"I") {
+            let (k, v) = r.unwrap();
+            if v.len() == 144 {
+                let mut c = vec![b'C'];
+                c.extend_from_slice(&k[1..9]);
+                c.extend_from_slice(&0u64.to_be_bytes());
+                db.insert(c, &v[104..]).unwrap();
+                db.insert(&k, &v[..104]).unwrap();
+                n += 1;
+            }
+        }
+        db.insert(b"Mversion", &3u32.to_le_bytes()[..]).unwrap();
+        db.flush().unwrap();
+        n
+    };
+    assert_eq!(moved_out, files.len() - 1, "every file but the empty one");
+    common::wait_for_sled(&m.store);
+    m.start();
+    assert_eq!(mismatches(&m, &files), Vec::<String>::new());
+    assert!(
+        m.log_text()
+            .contains(&format!("{moved_out} first chunk locations moved")),
+        "{}",
+        m.log_text()
+    );
+    m.assert_fsck_clean();
+}

@@ -1,11 +1,15 @@
 //! The walks of the index that count while the mount serves (after a
-//! crash): the chunk records, for the segments' live bytes (`tier::census`
-//! owns the rest of that count), and the inode records, for the totals.
+//! crash): the chunk locations (the chunk records, then the chunk 0 each
+//! inode record holds: `inline`), for the segments' live bytes
+//! (`tier::census` owns the rest of that count), and the inode records,
+//! for the totals.
 //! Each walks its records in key order a slice at a time, under the lock
 //! every commit holds (`commit_lock` for chunks, the write lock for
 //! inodes), so a commit is wholly before or wholly after each slice.
 //!
-//! Chunks: a record is counted where the cursor finds it. A commit that
+//! Chunks: a location is counted where the cursor finds it (one walk,
+//! in key order, from the first chunk record to the last inode record).
+//! A commit that
 //! unbinds a location from a key the cursor has not reached reports that
 //! location `+1` (the walk will not see it there, yet its bytes stay in
 //! their segment until released), and one that binds a location to such a

@@ -106,7 +106,8 @@ impl Record {
 
 impl Meta {
     /// Calls `f` with the key and value of every record a snapshot keeps,
-    /// in key order, and then returns a number above every id those
+    /// in key order (but for the chunk 0 an inode record holds, which
+    /// follows that record as a chunk record of its own), and then returns a number above every id those
     /// records name (inode numbers, entry sequences, chunk versions, pack
     /// names' numbers): each was handed out before its record was read.
     pub fn dump(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {

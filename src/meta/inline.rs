@@ -8,10 +8,13 @@
 //! chunk 0 as a chunk like any other (`Txn::put_chunk`, `Meta::chunk`,
 //! `swap_chunk`, `all_chunks`): at commit, `inline` turns a transaction's
 //! changes of chunk 0 and of the inode record into changes of the one
-//! record. A chunk 0 whose inode record is missing or does not decode
-//! stays a `C` record of its own, as every chunk was before version 4, so
-//! nothing is lost with a damaged inode and removing an inode record never
-//! removes its chunk.
+//! record. Every record of 104 or 144 bytes holds chunk 0, whether or not
+//! its inode part decodes (a damaged one keeps its bytes; only the
+//! location after them changes), and so does a version-1 record that
+//! decodes, rewritten as version 2. A chunk 0 whose inode record is
+//! missing or of any other length stays a `C` record of its own, as every
+//! chunk was before version 4: removing an inode record never removes its
+//! chunk.
 
 use std::collections::HashMap;
 
@@ -32,15 +35,14 @@ pub(super) fn inline_loc(record: &[u8]) -> Option<Result<ChunkLoc>> {
     (record.len() == INLINE_LEN).then(|| ChunkLoc::decode(&record[INODE_LEN..]))
 }
 
-/// The inode part of a record, as a version-2 record that can take a
-/// location after it (a version-1 record is rewritten as version 2);
-/// `None` for a record that does not decode.
+/// The inode part of a record that holds chunk 0 (see the module
+/// comment): its first 104 bytes as they are, or a version-1 record
+/// rewritten as version 2; `None` for a record that cannot hold it.
 fn inode_part(ino: u64, record: &[u8]) -> Option<Vec<u8>> {
-    let inode = Inode::decode(ino, record).ok()?;
-    Some(match record.len() {
-        INODE_LEN | INLINE_LEN => record[..INODE_LEN].to_vec(),
-        _ => inode.encode().to_vec(),
-    })
+    match record.len() {
+        INODE_LEN | INLINE_LEN => Some(record[..INODE_LEN].to_vec()),
+        _ => Some(Inode::decode(ino, record).ok()?.encode().to_vec()),
+    }
 }
 
 /// The inode a key of an inode record names.
@@ -99,6 +101,12 @@ impl Meta {
                     c.inode = Some(Some(b[..INODE_LEN].to_vec()));
                 }
                 (true, v) => c.inode = Some(v),
+                (false, Some(b)) if b.len() != CHUNKLOC_LEN => {
+                    return Err(Error::Corrupt(format!(
+                        "inode {ino}: a chunk location of {} bytes",
+                        b.len()
+                    )))
+                }
                 (false, v) => c.chunk0 = Some(v),
             }
         }
@@ -115,16 +123,16 @@ impl Meta {
         let ikey = key_ino(TAG_INODE, ino);
         let ckey = key_ino_u64(TAG_CHUNK, ino, 0);
         let stored = self.db.get(ikey)?;
-        let stored_sound = stored.as_deref().and_then(|r| inode_part(ino, r)).is_some();
+        let stored_holds = stored.as_deref().and_then(|r| inode_part(ino, r)).is_some();
         // A record of its own for chunk 0 is there only beside no inode
-        // record that decodes (`inline` moves it in once there is one).
-        let stored_c0 = match stored_sound {
+        // record that can hold it (`inline` moves it in once there is one).
+        let stored_c0 = match stored_holds {
             true => None,
             false => self.db.get(ckey)?.map(|v| v.to_vec()),
         };
         let chunk0 = match c.chunk0 {
             Some(l) => l,
-            None if stored_sound => stored
+            None if stored_holds => stored
                 .as_deref()
                 .filter(|r| r.len() == INLINE_LEN)
                 .map(|r| r[INODE_LEN..].to_vec()),
@@ -136,7 +144,7 @@ impl Meta {
         };
         let holder = inode.as_deref().and_then(|b| inode_part(ino, b));
         match holder {
-            Some(mut h) if chunk0.as_ref().is_none_or(|l| l.len() == CHUNKLOC_LEN) => {
+            Some(mut h) => {
                 if let Some(l) = &chunk0 {
                     h.extend_from_slice(l);
                 }
@@ -145,9 +153,9 @@ impl Meta {
                     out.push((ckey.to_vec(), None));
                 }
             }
-            _ => {
-                // No inode record to hold it (removed, damaged, or a
-                // location that is not one): each as it is.
+            None => {
+                // No inode record to hold it (removed, or of a length that
+                // cannot): each as it is.
                 if let Some(v) = c.inode {
                     out.push((ikey.to_vec(), v));
                 }
@@ -404,6 +412,43 @@ mod tests {
         assert_eq!(raw(&m, &ikey).unwrap().len(), INLINE_LEN);
         assert_eq!(raw(&m, &key_ino_u64(TAG_CHUNK, 60, 0)), None);
         assert_eq!(m.chunk(60, 0).unwrap(), Some(loc(2)));
+    }
+
+    /// A damaged inode record of 144 bytes still holds its chunk 0: every
+    /// reader and writer takes the location from it, and only the location
+    /// changes in it.
+    #[test]
+    fn a_damaged_inode_record_that_holds_chunk_0_keeps_holding_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+        let (ikey, c0) = (key_ino(TAG_INODE, 65), key_ino_u64(TAG_CHUNK, 65, 0));
+        let mut bad = file(65).encode().to_vec();
+        bad[1] = 99; // no such kind
+        bad.extend_from_slice(&loc(1).encode());
+        m.db.insert(ikey, &bad[..]).unwrap();
+        assert!(m.inode(65).is_err());
+        assert_eq!(m.chunk(65, 0).unwrap(), Some(loc(1)));
+        commit(&m, |t| t.put_chunk(65, 0, &loc(2)));
+        let v = raw(&m, &ikey).unwrap();
+        assert_eq!((&v[..INODE_LEN], raw(&m, &c0)), (&bad[..INODE_LEN], None));
+        assert_eq!(m.chunks_from(65, 0).unwrap(), vec![(0, loc(2))]);
+        assert!(m.swap_chunk(65, 0, &loc(2), &loc(3)).unwrap());
+        assert_eq!(
+            m.all_chunks().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            vec![(65, 0, loc(3))]
+        );
+        // fsck writes the inode again: the location stays.
+        commit(&m, |t| t.put_inode(&file(65)));
+        assert_eq!(m.chunk(65, 0).unwrap(), Some(loc(3)));
+        // Removed without its chunk: the chunk gets a record of its own.
+        commit(&m, |t| t.del_inode(65));
+        assert_eq!(m.chunk(65, 0).unwrap(), Some(loc(3)));
+        assert!(raw(&m, &c0).is_some());
+        // A location that is not one is refused, and nothing changes.
+        let mut t = Txn::default();
+        t.put(&c0[..], [1u8, 2, 3]);
+        assert!(m.commit(&m.write_lock(), t).is_err());
+        assert_eq!(m.chunk(65, 0).unwrap(), Some(loc(3)));
     }
 
     /// A store of version 3 (every chunk a record of its own, a version-1

@@ -348,6 +348,9 @@ impl Meta {
         )?;
         let _g = self.commit_lock.lock();
         self.inline(&mut t)?;
+        if t.ops.is_empty() {
+            return Ok(());
+        }
         let delta = self.derive(&mut t)?;
         let census = self.census_changes(&t.ops)?;
         if let Err(e) = self.apply_txn(t) {
