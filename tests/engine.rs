@@ -517,9 +517,11 @@ fn compacting_segments_full_of_freed_holes_on_a_full_tmpfs() {
 }
 
 /// A store of metadata version 3 (every chunk location a record of its
-/// own), made from one of version 4 by moving each inode record's chunk 0
-/// back out: the mount moves them in again, every file reads whole (warm,
-/// cold, of several chunks, empty), and fsck finds nothing.
+/// own, a candidate record per file), made from one of version 5 by moving
+/// each inode record's chunk 0 back out and each group of candidates into
+/// per-file records: the mount moves them back, every file reads whole
+/// (warm, cold, of several chunks, empty), and fsck finds nothing (the
+/// candidate index included).
 #[test]
 fn a_version_3_store_mounts_with_every_file_whole() {
     let mut m = Mounted::new();
@@ -548,10 +550,27 @@ fn a_version_3_store_mounts_with_every_file_whole() {
                 n += 1;
             }
         }
+        // The candidate index as before version 5: one `K` record per file.
+        let mut candidates = 0;
+        for r in db.scan_prefix(b"G") {
+            let (k, v) = r.unwrap();
+            let bits = u64::from_le_bytes(v.as_ref().try_into().unwrap());
+            let group = u64::from_be_bytes(k[6..14].try_into().unwrap());
+            for b in (0..64).filter(|b| bits & (1 << b) != 0) {
+                let mut c = vec![b'K'];
+                c.extend_from_slice(&k[1..6]);
+                c.extend_from_slice(&(group * 64 + b).to_be_bytes());
+                db.insert(c, &[][..]).unwrap();
+                candidates += 1;
+            }
+            db.remove(&k).unwrap();
+        }
+        assert_eq!(candidates, files.len() - 10, "every file but the cold ones");
         db.insert(b"Mversion", &3u32.to_le_bytes()[..]).unwrap();
         db.flush().unwrap();
-        n
+        (n, candidates)
     };
+    let (moved_out, candidates) = moved_out;
     assert_eq!(moved_out, files.len() - 1, "every file but the empty one");
     common::wait_for_sled(&m.store);
     m.start();
@@ -559,6 +578,12 @@ fn a_version_3_store_mounts_with_every_file_whole() {
     assert!(
         m.log_text()
             .contains(&format!("{moved_out} first chunk locations moved")),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        m.log_text()
+            .contains(&format!("{candidates} candidate records grouped")),
         "{}",
         m.log_text()
     );

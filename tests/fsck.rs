@@ -284,16 +284,28 @@ fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
         drop(meta);
         common::wait_for_sled(&store);
     }
+    // And a group record of the index (docs/FORMAT.md) whose value is not
+    // a bitmap.
+    {
+        let db = sled::open(store.join("meta")).unwrap();
+        let mut key = vec![b'G', 0];
+        key.extend_from_slice(&[0u8; 12]);
+        db.insert(&key, &b"bad"[..]).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        common::wait_for_sled(&store);
+    }
     let report = tierfs::fsck::check(&store, false).unwrap();
     assert_eq!(
         set(&report.problems),
         set(&[
             "/f1: missing from the candidate index".to_string(),
             "inode 999999999: a candidate index record its inode does not imply".to_string(),
+            "inode 0: a candidate index record its inode does not imply".to_string(),
         ]),
     );
     let repaired = tierfs::fsck::check(&store, true).unwrap();
-    assert_eq!(repaired.repairs.len(), 2, "{:?}", repaired.repairs);
+    assert_eq!(repaired.repairs.len(), 3, "{:?}", repaired.repairs);
     common::wait_for_sled(&store);
     let again = tierfs::fsck::check(&store, false).unwrap();
     assert!(again.problems.is_empty(), "{:?}", again.problems);

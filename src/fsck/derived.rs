@@ -74,7 +74,7 @@ impl Found {
 
 fn what(key: &[u8]) -> &'static str {
     match key.first() {
-        Some(b'K') => "candidate index",
+        Some(b'K') | Some(b'G') => "candidate index",
         Some(b'W') => "expiry index",
         _ => "pending pins",
     }

@@ -8,35 +8,9 @@
 
 use std::collections::HashMap;
 
+use super::cands::{self, cand_key};
 use super::txn::{be_u64, key_ino};
 use super::*;
-
-/// Width of a last-use bucket of the candidate index, in seconds.
-pub const BUCKET_SECS: i64 = 60;
-
-/// The bucket that holds a file last used at `secs` (seconds since the epoch).
-pub fn bucket_of(secs: i64) -> u32 {
-    (secs.max(0) / BUCKET_SECS).min(u32::MAX as i64) as u32
-}
-
-/// `K` tier(u8) bucket(u32 BE) ino(u64 BE): 14 bytes, empty value.
-pub(super) fn cand_key(tier: Tier, bucket: u32, ino: u64) -> [u8; 14] {
-    let mut k = [0u8; 14];
-    k[0] = TAG_CAND;
-    k[1] = tier.to_u8();
-    k[2..6].copy_from_slice(&bucket.to_be_bytes());
-    k[6..14].copy_from_slice(&ino.to_be_bytes());
-    k
-}
-
-pub(super) fn decode_cand_key(k: &[u8]) -> Option<(u32, u64)> {
-    (k.len() == 14).then(|| {
-        (
-            u32::from_be_bytes(k[2..6].try_into().unwrap()),
-            be_u64(&k[6..14]),
-        )
-    })
-}
 
 fn is_live_file(i: &Inode) -> bool {
     i.kind == Kind::File && i.nlink > 0
@@ -193,6 +167,7 @@ impl Meta {
         // The value each touched inode has so far within this transaction.
         let mut current: HashMap<u64, Option<Inode>> = HashMap::new();
         let mut extra: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut groups = cands::Edits::default();
         for (k, v) in &t.ops {
             if k.len() != 9 || k[0] != TAG_INODE {
                 continue;
@@ -213,10 +188,10 @@ impl Meta {
             );
             if old_cand != new_cand {
                 if let Some(c) = old_cand {
-                    extra.push((c.to_vec(), None));
+                    groups.set(self, &c, false)?;
                 }
                 if let Some(c) = new_cand {
-                    extra.push((c.to_vec(), Some(Vec::new())));
+                    groups.set(self, &c, true)?;
                 }
             }
             let (old_ttl, new_ttl) = (
@@ -250,6 +225,7 @@ impl Meta {
             current.insert(ino, new);
         }
         t.ops.extend(extra);
+        t.ops.extend(groups.into_ops());
         Ok(delta)
     }
 
@@ -277,6 +253,7 @@ impl Meta {
         let mut totals = Totals::default();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
+        let mut groups = cands::Builder::default();
         for r in self.inodes() {
             let i = match r {
                 Ok(i) => i,
@@ -286,8 +263,7 @@ impl Meta {
             totals.count(&i, 1);
             if build {
                 if let Some(c) = candidate(&i) {
-                    batch.insert(&c[..], &[][..]);
-                    in_batch += 1;
+                    in_batch += groups.add(&c, &mut batch);
                 }
                 if pin_pending(&i) {
                     batch.insert(&key_ino(TAG_PIN_PENDING, i.ino)[..], &[][..]);
@@ -304,6 +280,7 @@ impl Meta {
             }
         }
         if build {
+            groups.finish(&mut batch);
             batch.insert(meta_key("index"), &1u32.to_le_bytes()[..]);
             self.db.apply_batch(batch)?;
         }
@@ -340,26 +317,6 @@ impl Meta {
         }
     }
 
-    /// Unpinned hot or warm files last used in a bucket up to `last`
-    /// (inclusive), oldest bucket first: `(bucket, ino)`.
-    pub fn candidates(
-        &self,
-        tier: Tier,
-        last: u32,
-    ) -> impl Iterator<Item = Result<(u32, u64)>> + '_ {
-        let start = cand_key(tier, 0, 0).to_vec();
-        let end = match last.checked_add(1) {
-            Some(b) => cand_key(tier, b, 0).to_vec(),
-            None => vec![TAG_CAND, tier.to_u8() + 1],
-        };
-        // A malformed key (fsck removes it) is passed over, not an error
-        // that would stop every plan.
-        self.db.range(start..end).filter_map(|r| match r {
-            Ok((k, _)) => decode_cand_key(&k).map(Ok),
-            Err(e) => Some(Err(e.into())),
-        })
-    }
-
     /// Files whose ttl runs out in a bucket up to `last` (inclusive), by
     /// their last use as their inode records say: `ino`, soonest first.
     pub fn ttl_due(&self, last: u32) -> impl Iterator<Item = Result<u64>> + '_ {
@@ -389,11 +346,7 @@ impl Meta {
     pub fn derived_records(&self) -> impl Iterator<Item = Result<(Vec<u8>, u64)>> + '_ {
         // A malformed key names inode 0, which never exists: fsck reports
         // it as implied by no inode and `--repair` removes it.
-        let cands = self.db.scan_prefix([TAG_CAND]).map(|r| {
-            let (k, _) = r?;
-            let ino = decode_cand_key(&k).map_or(0, |(_, ino)| ino);
-            Ok((k.to_vec(), ino))
-        });
+        let cands = self.candidate_records();
         let pins = self.db.scan_prefix([TAG_PIN_PENDING]).map(|r| {
             let (k, _) = r?;
             let ino = if k.len() == 9 { be_u64(&k[1..]) } else { 0 };
@@ -424,19 +377,32 @@ impl Meta {
 
     /// Whether a derived record is there (fsck).
     pub fn derived_exists(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.db.contains_key(key)?)
+        match key.first() {
+            Some(&TAG_CAND) => self.candidate_exists(key),
+            _ => Ok(self.db.contains_key(key)?),
+        }
     }
 
     /// Removes a derived record (fsck `--repair`: one no inode implies).
     pub fn del_derived(&self, _held: &WriteGuard<'_>, key: &[u8]) -> Result<()> {
-        self.db.remove(key)?;
-        Ok(())
+        match key.first() {
+            Some(&TAG_CAND) | Some(&TAG_GROUP) => self.set_candidate(key, false),
+            _ => {
+                self.db.remove(key)?;
+                Ok(())
+            }
+        }
     }
 
     /// Adds a derived record (fsck `--repair`: one an inode implies).
     pub fn put_derived(&self, _held: &WriteGuard<'_>, key: &[u8]) -> Result<()> {
-        self.db.insert(key, &[][..])?;
-        Ok(())
+        match key.first() {
+            Some(&TAG_CAND) => self.set_candidate(key, true),
+            _ => {
+                self.db.insert(key, &[][..])?;
+                Ok(())
+            }
+        }
     }
 
     /// The tiers' part of the summary the last clean unmount saved, if it

@@ -215,19 +215,21 @@ impl Meta {
         })
     }
 
-    /// Marks a store before version 4 as having its chunk-0 records to
-    /// move, together with its new version (so that a tierfs before
-    /// version 4 never opens it half moved).
-    pub(super) fn begin_inline_upgrade(&self) -> Result<()> {
+    /// Writes the current version into a store of version `from`, and
+    /// marks one before version 4 as having its chunk-0 records to move,
+    /// in one batch (so that an earlier tierfs never opens it half moved).
+    pub(super) fn begin_upgrade(&self, from: u32) -> Result<()> {
         let mut b = sled::Batch::default();
         b.insert(&meta_key("version")[..], &META_VERSION.to_le_bytes()[..]);
-        b.insert(&meta_key(UPGRADE_KEY)[..], &[][..]);
+        if from < 4 {
+            b.insert(&meta_key(UPGRADE_KEY)[..], &[][..]);
+        }
         self.db.apply_batch(b)?;
         self.flush()
     }
 
     /// Moves every chunk-0 record whose inode record decodes into that
-    /// record, if the store is marked as moving them (`begin_inline_upgrade`),
+    /// record, if the store is marked as moving them (`begin_upgrade`),
     /// `UPGRADE_BATCH` files per sled batch: a crash in between leaves each
     /// file under one layout or the other, and the next open goes on.
     /// Returns the files moved.
@@ -485,7 +487,10 @@ mod tests {
         }
         let m = Meta::open_when_free(&path).unwrap();
         let v = m.db.get(meta_key("version")).unwrap().unwrap();
-        assert_eq!(u32::from_le_bytes(v.as_ref().try_into().unwrap()), 4);
+        assert_eq!(
+            u32::from_le_bytes(v.as_ref().try_into().unwrap()),
+            META_VERSION
+        );
         assert_eq!(raw(&m, &meta_key(UPGRADE_KEY)), None);
         let left: Vec<_> =
             m.db.scan_prefix([TAG_CHUNK])

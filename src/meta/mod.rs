@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
+mod cands;
 mod census;
 mod dirents;
 mod dump;
@@ -29,10 +30,11 @@ mod trash;
 mod txn;
 mod types;
 
+pub use cands::{bucket_of, BUCKET_SECS};
 pub use census::CensusStep;
 use dirents::{decode_dirent, TAG_DIRENT};
 pub use dump::Record;
-pub use index::{bucket_of, Totals, BUCKET_SECS};
+pub use index::Totals;
 pub use packs::PackRecords;
 pub use quota::{Limits, LinkDirs, QuotaRecords, Usage};
 use seal::{read_seal, write_seal};
@@ -46,12 +48,14 @@ pub const ROOT_INO: u64 = 1;
 /// 2: inode records of 104 bytes (access fold), candidate index, pending
 /// pins, summary. 3: one record per directory entry, in listing order
 /// (`dirents`). 4: a file's chunk 0 location inside its inode record
-/// (`inline`). Stores of versions 1 to 3 are upgraded at open (a
-/// version-1 store's index is built by the first count; a version-2
-/// store's entries are moved to their new keys; chunk-0 records of a store
-/// before 4 are moved into the inode records); a tierfs that reads an
-/// earlier version refuses the store after.
-pub const META_VERSION: u32 = 4;
+/// (`inline`). 5: the candidate index in records of 64 inodes (`cands`).
+/// Stores of versions 1 to 4 are upgraded at open (a version-1 store's
+/// index is built by the first count; a version-2 store's entries are
+/// moved to their new keys; chunk-0 records of a store before 4 are moved
+/// into the inode records; per-file candidate records of a store before 5
+/// into groups); a tierfs that reads an earlier version refuses the store
+/// after.
+pub const META_VERSION: u32 = 5;
 
 // Key tags: the first byte of every key.
 const TAG_META: u8 = b'M';
@@ -62,7 +66,11 @@ const TAG_SYMLINK: u8 = b'L';
 const TAG_ORPHAN: u8 = b'O';
 const TAG_ACCESS: u8 = b'A';
 const TAG_JOURNAL: u8 = b'J';
+/// Per-file candidate records of versions 2 to 4; fsck's name for one
+/// member of a group (`cands`).
 const TAG_CAND: u8 = b'K';
+/// Candidate index group records (`cands`).
+const TAG_GROUP: u8 = b'G';
 const TAG_PIN_PENDING: u8 = b'P';
 const TAG_TTL: u8 = b'W';
 /// Gives the heap's free pages back to the system. sled's open reads its
@@ -214,7 +222,7 @@ impl Meta {
                     })?);
                 match v {
                     META_VERSION => {}
-                    1..=3 => upgrade_from = Some(v),
+                    1..=4 => upgrade_from = Some(v),
                     _ => {
                         return Err(Error::Corrupt(format!(
                             "metadata format version {v}, this tierfs reads versions 1 \
@@ -250,7 +258,7 @@ impl Meta {
         if let Some(v) = upgrade_from {
             // Written before anything moves: a tierfs that reads an
             // earlier version must never open a store half moved.
-            meta.begin_inline_upgrade()?;
+            meta.begin_upgrade(v)?;
             log::info!("metadata format {v} upgraded to {META_VERSION}");
         }
         // Entries of a store before version 3, or those an upgrade cut off
@@ -263,6 +271,7 @@ impl Meta {
             meta.upgrade_dirents()?;
         }
         meta.upgrade_inline()?;
+        meta.upgrade_candidates()?;
         meta.seal()?;
         release_free_memory();
         Ok(meta)
