@@ -6,7 +6,8 @@
 //! POSIX rules (that is `fs`) and reads no file content (that is `tier`).
 //! `types`: the value types and their byte layouts; `txn`: keys and the
 //! write transaction (with its journal record); `dirents`: directory entry
-//! records and their listing order; `seal`: `STORE/meta.seal`;
+//! records and their listing order; `cands`: the candidate index;
+//! `seal`: `STORE/meta.seal`;
 //! this file: the store itself (open, commit, journal replay, queries).
 
 use std::os::unix::ffi::OsStrExt;
