@@ -97,7 +97,8 @@ impl Edits {
         let e = match self.groups.entry(g) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                // A malformed record counts as empty and is rewritten.
+                // A malformed record counts as empty (rewritten if a member
+                // is added; fsck removes it otherwise).
                 let before = meta.db.get(g)?.and_then(|b| bits(&b));
                 v.insert((before, before.unwrap_or(0)))
             }
