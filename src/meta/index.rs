@@ -1,10 +1,11 @@
 //! Records derived from inode records and kept in step with them by
-//! `Meta::commit`, inside the same transaction: the candidate index (tag
-//! `K`: unpinned hot and warm files by tier and last-use bucket), pending
-//! pins (tag `P`: files pinned to a tier they are not on yet), and the
-//! running totals (inodes; files and bytes per tier) with the summary that
-//! saves them at a clean unmount. Owns those keys, their layouts and the
-//! arithmetic; it never decides a move (that is `migrate`).
+//! `Meta::commit`, inside the same transaction: which files the candidate
+//! index holds (unpinned hot and warm files by tier and last-use bucket;
+//! its records are `cands`'), pending pins (tag `P`: files pinned to a
+//! tier they are not on yet), the expiry index (tag `W`), and the running
+//! totals (inodes; files and bytes per tier) with the summary that saves
+//! them at a clean unmount. Owns those rules, keys and the arithmetic; it
+//! never decides a move (that is `migrate`).
 
 use std::collections::HashMap;
 
