@@ -99,7 +99,7 @@ impl Edits {
             std::collections::btree_map::Entry::Vacant(v) => {
                 // A malformed record counts as empty (rewritten if a member
                 // is added; fsck removes it otherwise).
-                let before = meta.db.get(g)?.and_then(|b| bits(&b));
+                let before = meta.group_bits(&g)?;
                 v.insert((before, before.unwrap_or(0)))
             }
         };
@@ -154,6 +154,11 @@ impl Builder {
 }
 
 impl Meta {
+    /// The members group record `g` holds, if it is there and well formed.
+    fn group_bits(&self, g: &[u8]) -> Result<Option<u64>> {
+        Ok(self.db.get(g)?.and_then(|b| bits(&b)))
+    }
+
     /// Unpinned hot or warm files last used in a bucket up to `last`
     /// (inclusive), oldest bucket first: `(bucket, ino)`.
     pub fn candidates(
@@ -196,11 +201,7 @@ impl Meta {
     /// Whether fsck's candidate `key` is in the index.
     pub(super) fn candidate_exists(&self, key: &[u8]) -> Result<bool> {
         Ok(match group_of(key) {
-            Some((g, bit)) => self
-                .db
-                .get(g)?
-                .and_then(|v| bits(&v))
-                .is_some_and(|m| m & bit != 0),
+            Some((g, bit)) => self.group_bits(&g)?.is_some_and(|m| m & bit != 0),
             None => self.db.contains_key(key)?,
         })
     }
@@ -209,17 +210,14 @@ impl Meta {
     /// that names no member (a malformed group record's) is removed.
     pub(super) fn set_candidate(&self, key: &[u8], member: bool) -> Result<()> {
         let _g = self.commit_lock.lock();
-        let mut e = Edits::default();
         if group_of(key).is_none() {
             self.db.remove(key)?;
             return Ok(());
         }
+        let mut e = Edits::default();
         e.set(self, key, member)?;
-        for (k, v) in e.into_ops() {
-            match v {
-                Some(v) => self.db.insert(k, v)?,
-                None => self.db.remove(k)?,
-            };
+        for op in e.into_ops() {
+            self.apply_one(&op)?;
         }
         Ok(())
     }
@@ -254,7 +252,7 @@ impl Meta {
                 break;
             }
             for (g, m) in groups {
-                let before = self.db.get(g)?.and_then(|b| bits(&b)).unwrap_or(0);
+                let before = self.group_bits(&g)?.unwrap_or(0);
                 batch.insert(&g[..], &(before | m).to_le_bytes()[..]);
             }
             self.db.apply_batch(batch)?;
@@ -440,11 +438,7 @@ mod tests {
             db.flush().unwrap();
         }
         let m = Meta::open_when_free(&path).unwrap();
-        let v = m.db.get(meta_key("version")).unwrap().unwrap();
-        assert_eq!(
-            u32::from_le_bytes(v.as_ref().try_into().unwrap()),
-            META_VERSION
-        );
+        assert_eq!(m.stored_version(), META_VERSION);
         assert_eq!(m.db.scan_prefix([TAG_CAND]).count(), 0);
         // Version 4 needs no chunk-0 move.
         assert!(m.db.get(meta_key("inline-upgrade")).unwrap().is_none());

@@ -486,11 +486,7 @@ mod tests {
             db.flush().unwrap();
         }
         let m = Meta::open_when_free(&path).unwrap();
-        let v = m.db.get(meta_key("version")).unwrap().unwrap();
-        assert_eq!(
-            u32::from_le_bytes(v.as_ref().try_into().unwrap()),
-            META_VERSION
-        );
+        assert_eq!(m.stored_version(), META_VERSION);
         assert_eq!(raw(&m, &meta_key(UPGRADE_KEY)), None);
         let left: Vec<_> =
             m.db.scan_prefix([TAG_CHUNK])

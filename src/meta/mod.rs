@@ -286,6 +286,13 @@ impl Meta {
         when_free(|| Meta::open(dir, 0, 0))
     }
 
+    /// The metadata format version the store records. For tests.
+    #[cfg(test)]
+    pub(crate) fn stored_version(&self) -> u32 {
+        let v = self.db.get(meta_key("version")).unwrap().unwrap();
+        u32::from_le_bytes(v.as_ref().try_into().unwrap())
+    }
+
     /// Has sled write a snapshot of the metadata in `dir`, which no
     /// instance holds open any more: sled 0.34 writes one only when it
     /// opens, and replays at every open all the log written since its last
