@@ -59,7 +59,7 @@ impl TierFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             open_counts: Mutex::new(HashMap::new()),
-            lookups: Mutex::new(HashMap::new()),
+            lookups: Mutex::default(),
             writeback: Mutex::new(None),
             probes: Default::default(),
             renamed: Default::default(),
@@ -247,7 +247,7 @@ impl TierFs {
             Ok(orphans) => {
                 for ino in orphans {
                     if self.open_counts.lock().contains_key(&ino)
-                        || self.lookups.lock().contains_key(&ino)
+                        || self.lookups.lock().contains(ino)
                     {
                         continue; // in use again (by this mount): freed when let go
                     }

@@ -10,6 +10,7 @@ mod expiry;
 mod io;
 mod links;
 mod listing;
+mod lookups;
 mod quota;
 use daemon::Writeback;
 use quota::Delta;
@@ -111,7 +112,7 @@ pub struct TierFs {
     /// Open handles per inode (an unlinked inode lives while it has any).
     open_counts: Mutex<HashMap<u64, u32>>,
     /// The kernel's lookup count per inode (it lives while it has any).
-    lookups: Mutex<HashMap<u64, u64>>,
+    lookups: Mutex<lookups::Lookups>,
     writeback: Mutex<Option<Writeback>>,
     opts: Options,
     shared: Arc<Shared>,
@@ -174,33 +175,19 @@ impl TierFs {
 
     fn count_lookup(&self, ino: u64) {
         if ino != ROOT_INO {
-            *self.lookups.lock().entry(ino).or_default() += 1;
+            self.lookups.lock().add(ino);
         }
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        let gone = {
-            let mut l = self.lookups.lock();
-            match l.get_mut(&ino) {
-                Some(c) => {
-                    *c = c.saturating_sub(n);
-                    if *c == 0 {
-                        l.remove(&ino);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                None => false,
-            }
-        };
+        let gone = self.lookups.lock().forget(ino, n);
         if gone {
             self.purge_if_unused(ino);
         }
     }
 
     fn purge_if_unused(&self, ino: u64) {
-        if self.lookups.lock().contains_key(&ino) || self.open_counts.lock().contains_key(&ino) {
+        if self.lookups.lock().contains(ino) || self.open_counts.lock().contains_key(&ino) {
             return;
         }
         match self.meta.inode(ino) {
