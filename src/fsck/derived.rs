@@ -14,6 +14,8 @@ pub(super) struct Found {
     pub repairs: Vec<String>,
     /// The totals counted from the inode records.
     pub totals: Totals,
+    /// Messages in `problems` waiting for their file's path.
+    pub named: super::paths::Named,
 }
 
 impl Found {
@@ -31,11 +33,11 @@ impl Found {
         }
         for key in Meta::derived_for(i) {
             if !meta.derived_exists(&key)? {
-                self.problems.push(format!(
-                    "{}: missing from the {}",
-                    meta.path_of(i.ino).display(),
-                    what(&key)
-                ));
+                self.named.push(
+                    &mut self.problems,
+                    i.ino,
+                    format!("missing from the {}", what(&key)),
+                );
                 if repair {
                     meta.put_derived(&meta.write_lock(), &key)?;
                     self.repairs

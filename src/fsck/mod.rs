@@ -12,17 +12,20 @@
 //! and tier and reads its record. What grows with the store is the table
 //! and the list of directories that hold subdirectories (16 bytes each); the
 //! rest grows with the problems found. A problem names its file by the
-//! path the parent records give (`Meta::path_of`), never by a search of the
-//! namespace.
+//! path the parent records give, never by a search of the namespace: the
+//! paths are found together at the end (`paths`), one read of each
+//! directory for all the files named in it.
 //!
 //! Owns no format: keys and records are `meta`'s, records in segments are
 //! `tier`'s. `table`: the per-inode state; `derived`: the candidate index,
 //! pending pins and saved counts against the inode and chunk records;
-//! `lifecycle`: trash and quota records against the inodes; `scratch`: the
+//! `lifecycle`: trash and quota records against the inodes; `paths`: the
+//! paths in the messages; `scratch`: the
 //! copy of the metadata a read-only check opens.
 
 mod derived;
 mod lifecycle;
+mod paths;
 mod scratch;
 mod table;
 
@@ -34,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::meta::{ChunkLoc, Dirent, Inode, Kind, Meta, Txn, ROOT_INO};
 use crate::tier::segment::{record_size, Access};
 use crate::tier::{store_tier, Tiers, CHUNK_SIZE};
+use paths::Named;
 use scratch::Scratch;
 use table::{InodeTable, Slot};
 
@@ -83,6 +87,8 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         indexed: (0, 0),
         remote_chunks: 0,
         links: Vec::new(),
+        named: Named::default(),
+        named_repairs: Named::default(),
     };
     // The derived records are checked in the same pass over the inodes.
     let mut found = derived::Found::default();
@@ -117,6 +123,10 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         c.problems.push(d);
     }
     c.bad_chunks(&tiers, bad)?;
+    // Paths as the records give them before any repair is written.
+    std::mem::take(&mut c.named).resolve(&meta, &mut c.problems)?;
+    std::mem::take(&mut c.named_repairs).resolve(&meta, &mut c.repairs)?;
+    std::mem::take(&mut found.named).resolve(&meta, &mut found.problems)?;
     if repair && !lost.is_empty() {
         c.link_lost(lost, uid, gid)?;
     }
@@ -202,6 +212,9 @@ struct Check<'a> {
     /// The entries naming a file with more than one link: (inode,
     /// directory), checked against the link records (`lifecycle`).
     links: Vec<(u64, u64)>,
+    /// Messages in `problems` and `repairs` waiting for their file's path.
+    named: Named,
+    named_repairs: Named,
 }
 
 impl Check<'_> {
@@ -328,10 +341,11 @@ impl Check<'_> {
                 .filter(|&&(d, _)| d == ino)
                 .map_or(0, |&(_, n)| n);
             if nlink != expect && !orphan {
-                self.problems.push(format!(
-                    "{}: directory link count {nlink} should be {expect}",
-                    self.meta.path_of(ino).display(),
-                ));
+                self.named.push(
+                    &mut self.problems,
+                    ino,
+                    format!("directory link count {nlink} should be {expect}"),
+                );
                 if self.repair {
                     let mut f = self.for_repair(ino)?;
                     f.nlink = expect;
@@ -359,10 +373,11 @@ impl Check<'_> {
                 .push(format!("inode {ino} is not in any directory"));
             lost.push(ino);
         } else if links != expect {
-            self.problems.push(format!(
-                "{}: link count {nlink} but {links} entries name it",
-                self.meta.path_of(ino).display(),
-            ));
+            self.named.push(
+                &mut self.problems,
+                ino,
+                format!("link count {nlink} but {links} entries name it"),
+            );
             if self.repair {
                 let mut f = self.for_repair(ino)?;
                 f.nlink = links;
@@ -405,12 +420,15 @@ impl Check<'_> {
                 }
                 // A file is never on two tiers at once, nor half moved.
                 Some(s) if store_tier(self.table.tier(s)) != store_tier(loc.tier) => {
-                    self.problems.push(format!(
-                        "{}: chunk {idx} is {} but the file is {}",
-                        self.meta.path_of(ino).display(),
-                        loc.tier.name(),
-                        self.table.tier(s).name()
-                    ));
+                    self.named.push(
+                        &mut self.problems,
+                        ino,
+                        format!(
+                            "chunk {idx} is {} but the file is {}",
+                            loc.tier.name(),
+                            self.table.tier(s).name()
+                        ),
+                    );
                     if self.repair {
                         let mut f = self.for_repair(ino)?;
                         f.tier = loc.tier;
@@ -450,9 +468,8 @@ impl Check<'_> {
             HashMap::new()
         };
         for (ino, idx, e) in bad {
-            let path = self.meta.path_of(ino);
-            self.problems
-                .push(format!("{}: chunk {idx}: {e}", path.display()));
+            self.named
+                .push(&mut self.problems, ino, format!("chunk {idx}: {e}"));
             let Some(slot) = self.table.find(ino).filter(|_| self.repair) else {
                 continue;
             };
@@ -482,13 +499,16 @@ impl Check<'_> {
             match best {
                 Some(loc) => {
                     self.fix.put_chunk(ino, idx, loc);
-                    self.repairs.push(format!(
-                        "{}: chunk {idx} now read from the {} record of version {} (segment {:016x})",
-                        path.display(),
-                        loc.tier.name(),
-                        loc.version,
-                        loc.seg
-                    ));
+                    self.named_repairs.push(
+                        &mut self.repairs,
+                        ino,
+                        format!(
+                            "chunk {idx} now read from the {} record of version {} (segment {:016x})",
+                            loc.tier.name(),
+                            loc.version,
+                            loc.seg
+                        ),
+                    );
                     if store_tier(self.table.tier(slot)) != store_tier(loc.tier) {
                         let mut f = self.for_repair(ino)?;
                         f.tier = loc.tier;
@@ -497,11 +517,13 @@ impl Check<'_> {
                 }
                 None => {
                     self.fix.del_chunk(ino, idx);
-                    self.repairs.push(format!(
-                        "{}: chunk {idx} had no good copy left: its {} bytes now read as zeros (LOST)",
-                        path.display(),
-                        CHUNK_SIZE
-                    ));
+                    self.named_repairs.push(
+                        &mut self.repairs,
+                        ino,
+                        format!(
+                            "chunk {idx} had no good copy left: its {CHUNK_SIZE} bytes now read as zeros (LOST)"
+                        ),
+                    );
                 }
             }
         }

@@ -6,6 +6,8 @@
 //! entry. Stores made before metadata version 3 kept two records per entry
 //! (`D parent name` and `S parent seq`); `upgrade` moves them over once.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 
 use super::*;
@@ -112,13 +114,26 @@ impl Meta {
     /// scan of that directory's entries: for the trash's rare requests
     /// that know only the inode).
     pub fn name_in(&self, dir: u64, ino: u64) -> Result<Option<Vec<u8>>> {
-        let mut first: Option<Vec<u8>> = None;
+        Ok(self.names_in(dir, &HashSet::from([ino]))?.remove(&ino))
+    }
+
+    /// `name_in` for each of `inos` in one pass over `dir`'s entries: the
+    /// first name in name order of each one found there.
+    pub fn names_in(&self, dir: u64, inos: &HashSet<u64>) -> Result<HashMap<u64, Vec<u8>>> {
+        let mut first: HashMap<u64, Vec<u8>> = HashMap::new();
         for r in self.db.scan_prefix(key_ino(TAG_DIRENT, dir)) {
             let (k, v) = r?;
-            if v.len() >= 8 && be_u64(&v[..8]) == ino {
-                let name = split_key(&k)?.1;
-                if first.as_deref().is_none_or(|f| name < f) {
-                    first = Some(name.to_vec());
+            if v.len() < 8 || !inos.contains(&be_u64(&v[..8])) {
+                continue;
+            }
+            let name = split_key(&k)?.1;
+            match first.entry(be_u64(&v[..8])) {
+                Entry::Occupied(mut e) if name < &e.get()[..] => {
+                    e.insert(name.to_vec());
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(e) => {
+                    e.insert(name.to_vec());
                 }
             }
         }
