@@ -129,15 +129,25 @@ impl TierFs {
     }
 
     /// mtime and ctime to now, setuid/setgid cleared for a non-root writer.
+    /// Nothing to write when both times were stamped within the clock's
+    /// current tick (as Linux skips the update, `inode_needs_update_time`):
+    /// the write right after a create, or a burst of writes, costs no
+    /// metadata commit each.
     fn touch_after_write(&self, caller: Caller, ino: u64) -> Result<()> {
         let held = self.meta.write_lock();
         let mut inode = self.meta.inode(ino)?;
-        let now = Time::now();
-        inode.mtime = now;
-        inode.ctime = now;
+        let perm = inode.perm;
         if caller.uid != 0 {
             clear_setid(&mut inode);
         }
+        let tick = Time::coarse_now();
+        let now = Time::now();
+        let this_tick = |t: Time| tick <= t && t <= now;
+        if inode.perm == perm && this_tick(inode.mtime) && this_tick(inode.ctime) {
+            return Ok(());
+        }
+        inode.mtime = now;
+        inode.ctime = now;
         let mut t = Txn::default();
         t.put_inode(&inode);
         self.meta.commit(&held, t)

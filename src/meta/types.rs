@@ -70,6 +70,24 @@ impl Time {
         Time::from_system(SystemTime::now())
     }
 
+    /// The time as of the clock's last tick (`CLOCK_REALTIME_COARSE`, the
+    /// clock Linux stamps file times with): a time stamped since that tick
+    /// is not before it.
+    pub fn coarse_now() -> Time {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime fills the timespec we pass.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+            return Time::now();
+        }
+        Time {
+            secs: ts.tv_sec,
+            nsecs: ts.tv_nsec as u32,
+        }
+    }
+
     pub fn from_system(t: SystemTime) -> Time {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => Time {
