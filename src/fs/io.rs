@@ -130,7 +130,8 @@ impl TierFs {
 
     /// mtime and ctime to now, setuid/setgid cleared for a non-root writer.
     /// Nothing to write when both times were stamped within the clock's
-    /// current tick (as Linux skips the update, `inode_needs_update_time`):
+    /// current tick (as Linux skips the update on filesystems with coarse
+    /// timestamps, `inode_needs_update_time`):
     /// the write right after a create, or a burst of writes, costs no
     /// metadata commit each.
     fn touch_after_write(&self, caller: Caller, ino: u64) -> Result<()> {

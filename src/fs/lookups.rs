@@ -2,8 +2,8 @@
 //! handed the inode (by lookup, create, readdirplus…) minus what it has
 //! forgotten. An inode lives while its count is not zero.
 //!
-//! After a `find` the kernel holds every inode of the store, nearly all of
-//! them with a count of one, so the table is kept small for that case: a bit
+//! After a `find` the kernel may hold every inode of the store, nearly all
+//! of them with a count of one, so the table is kept small for that case: a bit
 //! per inode in groups of 64 consecutive inode numbers (inode numbers are
 //! handed out in order, so the inodes of a tree share groups), and the full
 //! count only of the inodes the kernel holds more than once.

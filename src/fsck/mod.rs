@@ -123,10 +123,11 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         c.problems.push(d);
     }
     c.bad_chunks(&tiers, bad)?;
-    // Paths as the records give them before any repair is written.
-    std::mem::take(&mut c.named).resolve(&meta, &mut c.problems)?;
-    std::mem::take(&mut c.named_repairs).resolve(&meta, &mut c.repairs)?;
-    std::mem::take(&mut found.named).resolve(&meta, &mut found.problems)?;
+    // Paths as the records give them before any repair of the tree is
+    // written.
+    std::mem::take(&mut c.named).resolve(&meta, &mut c.problems);
+    std::mem::take(&mut c.named_repairs).resolve(&meta, &mut c.repairs);
+    std::mem::take(&mut found.named).resolve(&meta, &mut found.problems);
     if repair && !lost.is_empty() {
         c.link_lost(lost, uid, gid)?;
     }

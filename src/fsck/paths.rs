@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::error::Result;
 use crate::meta::Meta;
 
 /// Messages waiting for the path of the file they are about.
@@ -28,7 +27,7 @@ impl Named {
 
     /// Prefixes each waiting message in `problems` with its file's path,
     /// as `Meta::path_of` gives it.
-    pub fn resolve(self, meta: &Meta, problems: &mut [String]) -> Result<()> {
+    pub fn resolve(self, meta: &Meta, problems: &mut [String]) {
         let mut by_dir: BTreeMap<u64, Vec<(usize, u64)>> = BTreeMap::new();
         let mut alone = Vec::new();
         for (at, ino) in self.waiting {
@@ -41,7 +40,9 @@ impl Named {
         }
         for (dir, files) in by_dir {
             let inos: HashSet<u64> = files.iter().map(|&(_, ino)| ino).collect();
-            let names = meta.names_in(dir, &inos)?;
+            // A directory that cannot be read: each file's path as `path_of`
+            // gives it (`<inode N>`).
+            let names = meta.names_in(dir, &inos).unwrap_or_default();
             let dir_path = meta.path_of(dir);
             for (at, ino) in files {
                 let path = match names.get(&ino) {
@@ -54,7 +55,6 @@ impl Named {
         for (at, ino) in alone {
             problems[at] = format!("{}: {}", meta.path_of(ino).display(), problems[at]);
         }
-        Ok(())
     }
 }
 
@@ -112,7 +112,7 @@ mod tests {
             named.push(&mut problems, *ino, format!("problem {n}"));
             problems.push(format!("unnamed {n}"));
         }
-        named.resolve(&m, &mut problems).unwrap();
+        named.resolve(&m, &mut problems);
         let mut want = vec!["before".to_string()];
         for (n, ino) in inos.iter().enumerate() {
             want.push(format!("{}: problem {n}", m.path_of(*ino).display()));
