@@ -181,11 +181,15 @@ fn mark_unmounting(mut lock: &File, dir: &Path) {
 /// still writing the store's last records.
 const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long a live holder not (yet) saying `unmounting` is given to say so
+/// before the store is refused as in use.
+const MARKER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the store's lock (`flock` on `lock`, the open lock file), or says
 /// which pid holds it. A holder whose session has ended (its lock file says
 /// `unmounting`, and that process is alive: a lock file is left saying so
 /// after the daemon exits, and fsck does not write it) is waited for, up to
-/// `UNMOUNT_WAIT`.
+/// `UNMOUNT_WAIT`; any other live holder is refused after `MARKER_GRACE`.
 fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
     loop {
@@ -203,6 +207,13 @@ fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
         });
         let unmounting = words.next() == Some("unmounting") && alive;
         if unmounting && started.elapsed() < UNMOUNT_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        // A daemon learns of its unmount only when its next read of the
+        // FUSE device fails, after `fusermount3 -u` has returned: a mount
+        // right after one may find the lock not yet saying `unmounting`.
+        if alive && started.elapsed() < MARKER_GRACE {
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue;
         }
@@ -249,6 +260,37 @@ mod tests {
         let text = std::fs::read_to_string(s.join(LOCK_FILE)).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
         drop(next);
+    }
+
+    /// A mount right after `fusermount3 -u`: the holder says `unmounting`
+    /// only a moment after the new mount first finds the lock taken.
+    #[test]
+    fn a_holder_that_says_unmounting_a_moment_late_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("store");
+        let held = Store::lock(&s).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            held.unmount_marker()();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let next = Store::lock(&s).unwrap();
+        release.join().unwrap();
+        drop(next);
+    }
+
+    /// A holder that goes on serving is refused, after the grace it gets.
+    #[test]
+    fn a_live_holder_is_refused_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("store");
+        let held = Store::lock(&s).unwrap();
+        let t = std::time::Instant::now();
+        let e = Store::lock(&s).err().unwrap();
+        assert!(e.contains("already in use"), "{e}");
+        assert!(t.elapsed() >= MARKER_GRACE);
+        drop(held);
     }
 
     #[test]
