@@ -206,14 +206,15 @@ fn flock_or_name_holder(lock: &mut File, dir: &Path) -> Result<(), String> {
             p > 0 && (unsafe { libc::kill(p, 0) } == 0 || errno() == libc::EPERM)
         });
         let unmounting = words.next() == Some("unmounting") && alive;
-        if unmounting && started.elapsed() < UNMOUNT_WAIT {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            continue;
-        }
         // A daemon learns of its unmount only when its next read of the
         // FUSE device fails, after `fusermount3 -u` has returned: a mount
         // right after one may find the lock not yet saying `unmounting`.
-        if alive && started.elapsed() < MARKER_GRACE {
+        let wait = if unmounting {
+            UNMOUNT_WAIT
+        } else {
+            MARKER_GRACE
+        };
+        if alive && started.elapsed() < wait {
             std::thread::sleep(std::time::Duration::from_millis(50));
             continue;
         }
@@ -242,11 +243,17 @@ fn errno() -> i32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lock_waits_for_a_holder_that_is_unmounting() {
+    /// A store in a temporary directory, locked.
+    fn held_store() -> (tempfile::TempDir, std::path::PathBuf, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("store");
         let held = Store::lock(&s).unwrap();
+        (dir, s, held)
+    }
+
+    #[test]
+    fn a_lock_waits_for_a_holder_that_is_unmounting() {
+        let (_dir, s, held) = held_store();
         held.unmount_marker()();
         let t = std::time::Instant::now();
         let release = std::thread::spawn(move || {
@@ -266,9 +273,7 @@ mod tests {
     /// only a moment after the new mount first finds the lock taken.
     #[test]
     fn a_holder_that_says_unmounting_a_moment_late_is_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("store");
-        let held = Store::lock(&s).unwrap();
+        let (_dir, s, held) = held_store();
         let release = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(200));
             held.unmount_marker()();
@@ -280,24 +285,9 @@ mod tests {
         drop(next);
     }
 
-    /// A holder that goes on serving is refused, after the grace it gets.
-    #[test]
-    fn a_live_holder_is_refused_after_the_grace() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("store");
-        let held = Store::lock(&s).unwrap();
-        let t = std::time::Instant::now();
-        let e = Store::lock(&s).err().unwrap();
-        assert!(e.contains("already in use"), "{e}");
-        assert!(t.elapsed() >= MARKER_GRACE);
-        drop(held);
-    }
-
     #[test]
     fn a_lock_file_left_saying_unmounting_by_a_dead_process_is_not_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("store");
-        let held = Store::lock(&s).unwrap();
+        let (_dir, s, held) = held_store();
         // What fsck holding the lock leaves in view: the last daemon's
         // line, a process that is gone.
         std::fs::write(s.join(LOCK_FILE), "2147483646 unmounting\n").unwrap();
@@ -313,14 +303,17 @@ mod tests {
 
     #[test]
     fn second_lock_names_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("store");
-        let _held = Store::lock(&s).unwrap();
+        let (_dir, s, _held) = held_store();
+        let t = std::time::Instant::now();
         let err = Store::lock(&s).err().unwrap();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+        // A live holder not saying `unmounting` is refused after the grace
+        // it gets to say so.
+        assert!(err.contains("already in use"), "{err}");
+        assert!(t.elapsed() >= MARKER_GRACE);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! entry. Stores made before metadata version 3 kept two records per entry
 //! (`D parent name` and `S parent seq`); `upgrade` moves them over once.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 
@@ -127,14 +126,11 @@ impl Meta {
                 continue;
             }
             let name = split_key(&k)?.1;
-            match first.entry(be_u64(&v[..8])) {
-                Entry::Occupied(mut e) if name < &e.get()[..] => {
-                    e.insert(name.to_vec());
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(e) => {
-                    e.insert(name.to_vec());
-                }
+            let kept = first
+                .entry(be_u64(&v[..8]))
+                .or_insert_with(|| name.to_vec());
+            if name < &kept[..] {
+                *kept = name.to_vec();
             }
         }
         Ok(first)
