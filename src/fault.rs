@@ -177,6 +177,32 @@ pub fn kill_point(name: &str) {
     }
 }
 
+/// Where a mount's daemon can be held from inside (the tests of what goes
+/// on while a step is under way): `TIERFS_HOLD_AT=NAME:PATH` in the
+/// daemon's environment makes the point named NAME wait while PATH exists
+/// (at most a minute). Names: `quota-count` (the census holds the quota
+/// lock to count the use of quotas the last stop did not save).
+pub fn hold_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<(String, PathBuf)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("TIERFS_HOLD_AT").ok()?;
+        let (n, p) = v.split_once(':')?;
+        Some((n.to_string(), PathBuf::from(p)))
+    });
+    let Some((n, path)) = at else { return };
+    if n != name {
+        return;
+    }
+    log::warn!(
+        "TIERFS_HOLD_AT={name}: held while {} exists",
+        path.display()
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while path.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A read error of the disk, which the crash harness (writes and syncs)
 /// does not reach, for the mount tests: `TIERFS_FAIL_AT=pack-read` in the
 /// daemon's environment makes the first pack read whole for an upload,

@@ -361,6 +361,51 @@ fn after_a_crash_a_full_quota_refuses_the_first_create() {
     m.assert_fsck_clean();
 }
 
+/// While the census counts the quotas' use after a crash, only changes of
+/// use wait for it: a chmod, an xattr and a write within a file's size
+/// answer while the count is held; a create waits, is refused by the full
+/// quota once counted, and another after an unlink is charged.
+#[test]
+fn while_quotas_are_counted_only_changes_of_use_wait() {
+    let mut m = Mounted::new();
+    m.sh_ok(
+        "mkdir q free && setfattr -n user.tier.quota -v files=3 q && \
+         printf aaaa > q/a && printf bbbb > q/b && printf cccc > q/c && sync q/a q/b q/c",
+    );
+    m.kill9();
+    let hold = m.tmp.path().join("hold");
+    fs::write(&hold, b"").unwrap();
+    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    m.start();
+    m.sh_ok(
+        "chmod 600 q/a && setfattr -n user.note -v kept q/b && \
+         printf XY | dd of=q/c conv=notrunc status=none && cat q/c > /dev/null && ls q > /dev/null",
+    );
+    // A create, under the quota or not, waits for the count.
+    let mnt = m.mnt.clone();
+    let create = std::thread::spawn(move || fs::File::create(mnt.join("q/d")).map(|_| ()));
+    let mnt = m.mnt.clone();
+    let elsewhere = std::thread::spawn(move || fs::File::create(mnt.join("free/e")).map(|_| ()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // (Nothing may look in q meanwhile: the kernel holds its lock for the
+    // create.)
+    assert!(!create.is_finished() && !elsewhere.is_finished());
+    fs::remove_file(&hold).unwrap();
+    let refused = create.join().unwrap().unwrap_err();
+    assert_eq!(errno(refused), libc::EDQUOT);
+    elsewhere.join().unwrap().unwrap();
+    assert_eq!(quota(&m, "q"), "files=3; used 12B 3");
+    m.sh_ok("rm q/a && printf dd > q/d");
+    assert_eq!(quota(&m, "q"), "files=3; used 10B 3");
+    assert_eq!(
+        m.sh_ok("stat -c %a q/d; getfattr --only-values -n user.note q/b; cat q/c"),
+        "644\nkeptXYcc"
+    );
+    m.unset_env("TIERFS_HOLD_AT");
+    m.stop();
+    m.assert_fsck_clean();
+}
+
 /// Writes that grow files under a quota at once, from several threads
 /// (into one file and each into its own): the use is the files' sizes,
 /// as a count of the tree after a remount finds it.

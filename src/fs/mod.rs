@@ -170,7 +170,8 @@ impl TierFs {
 
     /// A path for log lines about `ino`.
     pub fn describe(&self, ino: u64) -> String {
-        format!("inode {ino} ({})", self.meta.path_of(ino).display())
+        let path = self.meta.path_hinted(ino, |i| self.names.get(i));
+        format!("inode {ino} ({})", path.display())
     }
 
     fn count_lookup(&self, ino: u64) {

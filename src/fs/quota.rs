@@ -138,17 +138,20 @@ impl TierFs {
 
     /// Counts the use of the quotas the last stop did not save (after a
     /// crash), each from its tree: called by the census, while the mount
-    /// serves. Holds the quota lock and the metadata write lock meanwhile,
-    /// so changes of use and every other metadata change wait; lookups,
-    /// listings and reads go on. A quota whose tree cannot be
-    /// read is logged and left out of this mount (nothing saves a use for
-    /// it, so the next mount counts it again).
+    /// serves. Holds the quota lock meanwhile, so changes of use wait
+    /// (creates, links, unlinks, renames, writes that grow a file,
+    /// truncates, restores); every change that takes the quota lock is one
+    /// of those, so the trees stand still for the count while every other
+    /// request goes on: reads, listings, writes within a file's size,
+    /// attributes, xattrs, moves between tiers. A quota whose tree cannot
+    /// be read is logged and left out of this mount (nothing saves a use
+    /// for it, so the next mount counts it again).
     pub(super) fn count_quotas(&self) {
         if self.quotas.uncounted.lock().is_empty() {
             return;
         }
         let _q = self.quotas.lock.lock();
-        let held = self.meta.write_lock();
+        crate::fault::hold_point("quota-count");
         let dirs = std::mem::take(&mut *self.quotas.uncounted.lock());
         let started = std::time::Instant::now();
         for dir in &dirs {
@@ -174,7 +177,6 @@ impl TierFs {
                 }
             }
         }
-        drop(held);
         log::info!(
             "quotas: the use of {} counted in {:.1?}",
             dirs.len(),
@@ -676,7 +678,19 @@ impl TierFs {
                 let used = self.quotas.dirs.read().get(&ino).map(|(_, u)| *u);
                 let used = match used {
                     Some(u) => u,
-                    None => self.meta.quota_usage_of(ino, |i| self.charged_size(i))?,
+                    None => {
+                        // In the table before the count, so that a change in
+                        // the tree takes the quota lock (held here) and waits
+                        // for the count, even when it is the first quota.
+                        self.quotas.dirs.write().insert(ino, (l, Usage::default()));
+                        match self.meta.quota_usage_of(ino, |i| self.charged_size(i)) {
+                            Ok(u) => u,
+                            Err(e) => {
+                                self.quotas.dirs.write().remove(&ino);
+                                return Err(e);
+                            }
+                        }
+                    }
                 };
                 self.quotas.dirs.write().insert(ino, (l, used));
             }

@@ -72,7 +72,7 @@ impl Names {
         m.insert(ino, (dir, name.to_vec()));
     }
 
-    fn get(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+    pub(super) fn get(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
         self.0.lock().get(&ino).cloned()
     }
 }

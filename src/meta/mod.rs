@@ -613,6 +613,14 @@ impl Meta {
     /// namespace is never scanned); `<inode N>` when that does not lead to
     /// the root (an unlinked file, or a link that was removed).
     pub fn path_of(&self, ino: u64) -> PathBuf {
+        self.path_hinted(ino, |_| None)
+    }
+
+    /// `path_of`, taking each part's name from `hint` (inode → the
+    /// directory and name it was last seen under) when the entry there
+    /// still names that inode in the directory its record names: no read
+    /// of a whole directory for the parts the hint knows.
+    pub fn path_hinted(&self, ino: u64, hint: impl Fn(u64) -> Option<(u64, Vec<u8>)>) -> PathBuf {
         let unknown = || PathBuf::from(format!("<inode {ino}>"));
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut cur = ino;
@@ -630,8 +638,21 @@ impl Meta {
             if inode.parent == 0 {
                 return unknown();
             }
+            let hinted = hint(cur).filter(|(dir, name)| {
+                *dir == inode.parent
+                    && (inode.nlink <= 1 || inode.kind == Kind::Dir)
+                    && self
+                        .lookup(*dir, name)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|d| d.ino == cur)
+            });
             // Of several links there, the first in name order.
-            match self.name_in(inode.parent, cur).ok().flatten() {
+            let name = match hinted {
+                Some((_, name)) => Some(name),
+                None => self.name_in(inode.parent, cur).ok().flatten(),
+            };
+            match name {
                 Some(name) => {
                     parts.push(name);
                     cur = inode.parent;

@@ -371,3 +371,70 @@ fn totals_walked_while_commits_go_on_are_exact() {
         assert_eq!(m.totals(), scanned, "seed {seed}, after the walk");
     }
 }
+
+#[test]
+fn a_path_from_hints_is_the_path_of_the_entries() {
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    let mut t = Txn::default();
+    fn link(t: &mut Txn, parent: u64, name: &[u8], ino: u64, kind: Kind) {
+        t.put_dirent(parent, name, Dirent { ino, seq: 1, kind });
+    }
+    let mut d = Inode::new(10, Kind::Dir, 0o755, 0, 0);
+    d.parent = ROOT_INO;
+    d.nlink = 2;
+    t.put_inode(&d);
+    link(&mut t, ROOT_INO, b"d", 10, Kind::Dir);
+    let mut f = Inode::new(11, Kind::File, 0o644, 0, 0);
+    f.parent = 10;
+    t.put_inode(&f);
+    for n in 0..50u8 {
+        link(
+            &mut t,
+            10,
+            format!("other{n}").as_bytes(),
+            1000 + u64::from(n),
+            Kind::File,
+        );
+    }
+    link(&mut t, 10, b"f", 11, Kind::File);
+    // Two links in d: the first in name order names it.
+    let mut h = Inode::new(12, Kind::File, 0o644, 0, 0);
+    h.parent = 10;
+    h.nlink = 2;
+    t.put_inode(&h);
+    link(&mut t, 10, b"z-link", 12, Kind::File);
+    link(&mut t, 10, b"a-link", 12, Kind::File);
+    m.commit(&m.write_lock(), t).unwrap();
+
+    let hints: HashMap<u64, (u64, Vec<u8>)> = [
+        (10, (ROOT_INO, b"d".to_vec())),
+        (11, (10, b"f".to_vec())),
+        (12, (10, b"z-link".to_vec())),
+    ]
+    .into_iter()
+    .collect();
+    let hinted = |ino| m.path_hinted(ino, |i| hints.get(&i).cloned());
+    assert_eq!(hinted(11), PathBuf::from("/d/f"));
+    assert_eq!(hinted(10), PathBuf::from("/d"));
+    assert_eq!(hinted(12), m.path_of(12));
+    assert_eq!(hinted(12), PathBuf::from("/d/a-link"));
+    for ino in [ROOT_INO, 10, 11, 12, 1003, 99] {
+        assert_eq!(hinted(ino), m.path_of(ino), "inode {ino}");
+    }
+    // Hints gone stale: a name that is now another's, a directory that is
+    // not the one the record names, a name that is gone.
+    let stale: HashMap<u64, (u64, Vec<u8>)> = [
+        (10, (ROOT_INO, b"gone".to_vec())),
+        (11, (10, b"other3".to_vec())),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        m.path_hinted(11, |i| stale.get(&i).cloned()),
+        PathBuf::from("/d/f")
+    );
+    let elsewhere = |_| Some((ROOT_INO, b"d".to_vec()));
+    assert_eq!(m.path_hinted(11, elsewhere), PathBuf::from("/d/f"));
+}
