@@ -84,6 +84,9 @@ impl TierFs {
         let weak = Arc::downgrade(&fs);
         let _ = fs.shared.after_cycle.set(Box::new(move || {
             if let Some(fs) = weak.upgrade() {
+                if let Err(e) = fs.meta.save_inode_count() {
+                    log::warn!("saving the inode count: {e}");
+                }
                 match fs.expire_ttl() {
                     Ok(0) => {}
                     Ok(n) => log::info!("expiry: {n} file(s) past their ttl went to the trash"),

@@ -512,9 +512,9 @@ impl TierFs {
         }
         let frsize = s.f_frsize as u64;
         // Running totals: known at once after a clean unmount; after a
-        // crash, once the census at mount has counted them (this waits).
-        self.meta.wait_counted()?;
-        let used = self.meta.totals().inodes;
+        // crash, the count saved at the last migration cycle until the
+        // census at mount has counted them.
+        let used = self.meta.inode_count()?;
         let ffree = (u32::MAX as u64).saturating_sub(used);
         Ok(StatFs {
             blocks: s.f_blocks as u64 * frsize / 4096,

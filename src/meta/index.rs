@@ -67,6 +67,8 @@ pub struct Totals {
 }
 
 const TOTALS_LEN: usize = 72;
+/// The key of the inode count saved while mounted (`save_inode_count`).
+const INODE_COUNT_KEY: &str = "inodes-seen";
 /// The key of the summary (`M summary` held an older layout).
 pub(super) const SUMMARY_KEY: &str = "summary.2";
 
@@ -294,6 +296,37 @@ impl Meta {
         );
         super::release_free_memory();
         Ok(())
+    }
+
+    /// Saves the inode count, if known and changed since it was last
+    /// saved (`M inodes-seen`), for `inode_count` after a crash: after
+    /// each migration cycle.
+    pub fn save_inode_count(&self) -> Result<()> {
+        if !self.counted() {
+            return Ok(());
+        }
+        let n = self.totals().inodes;
+        if self.inode_count_saved.swap(n, Ordering::Relaxed) != n {
+            self.db
+                .insert(meta_key(INODE_COUNT_KEY), &n.to_le_bytes()[..])?;
+        }
+        Ok(())
+    }
+
+    /// The number of inode records, for `statfs`: the running total once
+    /// counted. While the walk after a crash counts, the count saved last
+    /// (`save_inode_count`) rather than a wait for the walk: off by what
+    /// changed since that save (at most a migration cycle before the
+    /// crash) and since the mount. With none saved, it waits.
+    pub fn inode_count(&self) -> Result<u64> {
+        if !self.counted() && self.inode_walk.lock().is_some() {
+            let saved = self.db.get(meta_key(INODE_COUNT_KEY))?;
+            if let Some(b) = saved.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()) {
+                return Ok(u64::from_le_bytes(b));
+            }
+        }
+        self.wait_counted()?;
+        Ok(self.totals().inodes)
     }
 
     /// Waits for the totals: for the walk counting them, if one is under

@@ -132,6 +132,9 @@ pub struct Meta {
     /// the write lock; `walk_done` wakes those waiting for it.
     inode_walk: Mutex<Option<census::InodeWalk>>,
     walk_done: parking_lot::Condvar,
+    /// The inode count last saved for `statfs` after a crash
+    /// (`save_inode_count`; `u64::MAX`: none this mount).
+    inode_count_saved: AtomicU64,
 }
 
 impl Meta {
@@ -195,6 +198,7 @@ impl Meta {
             census: Mutex::new(None),
             inode_walk: Mutex::new(None),
             walk_done: parking_lot::Condvar::new(),
+            inode_count_saved: AtomicU64::new(u64::MAX),
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;

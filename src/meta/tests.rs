@@ -438,3 +438,39 @@ fn a_path_from_hints_is_the_path_of_the_entries() {
     let elsewhere = |_| Some((ROOT_INO, b"d".to_vec()));
     assert_eq!(m.path_hinted(11, elsewhere), PathBuf::from("/d/f"));
 }
+
+/// After a crash the inode count `statfs` answers while the walk counts is
+/// the one saved last, at once; once the walk is done, the exact one.
+#[test]
+fn the_inode_count_saved_last_answers_while_the_walk_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let add = |m: &Meta, inos: std::ops::Range<u64>| {
+        let mut t = Txn::default();
+        for ino in inos {
+            t.put_inode(&Inode::new(ino, Kind::File, 0o644, 0, 0));
+        }
+        m.commit(&m.write_lock(), t).unwrap();
+    };
+    let saved = {
+        let m = Meta::open(&path, 0, 0).unwrap();
+        assert!(m.counted());
+        add(&m, 10..50);
+        m.save_inode_count().unwrap();
+        let saved = m.totals().inodes;
+        add(&m, 50..55);
+        m.flush().unwrap();
+        // Dropped without a summary: as after a crash.
+        saved
+    };
+    let m = std::sync::Arc::new(Meta::open_when_free(&path).unwrap());
+    assert!(!m.counted());
+    m.expect_totals_walk().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asker = m.clone();
+    std::thread::spawn(move || tx.send(asker.inode_count().unwrap()));
+    let during = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(during, Ok(saved), "answered while the walk is under way");
+    m.count_totals(&|| false).unwrap();
+    assert_eq!(m.inode_count().unwrap(), saved + 5);
+}
