@@ -54,26 +54,33 @@ impl Renamed {
     }
 }
 
-/// The name and directory each recently looked-up inode was found under,
-/// for the requests that know only an inode (`open(O_TRUNC)` names the
-/// version it keeps): a hint, checked against the entry before use. At most
-/// `KEEP` inodes; the map is emptied when full.
+/// The name and directory each recently looked-up or created inode was
+/// found under, for the requests that know only an inode (`open(O_TRUNC)`
+/// names the version it keeps, log lines name their file): a hint,
+/// checked against the entry before use. In two generations of at most
+/// `GEN` inodes each: when the newer is full it becomes the older and the
+/// older is dropped, so the last `GEN` inodes seen always have their hint
+/// (a miss costs a read of the whole directory).
 #[derive(Default)]
-pub(super) struct Names(Mutex<HashMap<u64, (u64, Vec<u8>)>>);
+pub(super) struct Names(Mutex<[NameMap; 2]>);
+
+/// inode → (directory, name).
+type NameMap = HashMap<u64, (u64, Vec<u8>)>;
 
 impl Names {
-    const KEEP: usize = 65_536;
+    const GEN: usize = 32_768;
 
     pub(super) fn saw(&self, ino: u64, dir: u64, name: &[u8]) {
-        let mut m = self.0.lock();
-        if m.len() >= Self::KEEP {
-            m.clear();
+        let mut g = self.0.lock();
+        if g[0].len() >= Self::GEN && !g[0].contains_key(&ino) {
+            g[1] = std::mem::take(&mut g[0]);
         }
-        m.insert(ino, (dir, name.to_vec()));
+        g[0].insert(ino, (dir, name.to_vec()));
     }
 
     pub(super) fn get(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
-        self.0.lock().get(&ino).cloned()
+        let g = self.0.lock();
+        g[0].get(&ino).or_else(|| g[1].get(&ino)).cloned()
     }
 }
 
@@ -578,5 +585,32 @@ impl TierFs {
         if let Some(notify) = self.invalidator.get() {
             notify(parent, name.to_vec(), wait);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    /// However many inodes were seen, the last `GEN` have their hint, and
+    /// at most twice that many are kept.
+    #[test]
+    fn the_last_names_seen_are_kept() {
+        let names = Names::default();
+        for ino in 0..5 * Names::GEN as u64 + 17 {
+            names.saw(ino, 1, format!("n{ino}").as_bytes());
+            let oldest_kept = (ino + 1).saturating_sub(Names::GEN as u64);
+            for probe in [ino, oldest_kept, (ino + oldest_kept) / 2] {
+                assert_eq!(
+                    names.get(probe),
+                    Some((1, format!("n{probe}").into_bytes()))
+                );
+            }
+            let held = names.0.lock().iter().map(|g| g.len()).sum::<usize>();
+            assert!(held <= 2 * Names::GEN);
+        }
+        // Seen again: its name is the newest.
+        names.saw(3, 2, b"moved");
+        assert_eq!(names.get(3), Some((2, b"moved".to_vec())));
     }
 }
