@@ -377,6 +377,11 @@ fn while_quotas_are_counted_only_changes_of_use_wait() {
     fs::write(&hold, b"").unwrap();
     m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
     m.start();
+    let held = std::time::Instant::now();
+    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
+        assert!(held.elapsed().as_secs() < 30, "the count is not held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     m.sh_ok(
         "chmod 600 q/a && setfattr -n user.note -v kept q/b && \
          printf XY | dd of=q/c conv=notrunc status=none && cat q/c > /dev/null && ls q > /dev/null",

@@ -152,9 +152,9 @@ fn kill9_during_a_cycle_and_during_write_back_loses_nothing_among_many_files() {
     assert_eq!(files, listed, "{s}");
     m.assert_fsck_clean();
 
-    // Killed again and again right after a mount that counts (the first
-    // requests, its own included, wait for the count): each time the
-    // daemon is gone at once, and the next mount serves.
+    // Killed again and again right after a mount that counts (requests
+    // for the totals, `user.tier.stats`, wait for the count): each time
+    // the daemon is gone at once, and the next mount serves.
     m.start();
     m.kill9();
     for _ in 0..5 {

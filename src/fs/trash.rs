@@ -72,10 +72,15 @@ impl Names {
 
     pub(super) fn saw(&self, ino: u64, dir: u64, name: &[u8]) {
         let mut g = self.0.lock();
+        let mut dropped = None;
         if g[0].len() >= Self::GEN && !g[0].contains_key(&ino) {
-            g[1] = std::mem::take(&mut g[0]);
+            let newer = std::mem::take(&mut g[0]);
+            dropped = Some(std::mem::replace(&mut g[1], newer));
         }
         g[0].insert(ino, (dir, name.to_vec()));
+        drop(g);
+        // Freed after the lock is let go.
+        drop(dropped);
     }
 
     pub(super) fn get(&self, ino: u64) -> Option<(u64, Vec<u8>)> {

@@ -360,6 +360,7 @@ impl Meta {
                 // and every commit from here on counts.
                 *slot = None;
                 self.counted.store(true, Ordering::Release);
+                self.keep_inode_count(totals.inodes);
                 return Ok(true);
             }
             w.cursor = last;

@@ -289,6 +289,7 @@ impl Meta {
         }
         *self.totals.lock() = totals;
         self.counted.store(true, Ordering::Release);
+        self.keep_inode_count(totals.inodes);
         log::info!(
             "counted {} inode records in {:?}",
             totals.inodes,
@@ -300,24 +301,41 @@ impl Meta {
 
     /// Saves the inode count, if known and changed since it was last
     /// saved (`M inodes-seen`), for `inode_count` after a crash: after
-    /// each migration cycle.
+    /// each migration cycle (and, unconditionally, when a count ends and
+    /// at a clean unmount: `put_inode_count`).
     pub fn save_inode_count(&self) -> Result<()> {
         if !self.counted() {
             return Ok(());
         }
         let n = self.totals().inodes;
-        if self.inode_count_saved.swap(n, Ordering::Relaxed) != n {
-            self.db
-                .insert(meta_key(INODE_COUNT_KEY), &n.to_le_bytes()[..])?;
+        if self.inode_count_saved.load(Ordering::Relaxed) != n {
+            self.put_inode_count(n)?;
         }
         Ok(())
+    }
+
+    /// Writes `n` as `M inodes-seen` (to disk with the next flush).
+    pub(super) fn put_inode_count(&self, n: u64) -> Result<()> {
+        self.inode_count_saved.store(u64::MAX, Ordering::Relaxed);
+        self.db
+            .insert(meta_key(INODE_COUNT_KEY), &n.to_le_bytes()[..])?;
+        self.inode_count_saved.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `put_inode_count`, a failure logged (the count is a hint).
+    pub(super) fn keep_inode_count(&self, n: u64) {
+        if let Err(e) = self.put_inode_count(n) {
+            log::warn!("saving the inode count: {e}");
+        }
     }
 
     /// The number of inode records, for `statfs`: the running total once
     /// counted. While the walk after a crash counts, the count saved last
     /// (`save_inode_count`) rather than a wait for the walk: off by what
-    /// changed since that save (at most a migration cycle before the
-    /// crash) and since the mount. With none saved, it waits.
+    /// changed since the latest of the last migration cycle, count and
+    /// clean unmount before the crash, and since the mount. With none
+    /// saved, it waits.
     pub fn inode_count(&self) -> Result<u64> {
         if !self.counted() && self.inode_walk.lock().is_some() {
             let saved = self.db.get(meta_key(INODE_COUNT_KEY))?;
@@ -456,6 +474,7 @@ impl Meta {
         let next = *g + 1;
         let summary = encode_summary(next, &self.totals(), tiers);
         self.db.insert(meta_key(SUMMARY_KEY), summary)?;
+        self.keep_inode_count(self.totals().inodes);
         self.db.remove(meta_key("summary"))?;
         self.db
             .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
