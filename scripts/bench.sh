@@ -30,7 +30,8 @@
 #   scripts/bench.sh trash [N_FILES] [ROUNDS] [KEPT]
 #       two stores alike but for [trash] keep (7d and 0): create, overwrite
 #       (O_TRUNC) and unlink of N files of 1 KiB (default 20,000), rounds
-#       interleaved, medians and the on/off ratio; then the daemon's RSS
+#       interleaved, medians and the on/off ratio, and each daemon's CPU per
+#       file (user + system, /proc/PID/stat); then the daemon's RSS
 #       after a remount of a store whose trash keeps KEPT files (default
 #       1,000,000) next to one whose trash is empty.
 #   scripts/bench.sh s3 [N_FILES] [BIG_MIB]
@@ -299,10 +300,17 @@ PY
   # Interleaved rounds: each creates N files of 1 KiB, overwrites each
   # (open with O_TRUNC: one version each with the trash on) and unlinks each.
   python3 - "$work" "$n" "$rounds" <<'PY'
-import os, statistics, sys, time
+import json, os, statistics, sys, time
 work, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data, data2 = b"m" * 1024, b"n" * 1024
 res = {(t, p): [] for t in ("on", "off") for p in ("create", "overwrite", "unlink")}
+cpu = {k: [] for k in res}
+pids = {t: json.loads(os.getxattr(os.path.join(work, t, "mnt"), "user.tier.stats"))["daemon"]["pid"]
+        for t in ("on", "off")}
+def ticks(pid):  # the daemon's user + system time, in clock ticks
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+hz = os.sysconf("SC_CLK_TCK")
 for r in range(rounds):
     for t in ("on", "off"):
         d = os.path.join(work, t, "mnt", "r%d" % r)
@@ -311,15 +319,17 @@ for r in range(rounds):
         for phase, fn in (("create", lambda p: open(p, "wb").write(data)),
                           ("overwrite", lambda p: open(p, "wb").write(data2)),
                           ("unlink", os.unlink)):
-            t0 = time.perf_counter()
+            c0, t0 = ticks(pids[t]), time.perf_counter()
             for p in names:
                 fn(p)
             res[(t, phase)].append(n / (time.perf_counter() - t0))
-print("%d files of 1 KiB, %d rounds, %d cores; medians, files/s" % (n, rounds, os.cpu_count()))
-print("%-10s %12s %12s %8s" % ("", "trash on", "trash off", "on/off"))
+            cpu[(t, phase)].append((ticks(pids[t]) - c0) / hz / n * 1e6)
+print("%d files of 1 KiB, %d rounds, %d cores; medians: files/s, and the daemon's CPU per file" % (n, rounds, os.cpu_count()))
+print("%-10s %12s %12s %8s %14s %14s" % ("", "trash on", "trash off", "on/off", "CPU on", "CPU off"))
 for p in ("create", "overwrite", "unlink"):
     on, off = statistics.median(res[("on", p)]), statistics.median(res[("off", p)])
-    print("%-10s %12.0f %12.0f %8.2f" % (p, on, off, on / off))
+    con, coff = statistics.median(cpu[("on", p)]), statistics.median(cpu[("off", p)])
+    print("%-10s %12.0f %12.0f %8.2f %11.0f us %11.0f us" % (p, on, off, on / off, con, coff))
 PY
   # RSS with many files kept: both stores create and unlink KEPT files (so
   # that their metadata has the same history); the trash of one keeps
