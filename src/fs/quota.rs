@@ -492,6 +492,17 @@ impl TierFs {
             .map_or(size, |g| g.0.max(size))
     }
 
+    /// `charged_size` for a count of a tree while writes go on (`quota_set`):
+    /// read in the order a write hands its size on (under way, then not
+    /// yet durable, then in the inode record), so that a write-back that
+    /// commits a size meanwhile is not missed between the reads.
+    fn counted_size(&self, i: &Inode) -> u64 {
+        let growing = self.quotas.growing.lock().get(&i.ino).map_or(0, |g| g.0);
+        let pending = self.tiers.pending_size(i.ino).unwrap_or(0);
+        let size = self.meta.inode(i.ino).map_or(i.size, |now| now.size);
+        size.max(pending).max(growing)
+    }
+
     /// Charges the growth of a write to `[off, end)` of `ino` to its quotas
     /// (EDQUOT, changing nothing, if it does not fit) and counts the write
     /// as under way; `write_done` ends it. Holds the quota lock only for
@@ -683,7 +694,7 @@ impl TierFs {
                         // the tree takes the quota lock (held here) and waits
                         // for the count, even when it is the first quota.
                         self.quotas.dirs.write().insert(ino, (l, Usage::default()));
-                        match self.meta.quota_usage_of(ino, |i| self.charged_size(i)) {
+                        match self.meta.quota_usage_of(ino, |i| self.counted_size(i)) {
                             Ok(u) => u,
                             Err(e) => {
                                 self.quotas.dirs.write().remove(&ino);
