@@ -181,7 +181,9 @@ pub fn kill_point(name: &str) {
 /// on while a step is under way): `TIERFS_HOLD_AT=NAME:PATH` in the
 /// daemon's environment makes the point named NAME wait while PATH exists
 /// (at most a minute). Names: `quota-count` (the census holds the quota
-/// lock to count the use of quotas the last stop did not save).
+/// lock to count the use of quotas the last stop did not save),
+/// `totals-walk` (the census is about to walk the inode records to count
+/// the totals after a crash; the walk is announced already).
 pub fn hold_point(name: &str) {
     static AT: std::sync::OnceLock<Option<(String, PathBuf)>> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| {

@@ -84,9 +84,7 @@ impl TierFs {
         let weak = Arc::downgrade(&fs);
         let _ = fs.shared.after_cycle.set(Box::new(move || {
             if let Some(fs) = weak.upgrade() {
-                if let Err(e) = fs.meta.save_inode_count() {
-                    log::warn!("saving the inode count: {e}");
-                }
+                fs.meta.save_inode_count();
                 match fs.expire_ttl() {
                     Ok(0) => {}
                     Ok(n) => log::info!("expiry: {n} file(s) past their ttl went to the trash"),
@@ -243,6 +241,7 @@ impl TierFs {
 
     fn count_all(&self) {
         self.count_quotas();
+        crate::fault::hold_point("totals-walk");
         if let Err(e) = self.meta.count_totals(&|| self.tiers.counting_stopped()) {
             log::error!("counting inodes: {e}; statfs and user.tier.stats count again");
         }

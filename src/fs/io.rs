@@ -134,19 +134,28 @@ impl TierFs {
     /// timestamps, `inode_needs_update_time`):
     /// the write right after a create, or a burst of writes, costs no
     /// metadata commit each.
+    /// The check needs no lock: a change that lands after the read is one
+    /// that came after this write, and so has the last word either way.
     fn touch_after_write(&self, caller: Caller, ino: u64) -> Result<()> {
+        let needs_commit = |inode: &Inode| {
+            let mut cleared = inode.clone();
+            if caller.uid != 0 {
+                clear_setid(&mut cleared);
+            }
+            let tick = Time::coarse_now();
+            let now = Time::now();
+            let this_tick = |t: Time| tick <= t && t <= now;
+            cleared.perm != inode.perm || !this_tick(inode.mtime) || !this_tick(inode.ctime)
+        };
+        if !needs_commit(&self.meta.inode(ino)?) {
+            return Ok(());
+        }
         let held = self.meta.write_lock();
         let mut inode = self.meta.inode(ino)?;
-        let perm = inode.perm;
         if caller.uid != 0 {
             clear_setid(&mut inode);
         }
-        let tick = Time::coarse_now();
         let now = Time::now();
-        let this_tick = |t: Time| tick <= t && t <= now;
-        if inode.perm == perm && this_tick(inode.mtime) && this_tick(inode.ctime) {
-            return Ok(());
-        }
         inode.mtime = now;
         inode.ctime = now;
         let mut t = Txn::default();

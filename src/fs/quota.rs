@@ -158,7 +158,7 @@ impl TierFs {
             // A panic (a damaged record sled cannot read) must not leave the
             // changes waiting for the count waiting for ever.
             let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.meta.quota_usage_of(*dir, |i| self.charged_size(i))
+                self.meta.quota_usage_of(*dir, |i| self.counted_size(i))
             }))
             .unwrap_or_else(|_| Err(Error::Corrupt("the count panicked".into())));
             match counted {
@@ -492,7 +492,8 @@ impl TierFs {
             .map_or(size, |g| g.0.max(size))
     }
 
-    /// `charged_size` for a count of a tree while writes go on (`quota_set`):
+    /// `charged_size` for a count of a tree (`quota_set`, and the census's
+    /// `count_quotas`), which writes within a file's size go on beside:
     /// read in the order a write hands its size on (under way, then not
     /// yet durable, then in the inode record), so that a write-back that
     /// commits a size meanwhile is not missed between the reads.

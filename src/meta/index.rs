@@ -303,15 +303,11 @@ impl Meta {
     /// saved (`M inodes-seen`), for `inode_count` after a crash: after
     /// each migration cycle (and, unconditionally, when a count ends and
     /// at a clean unmount: `put_inode_count`).
-    pub fn save_inode_count(&self) -> Result<()> {
-        if !self.counted() {
-            return Ok(());
-        }
+    pub fn save_inode_count(&self) {
         let n = self.totals().inodes;
-        if self.inode_count_saved.load(Ordering::Relaxed) != n {
-            self.put_inode_count(n)?;
+        if self.counted() && self.inode_count_saved.load(Ordering::Relaxed) != n {
+            self.keep_inode_count(n);
         }
-        Ok(())
     }
 
     /// Writes `n` as `M inodes-seen` (to disk with the next flush).
