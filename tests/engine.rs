@@ -184,6 +184,78 @@ fn damage_in_a_cold_pack_costs_only_that_file() {
     check_damage_confined(&m, &old, &new, &victim);
 }
 
+/// A warm segment cut shorter under a running daemon (as a bad sector
+/// fails its pages, from outside tierfs): the files whose records are past
+/// the cut answer EIO, logged with their paths; the daemon lives on, and
+/// every other file reads back and can still be written.
+#[test]
+fn a_segment_cut_short_under_the_mount_costs_only_the_files_past_the_cut() {
+    const LEN: usize = 10_000; // read through the segment's map
+    let mut m = Mounted::new();
+    let files: Vec<(String, Vec<u8>)> = (0..8u64)
+        .map(|i| (format!("m{i}"), pattern(500 + i, LEN)))
+        .collect();
+    for (name, data) in &files {
+        fs::write(m.path(name), data).unwrap();
+        set_tier(&m, name, "warm");
+    }
+    m.remount();
+    let segs = segment_files(&m.store.join("warm"), "seg");
+    let mut at = BTreeMap::new();
+    for seg in &segs {
+        let bytes = fs::read(seg).unwrap();
+        for (name, data) in &files {
+            if let Some(p) = bytes.windows(64).position(|w| w == &data[..64]) {
+                at.insert(name.clone(), (seg.clone(), p - REC_HEADER));
+            }
+        }
+    }
+    assert_eq!(at.len(), files.len(), "a record per file: {at:?}");
+    // The segment holding the last record; cut in its middle record's page.
+    let seg = at.values().max().unwrap().0.clone();
+    let mut offs: Vec<usize> = at
+        .values()
+        .filter(|(s, _)| *s == seg)
+        .map(|x| x.1)
+        .collect();
+    offs.sort();
+    let cut = offs[offs.len() / 2] / 4096 * 4096;
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(cut as u64).unwrap();
+    let lost: Vec<&String> = at
+        .iter()
+        .filter(|(_, (s, off))| *s == seg && off + REC_HEADER + LEN > cut)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!lost.is_empty() && lost.len() < files.len(), "{lost:?}");
+    for (name, want) in &files {
+        match fs::read(m.path(name)) {
+            Ok(got) => {
+                assert!(!lost.contains(&name), "{name} past the cut reads back");
+                assert_eq!(&got, want, "{name}");
+            }
+            Err(e) => {
+                assert!(lost.contains(&name), "{name} before the cut: {e}");
+                assert_eq!(common::errno(e), libc::EIO, "{name}");
+            }
+        }
+    }
+    fs::write(m.path("new"), b"written after the damage").unwrap();
+    m.sh_ok("sync");
+    assert_eq!(
+        fs::read(m.path("new")).unwrap(),
+        b"written after the damage"
+    );
+    let log = m.log_text();
+    assert!(log.contains("could not be read through its map"), "{log}");
+    for name in &lost {
+        assert!(
+            log.contains(&format!("/{name}")),
+            "{name} named in the log: {log}"
+        );
+    }
+}
+
 /// Deleting a file that ran into a full disk gives its space back while
 /// mounted. The existing full-disk test deletes synced files whose records
 /// are indexed; here nothing of the file was written back before dd's fsync

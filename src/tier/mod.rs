@@ -20,6 +20,7 @@ mod codec;
 mod compact;
 pub mod dict;
 pub mod hot;
+mod mapguard;
 mod moves;
 mod offload;
 pub mod reclaim;

@@ -7,16 +7,20 @@
 //! with `pread`: on tmpfs a read fault on a hole (a punched-out record)
 //! allocates a page, which on a full tmpfs is SIGBUS, and which on any
 //! tmpfs takes back the space the punch gave. So on tmpfs every read is a
-//! `pread`, and a scan never touches the map anywhere.
+//! `pread`, and a scan never touches the map anywhere. A read through the
+//! map that faults (a bad sector, or a file cut short from outside) is a
+//! damaged record, not the daemon's end (`tier::mapguard`); the segment is
+//! read with `pread` from then on.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 
+use super::mapguard;
 use super::record::{self, record_crc, record_size, RecordHeader, Scan, REC_HEADER_LEN};
 use super::segment::{Access, SegmentFormat};
 use crate::error::{Error, Result};
@@ -50,14 +54,14 @@ pub(super) struct Segment {
     /// Where its records end, once sealed in this run (the file's size for
     /// segments found at open): what compaction weighs live bytes against.
     pub(super) end: AtomicU64,
-    /// Every read is a `pread` (the file is on tmpfs, see the module).
-    pub(super) pread_only: bool,
+    /// Every read is a `pread`: the file is on tmpfs, or a read through
+    /// the map faulted (see the module).
+    pub(super) pread_only: AtomicBool,
 }
 
 impl Segment {
     /// The part of the map that is inside the file. Never on tmpfs.
     fn bytes(&self) -> &[u8] {
-        debug_assert!(!self.pread_only);
         let n = (self.size.load(Ordering::Acquire) as usize).min(self.map.len());
         &self.map[..n]
     }
@@ -100,10 +104,33 @@ impl Segment {
         };
     }
 
-    /// The record at `off`, checked against its checksum. `None` when there is
-    /// no valid record there (never written, freed, torn or damaged).
-    pub(super) fn record(&self, off: u64) -> Option<(RecordHeader, &[u8])> {
-        record::record_at(self.bytes(), off)
+    /// Whether reads go through `pread` rather than the map.
+    pub(super) fn pread_only(&self) -> bool {
+        self.pread_only.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` with the record at `off` read through the map and checked
+    /// against its checksum (`None` when there is no valid record there:
+    /// never written, freed, torn or damaged). `Err` when a page of the map
+    /// could not be read: nothing `f` saw is used, and the segment is read
+    /// with `pread` from then on.
+    pub(super) fn with_mapped<R>(
+        &self,
+        off: u64,
+        f: impl FnOnce(Option<(RecordHeader, &[u8])>) -> R,
+    ) -> std::result::Result<R, mapguard::BusError> {
+        let bytes = self.bytes();
+        let got = mapguard::read_mapped(bytes, || f(record::record_at(bytes, off)));
+        if let Err(e) = &got {
+            self.pread_only.store(true, Ordering::Relaxed);
+            log::error!(
+                "segment {:016x}: the page at offset {} could not be read through its map \
+                 (a bad sector, or the file cut short); reading it with pread from now on",
+                self.id,
+                e.addr.wrapping_sub(bytes.as_ptr() as usize) & !4095
+            );
+        }
+        got
     }
 
     /// Reads a big record (or any, on tmpfs) with `pread` rather than
@@ -270,7 +297,7 @@ pub(super) fn open_segment(
         map,
         size: AtomicU64::new(len.min(SEG_SIZE)),
         end: AtomicU64::new(len.min(SEG_SIZE)),
-        pread_only,
+        pread_only: AtomicBool::new(pread_only),
     })
 }
 

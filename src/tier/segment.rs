@@ -348,7 +348,7 @@ impl SegmentStore {
     /// checks it, where it lies (the segment's map, or a frame fetched from
     /// the object store) when it can: a cold read decompresses from there
     /// without a copy first.
-    pub fn with_record<R>(&self, loc: &ChunkLoc, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    pub fn with_record<R, F: FnOnce(&[u8]) -> Result<R>>(&self, loc: &ChunkLoc, f: F) -> Result<R> {
         let seg = self.segs.read().get(&loc.seg).cloned();
         if seg.is_none() && self.remote.contains(loc.seg) {
             return self.remote.with_record(loc, f);
@@ -362,18 +362,36 @@ impl SegmentStore {
         if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
             return Err(bad_checksum(loc));
         }
-        if loc.stored as u64 >= BIG_RECORD || seg.pread_only {
+        let by_pread = |f: F| {
             let mut out = Vec::new();
             seg.read_big(loc, &mut out)?;
-            return f(&out);
-        }
-        let Some((h, data)) = seg.record(loc.off) else {
-            return Err(bad_checksum(loc));
+            f(&out)
         };
-        if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
-            return Err(not_indexed(loc));
+        if loc.stored as u64 >= BIG_RECORD || seg.pread_only() {
+            return by_pread(f);
         }
-        f(data)
+        let mut f = Some(f);
+        let mapped = seg.with_mapped(loc.off, |rec| {
+            let Some((h, data)) = rec else {
+                return Err(bad_checksum(loc));
+            };
+            if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
+                return Err(not_indexed(loc));
+            }
+            f.take().expect("called once")(data)
+        });
+        match mapped {
+            Ok(r) => r,
+            // The map could not be read there: `pread` says what is wrong
+            // (EIO from the disk, or the file shorter than the record).
+            Err(_) => match f.take() {
+                Some(f) => by_pread(f),
+                None => Err(Error::Corrupt(format!(
+                    "segment {:016x} offset {}: record unreadable through its map",
+                    loc.seg, loc.off
+                ))),
+            },
+        }
     }
 
     /// The record at `loc` is no longer referenced, and no reader can hold

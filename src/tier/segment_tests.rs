@@ -354,3 +354,44 @@ fn releasing_a_location_that_names_no_record_punches_nothing() {
     w.read(&b, &mut out).unwrap();
     assert_eq!(out, vec![2u8; 20_000]);
 }
+
+/// A segment file cut shorter than its map from outside (as a bad sector
+/// would fail its pages): a read of a record past the cut is damage (EIO
+/// for that file), not a SIGBUS that ends the daemon; the records before
+/// it, and those appended after, still read.
+#[test]
+fn a_record_whose_pages_cannot_be_read_is_damage_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let locs: Vec<ChunkLoc> = (0..8u64)
+        .map(|i| {
+            w.append(10 + i, 0, i + 1, &vec![i as u8 + 1; 10_000])
+                .unwrap()
+        })
+        .collect();
+    w.sync().unwrap();
+    let mut out = Vec::new();
+    w.read(&locs[0], &mut out).unwrap();
+    let cut = (locs[5].off / 4096) * 4096;
+    let path = dir.path().join(format!("{:016x}.seg", locs[0].seg));
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    for (i, loc) in locs.iter().enumerate() {
+        let got = w.read(loc, &mut out);
+        if loc.off + record_size(loc.stored) <= cut {
+            got.unwrap();
+            assert_eq!(out, vec![i as u8 + 1; 10_000], "record {i}");
+        } else {
+            assert!(matches!(got, Err(Error::Corrupt(_))), "record {i}: {got:?}");
+        }
+    }
+    let after = w.append(99, 0, 100, b"after the cut").unwrap();
+    w.read(&after, &mut out).unwrap();
+    assert_eq!(out, b"after the cut");
+    w.read(&locs[1], &mut out).unwrap();
+    assert_eq!(out, vec![2u8; 10_000]);
+}

@@ -1,0 +1,214 @@
+//! Reads through a file mapping that survive the file failing under them.
+//!
+//! Owns the process's SIGBUS handler. A read through a segment's map raises
+//! SIGBUS when the page cannot be read in: a bad sector under it, or a file
+//! cut shorter than the map by something outside tierfs. Left alone, that
+//! kills the daemon and every file with it. Inside `read_mapped`, the
+//! handler covers the faulting page with a page of zeros (an anonymous
+//! mapping laid over it) and notes the fault; the interrupted instruction
+//! then reads zeros, and `read_mapped` reports the fault instead of what
+//! was read, so the caller answers EIO for that file alone. A SIGBUS
+//! anywhere else goes to the handler that was there before (Rust's stack
+//! overflow check, or the default: the process dies as it would have).
+
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+
+thread_local! {
+    /// The address range a `read_mapped` on this thread reads, if any.
+    static WATCHED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// The address of the first fault inside it (0: none).
+    static FAULT: Cell<usize> = const { Cell::new(0) };
+}
+
+static INSTALL: Once = Once::new();
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static PAGE: AtomicUsize = AtomicUsize::new(4096);
+
+/// The page that was at `addr` could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusError {
+    pub addr: usize,
+}
+
+/// Installs the handler (once per process; later calls do nothing).
+pub fn install() {
+    INSTALL.call_once(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            PAGE.store(page as usize, Ordering::Relaxed);
+        }
+        // SAFETY: a zeroed sigaction is a valid value to fill; sigaction
+        // writes the old one into `old` before ours is in place, and
+        // `PREVIOUS` is set before any fault can be ours (no `read_mapped`
+        // runs before `install` returns).
+        unsafe {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_sigbus as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut new.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, &new, &mut old) == 0 {
+                let _ = PREVIOUS.set(old);
+            } else {
+                log::warn!(
+                    "no SIGBUS handler: a bad sector under a segment's map stops the daemon ({})",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    });
+}
+
+/// Runs `read`, which reads only from `range` (memory of a file mapping),
+/// and returns what it returned, or the fault if a page of `range` could
+/// not be read: what `read` saw of that page was zeros, so its result is
+/// dropped. The page stays zeros in this mapping from then on; the caller
+/// reads that file with `pread` after a fault.
+pub fn read_mapped<R>(range: &[u8], read: impl FnOnce() -> R) -> Result<R, BusError> {
+    install();
+    let start = range.as_ptr() as usize;
+    let outer = WATCHED.with(|w| w.replace((start, start + range.len())));
+    let before = FAULT.with(|f| f.replace(0));
+    compiler_fence(Ordering::SeqCst);
+    let got = read();
+    compiler_fence(Ordering::SeqCst);
+    WATCHED.with(|w| w.set(outer));
+    let fault = FAULT.with(|f| f.replace(before));
+    match fault {
+        0 => Ok(got),
+        addr => Err(BusError { addr }),
+    }
+}
+
+/// The SIGBUS handler. Only async-signal-safe work: thread-local cells
+/// without destructors, `mmap`, `sigaction`.
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let (lo, hi) = WATCHED.with(|w| w.get());
+    if (lo..hi).contains(&addr) {
+        let page = PAGE.load(Ordering::Relaxed);
+        let at = addr & !(page - 1);
+        // SAFETY: replaces one page of a read-only file mapping this thread
+        // is reading inside `read_mapped` (the range check above) with a
+        // private page of zeros; nothing else of the mapping changes, and
+        // the mapping is unmapped whole when its segment goes.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                page,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            FAULT.with(|f| {
+                if f.get() == 0 {
+                    f.set(addr);
+                }
+            });
+            return;
+        }
+    }
+    match PREVIOUS.get() {
+        Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
+            // SAFETY: the handler that was installed before ours, called as
+            // the kind of handler its flags say it is.
+            unsafe {
+                if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                    let h: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(prev.sa_sigaction);
+                    h(sig, info, ctx);
+                } else {
+                    let h: extern "C" fn(libc::c_int) = std::mem::transmute(prev.sa_sigaction);
+                    h(sig);
+                }
+            }
+        }
+        _ => {
+            // Not ours: back to the default, and the faulting instruction
+            // runs again on return and ends the process as it would have.
+            // SAFETY: a zeroed sigaction with SIG_DFL is valid.
+            unsafe {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigemptyset(&mut dfl.sa_mask);
+                libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file of one page, mapped over three.
+    fn short_map() -> (tempfile::NamedTempFile, memmap2::Mmap) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        // SAFETY: a test's own file, not changed while mapped; only the
+        // pages the tests mean to fault are past its end.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(3 * 4096)
+                .map(f.as_file())
+                .unwrap()
+        };
+        (f, map)
+    }
+
+    #[test]
+    fn a_page_past_the_end_of_the_file_is_a_fault_not_a_crash() {
+        let (_f, map) = short_map();
+        let got = read_mapped(&map[..], || {
+            map[..4096].iter().map(|&b| b as u64).sum::<u64>()
+        });
+        assert_eq!(got, Ok(7 * 4096));
+        let past = &map[4096..8192];
+        let got = read_mapped(past, || past.iter().map(|&b| b as u64).sum::<u64>());
+        let err = got.expect_err("a read past the file's end faults");
+        assert_eq!(err.addr & !4095, past.as_ptr() as usize);
+        // The page is zeros from now on, and no longer faults.
+        assert_eq!(read_mapped(past, || past[100]), Ok(0));
+        // The file's own page is as it was.
+        assert_eq!(read_mapped(&map[..], || map[10]), Ok(7));
+    }
+
+    /// Run in a child process by the test below: a fault outside any
+    /// `read_mapped` must still end the process.
+    #[test]
+    fn child_faults_outside_a_guarded_read() {
+        if std::env::var_os("TIERFS_MAPGUARD_CHILD").is_none() {
+            return;
+        }
+        install();
+        let (_f, map) = short_map();
+        let v = unsafe { std::ptr::read_volatile(&map[2 * 4096]) };
+        println!("read {v} past the end and lived");
+    }
+
+    #[test]
+    fn a_fault_outside_a_guarded_read_still_ends_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tier::mapguard::tests::child_faults_outside_a_guarded_read",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TIERFS_MAPGUARD_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("and lived"), "{stdout}");
+        assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stdout}");
+    }
+}
