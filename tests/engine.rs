@@ -661,3 +661,50 @@ fn a_version_3_store_mounts_with_every_file_whole() {
     );
     m.assert_fsck_clean();
 }
+
+/// Writes to `path` until its filesystem is full to the last byte.
+fn fill(path: &Path) -> fs::File {
+    let mut f = fs::File::create(path).unwrap();
+    for block in [64 << 10, 4096, 1] {
+        let b = vec![1u8; block];
+        while std::io::Write::write_all(&mut f, &b).is_ok() {}
+    }
+    f
+}
+
+/// Another process fills the disk to its last byte: metadata changes and
+/// their fsyncs go on (sled's log has room held past its end; before, its
+/// first flush on the full disk failed, and every change after it answered
+/// ENOSPC until a remount, even once the disk had room again); once the
+/// filler is gone, new files are written and survive a remount.
+#[test]
+fn a_disk_filled_by_another_process_does_not_stop_the_metadata() {
+    let mut m = Mounted::on_small_disk(32, &[]);
+    fs::write(m.path("a"), b"hello").unwrap();
+    fs::File::open(m.path("a")).unwrap().sync_all().unwrap();
+    let filler_path = m.store.parent().unwrap().join("filler");
+    let filler = fill(&filler_path);
+    for i in 0..200u32 {
+        let mode = 0o600 + (i % 7);
+        fs::set_permissions(
+            m.path("a"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap_or_else(|e| panic!("chmod {i} on the full disk: {e}"));
+        fs::File::open(m.path("a"))
+            .unwrap()
+            .sync_all()
+            .unwrap_or_else(|e| panic!("fsync {i} on the full disk: {e}\n{}", m.log_text()));
+    }
+    drop(filler);
+    fs::remove_file(&filler_path).unwrap();
+    let data = pattern(9, 200_000);
+    fs::write(m.path("b"), &data).unwrap();
+    fs::File::open(m.path("b")).unwrap().sync_all().unwrap();
+    m.remount();
+    assert_eq!(fs::read(m.path("b")).unwrap(), data);
+    assert_eq!(
+        fs::metadata(m.path("a")).unwrap().mode() & 0o777,
+        0o600 + 199 % 7
+    );
+}

@@ -71,6 +71,8 @@ impl TierFs {
         };
         fs.load_quotas()?;
         fs.meta.expect_totals_walk()?;
+        // A disk another process fills must not stop the metadata for good.
+        fs.meta.hold_room();
         fs.start_writeback();
         let fs = Arc::new(fs);
         // Live counts (after a crash) and the files unlinked while open at
@@ -169,6 +171,7 @@ impl TierFs {
                 if let Err(e) = tiers.reclaim() {
                     log::error!("reclaiming freed records failed: {e}");
                 }
+                meta.keep_room();
                 // A bounded number per interval: the rest waits for the next.
                 for _ in 0..COMPACTIONS_PER_INTERVAL {
                     match tiers.compact_once() {

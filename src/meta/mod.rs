@@ -26,6 +26,7 @@ mod index;
 mod inline;
 mod packs;
 mod quota;
+mod room;
 mod seal;
 mod trash;
 mod txn;
@@ -135,6 +136,9 @@ pub struct Meta {
     /// The inode count last saved for `statfs` after a crash
     /// (`save_inode_count`; `u64::MAX`: none this mount).
     inode_count_saved: AtomicU64,
+    /// Disk room held past the end of sled's log while the daemon serves
+    /// (`hold_room`).
+    room: std::sync::OnceLock<room::Room>,
 }
 
 impl Meta {
@@ -199,6 +203,7 @@ impl Meta {
             inode_walk: Mutex::new(None),
             walk_done: parking_lot::Condvar::new(),
             inode_count_saved: AtomicU64::new(u64::MAX),
+            room: std::sync::OnceLock::new(),
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;
@@ -448,10 +453,33 @@ impl Meta {
         Ok(records.len())
     }
 
+    /// From now on keeps disk room past the end of sled's log (`room`),
+    /// topped up by `flush` and `keep_room`: for the daemon, whose sled
+    /// must survive a disk another process fills.
+    pub fn hold_room(&self) {
+        if self.room.get().is_some() {
+            return;
+        }
+        match room::Room::hold(&self.seal_path.with_extension("")) {
+            Ok(r) => {
+                let _ = self.room.set(r);
+            }
+            Err(e) => log::warn!("metadata log: no room held past its end ({e})"),
+        }
+    }
+
+    /// Tops up the room held past the end of sled's log, if any.
+    pub fn keep_room(&self) {
+        if let Some(r) = self.room.get() {
+            r.top_up();
+        }
+    }
+
     /// Makes every earlier change durable.
     pub fn flush(&self) -> Result<()> {
         let dir = self.seal_path.with_extension("");
         crate::fault::check(crate::fault::Point::Sync, &dir)?;
+        self.keep_room();
         self.db.flush()?;
         crate::fault::durable(&dir);
         Ok(())
