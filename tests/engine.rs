@@ -211,7 +211,8 @@ fn a_segment_cut_short_under_the_mount_costs_only_the_files_past_the_cut() {
         }
     }
     assert_eq!(at.len(), files.len(), "a record per file: {at:?}");
-    // The segment holding the last record; cut in its middle record's page.
+    // The last segment (by name) holding a record; cut in the page of its
+    // middle record.
     let seg = at.values().max().unwrap().0.clone();
     let mut offs: Vec<usize> = at
         .values()

@@ -8,11 +8,18 @@
 //! mapping laid over it) and notes the fault; the interrupted instruction
 //! then reads zeros, and `read_mapped` reports the fault instead of what
 //! was read, so the caller answers EIO for that file alone. A SIGBUS
-//! anywhere else goes to the handler that was there before (Rust's stack
-//! overflow check, or the default: the process dies as it would have).
+//! anywhere else, or one not raised by a read (`kill -BUS`, a memory error
+//! reported ahead of use), goes to the handler that was there before (Rust's
+//! stack overflow check, or the default: the process dies as it would have).
+//!
+//! The page of zeros is seen by every thread, not only the one that
+//! faulted: another thread may read it without a fault of its own, between
+//! checking a record's checksum and using its bytes. So every fault is
+//! counted, and a guarded read during which any fault was handled reports
+//! that too (`MapFault::Elsewhere`); the caller reads again with `pread`.
 
 use std::cell::Cell;
-use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 thread_local! {
@@ -25,11 +32,24 @@ thread_local! {
 static INSTALL: Once = Once::new();
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
+/// Faults handled so far, in the whole process; counted before the page of
+/// zeros goes in.
+static FAULTS: AtomicUsize = AtomicUsize::new(0);
 
-/// The page that was at `addr` could not be read.
+/// Why a guarded read's result was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BusError {
-    pub addr: usize,
+pub enum MapFault {
+    /// The page that was at `addr`, inside the range read, could not be
+    /// read in.
+    Here { addr: usize },
+    /// A page somewhere else became zeros while this read ran: what it
+    /// read may include some of them.
+    Elsewhere,
+}
+
+/// The size of a page, as the handler uses it.
+pub fn page_size() -> usize {
+    PAGE.load(Ordering::Relaxed)
 }
 
 /// Installs the handler (once per process; later calls do nothing).
@@ -64,34 +84,89 @@ pub fn install() {
 
 /// Runs `read`, which reads only from `range` (memory of a file mapping),
 /// and returns what it returned, or the fault if a page of `range` could
-/// not be read: what `read` saw of that page was zeros, so its result is
-/// dropped. The page stays zeros in this mapping from then on; the caller
-/// reads that file with `pread` after a fault.
-pub fn read_mapped<R>(range: &[u8], read: impl FnOnce() -> R) -> Result<R, BusError> {
+/// not be read (or a page anywhere became zeros meanwhile): then what `read`
+/// saw may be zeros, so its result is dropped. A page that faulted stays
+/// zeros in its mapping from then on; the caller reads that file with
+/// `pread` after a fault. `R` is owned: nothing of `range` outlives the
+/// check.
+pub fn read_mapped<R: 'static>(range: &[u8], read: impl FnOnce() -> R) -> Result<R, MapFault> {
     install();
     let start = range.as_ptr() as usize;
-    let outer = WATCHED.with(|w| w.replace((start, start + range.len())));
-    let before = FAULT.with(|f| f.replace(0));
+    let watch = Watch::set(start, start + range.len());
+    let seen = FAULTS.load(Ordering::SeqCst);
     compiler_fence(Ordering::SeqCst);
     let got = read();
     compiler_fence(Ordering::SeqCst);
-    WATCHED.with(|w| w.set(outer));
-    let fault = FAULT.with(|f| f.replace(before));
-    match fault {
-        0 => Ok(got),
-        addr => Err(BusError { addr }),
+    // A page another thread's handler laid zeros over was counted before
+    // it went in: a read that saw it sees the count moved.
+    fence(Ordering::SeqCst);
+    let now = FAULTS.load(Ordering::SeqCst);
+    match watch.end() {
+        0 if now == seen => Ok(got),
+        0 => Err(MapFault::Elsewhere),
+        addr => Err(MapFault::Here { addr }),
     }
+}
+
+/// This thread's watched range and fault cell, set for one `read_mapped`
+/// and put back as they were when it ends, even by a panic.
+struct Watch {
+    outer: (usize, usize),
+    before: usize,
+    ended: bool,
+}
+
+impl Watch {
+    fn set(lo: usize, hi: usize) -> Self {
+        let outer = WATCHED.with(|w| w.replace((lo, hi)));
+        let before = FAULT.with(|f| f.replace(0));
+        Watch {
+            outer,
+            before,
+            ended: false,
+        }
+    }
+
+    /// Puts the cells back; the address of the first fault seen (0: none).
+    fn end(mut self) -> usize {
+        self.ended = true;
+        WATCHED.with(|w| w.set(self.outer));
+        FAULT.with(|f| f.replace(self.before))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.ended {
+            WATCHED.with(|w| w.set(self.outer));
+            FAULT.with(|f| f.set(self.before));
+        }
+    }
+}
+
+/// Whether the kernel raised this SIGBUS for an access by the faulting
+/// instruction (a page that could not be read in, or memory found bad as
+/// it was used), rather than sending it (`kill`) or reporting a memory
+/// error ahead of use.
+fn raised_by_access(info: &libc::siginfo_t) -> bool {
+    matches!(
+        info.si_code,
+        libc::BUS_ADRERR | libc::BUS_OBJERR | libc::BUS_MCEERR_AR
+    )
 }
 
 /// The SIGBUS handler. Only async-signal-safe work: thread-local cells
 /// without destructors, `mmap`, `sigaction`.
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (addr, ours) = unsafe { ((*info).si_addr() as usize, raised_by_access(&*info)) };
     let (lo, hi) = WATCHED.with(|w| w.get());
-    if (lo..hi).contains(&addr) {
+    if ours && (lo..hi).contains(&addr) {
         let page = PAGE.load(Ordering::Relaxed);
         let at = addr & !(page - 1);
+        FAULTS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: reads this thread's errno.
+        let errno = unsafe { *libc::__errno_location() };
         // SAFETY: replaces one page of a read-only file mapping this thread
         // is reading inside `read_mapped` (the range check above) with a
         // private page of zeros; nothing else of the mapping changes, and
@@ -106,6 +181,8 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                 0,
             )
         };
+        // SAFETY: this thread's errno, put back as the interrupted code left it.
+        unsafe { *libc::__errno_location() = errno };
         if p != libc::MAP_FAILED {
             FAULT.with(|f| {
                 if f.get() == 0 {
@@ -164,21 +241,59 @@ mod tests {
         (f, map)
     }
 
+    /// `read_mapped`, again while a fault of another test (a thread of
+    /// this process) dropped the result.
+    fn settled<R: 'static>(range: &[u8], read: impl Fn() -> R) -> Result<R, MapFault> {
+        loop {
+            match read_mapped(range, &read) {
+                Err(MapFault::Elsewhere) => continue,
+                got => return got,
+            }
+        }
+    }
+
     #[test]
     fn a_page_past_the_end_of_the_file_is_a_fault_not_a_crash() {
         let (_f, map) = short_map();
-        let got = read_mapped(&map[..], || {
+        let got = settled(&map[..], || {
             map[..4096].iter().map(|&b| b as u64).sum::<u64>()
         });
         assert_eq!(got, Ok(7 * 4096));
         let past = &map[4096..8192];
-        let got = read_mapped(past, || past.iter().map(|&b| b as u64).sum::<u64>());
+        let got = settled(past, || past.iter().map(|&b| b as u64).sum::<u64>());
         let err = got.expect_err("a read past the file's end faults");
-        assert_eq!(err.addr & !4095, past.as_ptr() as usize);
+        let MapFault::Here { addr } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(addr & !(page_size() - 1), past.as_ptr() as usize);
         // The page is zeros from now on, and no longer faults.
-        assert_eq!(read_mapped(past, || past[100]), Ok(0));
+        assert_eq!(settled(past, || past[100]), Ok(0));
         // The file's own page is as it was.
-        assert_eq!(read_mapped(&map[..], || map[10]), Ok(7));
+        assert_eq!(settled(&map[..], || map[10]), Ok(7));
+    }
+
+    #[test]
+    fn a_read_during_which_a_page_became_zeros_is_dropped_too() {
+        let (_f, map) = short_map();
+        let past = &map[4096..8192];
+        // The inner read stands for another thread's: its page becomes
+        // zeros while the outer read runs, without the outer one faulting.
+        let got = read_mapped(&map[..4096], || {
+            let inner = read_mapped(past, || past[0]);
+            assert!(matches!(inner, Err(MapFault::Here { .. })), "{inner:?}");
+            map[0]
+        });
+        assert_eq!(got, Err(MapFault::Elsewhere));
+        assert_eq!(settled(&map[..4096], || map[0]), Ok(7));
+    }
+
+    #[test]
+    fn a_panic_inside_a_guarded_read_leaves_nothing_watched() {
+        let (_f, map) = short_map();
+        let r = std::panic::catch_unwind(|| read_mapped(&map[..], || panic!("inside")));
+        assert!(r.is_err());
+        assert_eq!(WATCHED.with(|w| w.get()), (0, 0));
+        assert_eq!(FAULT.with(|f| f.get()), 0);
     }
 
     /// Run in a child process by the test below: a fault outside any

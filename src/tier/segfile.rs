@@ -112,22 +112,23 @@ impl Segment {
     /// Calls `f` with the record at `off` read through the map and checked
     /// against its checksum (`None` when there is no valid record there:
     /// never written, freed, torn or damaged). `Err` when a page of the map
-    /// could not be read: nothing `f` saw is used, and the segment is read
-    /// with `pread` from then on.
-    pub(super) fn with_mapped<R>(
+    /// could not be read, or a page of some map became zeros meanwhile:
+    /// nothing `f` returned is used. After a fault in this segment it is
+    /// read with `pread` from then on.
+    pub(super) fn with_mapped<R: 'static>(
         &self,
         off: u64,
         f: impl FnOnce(Option<(RecordHeader, &[u8])>) -> R,
-    ) -> std::result::Result<R, mapguard::BusError> {
+    ) -> std::result::Result<R, mapguard::MapFault> {
         let bytes = self.bytes();
         let got = mapguard::read_mapped(bytes, || f(record::record_at(bytes, off)));
-        if let Err(e) = &got {
+        if let Err(mapguard::MapFault::Here { addr }) = &got {
             self.pread_only.store(true, Ordering::Relaxed);
             log::error!(
                 "segment {:016x}: the page at offset {} could not be read through its map \
                  (a bad sector, or the file cut short); reading it with pread from now on",
                 self.id,
-                e.addr.wrapping_sub(bytes.as_ptr() as usize) & !4095
+                addr.wrapping_sub(bytes.as_ptr() as usize) & !(mapguard::page_size() - 1)
             );
         }
         got

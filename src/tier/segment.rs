@@ -334,21 +334,32 @@ impl SegmentStore {
     }
 
     /// Copies the stored bytes of the record at `loc` into `out`, after
-    /// checking them against their checksum and the location.
+    /// checking them against their checksum and the location. A failed read
+    /// leaves `out` empty.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
-        // A failed read leaves nothing behind.
         out.clear();
-        self.with_record(loc, |data| {
+        let got = self.with_record(loc, |data| {
+            out.clear();
             out.extend_from_slice(data);
             Ok(())
-        })
+        });
+        if got.is_err() {
+            out.clear();
+        }
+        got
     }
 
     /// Calls `f` with the data of the record `loc` names, checked as `read`
     /// checks it, where it lies (the segment's map, or a frame fetched from
     /// the object store) when it can: a cold read decompresses from there
-    /// without a copy first.
-    pub fn with_record<R, F: FnOnce(&[u8]) -> Result<R>>(&self, loc: &ChunkLoc, f: F) -> Result<R> {
+    /// without a copy first. `f` may be called a second time, on a copy
+    /// read with `pread`, when a page of a map became zeros (a fault)
+    /// while it ran: what the first call returned is dropped.
+    pub fn with_record<R: 'static, F: FnMut(&[u8]) -> Result<R>>(
+        &self,
+        loc: &ChunkLoc,
+        mut f: F,
+    ) -> Result<R> {
         let seg = self.segs.read().get(&loc.seg).cloned();
         if seg.is_none() && self.remote.contains(loc.seg) {
             return self.remote.with_record(loc, f);
@@ -362,15 +373,14 @@ impl SegmentStore {
         if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
             return Err(bad_checksum(loc));
         }
-        let by_pread = |f: F| {
+        let by_pread = |f: &mut F| {
             let mut out = Vec::new();
             seg.read_big(loc, &mut out)?;
             f(&out)
         };
         if loc.stored as u64 >= BIG_RECORD || seg.pread_only() {
-            return by_pread(f);
+            return by_pread(&mut f);
         }
-        let mut f = Some(f);
         let mapped = seg.with_mapped(loc.off, |rec| {
             let Some((h, data)) = rec else {
                 return Err(bad_checksum(loc));
@@ -378,19 +388,14 @@ impl SegmentStore {
             if h.len != loc.stored || h.version != loc.version || h.crc != loc.crc {
                 return Err(not_indexed(loc));
             }
-            f.take().expect("called once")(data)
+            f(data)
         });
         match mapped {
             Ok(r) => r,
-            // The map could not be read there: `pread` says what is wrong
-            // (EIO from the disk, or the file shorter than the record).
-            Err(_) => match f.take() {
-                Some(f) => by_pread(f),
-                None => Err(Error::Corrupt(format!(
-                    "segment {:016x} offset {}: record unreadable through its map",
-                    loc.seg, loc.off
-                ))),
-            },
+            // What the map gave may hold zeros: `pread` reads the record
+            // again, and says what is wrong if it cannot (EIO from the
+            // disk, or the file shorter than the record).
+            Err(_) => by_pread(&mut f),
         }
     }
 
