@@ -134,7 +134,7 @@ pub fn run(cfg: &RestoreConfig) -> Result<Report, String> {
         &target,
         meta.store_id().map_err(err)?,
         Arc::new(cache),
-        true,
+        None,
     )?;
     let base = remote.base().to_string();
     let name = snapshot::newest(&remote.s3, &base, cfg.from)

@@ -581,9 +581,22 @@ fn an_object_store_that_cannot_be_reached_costs_only_the_files_in_it() {
             .count()
     };
     let before = refused(&m);
+    let served = g.requests().len();
     m.start();
     assert!(fs::read(m.path("old")).unwrap() == pattern(50, 300_000));
     assert_eq!(refused(&m), before, "{}", m.log_text());
+    // Checked with a HEAD of one of its packs, not a listing: credentials
+    // that may read objects but not list the bucket serve as well.
+    let asked: Vec<String> = g.requests()[served..]
+        .iter()
+        .filter(|r| r.contains(" /tierfs"))
+        .cloned()
+        .collect();
+    assert!(
+        asked.iter().any(|r| r.contains("HEAD /tierfs/gone/packs/")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|r| r.contains("list-type")), "{asked:?}");
     // A cycle: the file just read goes back warm and "here" goes cold to
     // the second bucket. The first bucket's pack is dead, and that bucket
     // refuses its deletion: the object stays there, no record names it,

@@ -57,6 +57,16 @@ impl Garage {
             .to_string()
     }
 
+    /// The requests node 0 served so far, one line each as Garage logs
+    /// them ("127.0.0.1:PORT GET /bucket?list-type=2…").
+    pub fn requests(&self) -> Vec<String> {
+        let log = fs::read_to_string(self.dir.path().join("c/node0/log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("generic_server") && !l.contains(" error "))
+            .filter_map(|l| l.split_once(" 127.0.0.1:").map(|(_, r)| r.to_string()))
+            .collect()
+    }
+
     pub fn credentials(&self) -> PathBuf {
         self.dir.path().join("c/s3.env")
     }

@@ -146,21 +146,28 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to `target` (checking it can be written, or only read if
-    /// not `writable`), keeping what it fetches in `cache` (shared by every
-    /// object store a store reads).
+    /// Connects to `target`, keeping what it fetches in `cache` (shared by
+    /// every object store a store reads). `read_only`: None checks that it
+    /// can be written (new packs go there); Some(object), one of the packs
+    /// the store names there, checks that it can be read (a HEAD of it).
     pub fn connect(
         target: &Target,
         store_id: u64,
         cache: Arc<FrameCache>,
-        writable: bool,
+        read_only: Option<&str>,
     ) -> std::result::Result<Remote, String> {
         let base = match target.prefix() {
             "" => String::new(),
             p => format!("{p}/"),
         };
         let probe = format!("{base}probe/{store_id:016x}");
-        let s3 = S3::connect(target, &probe, writable)?;
+        let s3 = S3::connect(
+            target,
+            match read_only {
+                None => s3::Probe::Write(&probe),
+                Some(object) => s3::Probe::Read(object),
+            },
+        )?;
         Ok(Remote {
             s3,
             packs_dir: format!("{base}packs/{store_id:016x}/"),

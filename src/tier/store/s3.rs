@@ -55,6 +55,18 @@ pub struct Counts {
     pub bytes_out: AtomicU64,
 }
 
+/// How `S3::connect` checks the bucket.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe<'a> {
+    /// A PUT, a HEAD and a DELETE of this small object: new packs go
+    /// there, so the credentials must write.
+    Write(&'a str),
+    /// A HEAD of this object, one the store expects there: the store is
+    /// only read from. No listing: credentials that may read objects but
+    /// not list the bucket serve as well.
+    Read(&'a str),
+}
+
 pub struct S3 {
     /// Taken at drop, to shut it down with a bound.
     rt: Option<tokio::runtime::Runtime>,
@@ -138,17 +150,10 @@ fn read_credentials(path: &Path) -> std::result::Result<Vec<(String, String)>, S
 }
 
 impl S3 {
-    /// Connects to the bucket of `target` and checks, with a PUT, a HEAD
-    /// and a DELETE of a small object `probe_name` under the prefix, that it
-    /// is there and that the credentials may write to it; or, not
-    /// `writable` (an object store only read from), with a listing of the
-    /// probe's directory, that they may read it. The error is one line
-    /// naming the problem (never a secret).
-    pub fn connect(
-        target: &Target,
-        probe_name: &str,
-        writable: bool,
-    ) -> std::result::Result<S3, String> {
+    /// Connects to the bucket of `target` and checks, as `probe` says, that
+    /// it is there and that the credentials may use it. The error is one
+    /// line naming the problem (never a secret).
+    pub fn connect(target: &Target, probe: Probe) -> std::result::Result<S3, String> {
         let Target::S3 {
             bucket,
             endpoint,
@@ -221,22 +226,36 @@ impl S3 {
             delete_refused: Default::default(),
             counts: Counts::default(),
         };
-        s3.probe(probe_name, writable)?;
+        s3.probe(probe)?;
         Ok(s3)
     }
 
-    fn probe(&self, name: &str, writable: bool) -> std::result::Result<(), String> {
-        let path = ObjectPath::from(name);
-        let dir = ObjectPath::from(name.rsplit_once('/').map_or("", |(d, _)| d));
+    fn probe(&self, probe: Probe) -> std::result::Result<(), String> {
         let c = self.client.clone();
         let r = self.runtime().block_on(async move {
             tokio::time::timeout(READ_BOUND, async {
-                if !writable {
-                    return c.list_with_delimiter(Some(&dir)).await.map(|_| ());
+                match probe {
+                    Probe::Write(name) => {
+                        let path = ObjectPath::from(name);
+                        c.put(&path, b"tierfs probe".to_vec().into()).await?;
+                        c.head(&path).await?;
+                        c.delete(&path).await
+                    }
+                    Probe::Read(name) => match c.head(&ObjectPath::from(name)).await {
+                        Ok(_) => Ok(()),
+                        // The credentials were taken (a refusal is 403);
+                        // the object, or the bucket, is not there.
+                        Err(object_store::Error::NotFound { .. }) => {
+                            log::warn!(
+                                "object store {}: {name} is not there (the object, or the \
+                                 bucket, is gone): the files in it answer EIO",
+                                self.url
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
                 }
-                c.put(&path, b"tierfs probe".to_vec().into()).await?;
-                c.head(&path).await?;
-                c.delete(&path).await
             })
             .await
         });

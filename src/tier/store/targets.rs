@@ -82,7 +82,12 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
         };
         // Only read from (and its objects deleted once moved): a bucket
         // left read-only still serves its packs.
-        match Remote::connect(t, meta.store_id()?, cache.clone(), false) {
+        let object = packs
+            .iter()
+            .find(|p| p.1 as usize == n)
+            .and_then(|p| tiers.remote_packs().name(p.0))
+            .unwrap_or_default();
+        match Remote::connect(t, meta.store_id()?, cache.clone(), Some(&object)) {
             Ok(remote) => {
                 log::info!(
                     "packs of this store in {} are read from there and moved to {} \
@@ -154,7 +159,7 @@ fn make_current(
         configured,
         meta.store_id().map_err(err)?,
         cache.clone(),
-        true,
+        None,
     )?);
     let packs = tiers.remote_pack_targets();
     // The same store: same bucket and prefix, and the same endpoint or one
