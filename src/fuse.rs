@@ -416,7 +416,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.errno("opendir", ino.0, e)),
         }
     }
@@ -425,11 +425,11 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.fs.readdir(ino.0, offset, |child, off, kind, n| {
+        let r = self.fs.readdir(ino.0, fh.0, offset, |child, off, kind, n| {
             reply.add(
                 INodeNo(child),
                 off,
@@ -447,11 +447,11 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.fs.readdirplus(ino.0, offset, |off, n, i| {
+        let r = self.fs.readdirplus(ino.0, fh.0, offset, |off, n, i| {
             reply.add(
                 INodeNo(i.ino),
                 off,
@@ -465,6 +465,18 @@ impl Filesystem for FuseAdapter {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("readdirplus", ino.0, e)),
         }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
     }
 
     fn fsyncdir(

@@ -373,3 +373,158 @@ fn lookup_counts_balance_after_find_and_ls() {
     wait_inodes_used(&m, used0, "after rm -rf");
     m.assert_fsck_clean();
 }
+
+/// Eight names with one 64-bit FNV-1a hash, so one position in their
+/// directory: each of three pairs of 16-letter blocks collides from the
+/// state the blocks before it leave (found by a cycle search, Joux's
+/// construction), and any choice of one block per pair gives the same hash.
+fn colliding_names() -> Vec<String> {
+    let pairs = [
+        ["lknlcoopelfgkdek", "cikgclhpbogddkjk"],
+        ["ofogcagidkcmlblp", "bgffgjpfcapcgabe"],
+        ["peiajnlkpffbjomf", "olejghindfgcglja"],
+    ];
+    let mut names = vec![String::new()];
+    for pair in pairs {
+        names = names
+            .iter()
+            .flat_map(|n| pair.iter().map(move |b| format!("{n}{b}")))
+            .collect();
+    }
+    names
+}
+
+/// The colliding names and ordinary ones around them, sorted.
+fn names_with_collisions() -> Vec<String> {
+    let mut names = colliding_names();
+    names.extend((0..24).map(|i| format!("plain-{i:02}")));
+    names.sort();
+    names
+}
+
+#[test]
+fn names_whose_positions_collide_are_each_listed_once_whatever_the_batch() {
+    let collide = colliding_names();
+    let pos = tierfs::meta::name_pos(collide[0].as_bytes());
+    assert!(collide
+        .iter()
+        .all(|n| tierfs::meta::name_pos(n.as_bytes()) == pos));
+    let tmp = common::scratch("tierfs-collide-");
+    let fs = common::open_direct(tmp.path());
+    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let want = names_with_collisions();
+    for n in &want {
+        let (_, fh) = fs
+            .create(
+                root,
+                tierfs::meta::ROOT_INO,
+                n.as_bytes(),
+                0o644,
+                0,
+                libc::O_RDWR,
+            )
+            .unwrap();
+        fs.release(fh);
+    }
+    let dir = tierfs::meta::ROOT_INO;
+    // Every reply size from one entry up: each reply ends where the next
+    // entry did not fit, and the next call starts from the last offset.
+    for per in 1..=10 {
+        for plus in [false, true] {
+            let fh = fs.opendir(dir).unwrap();
+            let (mut got, mut offset) = (Vec::new(), 0);
+            loop {
+                let mut reply: Vec<(u64, String)> = Vec::new();
+                let mut take = |off: u64, name: &[u8]| {
+                    if reply.len() == per {
+                        return true;
+                    }
+                    reply.push((off, String::from_utf8(name.to_vec()).unwrap()));
+                    false
+                };
+                if plus {
+                    fs.readdirplus(dir, fh, offset, |off, n, _| take(off, n))
+                } else {
+                    fs.readdir(dir, fh, offset, |_, off, _, n| take(off, n))
+                }
+                .unwrap();
+                let Some((last, _)) = reply.last() else {
+                    break;
+                };
+                offset = *last;
+                got.extend(reply.into_iter().map(|r| r.1));
+                assert!(got.len() < 10 * want.len(), "the listing does not end");
+            }
+            fs.releasedir(fh);
+            got.retain(|n| n != "." && n != "..");
+            got.sort();
+            assert_eq!(got, want, "{per} entries per reply, plus: {plus}");
+        }
+    }
+    // A handle's cookies are its own: another handle refuses them.
+    let fh = fs.opendir(dir).unwrap();
+    let mut offs = Vec::new();
+    fs.readdir(dir, fh, 0, |_, off, _, _| {
+        offs.push(off);
+        false
+    })
+    .unwrap();
+    let cookie = *offs.iter().max().unwrap();
+    let other = fs.opendir(dir).unwrap();
+    let r = fs.readdir(dir, other, cookie, |_, _, _, _| false);
+    assert!(matches!(r, Err(tierfs::error::Error::Invalid(_))), "{r:?}");
+    fs.releasedir(fh);
+    fs.releasedir(other);
+}
+
+/// `getdents64` of `dir` with a buffer of `size` bytes, to the end: the
+/// names, in order.
+fn getdents(dir: &Path, size: usize) -> Vec<String> {
+    let f = File::open(dir).unwrap();
+    let mut buf = vec![0u8; size];
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: getdents64 writes at most `size` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                f.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+        if n == 0 {
+            return names;
+        }
+        let mut at = 0;
+        while at < n as usize {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let name = &buf[at + 19..at + reclen];
+            let end = name.iter().position(|&b| b == 0).unwrap();
+            names.push(String::from_utf8(name[..end].to_vec()).unwrap());
+            at += reclen;
+        }
+    }
+}
+
+#[test]
+fn a_listing_through_the_mount_stops_anywhere_among_colliding_names() {
+    let m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    let want = names_with_collisions();
+    for n in &want {
+        File::create(m.path(&format!("d/{n}"))).unwrap();
+    }
+    // A buffer for one entry and for a few: the kernel stops between any
+    // two, and asks again from the last one it passed on.
+    for size in [80, 200, 500, 4096] {
+        let mut got = getdents(&m.path("d"), size);
+        got.retain(|n| n != "." && n != "..");
+        got.sort();
+        assert_eq!(got, want, "a buffer of {size} bytes");
+    }
+    let ls = m.sh_ok("ls -f d | grep -v '^\\.\\.\\?$' | sort");
+    assert_eq!(ls.lines().collect::<Vec<_>>(), want);
+}

@@ -68,6 +68,7 @@ impl TierFs {
             census: Mutex::new(None),
             invalidator: Default::default(),
             expiry: Mutex::new(None),
+            cookies: Default::default(),
         };
         fs.load_quotas()?;
         fs.meta.expect_totals_walk()?;

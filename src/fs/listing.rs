@@ -1,26 +1,127 @@
 //! Directory listings: `readdir`, and `readdirplus`, which sends each
 //! entry's attributes with it and counts each such entry as a kernel lookup.
-//! Owns the listing offsets (an entry's position in its directory, a hash
-//! of its name, plus 3) and that counting; names and link counts are
+//! Owns the listing offsets and that counting; names and link counts are
 //! `fs/mod.rs`'s.
+//!
+//! An entry's offset is its position in the directory (a hash of its name,
+//! `meta::dirents`) plus 3, so that offsets stay valid while entries come
+//! and go. Names whose positions collide (a 62-bit hash: by chance almost
+//! never, but names can be made to) would share an offset, and a listing
+//! that stopped between them would skip the rest. So each of them but the
+//! last gets a cookie instead: an offset of its open directory that stands
+//! for that exact name (`Cookies`).
+
+use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::meta::ListFrom;
+
+/// Offsets from here on are cookies (entries' offsets are below 2^62 + 3).
+const COOKIE_BASE: u64 = 3 << 61;
+/// Cookies one open directory may hold; past them, a listing of names
+/// that collide may skip some of them (logged).
+const COOKIES_PER_DIR: usize = 1 << 16;
+
+/// Per open directory that met colliding names, the name each of its
+/// cookies stands for (cookie = `COOKIE_BASE` + index), and the cookie of
+/// each name (a listing started again gives the same ones). Nothing is
+/// kept for a directory without collisions.
+#[derive(Default)]
+pub(super) struct Cookies {
+    open: Mutex<HashMap<u64, Issued>>,
+}
+
+#[derive(Default)]
+struct Issued {
+    names: Vec<Vec<u8>>,
+    cookies: HashMap<Vec<u8>, u64>,
+}
+
+impl Cookies {
+    /// The offset for `name` in handle `fh`'s listing: its cookie, or None
+    /// when `fh` holds as many as it may.
+    fn issue(&self, fh: u64, name: &[u8]) -> Option<u64> {
+        let mut open = self.open.lock();
+        let issued = open.entry(fh).or_default();
+        if let Some(&c) = issued.cookies.get(name) {
+            return Some(c);
+        }
+        if issued.names.len() >= COOKIES_PER_DIR {
+            return None;
+        }
+        let c = COOKIE_BASE + issued.names.len() as u64;
+        issued.names.push(name.to_vec());
+        issued.cookies.insert(name.to_vec(), c);
+        Some(c)
+    }
+
+    fn name(&self, fh: u64, cookie: u64) -> Option<Vec<u8>> {
+        let i = usize::try_from(cookie - COOKIE_BASE).ok()?;
+        self.open.lock().get(&fh)?.names.get(i).cloned()
+    }
+
+    fn close(&self, fh: u64) {
+        self.open.lock().remove(&fh);
+    }
+}
 
 impl TierFs {
-    pub fn opendir(&self, ino: u64) -> Result<()> {
+    /// Opens directory `ino` for listing: the handle its listings name.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
         if self.meta.inode(ino)?.kind != Kind::Dir {
             return Err(Error::NotDir);
         }
-        Ok(())
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Lists `ino` from the kernel's `offset`, calling `add(ino, next offset,
-    /// kind, name)` until it answers true (buffer full). Offsets stay valid
-    /// while entries are added and removed: they are positions that depend
-    /// on the name alone (`meta::dirents`).
+    /// The directory handle `fh` is closed: its cookies go.
+    pub fn releasedir(&self, fh: u64) {
+        self.cookies.close(fh);
+    }
+
+    /// Where a listing of `dir` through handle `fh` resumes after offset
+    /// `offset` (2 or less: the first entry).
+    fn list_from(&self, dir: u64, fh: u64, offset: u64) -> Result<ListFrom> {
+        if offset < COOKIE_BASE {
+            return Ok(ListFrom::Pos(offset.saturating_sub(2)));
+        }
+        match self.cookies.name(fh, offset) {
+            Some(name) => Ok(ListFrom::After(name)),
+            None => {
+                log::warn!(
+                    "listing of directory {dir}: offset {offset} is not one this handle gave"
+                );
+                Err(Error::Invalid(
+                    "a directory offset this handle did not give",
+                ))
+            }
+        }
+    }
+
+    /// The offset of the entry at `pos` named `name`: its position plus 3,
+    /// or a cookie of `fh` when the entry after it (`next`) has the same
+    /// position.
+    fn offset_of(&self, dir: u64, fh: u64, pos: u64, name: &[u8], next: Option<u64>) -> u64 {
+        if next != Some(pos) {
+            return pos + 3;
+        }
+        self.cookies.issue(fh, name).unwrap_or_else(|| {
+            log::warn!(
+                "listing of directory {dir}: more than {COOKIES_PER_DIR} names whose \
+                 positions collide; a listing that stops among them skips some"
+            );
+            pos + 3
+        })
+    }
+
+    /// Lists `ino` through handle `fh` from the kernel's `offset`, calling
+    /// `add(ino, next offset, kind, name)` until it answers true (buffer
+    /// full). Offsets stay valid while entries are added and removed: they
+    /// are positions that depend on the name alone, or cookies of `fh`.
     pub fn readdir(
         &self,
         ino: u64,
+        fh: u64,
         offset: u64,
         mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
     ) -> Result<()> {
@@ -34,10 +135,17 @@ impl TierFs {
         if offset <= 1 && add(dir.parent.max(ROOT_INO), 2, Kind::Dir, b"..") {
             return Ok(());
         }
-        let from = offset.saturating_sub(2);
-        for r in self.meta.dir_entries(ino, from) {
+        let from = self.list_from(ino, fh, offset)?;
+        let mut entries = self.meta.dir_entries_from(ino, from).peekable();
+        while let Some(r) = entries.next() {
             let (pos, name, child, kind) = r?;
-            if add(child, pos + 3, kind, &name) {
+            let next = entries.peek().and_then(|n| n.as_ref().ok()).map(|n| n.0);
+            if add(
+                child,
+                self.offset_of(ino, fh, pos, &name, next),
+                kind,
+                &name,
+            ) {
                 break;
             }
         }
@@ -56,6 +164,7 @@ impl TierFs {
     pub fn readdirplus(
         &self,
         ino: u64,
+        fh: u64,
         offset: u64,
         mut add: impl FnMut(u64, &[u8], &Inode) -> bool,
     ) -> Result<()> {
@@ -76,8 +185,9 @@ impl TierFs {
             }
         }
         let mut sent = offset <= 1;
-        let from = offset.saturating_sub(2);
-        for r in self.meta.dir_entries(ino, from) {
+        let from = self.list_from(ino, fh, offset)?;
+        let mut entries = self.meta.dir_entries_from(ino, from).peekable();
+        while let Some(r) = entries.next() {
             let (pos, name, child, _) = match r {
                 Ok(entry) => entry,
                 Err(e) if !sent => return Err(e),
@@ -100,7 +210,8 @@ impl TierFs {
                     break;
                 }
             };
-            if add(pos + 3, &name, &inode) {
+            let next = entries.peek().and_then(|n| n.as_ref().ok()).map(|n| n.0);
+            if add(self.offset_of(ino, fh, pos, &name, next), &name, &inode) {
                 self.forget(child, 1);
                 break;
             }

@@ -138,6 +138,9 @@ pub struct TierFs {
     renamed: trash::Renamed,
     /// The trash's expiry thread and what stops it.
     expiry: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Listing offsets of names whose positions collide, per open
+    /// directory (see `listing::Cookies`).
+    cookies: listing::Cookies,
 }
 
 /// See `TierFs::set_invalidator`: (directory, name, wait for it).

@@ -18,6 +18,15 @@ pub(super) const TAG_DIRENT_V2: u8 = b'D';
 /// Before version 3: `S` parent seq, the same entry by sequence.
 const TAG_DIRSEQ_V2: u8 = b'S';
 
+/// Where a listing of a directory starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom {
+    /// The first entry at this position or after it.
+    Pos(u64),
+    /// The entry after the one of this name.
+    After(Vec<u8>),
+}
+
 /// Where an entry named `name` sits in its directory's listing: the high
 /// 62 bits of the name's 64-bit FNV-1a hash (a fixed function: positions
 /// must never change), so that `pos + 3` is a positive `off_t`.
@@ -81,9 +90,22 @@ impl Meta {
         dir: u64,
         from: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>, u64, Kind)>> + '_ {
-        let start = key_ino_u64(TAG_DIRENT, dir, from).to_vec();
-        let end = key_ino(TAG_DIRENT, dir + 1).to_vec();
-        self.db.range(start..end).map(|r| {
+        self.dir_entries_from(dir, ListFrom::Pos(from))
+    }
+
+    /// `dir_entries` from `from`: a position, or just after a name.
+    pub fn dir_entries_from(
+        &self,
+        dir: u64,
+        from: ListFrom,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>, u64, Kind)>> + '_ {
+        use std::ops::Bound;
+        let start = match from {
+            ListFrom::Pos(pos) => Bound::Included(key_ino_u64(TAG_DIRENT, dir, pos).to_vec()),
+            ListFrom::After(name) => Bound::Excluded(dirent_key(dir, &name)),
+        };
+        let end = Bound::Excluded(key_ino(TAG_DIRENT, dir + 1).to_vec());
+        self.db.range::<Vec<u8>, _>((start, end)).map(|r| {
             let (k, v) = r?;
             let (_, name) = split_key(&k)?;
             let d = decode_dirent(&v)?;

@@ -35,6 +35,7 @@ mod types;
 pub use cands::{bucket_of, BUCKET_SECS};
 pub use census::CensusStep;
 use dirents::{decode_dirent, TAG_DIRENT};
+pub use dirents::{name_pos, ListFrom};
 pub use dump::Record;
 pub use index::Totals;
 pub use packs::PackRecords;

@@ -218,8 +218,10 @@ impl Real {
             Op::Fsync { p } => {
                 let i = self.resolve(p)?;
                 if i.kind == Kind::Dir {
-                    self.fs().opendir(i.ino).map_err(errno)?;
-                    return self.fs().fsyncdir().map_err(errno);
+                    let fh = self.fs().opendir(i.ino).map_err(errno)?;
+                    let r = self.fs().fsyncdir().map_err(errno);
+                    self.fs().releasedir(fh);
+                    return r;
                 }
                 let fh = self.fs().open(i.ino, libc::O_RDONLY).map_err(errno)?;
                 let r = self.fs().fsync(i.ino).map_err(errno);
@@ -427,12 +429,16 @@ impl Real {
         let mut stack = vec![(String::new(), ROOT_INO, ROOT_INO)];
         while let Some((dir, ino, parent)) = stack.pop() {
             let mut listed = Vec::new();
-            self.fs()
-                .readdir(ino, 0, |child, _, kind, name| {
-                    listed.push((child, kind, name.to_vec()));
-                    false
-                })
-                .map_err(|e| format!("readdir {dir:?}: {e}"))?;
+            let fh = self
+                .fs()
+                .opendir(ino)
+                .map_err(|e| format!("opendir {dir:?}: {e}"))?;
+            let r = self.fs().readdir(ino, fh, 0, |child, _, kind, name| {
+                listed.push((child, kind, name.to_vec()));
+                false
+            });
+            self.fs().releasedir(fh);
+            r.map_err(|e| format!("readdir {dir:?}: {e}"))?;
             let plus = self.list_plus(ino)?;
             let same = plus.len() == listed.len()
                 && plus
@@ -523,18 +529,25 @@ impl Real {
         const PER_REPLY: usize = 3;
         let mut out = Vec::new();
         let mut offset = 0;
+        let fh = self
+            .fs()
+            .opendir(ino)
+            .map_err(|e| format!("opendir {ino}: {e}"))?;
         loop {
             let mut reply: Vec<(u64, Vec<u8>, Inode)> = Vec::new();
-            self.fs()
-                .readdirplus(ino, offset, |off, name, inode| {
-                    if reply.len() == PER_REPLY {
-                        return true;
-                    }
-                    reply.push((off, name.to_vec(), inode.clone()));
-                    false
-                })
-                .map_err(|e| format!("readdirplus {ino} from {offset}: {e}"))?;
+            let r = self.fs().readdirplus(ino, fh, offset, |off, name, inode| {
+                if reply.len() == PER_REPLY {
+                    return true;
+                }
+                reply.push((off, name.to_vec(), inode.clone()));
+                false
+            });
+            if let Err(e) = r {
+                self.fs().releasedir(fh);
+                return Err(format!("readdirplus {ino} from {offset}: {e}"));
+            }
             let Some(&(last, _, _)) = reply.last() else {
+                self.fs().releasedir(fh);
                 return Ok(out);
             };
             offset = last;
