@@ -8,9 +8,10 @@
 //! mapping laid over it) and notes the fault; the interrupted instruction
 //! then reads zeros, and `read_mapped` reports the fault instead of what
 //! was read, so the caller answers EIO for that file alone. A SIGBUS
-//! anywhere else, or one not raised by a read (`kill -BUS`, a memory error
-//! reported ahead of use), goes to the handler that was there before (Rust's
-//! stack overflow check, or the default: the process dies as it would have).
+//! raised by an access anywhere else goes to the handler that was there
+//! before (Rust's stack overflow check, or the default: the process dies as
+//! it would have). One not raised by an access (`kill -BUS`, a memory error
+//! reported ahead of use) ends the process, SIGBUS's default.
 //!
 //! The page of zeros is seen by every thread, not only the one that
 //! faulted: another thread may read it without a fault of its own, between
@@ -159,9 +160,9 @@ fn raised_by_access(info: &libc::siginfo_t) -> bool {
 /// without destructors, `mmap`, `sigaction`.
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let (addr, ours) = unsafe { ((*info).si_addr() as usize, raised_by_access(&*info)) };
+    let (addr, by_access) = unsafe { ((*info).si_addr() as usize, raised_by_access(&*info)) };
     let (lo, hi) = WATCHED.with(|w| w.get());
-    if ours && (lo..hi).contains(&addr) {
+    if by_access && (lo..hi).contains(&addr) {
         let page = PAGE.load(Ordering::Relaxed);
         let at = addr & !(page - 1);
         FAULTS.fetch_add(1, Ordering::SeqCst);
@@ -192,6 +193,20 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             return;
         }
     }
+    if !by_access {
+        // Sent (`kill -BUS`) or reported ahead of use: nothing to retry, so
+        // the process ends as SIGBUS's default says. Handing it on would
+        // not: Rust's handler puts back the default and returns, which
+        // leaves the process running without this guard.
+        // SAFETY: a zeroed sigaction with SIG_DFL is valid; raise is
+        // async-signal-safe, and the signal it sends is delivered with the
+        // default action once this handler returns.
+        unsafe {
+            reset_default();
+            libc::raise(libc::SIGBUS);
+        }
+        return;
+    }
     match PREVIOUS.get() {
         Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
             // SAFETY: the handler that was installed before ours, called as
@@ -207,18 +222,23 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                 }
             }
         }
-        _ => {
-            // Not ours: back to the default, and the faulting instruction
-            // runs again on return and ends the process as it would have.
-            // SAFETY: a zeroed sigaction with SIG_DFL is valid.
-            unsafe {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigemptyset(&mut dfl.sa_mask);
-                libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
-            }
-        }
+        // Back to the default: the faulting instruction runs again on
+        // return and ends the process as it would have.
+        // SAFETY: see reset_default.
+        _ => unsafe { reset_default() },
     }
+}
+
+/// Puts SIGBUS's default action back.
+///
+/// # Safety
+/// Async-signal-safe; only to be called where the process means to die of
+/// the next SIGBUS.
+unsafe fn reset_default() {
+    let mut dfl: libc::sigaction = std::mem::zeroed();
+    dfl.sa_sigaction = libc::SIG_DFL;
+    libc::sigemptyset(&mut dfl.sa_mask);
+    libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
 }
 
 #[cfg(test)]
@@ -309,19 +329,47 @@ mod tests {
         println!("read {v} past the end and lived");
     }
 
+    /// Run in a child process by the test below: a SIGBUS sent by `kill`
+    /// must end the process, not leave it running without the guard.
     #[test]
-    fn a_fault_outside_a_guarded_read_still_ends_the_process() {
-        use std::os::unix::process::ExitStatusExt;
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+    fn child_is_sent_sigbus() {
+        if std::env::var_os("TIERFS_MAPGUARD_CHILD").is_none() {
+            return;
+        }
+        install();
+        // SAFETY: sends this process a signal.
+        unsafe { libc::kill(libc::getpid(), libc::SIGBUS) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        println!("was sent SIGBUS and lived");
+    }
+
+    /// Runs one of the `child_` tests above in a process of its own.
+    fn run_child(name: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "tier::mapguard::tests::child_faults_outside_a_guarded_read",
+                &format!("tier::mapguard::tests::{name}"),
                 "--nocapture",
                 "--test-threads=1",
             ])
             .env("TIERFS_MAPGUARD_CHILD", "1")
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_sigbus_sent_by_kill_ends_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = run_child("child_is_sent_sigbus");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("and lived"), "{stdout}");
+        assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stdout}");
+    }
+
+    #[test]
+    fn a_fault_outside_a_guarded_read_still_ends_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = run_child("child_faults_outside_a_guarded_read");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!stdout.contains("and lived"), "{stdout}");
         assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stdout}");

@@ -134,6 +134,28 @@ impl Segment {
         got
     }
 
+    /// Lays a page of zeros over the map's page at `off`, as the SIGBUS
+    /// handler does, without turning the segment to `pread`: what another
+    /// thread's read meets between a fault and the segment's turn.
+    #[cfg(test)]
+    pub(super) fn zero_mapped_page(&self, off: u64) {
+        let page = mapguard::page_size();
+        let at = (self.map.as_ptr() as usize + off as usize) & !(page - 1);
+        // SAFETY: one page inside this segment's own map, replaced as the
+        // handler replaces it.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                page,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+    }
+
     /// Reads a big record (or any, on tmpfs) with `pread` rather than
     /// through the map: one large
     /// read from the disk instead of a page fault per 128 KiB (which made the

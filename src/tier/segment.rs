@@ -354,7 +354,8 @@ impl SegmentStore {
     /// the object store) when it can: a cold read decompresses from there
     /// without a copy first. `f` may be called a second time, on a copy
     /// read with `pread`, when a page of a map became zeros (a fault)
-    /// while it ran: what the first call returned is dropped.
+    /// while it ran, or when what the map gave failed: what the first call
+    /// returned is dropped.
     pub fn with_record<R: 'static, F: FnMut(&[u8]) -> Result<R>>(
         &self,
         loc: &ChunkLoc,
@@ -391,11 +392,14 @@ impl SegmentStore {
             f(data)
         });
         match mapped {
-            Ok(r) => r,
-            // What the map gave may hold zeros: `pread` reads the record
-            // again, and says what is wrong if it cannot (EIO from the
-            // disk, or the file shorter than the record).
-            Err(_) => by_pread(&mut f),
+            Ok(Ok(r)) => Ok(r),
+            // What the map gave may hold zeros: a fault while it was read
+            // (`Err`), or one on another thread before this segment turned
+            // to `pread` (no valid record where the index says, or `f`
+            // failed on what it got). `pread` reads the record again and
+            // says what is wrong if it cannot (EIO from the disk, the file
+            // shorter than the record, a checksum that does not match).
+            Ok(Err(_)) | Err(_) => by_pread(&mut f),
         }
     }
 

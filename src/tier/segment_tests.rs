@@ -405,3 +405,24 @@ fn a_record_whose_pages_cannot_be_read_is_damage_not_a_crash() {
     w.read(&locs[1], &mut out).unwrap();
     assert_eq!(out, vec![2u8; 10_000]);
 }
+
+/// A read through the map between another thread's fault (its page is
+/// zeros now) and the segment's turn to `pread` meets zeros without a fault
+/// of its own: the record is read again with `pread`, not answered as
+/// damage.
+#[test]
+fn a_record_on_a_page_another_fault_zeroed_is_read_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let loc = w.append(10, 0, 1, &[9u8; 3000]).unwrap();
+    w.sync().unwrap();
+    let seg = w.segs.read().get(&loc.seg).cloned().unwrap();
+    if seg.pread_only() {
+        eprintln!("segments on tmpfs are read with pread: the map is not met");
+        return;
+    }
+    seg.zero_mapped_page(loc.off);
+    let mut out = Vec::new();
+    w.read(&loc, &mut out).unwrap();
+    assert_eq!(out, vec![9u8; 3000]);
+}
