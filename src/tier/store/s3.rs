@@ -231,6 +231,10 @@ impl S3 {
     }
 
     fn probe(&self, probe: Probe) -> std::result::Result<(), String> {
+        let op = match probe {
+            Probe::Write(_) => Op::Put,
+            Probe::Read(_) => Op::Read,
+        };
         let c = self.client.clone();
         let r = self.runtime().block_on(async move {
             tokio::time::timeout(READ_BOUND, async {
@@ -261,7 +265,7 @@ impl S3 {
         });
         match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("object store {}: {}", self.url, explain(&e))),
+            Ok(Err(e)) => Err(format!("object store {}: {}", self.url, explain(&e, op))),
             Err(_) => Err(format!(
                 "object store {}: no answer within {:?}",
                 self.url, READ_BOUND
@@ -340,7 +344,7 @@ impl S3 {
                     }
                 }
                 (
-                    explain(&e),
+                    explain(&e, op),
                     matches!(e, object_store::Error::Generic { .. }),
                 )
             }
@@ -564,7 +568,7 @@ fn first_line(e: &dyn std::fmt::Display) -> String {
 }
 
 /// One line saying what went wrong, in the user's terms where it is known.
-fn explain(e: &object_store::Error) -> String {
+fn explain(e: &object_store::Error, op: Op) -> String {
     use std::error::Error as _;
     let mut chain = e.to_string();
     let mut src = e.source();
@@ -583,7 +587,12 @@ fn explain(e: &object_store::Error) -> String {
         || low.contains("accessdenied")
         || low.contains("403")
     {
-        "the credentials were refused (access key or secret is wrong, or lacks write access)".into()
+        let access = match op {
+            Op::Read => "read",
+            Op::Put => "write",
+            Op::Delete => "delete",
+        };
+        format!("the credentials were refused (access key or secret is wrong, or lacks {access} access)")
     } else if low.contains("connection refused") {
         "connection refused".into()
     } else if low.contains("dns error") || low.contains("failed to lookup") {
@@ -594,5 +603,21 @@ fn explain(e: &object_store::Error) -> String {
         let mut t = text;
         t.truncate(300);
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_access_that_was_refused() {
+        let refused = || object_store::Error::Generic {
+            store: "S3",
+            source: "Client error with status 403 Forbidden: AccessDenied".into(),
+        };
+        assert!(explain(&refused(), Op::Read).ends_with("lacks read access)"));
+        assert!(explain(&refused(), Op::Put).ends_with("lacks write access)"));
+        assert!(explain(&refused(), Op::Delete).ends_with("lacks delete access)"));
     }
 }

@@ -82,11 +82,19 @@ pub fn connect(meta: &Meta, tiers: &Tiers, cold: &Cold, cache_dir: &Path) -> Res
         };
         // Only read from (and its objects deleted once moved): a bucket
         // left read-only still serves its packs.
-        let object = packs
+        let Some(object) = packs
             .iter()
-            .find(|p| p.1 as usize == n)
-            .and_then(|p| tiers.remote_packs().name(p.0))
-            .unwrap_or_default();
+            .filter(|p| p.1 as usize == n)
+            .find_map(|p| tiers.remote_packs().name(p.0))
+        else {
+            let why = format!(
+                "none of the packs in {} has a name this store can read",
+                t.url()
+            );
+            log::error!("{why}; its packs cannot be read");
+            tiers.remote_unreachable(n as u32, t.url(), why);
+            continue;
+        };
         match Remote::connect(t, meta.store_id()?, cache.clone(), Some(&object)) {
             Ok(remote) => {
                 log::info!(
