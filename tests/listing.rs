@@ -402,8 +402,13 @@ fn names_with_collisions() -> Vec<String> {
     names
 }
 
-#[test]
-fn names_whose_positions_collide_are_each_listed_once_whatever_the_batch() {
+/// A store (through `TierFs`, no mount) whose root holds
+/// `names_with_collisions()`.
+fn store_with_collisions() -> (
+    tempfile::TempDir,
+    std::sync::Arc<tierfs::fs::TierFs>,
+    Vec<String>,
+) {
     let collide = colliding_names();
     let pos = tierfs::meta::name_pos(collide[0].as_bytes());
     assert!(collide
@@ -426,55 +431,119 @@ fn names_whose_positions_collide_are_each_listed_once_whatever_the_batch() {
             .unwrap();
         fs.release(fh);
     }
+    (tmp, fs, want)
+}
+
+/// One reply of at most `per` entries of the root from `offset`:
+/// (offset, name) of each.
+fn reply(
+    fs: &tierfs::fs::TierFs,
+    fh: u64,
+    offset: u64,
+    per: usize,
+    plus: bool,
+) -> tierfs::error::Result<Vec<(u64, String)>> {
+    let dir = tierfs::meta::ROOT_INO;
+    let mut reply: Vec<(u64, String)> = Vec::new();
+    let mut take = |off: u64, name: &[u8]| {
+        if reply.len() == per {
+            return true;
+        }
+        reply.push((off, String::from_utf8(name.to_vec()).unwrap()));
+        false
+    };
+    if plus {
+        fs.readdirplus(dir, fh, offset, |off, n, _| take(off, n))
+    } else {
+        fs.readdir(dir, fh, offset, |_, off, _, n| take(off, n))
+    }?;
+    Ok(reply)
+}
+
+/// The root listed through a new handle, `per` entries a reply, each
+/// starting from the last offset of the one before: the names, sorted,
+/// without `.` and `..`.
+fn list_in_replies(fs: &tierfs::fs::TierFs, per: usize, plus: bool) -> Vec<String> {
+    let fh = fs.opendir(tierfs::meta::ROOT_INO).unwrap();
+    let (mut got, mut offset) = (Vec::new(), 0);
+    loop {
+        let r = reply(fs, fh, offset, per, plus).unwrap();
+        let Some((last, _)) = r.last() else {
+            break;
+        };
+        offset = *last;
+        got.extend(r.into_iter().map(|r| r.1));
+        assert!(got.len() < 1000, "the listing does not end");
+    }
+    fs.releasedir(fh);
+    got.retain(|n| n != "." && n != "..");
+    got.sort();
+    got
+}
+
+#[test]
+fn names_whose_positions_collide_are_each_listed_once_whatever_the_batch() {
+    let (_tmp, fs, want) = store_with_collisions();
     let dir = tierfs::meta::ROOT_INO;
     // Every reply size from one entry up: each reply ends where the next
     // entry did not fit, and the next call starts from the last offset.
     for per in 1..=10 {
         for plus in [false, true] {
-            let fh = fs.opendir(dir).unwrap();
-            let (mut got, mut offset) = (Vec::new(), 0);
-            loop {
-                let mut reply: Vec<(u64, String)> = Vec::new();
-                let mut take = |off: u64, name: &[u8]| {
-                    if reply.len() == per {
-                        return true;
-                    }
-                    reply.push((off, String::from_utf8(name.to_vec()).unwrap()));
-                    false
-                };
-                if plus {
-                    fs.readdirplus(dir, fh, offset, |off, n, _| take(off, n))
-                } else {
-                    fs.readdir(dir, fh, offset, |_, off, _, n| take(off, n))
-                }
-                .unwrap();
-                let Some((last, _)) = reply.last() else {
-                    break;
-                };
-                offset = *last;
-                got.extend(reply.into_iter().map(|r| r.1));
-                assert!(got.len() < 10 * want.len(), "the listing does not end");
-            }
-            fs.releasedir(fh);
-            got.retain(|n| n != "." && n != "..");
-            got.sort();
+            let got = list_in_replies(&fs, per, plus);
             assert_eq!(got, want, "{per} entries per reply, plus: {plus}");
         }
     }
     // A handle's cookies are its own: another handle refuses them.
     let fh = fs.opendir(dir).unwrap();
-    let mut offs = Vec::new();
-    fs.readdir(dir, fh, 0, |_, off, _, _| {
-        offs.push(off);
-        false
-    })
-    .unwrap();
-    let cookie = *offs.iter().max().unwrap();
+    let cookie = reply(&fs, fh, 0, usize::MAX, false)
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .max()
+        .unwrap();
     let other = fs.opendir(dir).unwrap();
     let r = fs.readdir(dir, other, cookie, |_, _, _, _| false);
     assert!(matches!(r, Err(tierfs::error::Error::Invalid(_))), "{r:?}");
     fs.releasedir(fh);
     fs.releasedir(other);
+    // And a closed handle's are gone.
+    let r = fs.readdir(dir, fh, cookie, |_, _, _, _| false);
+    assert!(matches!(r, Err(tierfs::error::Error::Invalid(_))), "{r:?}");
+}
+
+/// Cookies are few in the whole daemon (65,536): those of a closed
+/// directory must be given back, or later listings would skip colliding
+/// names. And a cookie still resumes after the name it stands for went.
+#[test]
+fn cookies_end_with_their_handle_and_outlive_their_name() {
+    let (_tmp, fs, want) = store_with_collisions();
+    // Seven cookies per listing: 10,000 listings take more than there are.
+    for i in 0..10_000 {
+        let got = list_in_replies(&fs, 1, i % 2 == 1);
+        if i % 1000 == 999 {
+            assert_eq!(got, want, "listing {i}");
+        }
+    }
+    let dir = tierfs::meta::ROOT_INO;
+    let fh = fs.opendir(dir).unwrap();
+    let (mut got, mut offset, mut removed) = (Vec::new(), 0, None);
+    loop {
+        let r = reply(&fs, fh, offset, 1, false).unwrap();
+        let Some((last, name)) = r.last().cloned() else {
+            break;
+        };
+        got.push(name.clone());
+        offset = last;
+        if removed.is_none() && last >= 3 << 61 {
+            fs.unlink(dir, name.as_bytes()).unwrap();
+            removed = Some(name);
+        }
+    }
+    fs.releasedir(fh);
+    assert!(removed.is_some(), "no cookie was given");
+    got.retain(|n| n != "." && n != "..");
+    got.sort();
+    assert_eq!(got, want, "removed {removed:?} after it was listed");
 }
 
 /// `getdents64` of `dir` with a buffer of `size` bytes, to the end: the

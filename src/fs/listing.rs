@@ -16,11 +16,16 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::meta::ListFrom;
 
+/// An entry as `Meta::dir_entries_from` gives it: position, name, inode,
+/// kind.
+type Entry = (u64, Vec<u8>, u64, Kind);
+
 /// Offsets from here on are cookies (entries' offsets are below 2^62 + 3).
 const COOKIE_BASE: u64 = 3 << 61;
-/// Cookies one open directory may hold; past them, a listing of names
-/// that collide may skip some of them (logged).
-const COOKIES_PER_DIR: usize = 1 << 16;
+/// Cookies all open directories together may hold (at most about 20 MiB
+/// with the longest names); past them, a listing of names that collide may
+/// skip some of them (logged).
+const COOKIES: usize = 1 << 16;
 
 /// Per open directory that met colliding names, the name each of its
 /// cookies stands for (cookie = `COOKIE_BASE` + index), and the cookie of
@@ -28,40 +33,53 @@ const COOKIES_PER_DIR: usize = 1 << 16;
 /// kept for a directory without collisions.
 #[derive(Default)]
 pub(super) struct Cookies {
-    open: Mutex<HashMap<u64, Issued>>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    dirs: HashMap<u64, Issued>,
+    /// Cookies held by all of `dirs`.
+    held: usize,
 }
 
 #[derive(Default)]
 struct Issued {
-    names: Vec<Vec<u8>>,
-    cookies: HashMap<Vec<u8>, u64>,
+    names: Vec<Arc<[u8]>>,
+    cookies: HashMap<Arc<[u8]>, u64>,
 }
 
 impl Cookies {
     /// The offset for `name` in handle `fh`'s listing: its cookie, or None
-    /// when `fh` holds as many as it may.
+    /// when all cookies are taken.
     fn issue(&self, fh: u64, name: &[u8]) -> Option<u64> {
         let mut open = self.open.lock();
-        let issued = open.entry(fh).or_default();
+        let full = open.held >= COOKIES;
+        let issued = open.dirs.entry(fh).or_default();
         if let Some(&c) = issued.cookies.get(name) {
             return Some(c);
         }
-        if issued.names.len() >= COOKIES_PER_DIR {
+        if full {
             return None;
         }
         let c = COOKIE_BASE + issued.names.len() as u64;
-        issued.names.push(name.to_vec());
-        issued.cookies.insert(name.to_vec(), c);
+        let name: Arc<[u8]> = name.into();
+        issued.names.push(name.clone());
+        issued.cookies.insert(name, c);
+        open.held += 1;
         Some(c)
     }
 
     fn name(&self, fh: u64, cookie: u64) -> Option<Vec<u8>> {
         let i = usize::try_from(cookie - COOKIE_BASE).ok()?;
-        self.open.lock().get(&fh)?.names.get(i).cloned()
+        Some(self.open.lock().dirs.get(&fh)?.names.get(i)?.to_vec())
     }
 
     fn close(&self, fh: u64) {
-        self.open.lock().remove(&fh);
+        let mut open = self.open.lock();
+        if let Some(issued) = open.dirs.remove(&fh) {
+            open.held -= issued.names.len();
+        }
     }
 }
 
@@ -99,16 +117,28 @@ impl TierFs {
     }
 
     /// The offset of the entry at `pos` named `name`: its position plus 3,
-    /// or a cookie of `fh` when the entry after it (`next`) has the same
-    /// position.
-    fn offset_of(&self, dir: u64, fh: u64, pos: u64, name: &[u8], next: Option<u64>) -> u64 {
-        if next != Some(pos) {
+    /// or a cookie of `fh` when the entry after it (`next`) may have the
+    /// same position (it has, or it could not be read).
+    fn offset_of(
+        &self,
+        dir: u64,
+        fh: u64,
+        pos: u64,
+        name: &[u8],
+        next: Option<&Result<Entry>>,
+    ) -> u64 {
+        let shared = match next {
+            None => false,
+            Some(Ok(n)) => n.0 == pos,
+            Some(Err(_)) => true,
+        };
+        if !shared {
             return pos + 3;
         }
         self.cookies.issue(fh, name).unwrap_or_else(|| {
             log::warn!(
-                "listing of directory {dir}: more than {COOKIES_PER_DIR} names whose \
-                 positions collide; a listing that stops among them skips some"
+                "listing of directory {dir}: open directories hold {COOKIES} names whose \
+                 positions collide; a listing that stops among the others skips some"
             );
             pos + 3
         })
@@ -139,13 +169,8 @@ impl TierFs {
         let mut entries = self.meta.dir_entries_from(ino, from).peekable();
         while let Some(r) = entries.next() {
             let (pos, name, child, kind) = r?;
-            let next = entries.peek().and_then(|n| n.as_ref().ok()).map(|n| n.0);
-            if add(
-                child,
-                self.offset_of(ino, fh, pos, &name, next),
-                kind,
-                &name,
-            ) {
+            let off = self.offset_of(ino, fh, pos, &name, entries.peek());
+            if add(child, off, kind, &name) {
                 break;
             }
         }
@@ -210,8 +235,8 @@ impl TierFs {
                     break;
                 }
             };
-            let next = entries.peek().and_then(|n| n.as_ref().ok()).map(|n| n.0);
-            if add(self.offset_of(ino, fh, pos, &name, next), &name, &inode) {
+            let off = self.offset_of(ino, fh, pos, &name, entries.peek());
+            if add(off, &name, &inode) {
                 self.forget(child, 1);
                 break;
             }
