@@ -361,16 +361,19 @@ fn after_a_crash_a_full_quota_refuses_the_first_create() {
     m.assert_fsck_clean();
 }
 
-/// While the census counts the quotas' use after a crash, only changes of
-/// use wait for it: a chmod, an xattr and a write within a file's size
-/// answer while the count is held; a create waits, is refused by the full
-/// quota once counted, and another after an unlink is charged.
+/// While the census counts a quota's use after a crash, only changes of
+/// use in its tree wait for it: a chmod, an xattr and a write within a
+/// file's size there, and creates, growing writes, renames and unlinks
+/// elsewhere, answer while the count is held; a create under the quota
+/// and a rename into it wait, are refused by the full quota once counted,
+/// and a create after an unlink is charged.
 #[test]
-fn while_quotas_are_counted_only_changes_of_use_wait() {
+fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
     let mut m = Mounted::new();
     m.sh_ok(
-        "mkdir q free && setfattr -n user.tier.quota -v files=3 q && \
-         printf aaaa > q/a && printf bbbb > q/b && printf cccc > q/c && sync q/a q/b q/c",
+        "mkdir q free other && setfattr -n user.tier.quota -v files=3 q && \
+         printf aaaa > q/a && printf bbbb > q/b && printf cccc > q/c && \
+         printf xx > other/x && sync q/a q/b q/c other/x",
     );
     m.kill9();
     let hold = m.tmp.path().join("hold");
@@ -386,19 +389,32 @@ fn while_quotas_are_counted_only_changes_of_use_wait() {
         "chmod 600 q/a && setfattr -n user.note -v kept q/b && \
          printf XY | dd of=q/c conv=notrunc status=none && cat q/c > /dev/null && ls q > /dev/null",
     );
-    // A create, under the quota or not, waits for the count.
+    // Changes of use outside the quota's tree go on: creates, a write
+    // that grows a file, a rename, an unlink.
+    m.sh_ok(
+        "printf eeee > free/e && printf more >> free/e && mv free/e free/f && \
+         mkdir free/sub && : > free/sub/g && rm free/sub/g",
+    );
+    assert!(
+        !m.log_text().contains("quotas: the use of"),
+        "the count was still held"
+    );
+    // A create under the quota, and a rename into its tree, wait for the
+    // count.
     let mnt = m.mnt.clone();
     let create = std::thread::spawn(move || fs::File::create(mnt.join("q/d")).map(|_| ()));
     let mnt = m.mnt.clone();
-    let elsewhere = std::thread::spawn(move || fs::File::create(mnt.join("free/e")).map(|_| ()));
+    let moved = std::thread::spawn(move || fs::rename(mnt.join("other/x"), mnt.join("q/x")));
     std::thread::sleep(std::time::Duration::from_millis(500));
-    // (Nothing may look in q meanwhile: the kernel holds its lock for the
-    // create.)
-    assert!(!create.is_finished() && !elsewhere.is_finished());
+    // (Nothing may look in q or other meanwhile: the kernel holds their
+    // locks for the create and the rename.)
+    assert!(!create.is_finished() && !moved.is_finished());
     fs::remove_file(&hold).unwrap();
     let refused = create.join().unwrap().unwrap_err();
     assert_eq!(errno(refused), libc::EDQUOT);
-    elsewhere.join().unwrap().unwrap();
+    let refused = moved.join().unwrap().unwrap_err();
+    assert_eq!(errno(refused), libc::EDQUOT);
+    assert_eq!(m.sh_ok("cat free/f other/x"), "eeeemorexx");
     assert_eq!(quota(&m, "q"), "files=3; used 12B 3");
     m.sh_ok("rm q/a && printf dd > q/d");
     assert_eq!(quota(&m, "q"), "files=3; used 10B 3");
@@ -406,6 +422,47 @@ fn while_quotas_are_counted_only_changes_of_use_wait() {
         m.sh_ok("stat -c %a q/d; getfattr --only-values -n user.note q/b; cat q/c"),
         "644\nkeptXYcc"
     );
+    m.unset_env("TIERFS_HOLD_AT");
+    m.stop();
+    m.assert_fsck_clean();
+}
+
+/// Setting a quota counts its tree; meanwhile the changes of use in that
+/// tree wait and the rest of the store goes on.
+#[test]
+fn a_quota_being_set_holds_only_its_own_tree() {
+    let mut m = Mounted::new();
+    m.sh_ok("mkdir -p q/sub free && printf aaaa > q/sub/a");
+    let hold = m.tmp.path().join("hold");
+    fs::write(&hold, b"").unwrap();
+    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    m.stop();
+    m.start();
+    let q = m.path("q");
+    let set = std::thread::spawn(move || {
+        std::process::Command::new("setfattr")
+            .args(["-n", "user.tier.quota", "-v", "files=3"])
+            .arg(q)
+            .status()
+            .unwrap()
+    });
+    let held = std::time::Instant::now();
+    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
+        assert!(held.elapsed().as_secs() < 30, "the count is not held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    m.sh_ok("printf eeee > free/e && mv free/e free/f && printf more >> free/f");
+    assert!(!set.is_finished(), "the count was still held");
+    let mnt = m.mnt.clone();
+    let create = std::thread::spawn(move || fs::File::create(mnt.join("q/sub/b")).map(|_| ()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!create.is_finished(), "a create in the tree waits");
+    fs::remove_file(&hold).unwrap();
+    assert!(set.join().unwrap().success());
+    create.join().unwrap().unwrap();
+    assert_eq!(quota(&m, "q"), "files=3; used 4B 3");
+    let refused = fs::File::create(m.path("q/sub/c")).unwrap_err();
+    assert_eq!(errno(refused), libc::EDQUOT);
     m.unset_env("TIERFS_HOLD_AT");
     m.stop();
     m.assert_fsck_clean();

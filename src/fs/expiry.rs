@@ -110,7 +110,7 @@ impl TierFs {
             return Ok(false);
         };
         let freed = {
-            let _q = self.quota_guard();
+            let _q = self.quota_guard_for(&[inode.parent], &[ino]);
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
             let charged = Delta::of(&victim, self.charged_size(&victim));

@@ -12,6 +12,7 @@ mod links;
 mod listing;
 mod lookups;
 mod quota;
+mod quota_count;
 use daemon::Writeback;
 use quota::Delta;
 mod trash;
@@ -157,12 +158,6 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl TierFs {
-    /// The quota lock, when there are quotas (see `quota::Quotas::lock`),
-    /// once their use is counted.
-    fn quota_guard(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
-        self.quotas.active().then(|| self.quota_lock())
-    }
-
     pub fn meta(&self) -> &Meta {
         &self.meta
     }
@@ -346,7 +341,7 @@ impl TierFs {
             symlink,
         } = new;
         check_name(name)?;
-        let _q = self.quota_guard();
+        let _q = self.quota_guard_for(&[parent], &[]);
         let held = self.meta.write_lock();
         let mut dir = self.meta.inode(parent)?;
         if dir.kind != Kind::Dir {

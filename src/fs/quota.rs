@@ -11,7 +11,7 @@
 //! The limits are records (`meta::quota`); the use is counted from the
 //! tree of each quota directory when it is set, kept as running totals in
 //! memory while mounted, saved at a clean unmount and counted again at a
-//! mount after a crash. With no quota set, nothing here
+//! mount after a crash (`quota_count`). With no quota set, nothing here
 //! costs anything: every entry point returns at once.
 
 use parking_lot::RwLock;
@@ -23,7 +23,7 @@ use crate::meta::{Limits, LinkDirs, Usage};
 #[derive(Default)]
 pub(super) struct Quotas {
     /// Quota directories: limits and usage.
-    dirs: RwLock<HashMap<u64, (Limits, Usage)>>,
+    pub(super) dirs: RwLock<HashMap<u64, (Limits, Usage)>>,
     /// Held from the check of a change to its charge (a write that grows
     /// a file holds it only to charge the growth, not while it writes).
     pub(super) lock: Mutex<()>,
@@ -39,12 +39,11 @@ pub(super) struct Quotas {
     /// that a cut never falls between a write's charge (or its finding
     /// that it grows nothing) and its bytes. Taken before the quota lock.
     gates: [RwLock<()>; 32],
-    /// Quota directories whose use the last stop did not save: counted by
-    /// the census while the mount serves (`count_quotas`). Until then,
-    /// every change of use waits (`quota_guard`).
-    uncounted: Mutex<Vec<u64>>,
-    /// Signalled (with `lock`) when `uncounted` has been counted.
-    counted: parking_lot::Condvar,
+    /// Quota directories whose use is not known yet (`quota_count`):
+    /// the changes of use in their trees wait.
+    pub(super) uncounted: Mutex<super::quota_count::Uncounted>,
+    /// Signalled (with `uncounted`) when a quota has been counted.
+    pub(super) counted: parking_lot::Condvar,
 }
 
 /// A change of usage: files and bytes, either way.
@@ -125,111 +124,6 @@ fn show_bytes(b: u64) -> String {
 }
 
 impl TierFs {
-    /// The quota lock (`Quotas::lock`), once the use of every quota is
-    /// known: a change of use waits while the census counts what the last
-    /// stop did not save.
-    pub(super) fn quota_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
-        let mut g = self.quotas.lock.lock();
-        while !self.quotas.uncounted.lock().is_empty() {
-            self.quotas.counted.wait(&mut g);
-        }
-        g
-    }
-
-    /// Counts the use of the quotas the last stop did not save (after a
-    /// crash), each from its tree: called by the census, while the mount
-    /// serves. Holds the quota lock meanwhile, so changes of use wait
-    /// (creates, links, unlinks, renames, writes that grow a file,
-    /// truncates, restores); every change that takes the quota lock is one
-    /// of those, so the trees stand still for the count while every other
-    /// request goes on: reads, listings, writes within a file's size,
-    /// attributes, xattrs, moves between tiers. A quota whose tree cannot
-    /// be read is logged and left out of this mount (nothing saves a use
-    /// for it, so the next mount counts it again).
-    pub(super) fn count_quotas(&self) {
-        if self.quotas.uncounted.lock().is_empty() {
-            return;
-        }
-        let _q = self.quotas.lock.lock();
-        crate::fault::hold_point("quota-count");
-        let dirs = std::mem::take(&mut *self.quotas.uncounted.lock());
-        let started = std::time::Instant::now();
-        for dir in &dirs {
-            // A panic (a damaged record sled cannot read) must not leave the
-            // changes waiting for the count waiting for ever.
-            let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.meta.quota_usage_of(*dir, |i| self.counted_size(i))
-            }))
-            .unwrap_or_else(|_| Err(Error::Corrupt("the count panicked".into())));
-            match counted {
-                Ok(used) => {
-                    if let Some(q) = self.quotas.dirs.write().get_mut(dir) {
-                        q.1 = used;
-                    }
-                }
-                Err(e) => {
-                    log::error!(
-                        "counting the use of the quota of {}: {e}; it is not enforced \
-                         until a mount counts it",
-                        self.describe(*dir)
-                    );
-                    self.quotas.dirs.write().remove(dir);
-                }
-            }
-        }
-        log::info!(
-            "quotas: the use of {} counted in {:.1?}",
-            dirs.len(),
-            started.elapsed()
-        );
-        self.quotas.counted.notify_all();
-    }
-
-    /// Loads the quota records and their use as the last clean unmount
-    /// saved it; a quota without a saved use is counted by the census
-    /// (`count_quotas`).
-    pub(super) fn load_quotas(&self) -> Result<()> {
-        let saved: HashMap<u64, Usage> = self
-            .meta
-            .take_quota_usage()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let mut dirs = HashMap::new();
-        let mut uncounted = Vec::new();
-        for (dir, limits) in self.meta.quotas()? {
-            match self.meta.inode(dir) {
-                Ok(i) if i.kind == Kind::Dir && i.nlink > 0 => {
-                    let used = match saved.get(&dir) {
-                        Some(u) => *u,
-                        None => {
-                            uncounted.push(dir);
-                            Usage::default()
-                        }
-                    };
-                    dirs.insert(dir, (limits, used));
-                }
-                // A quota of a directory that is gone (fsck reports it).
-                _ => {}
-            }
-        }
-        *self.quotas.dirs.write() = dirs;
-        *self.quotas.uncounted.lock() = uncounted;
-        Ok(())
-    }
-
-    /// Saves every quota's use for the next mount (at a clean unmount).
-    pub(super) fn save_quotas(&self) -> Result<()> {
-        let usage: Vec<(u64, Usage)> = self
-            .quotas
-            .dirs
-            .read()
-            .iter()
-            .map(|(d, (_, u))| (*d, *u))
-            .collect();
-        self.meta.save_quota_usage(&usage)
-    }
-
     /// The quota directories at and above directory `dir`.
     pub(super) fn quotas_over(&self, dir: u64) -> Result<Vec<u64>> {
         self.quotas_over_in(dir, &Overlay::default())
@@ -497,7 +391,7 @@ impl TierFs {
     /// read in the order a write hands its size on (under way, then not
     /// yet durable, then in the inode record), so that a write-back that
     /// commits a size meanwhile is not missed between the reads.
-    fn counted_size(&self, i: &Inode) -> u64 {
+    pub(super) fn counted_size(&self, i: &Inode) -> u64 {
         let growing = self.quotas.growing.lock().get(&i.ino).map_or(0, |g| g.0);
         let pending = self.tiers.pending_size(i.ino).unwrap_or(0);
         let size = self.meta.inode(i.ino).map_or(i.size, |now| now.size);
@@ -510,7 +404,7 @@ impl TierFs {
     /// the charge. Returns what was charged (for `write_done`), none if the
     /// file is in no directory.
     pub(super) fn charge_write(&self, ino: u64, end: u64) -> Result<Option<Delta>> {
-        let _q = self.quota_guard();
+        let _q = self.quota_guard_for(&[], &[ino]);
         let i = self.inode(ino)?;
         if i.nlink == 0 || i.trash {
             return Ok(None);
@@ -535,7 +429,7 @@ impl TierFs {
     /// be short by what failed until it is counted again.)
     pub(super) fn write_done(&self, ino: u64, d: Delta, failed: bool) {
         if failed && d.bytes > 0 {
-            let _q = self.quota_guard();
+            let _q = self.quota_guard_for(&[], &[ino]);
             self.give_back(ino, d);
         }
         self.end_growing(ino);
@@ -551,7 +445,7 @@ impl TierFs {
     /// counts then) or will give back; none if there is no quota. The
     /// caller holds the file's gate exclusively: no write is under way.
     pub(super) fn charge_truncate(&self, ino: u64, size: u64) -> Result<Option<Delta>> {
-        let Some(_q) = self.quota_guard() else {
+        let Some(_q) = self.quota_guard_for(&[], &[ino]) else {
             return Ok(None);
         };
         let i = self.inode(ino)?;
@@ -572,7 +466,7 @@ impl TierFs {
     /// the quotas the file is in now (an unlink meanwhile took its charge
     /// back already).
     pub(super) fn truncate_done(&self, ino: u64, d: Delta, ok: bool) {
-        let _q = self.quota_guard();
+        let _q = self.quota_guard_for(&[], &[ino]);
         let back = match (d.bytes > 0, ok) {
             (true, false) => Some(d),
             (false, true) if d.bytes < 0 => Some(Delta {
@@ -635,13 +529,6 @@ impl TierFs {
         }
     }
 
-    /// Waits until the use of every quota is counted (`count_quotas`).
-    fn quotas_counted(&self) {
-        if self.quotas.active() {
-            drop(self.quota_lock());
-        }
-    }
-
     /// `user.tier.quota` of directory `ino` (once its use is counted).
     pub(super) fn quota_get(&self, ino: u64) -> Result<Vec<u8>> {
         self.quotas_counted();
@@ -666,8 +553,9 @@ impl TierFs {
     /// Sets (`Some`) or removes the quota of directory `ino`.
     pub(super) fn quota_set(&self, ino: u64, value: Option<&[u8]>) -> Result<()> {
         let limits = value.map(parse_limits).transpose()?;
-        let _q = self.quota_lock();
-        {
+        self.quotas_counted();
+        let new = {
+            let _q = self.quotas.lock.lock();
             let held = self.meta.write_lock();
             let inode = self.meta.inode(ino)?;
             if inode.kind != Kind::Dir {
@@ -684,31 +572,28 @@ impl TierFs {
                 None => return Err(Error::NoXattr),
             }
             self.meta.commit(&held, t)?;
-        }
-        match limits {
-            Some(l) => {
-                let used = self.quotas.dirs.read().get(&ino).map(|(_, u)| *u);
-                let used = match used {
-                    Some(u) => u,
-                    None => {
-                        // In the table before the count, so that a change in
-                        // the tree takes the quota lock (held here) and waits
-                        // for the count, even when it is the first quota.
-                        self.quotas.dirs.write().insert(ino, (l, Usage::default()));
-                        match self.meta.quota_usage_of(ino, |i| self.counted_size(i)) {
-                            Ok(u) => u,
-                            Err(e) => {
-                                self.quotas.dirs.write().remove(&ino);
-                                return Err(e);
-                            }
-                        }
-                    }
-                };
-                self.quotas.dirs.write().insert(ino, (l, used));
+            let mut dirs = self.quotas.dirs.write();
+            match (limits, dirs.get_mut(&ino)) {
+                (Some(l), Some(q)) => {
+                    q.0 = l;
+                    false
+                }
+                (Some(l), None) => {
+                    drop(dirs);
+                    // In the table before the count, so that a change in
+                    // the tree waits for it, even when it is the first
+                    // quota; the rest of the store goes on meanwhile.
+                    self.add_uncounted(ino, l);
+                    true
+                }
+                (None, _) => {
+                    dirs.remove(&ino);
+                    false
+                }
             }
-            None => {
-                self.quotas.dirs.write().remove(&ino);
-            }
+        };
+        if new {
+            self.count_quota(ino)?;
         }
         self.meta.flush()
     }

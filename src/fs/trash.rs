@@ -160,7 +160,7 @@ impl TierFs {
             i
         };
         let _gate = self.write_gate(ino).map(|g| g.write());
-        let _q = self.quota_guard();
+        let _q = self.quota_guard_for(&[], &[ino]);
         let inode = self.inode(ino)?;
         if inode.size == 0 {
             return Ok(()); // most opens with O_TRUNC create the file
@@ -312,7 +312,7 @@ impl TierFs {
                 .ok_or(Error::NotFound)?
         };
         let is_dir = {
-            let _q = self.quota_guard();
+            let _q = self.quota_guard_for(&[dir], &[e.ino]);
             let held = self.meta.write_lock();
             let mut d = self.meta.inode(dir)?;
             if d.nlink == 0 {
@@ -387,7 +387,7 @@ impl TierFs {
         let parent = file.parent;
         let name = self.name_of(file)?.ok_or(Error::NotFound)?;
         let orphan = {
-            let _q = self.quota_guard();
+            let _q = self.quota_guard_for(&[parent], &[file.ino, id]);
             let held = self.meta.write_lock();
             let e = self
                 .meta
