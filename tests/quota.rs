@@ -375,6 +375,17 @@ fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
          printf aaaa > q/a && printf bbbb > q/b && printf cccc > q/c && \
          printf xx > other/x && sync q/a q/b q/c other/x",
     );
+    // A file outside the quota whose writes share a gate with q/b's
+    // (`write_gate`: inode mod 32).
+    let ino = |p: &str| fs::metadata(m.path(p)).unwrap().ino();
+    let mate = (0..64)
+        .map(|i| format!("free/m{i}"))
+        .find(|p| {
+            fs::write(m.path(p), b"mmmm").unwrap();
+            ino(p) % 32 == ino("q/b") % 32
+        })
+        .unwrap();
+    m.sh_ok(&format!("sync {mate}"));
     m.kill9();
     let hold = m.tmp.path().join("hold");
     fs::write(&hold, b"").unwrap();
@@ -399,8 +410,19 @@ fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
         !m.log_text().contains("quotas: the use of"),
         "the count was still held"
     );
-    // A create under the quota, and a rename into its tree, wait for the
-    // count.
+    // A create under the quota, a rename into its tree and a truncate of a
+    // file in it wait for the count; the truncate holds up no write
+    // elsewhere (it waits before its file's gate).
+    let mnt = m.mnt.clone();
+    let cut = std::thread::spawn(move || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join("q/b"))
+            .and_then(|f| f.set_len(1))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    m.sh_ok(&format!("printf Z | dd of={mate} conv=notrunc status=none"));
+    assert!(!cut.is_finished(), "the truncate waits for the count");
     let mnt = m.mnt.clone();
     let create = std::thread::spawn(move || fs::File::create(mnt.join("q/d")).map(|_| ()));
     let mnt = m.mnt.clone();
@@ -414,10 +436,12 @@ fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
     assert_eq!(errno(refused), libc::EDQUOT);
     let refused = moved.join().unwrap().unwrap_err();
     assert_eq!(errno(refused), libc::EDQUOT);
+    cut.join().unwrap().unwrap();
+    assert_eq!(m.sh_ok(&format!("cat {mate} q/b")), "Zmmmb");
     assert_eq!(m.sh_ok("cat free/f other/x"), "eeeemorexx");
-    assert_eq!(quota(&m, "q"), "files=3; used 12B 3");
+    assert_eq!(quota(&m, "q"), "files=3; used 9B 3");
     m.sh_ok("rm q/a && printf dd > q/d");
-    assert_eq!(quota(&m, "q"), "files=3; used 10B 3");
+    assert_eq!(quota(&m, "q"), "files=3; used 7B 3");
     assert_eq!(
         m.sh_ok("stat -c %a q/d; getfattr --only-values -n user.note q/b; cat q/c"),
         "644\nkeptXYcc"

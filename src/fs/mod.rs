@@ -297,6 +297,7 @@ impl TierFs {
             // write is between its charge and its bytes (`write_gate`).
             // The quota lock is held to charge and to settle, not while the
             // chunks are cut (a cut inside a cold chunk reads it).
+            self.before_gate(ino);
             let _gate = self.write_gate(ino).map(|g| g.write());
             let charge = self.charge_truncate(ino, size)?;
             // The size, the chunks it drops and the other attributes: one

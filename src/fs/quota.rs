@@ -593,7 +593,17 @@ impl TierFs {
             }
         };
         if new {
-            self.count_quota(ino)?;
+            if let Err(e) = self.count_quota(ino) {
+                // Not enforced: not kept either, so that no later mount
+                // enforces a quota whose setting failed.
+                let held = self.meta.write_lock();
+                let mut t = Txn::default();
+                t.del_quota(ino);
+                if let Err(d) = self.meta.commit(&held, t) {
+                    log::error!("the quota of {}: {d}", self.describe(ino));
+                }
+                return Err(e);
+            }
         }
         self.meta.flush()
     }

@@ -44,6 +44,15 @@ impl TierFs {
         }
     }
 
+    /// Waits while a quota whose tree holds file `ino` is uncounted, before
+    /// its gate (`write_gate`) is taken by a change of its use: one that
+    /// waited holding the gate would hold up every write of its stripe.
+    pub(super) fn before_gate(&self, ino: u64) {
+        if self.quotas.active() {
+            self.wait_for_counts(&[], &[ino]);
+        }
+    }
+
     /// Waits while a quota the change touches is uncounted; returns how
     /// many quotas had been added to the uncounted ones when it last
     /// looked.

@@ -159,6 +159,7 @@ impl TierFs {
             }
             i
         };
+        self.before_gate(ino);
         let _gate = self.write_gate(ino).map(|g| g.write());
         let _q = self.quota_guard_for(&[], &[ino]);
         let inode = self.inode(ino)?;

@@ -168,23 +168,12 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         FAULTS.fetch_add(1, Ordering::SeqCst);
         // SAFETY: reads this thread's errno.
         let errno = unsafe { *libc::__errno_location() };
-        // SAFETY: replaces one page of a read-only file mapping this thread
-        // is reading inside `read_mapped` (the range check above) with a
-        // private page of zeros; nothing else of the mapping changes, and
-        // the mapping is unmapped whole when its segment goes.
-        let p = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                page,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
+        // SAFETY: a page of a read-only file mapping this thread is reading
+        // inside `read_mapped` (the range check above).
+        let covered = unsafe { zero_page(at) };
         // SAFETY: this thread's errno, put back as the interrupted code left it.
         unsafe { *libc::__errno_location() = errno };
-        if p != libc::MAP_FAILED {
+        if covered {
             FAULT.with(|f| {
                 if f.get() == 0 {
                     f.set(addr);
@@ -227,6 +216,25 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         // SAFETY: see reset_default.
         _ => unsafe { reset_default() },
     }
+}
+
+/// Lays a private page of zeros over the page at `at` (page-aligned):
+/// nothing else of its mapping changes, and the mapping is unmapped whole
+/// when its segment goes. False if it could not. Async-signal-safe.
+///
+/// # Safety
+/// `at` is a page of a read-only file mapping of this process that no one
+/// writes through.
+pub(super) unsafe fn zero_page(at: usize) -> bool {
+    let p = libc::mmap(
+        at as *mut libc::c_void,
+        PAGE.load(Ordering::Relaxed),
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+        -1,
+        0,
+    );
+    p != libc::MAP_FAILED
 }
 
 /// Puts SIGBUS's default action back.

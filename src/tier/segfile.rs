@@ -141,19 +141,8 @@ impl Segment {
     pub(super) fn zero_mapped_page(&self, off: u64) {
         let page = mapguard::page_size();
         let at = (self.map.as_ptr() as usize + off as usize) & !(page - 1);
-        // SAFETY: one page inside this segment's own map, replaced as the
-        // handler replaces it.
-        let p = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                page,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: one page inside this segment's own read-only map.
+        assert!(unsafe { mapguard::zero_page(at) });
     }
 
     /// Reads a big record (or any, on tmpfs) with `pread` rather than
