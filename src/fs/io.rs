@@ -98,7 +98,7 @@ impl TierFs {
         // gate keeps a truncate from falling between the size read here
         // and the bytes written.
         let end = off + data.len() as u64;
-        if self.quotas.active() && end > self.inode(ino)?.size {
+        if self.count_pending() && end > self.inode(ino)?.size {
             self.before_gate(ino);
         }
         let gate = self.write_gate(ino).map(|g| g.read());

@@ -47,22 +47,10 @@ impl Overlay {
 }
 
 impl TierFs {
-    /// The inode entry `name` of `parent` names, if any: read before the
-    /// quota lock, for what a change touches (`quota_guard_for`).
-    fn entry_ino(&self, parent: u64, name: &[u8]) -> Result<Vec<u64>> {
-        Ok(self
-            .meta
-            .lookup(parent, name)?
-            .map(|d| d.ino)
-            .into_iter()
-            .collect())
-    }
-
     /// Removes the entry `name` (not a directory when `dir` is false, only an
     /// empty directory when it is true).
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
-        let victim = self.entry_ino(parent, name)?;
-        let _q = self.quota_guard_for(&[parent], &victim);
+        let _q = self.quota_guard_for(&[parent], &[]);
         let ino = {
             let held = self.meta.write_lock();
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
@@ -127,7 +115,7 @@ impl TierFs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
         check_name(newname)?;
-        let _q = self.quota_guard_for(&[newparent], &[ino]);
+        let _q = self.quota_guard_for(&[newparent], &[]);
         let inode = {
             let held = self.meta.write_lock();
             let mut inode = self.meta.inode(ino)?;
@@ -195,9 +183,7 @@ impl TierFs {
         {
             return Err(Error::Invalid("unsupported rename flags"));
         }
-        let mut files = self.entry_ino(parent, name)?;
-        files.extend(self.entry_ino(newparent, newname)?);
-        let _q = self.quota_guard_for(&[parent, newparent], &files);
+        let _q = self.quota_guard_for(&[parent, newparent], &[]);
         let orphan = {
             let held = self.meta.write_lock();
             let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;

@@ -23,10 +23,13 @@ pub(super) struct Uncounted {
 }
 
 impl TierFs {
-    /// The quota lock (`Quotas::lock`) for a change of use in directories
-    /// `dirs` and of files `files` (in the directories that hold their
-    /// links), once no quota whose tree it touches waits to be counted;
-    /// none when there is no quota.
+    /// The quota lock (`Quotas::lock`) for a change of use to the entries
+    /// of directories `dirs` and to the sizes of files `files` (in the
+    /// directories that hold their links), once no quota whose tree it
+    /// touches waits to be counted; none when there is no quota. A link
+    /// made or dropped outside a tree changes nothing its walk finds (a
+    /// file with a link inside counts once either way), so the
+    /// namespace changes name their directories only.
     pub(super) fn quota_guard_for(
         &self,
         dirs: &[u64],
@@ -42,6 +45,11 @@ impl TierFs {
                 return Some(g);
             }
         }
+    }
+
+    /// Whether a quota's use is being counted, or waits to be.
+    pub(super) fn count_pending(&self) -> bool {
+        self.quotas.active() && !self.quotas.uncounted.lock().dirs.is_empty()
     }
 
     /// Waits while a quota whose tree holds file `ino` is uncounted, before
