@@ -209,6 +209,37 @@ fn automatic_demotion_and_promotion() {
 }
 
 #[test]
+fn a_file_sent_down_by_hand_stays_there_until_it_is_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        &[
+            ("after = 3", "after = 1"),
+            ("interval = \"30s\"", "interval = \"1h\""),
+        ],
+    );
+    let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
+    let data = pattern(7, 200_000);
+    fs::write(m.path("memo"), &data).unwrap();
+    assert_eq!(fs::read(m.path("memo")).unwrap(), data);
+    // Its uses before the move do not bring it back up.
+    for t in ["warm", "cold"] {
+        set_tier(&m, "memo", t);
+        m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+        assert_eq!(
+            tier(&m, "memo"),
+            t,
+            "{}",
+            m.sh_ok("getfattr --only-values -n user.tier.why memo")
+        );
+    }
+    // One use after it does (promotion after 1 access).
+    assert_eq!(fs::read(m.path("memo")).unwrap(), data);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert_eq!(tier(&m, "memo"), "warm");
+}
+
+#[test]
 fn policy_edits_apply_live_and_bad_edits_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(

@@ -81,8 +81,13 @@ impl TierFs {
         if to == Tier::Hot && inode.tier != Tier::Hot {
             self.make_hot_room(ino, inode.size);
         }
+        let started = now_secs();
         match self.tiers.move_file(ino, to) {
             Ok(moved) => {
+                if to.below(inode.tier) {
+                    // Sent down: its uses so far do not bring it back up.
+                    self.shared.forget_recent(ino, started);
+                }
                 if moved {
                     let when = humantime::format_rfc3339_seconds(SystemTime::now());
                     self.shared.set_why(ino, format!("{because} at {when}"));

@@ -133,6 +133,11 @@ impl Tier {
             Tier::Cold => 2,
         }
     }
+
+    /// Whether `self` is below `other` (cold below warm below hot).
+    pub fn below(self, other: Tier) -> bool {
+        self.to_u8() > other.to_u8()
+    }
     pub(super) fn from_u8(v: u8) -> Result<Tier> {
         Ok(match v {
             0 => Tier::Hot,

@@ -176,6 +176,44 @@ impl AccessCache {
         }
     }
 
+    /// Forgets the accesses of `ino` up to `until` (seconds since the
+    /// epoch) from its recent times, keeping its count, heat and last
+    /// access; `stored` gives what the store knows of a file the cache
+    /// does not hold.
+    pub fn forget_recent(
+        &mut self,
+        ino: u64,
+        until: f64,
+        stored: impl FnOnce() -> Option<AccessStats>,
+    ) {
+        let e = match self.map.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match stored() {
+                Some(stats) => v.insert(Entry {
+                    stats,
+                    dirty: false,
+                }),
+                None => return,
+            },
+        };
+        let mut kept = [0u32; 4];
+        let mut n = 0;
+        // Times are whole seconds: one in the second `until` falls in goes too.
+        for t in e.stats.recent {
+            if t > 0 && f64::from(t) > until.floor() {
+                kept[n] = t;
+                n += 1;
+            }
+        }
+        if kept != e.stats.recent {
+            e.stats.recent = kept;
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty += 1;
+            }
+        }
+    }
+
     pub fn dirty(&self) -> usize {
         self.dirty
     }
@@ -351,6 +389,23 @@ mod tests {
         assert!((s.heat_at(1100.0, 100.0) - 1.0).abs() < 1e-9);
         assert_eq!(AccessStats::decode(&s.encode()).unwrap(), s);
         assert_eq!(s.recent_accesses(1001.0, 10.0), 2);
+    }
+
+    #[test]
+    fn forgetting_recent_accesses_keeps_later_ones_and_the_rest() {
+        let mut c = AccessCache::default();
+        for at in [1000.0, 1001.0, 1005.0] {
+            c.touch(7, at, 100.0, || None);
+        }
+        c.take_dirty();
+        c.forget_recent(7, 1001.5, || unreachable!());
+        let s = c.get(7).unwrap();
+        assert_eq!(s.recent_accesses(1006.0, 100.0), 1);
+        assert_eq!((s.count, s.last), (3, 1005.0));
+        assert_eq!(c.dirty(), 1, "saved with the next batch");
+        // A file the store knows nothing of gets no entry.
+        c.forget_recent(8, 1001.5, || None);
+        assert!(!c.contains(8));
     }
 
     #[test]

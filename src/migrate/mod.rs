@@ -156,6 +156,16 @@ impl Shared {
         self.why.lock().set(ino, why);
     }
 
+    /// Forgets the accesses of `ino` made up to `until` as far as
+    /// promotion goes (a file sent down by hand: only its later uses
+    /// bring it back up).
+    pub fn forget_recent(&self, ino: u64, until: f64) {
+        self.absorb();
+        self.cache
+            .lock()
+            .forget_recent(ino, until, || access::load(&self.meta, ino).ok().flatten());
+    }
+
     /// Drops what is known of a deleted file.
     pub fn forget(&self, ino: u64) {
         self.cache.lock().forget(ino);
