@@ -240,6 +240,43 @@ fn a_file_sent_down_by_hand_stays_there_until_it_is_used_again() {
 }
 
 #[test]
+fn a_big_file_read_from_start_to_end_stays_out_of_the_ram_cache() {
+    let mut m = Mounted::new();
+    let data = pattern(11, 24 << 20);
+    fs::write(m.path("big"), &data).unwrap();
+    fs::write(m.path("small"), b"kept in RAM once read").unwrap();
+    let cached = |m: &Mounted| -> u64 {
+        let stats = m.sh_ok("getfattr --only-values -n user.tier.stats .");
+        let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        v["tiers"]["hot"]["cache_bytes"].as_u64().unwrap()
+    };
+    for t in ["warm", "cold"] {
+        set_tier(&m, "big", t);
+        set_tier(&m, "small", t);
+        m.remount();
+        let before = cached(&m);
+        assert_eq!(fs::read(m.path("big")).unwrap(), data, "{t}");
+        // The first chunk of it at most (a read of one chunk may be all
+        // there is to read).
+        assert!(
+            cached(&m) - before <= 1 << 20,
+            "{t}: {} bytes cached",
+            cached(&m) - before
+        );
+        assert_eq!(fs::read(m.path("small")).unwrap(), b"kept in RAM once read");
+        assert!(cached(&m) > before, "{t}: a small file read is cached");
+        // Read again from the middle, and piecewise backwards: the same bytes.
+        let mut f = File::open(m.path("big")).unwrap();
+        for at in [17usize << 20, 9 << 20, 3 << 20, (1 << 20) - 7] {
+            let mut got = vec![0u8; 300_000];
+            f.seek(SeekFrom::Start(at as u64)).unwrap();
+            f.read_exact(&mut got).unwrap();
+            assert!(got == data[at..at + got.len()], "{t} at {at}");
+        }
+    }
+}
+
+#[test]
 fn policy_edits_apply_live_and_bad_edits_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(

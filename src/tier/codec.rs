@@ -39,6 +39,21 @@ pub fn decompress(
     capacity: usize,
     dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
 ) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity);
+    decompress_into(frame, capacity, dict, &mut out)?;
+    Ok(out)
+}
+
+/// As `decompress`, into `out` (emptied first; it grows to `capacity` if
+/// it is smaller), so that a caller can reuse one buffer.
+pub fn decompress_into(
+    frame: &[u8],
+    capacity: usize,
+    dict: Option<&(u32, std::sync::Arc<Vec<u8>>)>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
     let key = dict.map_or(0, |d| d.0);
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
@@ -49,6 +64,14 @@ pub fn decompress(
             };
             *d = Some((key, dec));
         }
-        d.as_mut().expect("just set").1.decompress(frame, capacity)
+        let r = d
+            .as_mut()
+            .expect("just set")
+            .1
+            .decompress_to_buffer(frame, out);
+        if r.is_err() {
+            out.clear();
+        }
+        r.map(|_| ())
     })
 }

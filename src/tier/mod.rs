@@ -25,6 +25,7 @@ mod moves;
 mod offload;
 pub mod reclaim;
 pub mod record;
+mod scan;
 mod segfile;
 pub mod segment;
 pub mod store;
@@ -58,6 +59,8 @@ pub struct Tiers {
     cold: SegmentStore,
     dicts: dict::Dictionaries,
     hot: Mutex<HotCache>,
+    /// Chunks of files read from start to end, kept out of `hot`.
+    scan: Mutex<scan::ScanBuffers>,
     /// Serialises content changes per file (sharded by inode number); reads
     /// take it shared so that they never cache bytes a truncate just dropped.
     file_locks: Vec<RwLock<()>>,
@@ -148,6 +151,7 @@ impl Tiers {
             cold,
             dicts: dict::Dictionaries::open(&store_dir.join("cold").join("dicts"), access)?,
             hot: Mutex::new(HotCache::new(hot_budget)),
+            scan: Mutex::default(),
             file_locks: (0..FILE_LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             load_locks: (0..FILE_LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
             pending_size: Mutex::new(HashMap::new()),
@@ -192,6 +196,14 @@ impl Tiers {
 
     /// The bytes of the chunk at `loc`, checked (and decompressed when cold).
     fn read_loc(&self, loc: &ChunkLoc) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_loc_into(loc, &mut out)?;
+        Ok(out)
+    }
+
+    /// As `read_loc`, into `out` (emptied first; left empty on failure).
+    fn read_loc_into(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
         if loc.len as u64 > CHUNK_SIZE || loc.stored as u64 > segment::SEG_SIZE {
             return Err(Error::Corrupt(format!(
                 "segment {:016x} offset {}: the index gives a chunk of {} bytes ({} stored)",
@@ -199,29 +211,27 @@ impl Tiers {
             )));
         }
         if loc.tier != Tier::Cold {
-            let mut raw = Vec::with_capacity(loc.stored as usize);
-            self.store(loc.tier).read(loc, &mut raw)?;
-            return Ok(raw);
+            out.reserve(loc.stored as usize);
+            return self.store(loc.tier).read(loc, out);
         }
-        let data = self.cold.with_record(loc, |raw| {
+        self.cold.with_record(loc, |raw| {
             let dict = self.dicts.for_frame(raw)?;
-            decompress(raw, loc.len as usize, dict.as_ref()).map_err(|e| {
+            codec::decompress_into(raw, loc.len as usize, dict.as_ref(), out).map_err(|e| {
                 Error::Corrupt(format!(
                     "pack {:016x} offset {}: zstd frame does not decompress: {e}",
                     loc.seg, loc.off
                 ))
             })
         })?;
-        if data.len() != loc.len as usize {
+        if out.len() != loc.len as usize {
+            let n = out.len();
+            out.clear();
             return Err(Error::Corrupt(format!(
-                "pack {:016x} offset {}: frame holds {} bytes, expected {}",
-                loc.seg,
-                loc.off,
-                data.len(),
-                loc.len
+                "pack {:016x} offset {}: frame holds {n} bytes, expected {}",
+                loc.seg, loc.off, loc.len
             )));
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Appends a chunk to the records of `tier`; durable after `sync(tier)`.
@@ -317,17 +327,33 @@ impl Tiers {
             if self.hot.lock().read_into(ino, idx, in_chunk, out) {
                 continue;
             }
-            match self.load(ino, idx)? {
-                Some(data) => {
-                    hot::copy_or_zero(&data, in_chunk, out);
-                    let tier = *tier_now
-                        .get_or_insert_with(|| self.meta.inode(ino).map_or(tier, |i| i.tier));
-                    let mut hot = self.hot.lock();
-                    hot.insert_clean(ino, idx, data, tier == Tier::Hot);
-                    hot.evict();
-                }
-                None => out.fill(0),
+            let _pin = self.reclaimer.pin();
+            let Some(loc) = self.meta.chunk(ino, idx)? else {
+                out.fill(0);
+                continue;
+            };
+            if self.scan.lock().read_into(ino, idx, &loc, in_chunk, out) {
+                continue;
             }
+            let tier =
+                *tier_now.get_or_insert_with(|| self.meta.inode(ino).map_or(tier, |i| i.tier));
+            // A chunk that follows the one loaded before it, of a file not
+            // on the hot tier: into a reused buffer, not the hot cache.
+            if tier != Tier::Hot && self.scan.lock().follows(ino, idx) {
+                let mut data = self.scan.lock().buffer();
+                if let Err(e) = self.read_loc_into(&loc, &mut data) {
+                    self.scan.lock().give_back(data);
+                    return Err(e);
+                }
+                hot::copy_or_zero(&data, in_chunk, out);
+                self.scan.lock().keep(ino, idx, loc, data);
+                continue;
+            }
+            let data = self.read_loc(&loc)?;
+            hot::copy_or_zero(&data, in_chunk, out);
+            let mut hot = self.hot.lock();
+            hot.insert_clean(ino, idx, data, tier == Tier::Hot);
+            hot.evict();
         }
         Ok(buf)
     }

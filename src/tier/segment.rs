@@ -338,6 +338,14 @@ impl SegmentStore {
     /// leaves `out` empty.
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
+        // A record read with `pread` goes straight into `out`.
+        let seg = self.segs.read().get(&loc.seg).cloned();
+        if let Some(seg) = seg.filter(|s| loc.stored as u64 >= BIG_RECORD || s.pread_only()) {
+            if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
+                return Err(bad_checksum(loc));
+            }
+            return seg.read_big(loc, out);
+        }
         let got = self.with_record(loc, |data| {
             out.clear();
             out.extend_from_slice(data);

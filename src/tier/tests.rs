@@ -705,3 +705,51 @@ fn a_count_while_serving_ends_exact_whatever_changes_between_its_steps() {
         assert_eq!((warm.0, cold.0), t.indexed_bytes().unwrap(), "seed {seed}");
     }
 }
+
+#[test]
+fn a_file_read_through_is_read_again_as_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    // A hot cache of 2 MiB: what it holds is soon pushed out again.
+    let t = open(dir.path(), 2 << 20);
+    file(&t, 7, Tier::Warm);
+    file(&t, 8, Tier::Warm);
+    let mut data = pattern(7, 8 * CHUNK_SIZE as usize);
+    t.write(7, 0, &data).unwrap();
+    t.flush(7).unwrap();
+    let through = |t: &Tiers, data: &[u8]| {
+        let s = size(t, 7);
+        let tier = t.meta.inode(7).unwrap().tier;
+        let mut out = Vec::new();
+        while (out.len() as u64) < s {
+            let n = (s - out.len() as u64).min(256 << 10) as u32;
+            out.extend(t.read(7, out.len() as u64, n, s, tier).unwrap());
+        }
+        assert!(out == data, "read through on {tier:?}");
+    };
+    let push_out = |t: &Tiers| {
+        t.write(8, 0, &pattern(8, 4 << 20)).unwrap();
+        t.flush(8).unwrap();
+        t.read(8, 0, 4 << 20, 4 << 20, Tier::Warm).unwrap();
+    };
+    through(&t, &data);
+    assert!(t.hot_bytes().0 <= 2 << 20, "{:?}", t.hot_bytes());
+    // A chunk rewritten and written back, its clean copy pushed out of
+    // the hot cache: the new bytes, not the buffer of the last read.
+    t.write(7, 3 * CHUNK_SIZE + 10, b"new bytes").unwrap();
+    data[3 * CHUNK_SIZE as usize + 10..][..9].copy_from_slice(b"new bytes");
+    t.flush(7).unwrap();
+    push_out(&t);
+    through(&t, &data);
+    // Cut and grown again: zeros.
+    truncate(&t, 7, 2 * CHUNK_SIZE + 5);
+    truncate(&t, 7, 8 * CHUNK_SIZE);
+    data[2 * CHUNK_SIZE as usize + 5..].fill(0);
+    push_out(&t);
+    through(&t, &data);
+    // Moved cold and back.
+    for to in [Tier::Cold, Tier::Warm] {
+        t.move_file(7, to).unwrap();
+        push_out(&t);
+        through(&t, &data);
+    }
+}
