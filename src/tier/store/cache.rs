@@ -30,8 +30,6 @@ pub struct FrameCache {
     /// Bytes the disk must keep free beyond what the cache writes (room
     /// promised to writes not yet written back, and a margin).
     pub keep_free: AtomicU64,
-    /// Numbers the temporary files of concurrent `put`s.
-    tmp: AtomicU64,
 }
 
 fn file_name(object: &str, off: u64) -> String {
@@ -88,7 +86,6 @@ impl FrameCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             keep_free: AtomicU64::new(0),
-            tmp: AtomicU64::new(0),
         };
         c.evict();
         Ok(c)
@@ -153,14 +150,11 @@ impl FrameCache {
         if disk_free(&self.dir) < keep.saturating_add(len) {
             return;
         }
+        // Written in place: a torn or concurrent write is a file that fails
+        // its check when read (a miss), as damage is.
         let path = self.dir.join(file_name(object, off));
-        let n = self.tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".new-{}-{n}", std::process::id()));
-        if std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
+        if std::fs::write(&path, bytes).is_err() {
+            let _ = std::fs::remove_file(&path);
             return;
         }
         {
