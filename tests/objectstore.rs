@@ -122,6 +122,37 @@ fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
 }
 
 #[test]
+fn a_big_cold_file_read_through_comes_from_its_streams_alone() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "through");
+    // Random bytes, so that packs fill: several objects in a row.
+    let data = pattern(5, 80 << 20);
+    fs::write(m.path("big"), &data).unwrap();
+    move_cold_and_upload(&m, &["big".to_string()]);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    assert!(counter(&m, "packs") >= 2, "{}", counter(&m, "packs"));
+    m.stop();
+    fs::remove_dir_all(m.store.join("cold/cache")).unwrap();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("big")).unwrap() == data);
+    // Each record came from the bucket once, by its object's stream (the
+    // first one of each object by a reader's own fetch, which it and a
+    // reader of the same chunk waiting for it then read from the frame
+    // cache): none was dropped by a stream that had fetched all of its
+    // object before the reader got there (14 were, before).
+    let hits = counter(&m, "cache_hits");
+    assert!(
+        hits <= 2 * counter(&m, "packs"),
+        "{hits} records read from the frame cache"
+    );
+    let gets = counter(&m, "gets");
+    // 8 MiB windows, and the first record of each object alone.
+    let most = (data.len() as u64 >> 23) + 2 * counter(&m, "packs") + 1;
+    assert!(gets <= most, "{gets} GETs, at most {most}");
+}
+
+#[test]
 fn an_outage_costs_uncached_cold_reads_only_and_heals() {
     let g = Garage::up(1);
     let mut m = mount_on(&g, "outage");

@@ -430,17 +430,34 @@ impl S3 {
     }
 
     /// Starts a GET of bytes `range` of the object `name` in the
-    /// background; `finish` waits for it. Fails at once while the breaker
-    /// is open.
-    pub fn start_get_range(&self, name: &str, range: Range<u64>) -> Result<Pending> {
+    /// background, into `buf` (emptied first: a buffer reused is memory
+    /// the process has already touched); `finish` waits for it. Fails at
+    /// once while the breaker is open.
+    pub fn start_get_range(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Pending> {
         if let Some(why) = self.down() {
             return Err(remote_error(format!("read of {name}: {why}")));
         }
         let path = ObjectPath::from(name);
         let c = self.client.clone();
-        let task = self
-            .runtime()
-            .spawn(async move { c.get_range(&path, range).await.map(Vec::from) });
+        let task = self.runtime().spawn(async move {
+            let opts = object_store::GetOptions {
+                range: Some(range.into()),
+                ..Default::default()
+            };
+            let r = c.get_opts(&path, opts).await?;
+            buf.clear();
+            buf.reserve((r.range.end - r.range.start) as usize);
+            let mut body = r.into_stream();
+            while let Some(b) = futures_util::StreamExt::next(&mut body).await {
+                buf.extend_from_slice(&b?);
+            }
+            Ok(buf)
+        });
         Ok(Pending {
             name: name.to_string(),
             task,

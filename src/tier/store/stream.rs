@@ -35,6 +35,11 @@ const IDLE: Duration = Duration::from_secs(2);
 /// by record.
 const STREAMS: usize = 4;
 
+/// Window buffers kept for the next GETs when their records are let go of
+/// (memory already touched: a fresh one costs a page fault per 4 KiB);
+/// dropped once no stream has run for `IDLE`.
+const SPARE: usize = GETS + (AHEAD / WINDOW) as usize + 1;
+
 /// Whole records a stream fetched: where they start in the object, and
 /// the bytes that hold them (the range of those).
 type Part = (u64, Arc<Vec<u8>>, Range<usize>);
@@ -45,9 +50,29 @@ type Part = (u64, Arc<Vec<u8>>, Range<usize>);
 pub struct Streams {
     map: Mutex<HashMap<String, Stream>>,
     moved: Condvar,
+    /// Window buffers to reuse (`SPARE`).
+    spare: Arc<Spare>,
+}
+
+/// Window buffers to reuse.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<u8>>>);
+
+impl Spare {
+    /// Keeps the window `b` if no part and no reader holds it any more.
+    fn give_back(&self, b: Arc<Vec<u8>>) {
+        if let Ok(v) = Arc::try_unwrap(b) {
+            let mut spare = self.0.lock();
+            if v.capacity() >= WINDOW as usize && spare.len() < SPARE {
+                spare.push(v);
+            }
+        }
+    }
 }
 
 struct Stream {
+    /// Where its windows go when it lets go of them.
+    spare: Arc<Spare>,
     /// Fetched whole records not yet passed by the reader, in order and
     /// adjacent: (where they start, their bytes).
     fetched: VecDeque<Part>,
@@ -58,8 +83,17 @@ struct Stream {
     issued: u64,
     /// The object's size.
     size: u64,
-    /// Where the reader last read.
+    /// Where the reader last read, and when it moved there.
     reader: u64,
+    moved_at: Instant,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        for (_, b, _) in self.fetched.drain(..) {
+            self.spare.give_back(b);
+        }
+    }
 }
 
 impl Stream {
@@ -92,20 +126,27 @@ impl Remote {
     /// records it fetched before `off` (less a window, for readers of the
     /// same file running a little out of order) are let go of.
     pub(super) fn reader_at(&self, object: &str, off: u64) {
-        let mut s = self.streams.map.lock();
-        if let Some(st) = s.get_mut(object) {
-            if off > st.reader {
-                st.reader = off;
-                let keep = off.saturating_sub(WINDOW);
-                while st
-                    .fetched
-                    .front()
-                    .is_some_and(|(at, _, r)| at + r.len() as u64 <= keep)
-                {
-                    st.fetched.pop_front();
+        let mut passed = Vec::new();
+        {
+            let mut s = self.streams.map.lock();
+            if let Some(st) = s.get_mut(object) {
+                if off > st.reader {
+                    st.reader = off;
+                    st.moved_at = Instant::now();
+                    let keep = off.saturating_sub(WINDOW);
+                    while st
+                        .fetched
+                        .front()
+                        .is_some_and(|(at, _, r)| at + r.len() as u64 <= keep)
+                    {
+                        passed.extend(st.fetched.pop_front().map(|p| p.1));
+                    }
+                    self.streams.moved.notify_all();
                 }
-                self.streams.moved.notify_all();
             }
+        }
+        for b in passed {
+            self.streams.spare.give_back(b);
         }
     }
 
@@ -135,17 +176,33 @@ impl Remote {
         let object = leaf(name).to_string();
         {
             let mut s = self.streams.map.lock();
-            if s.contains_key(&object) || s.len() >= STREAMS {
+            if s.contains_key(&object) {
                 return;
+            }
+            if s.len() >= STREAMS {
+                // A stream that fetched all of its object stays while its
+                // reader goes through what it holds: the one whose reader
+                // moved longest ago makes way (the next object of a file
+                // read through is usually what asks).
+                let done = s
+                    .iter()
+                    .filter(|(_, st)| st.issued >= st.size)
+                    .min_by_key(|(_, st)| st.moved_at)
+                    .map(|(k, _)| k.clone());
+                let Some(done) = done else { return };
+                s.remove(&done);
+                self.streams.moved.notify_all();
             }
             s.insert(
                 object.clone(),
                 Stream {
+                    spare: self.streams.spare.clone(),
                     fetched: VecDeque::new(),
                     next,
                     issued: next,
                     size,
                     reader,
+                    moved_at: Instant::now(),
                 },
             );
         }
@@ -153,7 +210,15 @@ impl Remote {
         let (name, key) = (name.to_string(), object.clone());
         let spawned = std::thread::Builder::new()
             .name("readahead".into())
-            .spawn(move || me.stream(&name, &key));
+            .spawn(move || {
+                me.stream(&name, &key);
+                // A file's next object often starts a stream right after:
+                // the buffers go only when none did for a while.
+                std::thread::sleep(IDLE);
+                if me.streams.map.lock().is_empty() {
+                    me.streams.spare.0.lock().clear();
+                }
+            });
         if spawned.is_err() {
             self.streams.map.lock().remove(&object);
         }
@@ -172,15 +237,21 @@ impl Remote {
         loop {
             {
                 let mut s = self.streams.map.lock();
-                let idle_until = Instant::now() + IDLE;
+                let mut idle_until = Instant::now() + IDLE;
+                let mut seen = None;
                 loop {
                     let Some(st) = s.get_mut(object) else { return };
+                    if seen != Some(st.reader) {
+                        seen = Some(st.reader);
+                        idle_until = Instant::now() + IDLE;
+                    }
                     while pending.len() < GETS
                         && st.issued < st.size
                         && st.issued < st.reader + AHEAD
                     {
                         let r = st.issued..(st.issued + WINDOW).min(st.size);
-                        match self.s3.start_get_range(name, r.clone()) {
+                        let buf = self.streams.spare.0.lock().pop().unwrap_or_default();
+                        match self.s3.start_get_range(name, r.clone(), buf) {
                             Ok(p) => pending.push_back(p),
                             // The store is down: the readers waiting for
                             // this stream fetch for themselves (and fail).
@@ -196,12 +267,13 @@ impl Remote {
                     if !pending.is_empty() {
                         break;
                     }
-                    if st.issued >= st.size
-                        || self
-                            .streams
-                            .moved
-                            .wait_until(&mut s, idle_until)
-                            .timed_out()
+                    // All of it fetched, the stream stays while its reader
+                    // goes on through what it holds.
+                    if self
+                        .streams
+                        .moved
+                        .wait_until(&mut s, idle_until)
+                        .timed_out()
                     {
                         s.remove(object);
                         self.streams.moved.notify_all();
@@ -237,9 +309,14 @@ impl Remote {
             if broken || tail.len() as u64 > 2 * WINDOW {
                 // Bytes that are no record's: the end of the object (a
                 // pack's tail) or damage, which the reader's own fetch
-                // reports.
-                self.end_stream(object);
-                return;
+                // reports. Nothing more comes from here; what came stays
+                // for the reader until it stops moving.
+                pending.clear();
+                let mut s = self.streams.map.lock();
+                let Some(st) = s.get_mut(object) else { return };
+                st.size = st.next;
+                st.issued = st.next;
+                self.streams.moved.notify_all();
             }
         }
     }
@@ -271,6 +348,9 @@ fn split_window(tail: &mut Vec<u8>, tail_at: &mut u64, buf: Vec<u8>) -> (Vec<Par
             return (parts, true);
         };
         let total = record_size(h.len) as usize;
+        // (A damaged header may claim any size: the stream ends past
+        // 2 windows of one record.)
+        tail.reserve(total.min(2 * WINDOW as usize).saturating_sub(tail.len()));
         let take = total.saturating_sub(tail.len()).min(buf.len() - pos);
         tail.extend_from_slice(&buf[pos..pos + take]);
         pos += take;
@@ -282,7 +362,12 @@ fn split_window(tail: &mut Vec<u8>, tail_at: &mut u64, buf: Vec<u8>) -> (Vec<Par
         *tail_at += total as u64;
     }
     let ends = pos + whole_records(&buf[pos..]).last().map_or(0, |r| r.end);
-    let rest = buf[ends..].to_vec();
+    // The record the window ends in, in a buffer of its whole size.
+    let rest_bytes = &buf[ends..];
+    let whole = RecordHeader::decode(rest_bytes).map_or(0, |h| record_size(h.len) as usize);
+    let mut rest = Vec::with_capacity(whole.min(2 * WINDOW as usize).max(rest_bytes.len()));
+    rest.extend_from_slice(rest_bytes);
+    let rest = rest;
     let broken = rest.len() >= REC_HEADER_LEN as usize && RecordHeader::decode(&rest).is_none();
     if ends > pos {
         parts.push((*tail_at, Arc::new(buf), pos..ends));
