@@ -367,7 +367,6 @@ fn split_window(tail: &mut Vec<u8>, tail_at: &mut u64, buf: Vec<u8>) -> (Vec<Par
     let whole = RecordHeader::decode(rest_bytes).map_or(0, |h| record_size(h.len) as usize);
     let mut rest = Vec::with_capacity(whole.min(2 * WINDOW as usize).max(rest_bytes.len()));
     rest.extend_from_slice(rest_bytes);
-    let rest = rest;
     let broken = rest.len() >= REC_HEADER_LEN as usize && RecordHeader::decode(&rest).is_none();
     if ends > pos {
         parts.push((*tail_at, Arc::new(buf), pos..ends));
