@@ -602,7 +602,8 @@ fn explain(e: &object_store::Error, op: Op) -> String {
         || low.contains("signaturedoesnotmatch")
         || low.contains("forbidden")
         || low.contains("accessdenied")
-        || low.contains("403")
+        // As a status, not any 403 (a port or a name can hold one).
+        || low.contains("status 403")
     {
         let access = match op {
             Op::Read => "read",
@@ -636,5 +637,16 @@ mod tests {
         assert!(explain(&refused(), Op::Read).ends_with("lacks read access)"));
         assert!(explain(&refused(), Op::Put).ends_with("lacks write access)"));
         assert!(explain(&refused(), Op::Delete).ends_with("lacks delete access)"));
+    }
+
+    #[test]
+    fn a_port_or_name_with_403_in_it_is_no_refusal_of_credentials() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request for url (http://127.0.0.1:34031/tierfs/p/403): \
+                     client error (Connect): tcp connect error: Connection refused (os error 111)"
+                .into(),
+        };
+        assert_eq!(explain(&e, Op::Read), "connection refused");
     }
 }
