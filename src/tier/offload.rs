@@ -121,7 +121,8 @@ impl Tiers {
                 continue;
             }
             if let Some(loc) = self.meta.chunk(ino, idx)? {
-                if self.is_remote(&loc) {
+                // (A chunk of a file read through may be in a scan buffer.)
+                if self.is_remote(&loc) && !self.scan.lock().holds(ino, idx, &loc) {
                     self.cold.remote.prefetch(&loc)?;
                 }
             }

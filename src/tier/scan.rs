@@ -70,6 +70,13 @@ impl ScanBuffers {
         }
     }
 
+    /// Whether a buffer holds chunk `idx` of `ino` as stored at `loc`.
+    pub fn holds(&self, ino: u64, idx: u64, loc: &ChunkLoc) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.ino == ino && s.idx == idx && s.loc == *loc)
+    }
+
     /// Notes that chunk `idx` of `ino` is being loaded; whether it is near
     /// the chunk loaded before it (`NEAR` chunks either way, not chunk 0):
     /// a read from start to end, whose chunks several request threads load
@@ -176,6 +183,7 @@ mod tests {
         let mut out = [9u8; 6];
         assert!(!s.read_into(5, 0, &loc(0), 0, &mut out), "the oldest went");
         let last = SLOTS as u64 + 2;
+        assert!(s.holds(5, last, &loc(last * 64)) && !s.holds(5, last, &loc(1)));
         assert!(s.read_into(5, last, &loc(last * 64), 1, &mut out));
         assert_eq!(out, [last as u8, last as u8, last as u8, 0, 0, 0]);
         // The chunk stored somewhere else since: not served from here.

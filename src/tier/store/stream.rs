@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,9 @@ pub struct Streams {
     moved: Condvar,
     /// Window buffers to reuse (`SPARE`).
     spare: Arc<Spare>,
+    /// Numbers the streams: a thread whose stream was ended goes, even if
+    /// a new stream of the same object took its place.
+    started: AtomicU64,
 }
 
 /// Window buffers to reuse.
@@ -71,6 +75,8 @@ impl Spare {
 }
 
 struct Stream {
+    /// Its number (`Streams::started`).
+    id: u64,
     /// Where its windows go when it lets go of them.
     spare: Arc<Spare>,
     /// Fetched whole records not yet passed by the reader, in order and
@@ -174,28 +180,31 @@ impl Remote {
     /// `reader`, from `next`, unless that already happens.
     pub(super) fn start_stream(self: &Arc<Self>, name: &str, reader: u64, next: u64, size: u64) {
         let object = leaf(name).to_string();
+        let id;
         {
             let mut s = self.streams.map.lock();
             if s.contains_key(&object) {
                 return;
             }
             if s.len() >= STREAMS {
-                // A stream that fetched all of its object stays while its
+                // A stream that has all of its object stays while its
                 // reader goes through what it holds: the one whose reader
                 // moved longest ago makes way (the next object of a file
                 // read through is usually what asks).
                 let done = s
                     .iter()
-                    .filter(|(_, st)| st.issued >= st.size)
+                    .filter(|(_, st)| st.next >= st.size)
                     .min_by_key(|(_, st)| st.moved_at)
                     .map(|(k, _)| k.clone());
                 let Some(done) = done else { return };
                 s.remove(&done);
                 self.streams.moved.notify_all();
             }
+            id = self.streams.started.fetch_add(1, Ordering::Relaxed);
             s.insert(
                 object.clone(),
                 Stream {
+                    id,
                     spare: self.streams.spare.clone(),
                     fetched: VecDeque::new(),
                     next,
@@ -211,7 +220,7 @@ impl Remote {
         let spawned = std::thread::Builder::new()
             .name("readahead".into())
             .spawn(move || {
-                me.stream(&name, &key);
+                me.stream(&name, &key, id);
                 // A file's next object often starts a stream right after:
                 // the buffers go only when none did for a while.
                 std::thread::sleep(IDLE);
@@ -220,19 +229,22 @@ impl Remote {
                 }
             });
         if spawned.is_err() {
-            self.streams.map.lock().remove(&object);
+            let mut s = self.streams.map.lock();
+            if s.get(&object).is_some_and(|st| st.id == id) {
+                s.remove(&object);
+            }
         }
     }
 
     /// The loop of a stream. A failed GET ends it: the reader then fetches
     /// for itself and gets the error.
-    fn stream(&self, name: &str, object: &str) {
+    fn stream(&self, name: &str, object: &str, id: u64) {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         // Bytes of a record the last window ended in, and where they start.
         let mut tail: Vec<u8> = Vec::new();
         let (mut tail_at, size) = match self.streams.map.lock().get(object) {
-            Some(st) => (st.next, st.size),
-            None => return,
+            Some(st) if st.id == id => (st.next, st.size),
+            _ => return,
         };
         loop {
             {
@@ -240,7 +252,9 @@ impl Remote {
                 let mut idle_until = Instant::now() + IDLE;
                 let mut seen = None;
                 loop {
-                    let Some(st) = s.get_mut(object) else { return };
+                    let Some(st) = s.get_mut(object).filter(|st| st.id == id) else {
+                        return;
+                    };
                     if seen != Some(st.reader) {
                         seen = Some(st.reader);
                         idle_until = Instant::now() + IDLE;
@@ -268,7 +282,14 @@ impl Remote {
                         break;
                     }
                     // All of it fetched, the stream stays while its reader
-                    // goes on through what it holds.
+                    // goes on through what it holds; what did not come as
+                    // whole records (a cut or damaged last record) never
+                    // will: its readers fetch it themselves.
+                    if st.issued >= st.size && st.size > st.next {
+                        st.size = st.next;
+                        st.issued = st.next;
+                        self.streams.moved.notify_all();
+                    }
                     if self
                         .streams
                         .moved
@@ -286,13 +307,15 @@ impl Remote {
             };
             let got = self.s3.finish(p);
             let Ok(buf) = got else {
-                self.end_stream(object);
+                self.end_stream(object, id);
                 return;
             };
             let (parts, broken) = split_window(&mut tail, &mut tail_at, buf);
             {
                 let mut s = self.streams.map.lock();
-                let Some(st) = s.get_mut(object) else { return };
+                let Some(st) = s.get_mut(object).filter(|st| st.id == id) else {
+                    return;
+                };
                 st.fetched.extend(parts.iter().cloned());
                 st.next = tail_at;
                 self.streams.moved.notify_all();
@@ -313,7 +336,9 @@ impl Remote {
                 // for the reader until it stops moving.
                 pending.clear();
                 let mut s = self.streams.map.lock();
-                let Some(st) = s.get_mut(object) else { return };
+                let Some(st) = s.get_mut(object).filter(|st| st.id == id) else {
+                    return;
+                };
                 st.size = st.next;
                 st.issued = st.next;
                 self.streams.moved.notify_all();
@@ -321,8 +346,12 @@ impl Remote {
         }
     }
 
-    fn end_stream(&self, object: &str) {
-        self.streams.map.lock().remove(object);
+    /// Ends stream `id` of `object` (not one that took its place).
+    fn end_stream(&self, object: &str, id: u64) {
+        let mut s = self.streams.map.lock();
+        if s.get(object).is_some_and(|st| st.id == id) {
+            s.remove(object);
+        }
         self.streams.moved.notify_all();
     }
 }
