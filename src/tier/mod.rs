@@ -337,8 +337,9 @@ impl Tiers {
             }
             let tier =
                 *tier_now.get_or_insert_with(|| self.meta.inode(ino).map_or(tier, |i| i.tier));
-            // A chunk that follows the one loaded before it, of a file not
-            // on the hot tier: into a reused buffer, not the hot cache.
+            // A chunk of a file read through (near the one loaded before
+            // it, `scan`), not on the hot tier: into a reused buffer, not
+            // the hot cache.
             if tier != Tier::Hot && self.scan.lock().follows(ino, idx) {
                 let mut data = self.scan.lock().buffer();
                 if let Err(e) = self.read_loc_into(&loc, &mut data) {
