@@ -210,15 +210,13 @@ fn automatic_demotion_and_promotion() {
 
 #[test]
 fn a_file_sent_down_by_hand_stays_there_until_it_is_used_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(
-        dir.path(),
+    let m = Mounted::with_policy(
         &[
             ("after = 3", "after = 1"),
             ("interval = \"30s\"", "interval = \"1h\""),
         ],
+        &[],
     );
-    let m = Mounted::with_args(&["--policy", policy.to_str().unwrap()]);
     let data = pattern(7, 200_000);
     fs::write(m.path("memo"), &data).unwrap();
     assert_eq!(fs::read(m.path("memo")).unwrap(), data);

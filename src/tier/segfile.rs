@@ -109,6 +109,13 @@ impl Segment {
         self.pread_only.load(Ordering::Relaxed)
     }
 
+    /// Whether the record `loc` names is read with `pread` rather than
+    /// through the map: a big one (one request to the disk, where the map
+    /// would fault it in page by page), or any once reads go through `pread`.
+    pub(super) fn reads_by_pread(&self, loc: &ChunkLoc) -> bool {
+        loc.stored as u64 >= BIG_RECORD || self.pread_only()
+    }
+
     /// Calls `f` with the record at `off` read through the map and checked
     /// against its checksum (`None` when there is no valid record there:
     /// never written, freed, torn or damaged). `Err` when a page of the map

@@ -35,7 +35,7 @@ pub use super::record::{record_size, Scan};
 use super::record::{RecordHeader, REC_HEADER_LEN};
 use super::segfile::{
     bad_checksum, create_segment, disk_spare, not_indexed, open_segment, seg_path, Segment,
-    BIG_RECORD, FIRST_RESERVE, SEG_HEADER_LEN,
+    FIRST_RESERVE, SEG_HEADER_LEN,
 };
 pub use super::segfile::{disk_reserve, SEG_SIZE};
 use crate::error::{Error, Result};
@@ -339,11 +339,7 @@ impl SegmentStore {
     pub fn read(&self, loc: &ChunkLoc, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
         // A record read with `pread` goes straight into `out`.
-        let seg = self.segs.read().get(&loc.seg).cloned();
-        if let Some(seg) = seg.filter(|s| loc.stored as u64 >= BIG_RECORD || s.pread_only()) {
-            if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
-                return Err(bad_checksum(loc));
-            }
+        if let Some(seg) = self.local(loc)?.filter(|s| s.reads_by_pread(loc)) {
             return seg.read_big(loc, out);
         }
         let got = self.with_record(loc, |data| {
@@ -369,26 +365,16 @@ impl SegmentStore {
         loc: &ChunkLoc,
         mut f: F,
     ) -> Result<R> {
-        let seg = self.segs.read().get(&loc.seg).cloned();
-        if seg.is_none() && self.remote.contains(loc.seg) {
+        let Some(seg) = self.local(loc)? else {
             return self.remote.with_record(loc, f);
-        }
-        let seg = seg.ok_or_else(|| {
-            Error::Corrupt(format!(
-                "segment {:016x} is missing (chunk at offset {})",
-                loc.seg, loc.off
-            ))
-        })?;
-        if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
-            return Err(bad_checksum(loc));
-        }
-        let by_pread = |f: &mut F| {
+        };
+        let read_whole = |f: &mut F| {
             let mut out = Vec::new();
             seg.read_big(loc, &mut out)?;
             f(&out)
         };
-        if loc.stored as u64 >= BIG_RECORD || seg.pread_only() {
-            return by_pread(&mut f);
+        if seg.reads_by_pread(loc) {
+            return read_whole(&mut f);
         }
         let mapped = seg.with_mapped(loc.off, |rec| {
             let Some((h, data)) = rec else {
@@ -407,8 +393,25 @@ impl SegmentStore {
             // failed on what it got). `pread` reads the record again and
             // says what is wrong if it cannot (EIO from the disk, the file
             // shorter than the record, a checksum that does not match).
-            Ok(Err(_)) | Err(_) => by_pread(&mut f),
+            Ok(Err(_)) | Err(_) => read_whole(&mut f),
         }
+    }
+
+    /// The local segment of the record `loc` names (none: in the object
+    /// store); an error if it is missing or the record would pass its end.
+    fn local(&self, loc: &ChunkLoc) -> Result<Option<Arc<Segment>>> {
+        let seg = self.segs.read().get(&loc.seg).cloned();
+        if seg.is_none() && self.remote.contains(loc.seg) {
+            return Ok(None);
+        }
+        let seg = seg.ok_or_else(|| {
+            let at = format!("chunk at offset {}", loc.off);
+            Error::Corrupt(format!("segment {:016x} is missing ({at})", loc.seg))
+        })?;
+        if loc.off.saturating_add(record_size(loc.stored)) > SEG_SIZE {
+            return Err(bad_checksum(loc));
+        }
+        Ok(Some(seg))
     }
 
     /// The record at `loc` is no longer referenced, and no reader can hold

@@ -28,12 +28,17 @@ fn size(t: &Tiers, ino: u64) -> u64 {
 }
 
 fn read_all(t: &Tiers, ino: u64) -> Result<Vec<u8>> {
+    read_in_pieces(t, ino, 4 << 20)
+}
+
+/// The whole of `ino`, read from start to end `piece` bytes at a time.
+fn read_in_pieces(t: &Tiers, ino: u64, piece: u64) -> Result<Vec<u8>> {
     let s = size(t, ino);
     let tier = t.meta.inode(ino)?.tier;
     let mut out = Vec::new();
     let mut off = 0;
     while off < s {
-        let n = (s - off).min(4 << 20) as u32;
+        let n = (s - off).min(piece) as u32;
         out.extend(t.read(ino, off, n, s, tier)?);
         off += n as u64;
     }
@@ -717,13 +722,8 @@ fn a_file_read_through_is_read_again_as_it_is_now() {
     t.write(7, 0, &data).unwrap();
     t.flush(7).unwrap();
     let through = |t: &Tiers, data: &[u8]| {
-        let s = size(t, 7);
         let tier = t.meta.inode(7).unwrap().tier;
-        let mut out = Vec::new();
-        while (out.len() as u64) < s {
-            let n = (s - out.len() as u64).min(256 << 10) as u32;
-            out.extend(t.read(7, out.len() as u64, n, s, tier).unwrap());
-        }
+        let out = read_in_pieces(t, 7, 256 << 10).unwrap();
         assert!(out == data, "read through on {tier:?}");
     };
     let push_out = |t: &Tiers| {
