@@ -123,15 +123,22 @@ impl FrameCache {
                 None => false,
             }
         };
-        let got = known
-            .then(|| std::fs::read(self.dir.join(file_name(object, off))).ok())
-            .flatten();
+        let got = match known {
+            true => std::fs::read(self.dir.join(file_name(object, off))),
+            false => Err(std::io::ErrorKind::NotFound.into()),
+        };
         match got {
-            Some(b) => {
+            Ok(b) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(b)
             }
-            None => {
+            Err(e) => {
+                if known && e.kind() == std::io::ErrorKind::NotFound {
+                    // Its file went under it (a reader that found the file
+                    // torn while it was being written forgot it): the entry
+                    // no longer stands for any bytes on the disk.
+                    self.unindex(&key);
+                }
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -174,12 +181,16 @@ impl FrameCache {
 
     /// Forgets the record at `off` of `object` (it failed its check).
     pub fn forget(&self, object: &str, off: u64) {
+        self.unindex(&(object.to_string(), off));
+        let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
+    }
+
+    fn unindex(&self, key: &(String, u64)) {
         let mut ix = self.index.lock();
-        if let Some((len, tick)) = ix.entries.remove(&(object.to_string(), off)) {
+        if let Some((len, tick)) = ix.entries.remove(key) {
             ix.order.remove(&tick);
             ix.bytes -= len;
         }
-        let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
     }
 
     /// Forgets every record of `object` (it was deleted).
@@ -251,5 +262,21 @@ mod tests {
         c.keep_free.store(u64::MAX / 2, Ordering::Relaxed);
         c.put("p3-c", 64, &[4u8; 10]);
         assert!(c.get("p3-c", 64).is_none());
+    }
+
+    #[test]
+    fn a_record_whose_file_went_is_no_longer_counted() {
+        // As when a reader found the file torn while a writer was writing
+        // it in place, and forgot it before the writer indexed it.
+        let dir = tempfile::tempdir().unwrap();
+        let c = FrameCache::open(dir.path(), 1000).unwrap();
+        c.put("p1-a", 64, &[1u8; 100]);
+        std::fs::remove_file(dir.path().join(file_name("p1-a", 64))).unwrap();
+        assert!(c.get("p1-a", 64).is_none());
+        assert_eq!(c.stats().0, 0, "nothing on the disk is counted");
+        assert!(!c.contains("p1-a", 64));
+        c.put("p1-a", 64, &[2u8; 100]);
+        assert_eq!(c.get("p1-a", 64).unwrap(), vec![2u8; 100]);
+        assert_eq!(c.stats().0, 100);
     }
 }
