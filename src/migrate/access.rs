@@ -39,12 +39,18 @@ pub struct AccessStats {
 
 impl AccessStats {
     pub fn touch(&mut self, at: f64, half_life: f64) {
+        self.count_use(at, half_life);
+        self.recent.rotate_right(1);
+        self.recent[0] = at as u32;
+    }
+
+    /// An access at `at` in its count, heat and last access, not in its
+    /// recent times.
+    fn count_use(&mut self, at: f64, half_life: f64) {
         let dt = (at - self.last).max(0.0);
         self.heat = self.heat * 0.5f64.powf(dt / half_life.max(1.0)) + 1.0;
         self.last = self.last.max(at);
         self.count += 1;
-        self.recent.rotate_right(1);
-        self.recent[0] = at as u32;
     }
 
     /// Heat as of `now`.
@@ -145,7 +151,14 @@ struct Entry {
 pub struct AccessCache {
     map: HashMap<u64, Entry>,
     dirty: usize,
+    /// Files whose accesses up to a time were forgotten (`forget_recent`),
+    /// for a minute: an access made before then that reaches the cache
+    /// only after (sent while the forgetting ran) is not a recent one.
+    forgotten: HashMap<u64, f64>,
 }
+
+/// How long `AccessCache::forgotten` keeps a file.
+const FORGOTTEN_FOR: f64 = 60.0;
 
 impl AccessCache {
     pub fn get(&self, ino: u64) -> Option<AccessStats> {
@@ -169,7 +182,11 @@ impl AccessCache {
             stats: stored().unwrap_or_default(),
             dirty: false,
         });
-        e.stats.touch(at, half_life);
+        // Whole seconds, as `forget_recent` forgets them.
+        match self.forgotten.get(&ino) {
+            Some(until) if at.floor() <= until.floor() => e.stats.count_use(at, half_life),
+            _ => e.stats.touch(at, half_life),
+        }
         if !e.dirty {
             e.dirty = true;
             self.dirty += 1;
@@ -186,6 +203,8 @@ impl AccessCache {
         until: f64,
         stored: impl FnOnce() -> Option<AccessStats>,
     ) {
+        self.forgotten.retain(|_, u| *u > until - FORGOTTEN_FOR);
+        self.forgotten.insert(ino, until);
         let e = match self.map.entry(ino) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => match stored() {
@@ -406,6 +425,23 @@ mod tests {
         // A file the store knows nothing of gets no entry.
         c.forget_recent(8, 1001.5, || None);
         assert!(!c.contains(8));
+    }
+
+    #[test]
+    fn an_access_from_before_the_forgetting_that_comes_after_it_is_not_recent() {
+        let mut c = AccessCache::default();
+        c.touch(7, 1000.0, 100.0, || None);
+        c.forget_recent(7, 1001.5, || unreachable!());
+        // Sent at 1001.2, taken in after the forgetting.
+        c.touch(7, 1001.2, 100.0, || unreachable!());
+        let s = c.get(7).unwrap();
+        assert_eq!(s.recent_accesses(1002.0, 100.0), 0);
+        assert_eq!((s.count, s.last), (2, 1001.2), "still counted");
+        c.touch(7, 1003.0, 100.0, || unreachable!());
+        assert_eq!(c.get(7).unwrap().recent_accesses(1004.0, 100.0), 1);
+        // A minute later the mark is gone with the next forgetting.
+        c.forget_recent(9, 1100.0, || None);
+        assert!(!c.forgotten.contains_key(&7));
     }
 
     #[test]
