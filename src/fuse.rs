@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,10 @@ use crate::tier::CHUNK_SIZE;
 /// How long the kernel may cache attributes and names. Every change goes
 /// through this kernel, so its cache never goes stale behind its back.
 const TTL: Duration = Duration::from_secs(1);
+
+/// At most this many requests run off the request threads at once (see
+/// `FuseAdapter::change`); past it they wait on a request thread.
+const OFF_THREAD_MAX: usize = 1024;
 
 /// The store's final flush, shared between the adapter (whose `destroy`
 /// does it) and the code that runs the session (which does it when fuser
@@ -74,6 +78,8 @@ impl FinalFlush {
 pub struct FuseAdapter {
     fs: Arc<TierFs>,
     final_flush: Arc<FinalFlush>,
+    /// Requests running off the request threads now.
+    off_thread: Arc<AtomicUsize>,
     /// Run at the end of `init` (the mount's readahead).
     after_init: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
@@ -83,6 +89,7 @@ impl FuseAdapter {
         FuseAdapter {
             fs,
             final_flush,
+            off_thread: Arc::default(),
             after_init: parking_lot::Mutex::new(None),
         }
     }
@@ -93,15 +100,50 @@ impl FuseAdapter {
         self
     }
 
-    /// The errno for `e`; faults (not user mistakes, not a full disk) are
-    /// logged once, naming the file by its parent records.
     fn errno(&self, op: &str, ino: u64, e: Error) -> Errno {
-        match e.level() {
-            log::Level::Error => log::error!("{op} {}: {e}", self.fs.describe(ino)),
-            level => log::log!(level, "{op} inode {ino}: {e}"),
-        }
-        Errno::from_i32(e.errno())
+        errno(&self.fs, op, ino, e)
     }
+
+    /// Runs `f`, a request that may change what a quota counts and so wait
+    /// for a quota's use to be counted (after a crash, or a quota just set:
+    /// `TierFs::count_pending`): on this request thread, or while a count
+    /// is under way (and when `always`) on a thread of its own, so that
+    /// the requests waiting for a count never take all of the daemon's
+    /// request threads, and with them every other request of the mount.
+    fn change(&self, always: bool, f: impl FnOnce(&TierFs) + Send + 'static) {
+        let off = (always || self.fs.count_pending()) && {
+            let before = self.off_thread.fetch_add(1, Ordering::SeqCst);
+            if before >= OFF_THREAD_MAX {
+                self.off_thread.fetch_sub(1, Ordering::SeqCst);
+            }
+            before < OFF_THREAD_MAX
+        };
+        if !off {
+            return f(&self.fs);
+        }
+        let (fs, running) = (self.fs.clone(), self.off_thread.clone());
+        let spawned = std::thread::Builder::new()
+            .name("change".into())
+            .spawn(move || {
+                f(&fs);
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // The request's reply, dropped with `f`, answers EIO.
+            self.off_thread.fetch_sub(1, Ordering::SeqCst);
+            log::error!("no thread for a request that may wait for a quota count: {e}");
+        }
+    }
+}
+
+/// The errno for `e`; faults (not user mistakes, not a full disk) are
+/// logged once, naming the file by its parent records.
+fn errno(fs: &TierFs, op: &str, ino: u64, e: Error) -> Errno {
+    match e.level() {
+        log::Level::Error => log::error!("{op} {}: {e}", fs.describe(ino)),
+        level => log::log!(level, "{op} inode {ino}: {e}"),
+    }
+    Errno::from_i32(e.errno())
 }
 
 fn kind_to_fuse(k: Kind) -> FileType {
@@ -226,10 +268,11 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(Time::from_system),
         };
-        match self.fs.setattr_fh(caller(req), ino.0, a, fh.map(|f| f.0)) {
+        let (who, fh) = (caller(req), fh.map(|f| f.0));
+        self.change(false, move |fs| match fs.setattr_fh(who, ino.0, a, fh) {
             Ok(i) => reply.attr(&TTL, &attr(&i)),
-            Err(e) => reply.error(self.errno("setattr", ino.0, e)),
-        }
+            Err(e) => reply.error(errno(fs, "setattr", ino.0, e)),
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -249,13 +292,13 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
-            .fs
-            .mknod(caller(req), parent.0, name(n), mode, umask, rdev)
-        {
-            Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
-            Err(e) => reply.error(self.errno("mknod", parent.0, e)),
-        }
+        let (who, n) = (caller(req), name(n).to_vec());
+        self.change(false, move |fs| {
+            match fs.mknod(who, parent.0, &n, mode, umask, rdev) {
+                Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+                Err(e) => reply.error(errno(fs, "mknod", parent.0, e)),
+            }
+        });
     }
 
     fn mkdir(
@@ -267,24 +310,29 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(caller(req), parent.0, name(n), mode, umask) {
-            Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
-            Err(e) => reply.error(self.errno("mkdir", parent.0, e)),
-        }
+        let (who, n) = (caller(req), name(n).to_vec());
+        self.change(false, move |fs| {
+            match fs.mkdir(who, parent.0, &n, mode, umask) {
+                Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+                Err(e) => reply.error(errno(fs, "mkdir", parent.0, e)),
+            }
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name(n)) {
+        let n = name(n).to_vec();
+        self.change(false, move |fs| match fs.unlink(parent.0, &n) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("unlink", parent.0, e)),
-        }
+            Err(e) => reply.error(errno(fs, "unlink", parent.0, e)),
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name(n)) {
+        let n = name(n).to_vec();
+        self.change(false, move |fs| match fs.rmdir(parent.0, &n) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("rmdir", parent.0, e)),
-        }
+            Err(e) => reply.error(errno(fs, "rmdir", parent.0, e)),
+        });
     }
 
     fn symlink(
@@ -295,15 +343,14 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.fs.symlink(
-            caller(req),
-            parent.0,
-            name(link_name),
-            target.as_os_str().as_bytes(),
-        ) {
-            Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
-            Err(e) => reply.error(self.errno("symlink", parent.0, e)),
-        }
+        let (who, n) = (caller(req), name(link_name).to_vec());
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.change(false, move |fs| {
+            match fs.symlink(who, parent.0, &n, &target) {
+                Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+                Err(e) => reply.error(errno(fs, "symlink", parent.0, e)),
+            }
+        });
     }
 
     fn rename(
@@ -316,13 +363,13 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .fs
-            .rename(parent.0, name(n), newparent.0, name(newname), flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("rename", parent.0, e)),
-        }
+        let (n, newname) = (name(n).to_vec(), name(newname).to_vec());
+        self.change(false, move |fs| {
+            match fs.rename(parent.0, &n, newparent.0, &newname, flags.bits()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(fs, "rename", parent.0, e)),
+            }
+        });
     }
 
     fn link(
@@ -333,16 +380,24 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, name(newname)) {
-            Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
-            Err(e) => reply.error(self.errno("link", ino.0, e)),
-        }
+        let newname = name(newname).to_vec();
+        self.change(false, move |fs| {
+            match fs.link(ino.0, newparent.0, &newname) {
+                Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+                Err(e) => reply.error(errno(fs, "link", ino.0, e)),
+            }
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open_as(caller(req), ino.0, flags.0) {
+        let who = caller(req);
+        let open = move |fs: &TierFs| match fs.open_as(who, ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(self.errno("open", ino.0, e)),
+            Err(e) => reply.error(errno(fs, "open", ino.0, e)),
+        };
+        match flags.0 & libc::O_TRUNC {
+            0 => open(&self.fs),
+            _ => self.change(false, open),
         }
     }
 
@@ -376,9 +431,17 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.fs.note_write(fh.0);
-        match self.fs.write(caller(req), ino.0, offset, data) {
+        let who = caller(req);
+        let write = move |fs: &TierFs, data: &[u8]| match fs.write(who, ino.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(self.errno("write", ino.0, e)),
+            Err(e) => reply.error(errno(fs, "write", ino.0, e)),
+        };
+        match self.fs.count_pending() {
+            false => write(&self.fs, data),
+            true => {
+                let data = data.to_vec();
+                self.change(false, move |fs| write(fs, &data));
+            }
         }
     }
 
@@ -529,13 +592,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.xattr_changed(req.pid(), ino.0);
-        match self
-            .fs
-            .setxattr(ino.0, name(n), value, XattrFlags::from_raw(flags))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("setxattr", ino.0, e)),
-        }
+        let (n, value, flags) = (
+            name(n).to_vec(),
+            value.to_vec(),
+            XattrFlags::from_raw(flags),
+        );
+        // Setting a quota counts its tree before it answers.
+        let quota = n == b"user.tier.quota";
+        self.change(quota, move |fs| {
+            match fs.setxattr(ino.0, &n, &value, flags) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(fs, "setxattr", ino.0, e)),
+            }
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
@@ -576,19 +645,19 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .fs
-            .create(caller(req), parent.0, name(n), mode, umask, flags)
-        {
-            Ok((i, fh)) => reply.created(
-                &TTL,
-                &attr(&i),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(self.errno("create", parent.0, e)),
-        }
+        let (who, n) = (caller(req), name(n).to_vec());
+        self.change(false, move |fs| {
+            match fs.create(who, parent.0, &n, mode, umask, flags) {
+                Ok((i, fh)) => reply.created(
+                    &TTL,
+                    &attr(&i),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Err(e) => reply.error(errno(fs, "create", parent.0, e)),
+            }
+        });
     }
 }
 

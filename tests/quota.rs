@@ -451,6 +451,73 @@ fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
     m.assert_fsck_clean();
 }
 
+/// Requests waiting for a quota's count do not take the daemon's request
+/// threads: with more writers waiting in the tree than there are request
+/// threads, the rest of the mount still answers at once.
+#[test]
+fn writers_waiting_for_a_count_hold_up_nothing_else() {
+    let mut m = Mounted::new();
+    m.sh_ok(
+        "mkdir q free && setfattr -n user.tier.quota -v bytes=1MiB q && \
+         for i in 0 1 2 3 4 5 6 7; do printf aaaa > q/f$i; done && \
+         printf xx > free/x && sync q/* free/x",
+    );
+    m.kill9();
+    let hold = m.tmp.path().join("hold");
+    fs::write(&hold, b"").unwrap();
+    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    m.start();
+    let held = std::time::Instant::now();
+    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
+        assert!(held.elapsed().as_secs() < 30, "the count is not held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Eight writes that grow their files in the tree (twice the request
+    // threads of the mount), each waiting for the count.
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let p = m.path(&format!("q/f{i}"));
+            std::thread::spawn(move || {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(p)
+                    .and_then(|mut f| f.write_all(b"more"))
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(writers.iter().all(|w| !w.is_finished()), "they wait");
+    let (free, f0) = (m.path("free"), m.path("q/f0"));
+    let elsewhere = std::thread::spawn(move || {
+        let x = fs::read(free.join("x"))?;
+        fs::write(free.join("y"), b"yy")?;
+        fs::rename(free.join("y"), free.join("z"))?;
+        let size = fs::metadata(&f0)?.len();
+        Ok::<_, std::io::Error>((x, fs::read(free.join("z"))?, size))
+    });
+    let asked = std::time::Instant::now();
+    while !elsewhere.is_finished() && asked.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let answered = elsewhere.is_finished();
+    let still_held = !m.log_text().contains("quotas: the use of");
+    fs::remove_file(&hold).unwrap();
+    assert!(
+        answered,
+        "reads, a create and a rename outside the tree waited for the count"
+    );
+    assert!(still_held, "the count was held while they ran");
+    let (x, z, size) = elsewhere.join().unwrap().unwrap();
+    assert_eq!((x, z, size), (b"xx".to_vec(), b"yy".to_vec(), 4));
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    assert_eq!(quota(&m, "q"), "bytes=1MiB; used 64B 8");
+    m.unset_env("TIERFS_HOLD_AT");
+    m.stop();
+    m.assert_fsck_clean();
+}
+
 /// Setting a quota counts its tree; meanwhile the changes of use in that
 /// tree wait and the rest of the store goes on.
 #[test]

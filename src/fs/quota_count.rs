@@ -48,7 +48,7 @@ impl TierFs {
     }
 
     /// Whether a quota's use is being counted, or waits to be.
-    pub(super) fn count_pending(&self) -> bool {
+    pub fn count_pending(&self) -> bool {
         self.quotas.active() && !self.quotas.uncounted.lock().dirs.is_empty()
     }
 
