@@ -213,6 +213,14 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             log::warn!("the kernel does not offer {missing:?}: open(O_TRUNC) keeps no version");
         }
+        // The daemon clears setuid and setgid on a write, truncate or chown
+        // (`fs::clear_setid`; no file can hold a `security.capability`), so
+        // the kernel need not ask for `security.capability` before every
+        // write: it asks once per file until the file's attributes are next
+        // refreshed. Without this, each write(2) was two requests.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            log::info!("the kernel does not offer {missing:?}: each write asks for security.capability first");
+        }
         if let Some(f) = self.after_init.get_mut().take() {
             f();
         }

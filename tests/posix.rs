@@ -450,6 +450,61 @@ fn permissions_are_enforced_for_other_users() {
         0,
         "setuid cleared by O_TRUNC, mode now {mode:o}"
     );
+    // And truncate(2); a write by root keeps it; setgid goes only where it
+    // marks a group-executable file; a chown clears both, even by root.
+    // (The daemon clears them: FUSE_HANDLE_KILLPRIV_V2.)
+    let mode_after = |m: &Mounted, set: u32, script: &str, uid: u32| {
+        fs::set_permissions(m.path("shared/prog"), fs::Permissions::from_mode(set)).unwrap();
+        let out = as_user(uid, script, &m.mnt);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::metadata(m.path("shared/prog")).unwrap().mode() & 0o7777
+    };
+    let grown = "echo more >> shared/prog";
+    assert_eq!(
+        mode_after(&m, 0o4777, "truncate -s 3 shared/prog", nobody),
+        0o777
+    );
+    assert_eq!(mode_after(&m, 0o4777, grown, 0), 0o4777, "root keeps it");
+    assert_eq!(mode_after(&m, 0o2777, grown, nobody), 0o777);
+    assert_eq!(mode_after(&m, 0o2767, grown, nobody), 0o2767, "not g+x");
+    for _ in 0..3 {
+        assert_eq!(mode_after(&m, 0o6777, grown, nobody), 0o777, "every time");
+    }
+    assert_eq!(
+        mode_after(&m, 0o6755, "chown 0:0 shared/prog", 0),
+        0o755,
+        "chown"
+    );
+}
+
+/// The kernel asks the daemon for `security.capability` before a file's
+/// first write only, not before every write (`FUSE_HANDLE_KILLPRIV_V2`):
+/// fifty appends are fifty requests, not a hundred.
+#[test]
+fn appends_are_one_request_each() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.path("log"))
+        .unwrap();
+    for i in 0..50 {
+        f.write_all(format!("line {i}\n").as_bytes()).unwrap();
+    }
+    drop(f);
+    m.stop();
+    let log = m.log_text();
+    let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(asked(" WRITE "), 50);
+    let probes = asked("GETXATTR name \"security.capability\"");
+    assert!(probes <= 2, "{probes} security.capability probes for 50 writes");
 }
 
 #[test]
