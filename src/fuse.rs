@@ -213,6 +213,13 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             log::warn!("the kernel does not offer {missing:?}: open(O_TRUNC) keeps no version");
         }
+        // Lookups and listings of one directory run side by side (they only
+        // read), and symlink targets stay in the kernel's cache (a link's
+        // target never changes).
+        let reads = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        if let Err(missing) = config.add_capabilities(reads) {
+            log::info!("the kernel does not offer {missing:?}");
+        }
         // The daemon clears setuid and setgid on a write, truncate or chown
         // (`fs::clear_setid`; no file can hold a `security.capability`), so
         // the kernel need not ask for `security.capability` before every

@@ -504,7 +504,41 @@ fn appends_are_one_request_each() {
     let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     assert_eq!(asked(" WRITE "), 50);
     let probes = asked("GETXATTR name \"security.capability\"");
-    assert!(probes <= 2, "{probes} security.capability probes for 50 writes");
+    assert!(
+        probes <= 2,
+        "{probes} security.capability probes for 50 writes"
+    );
+}
+
+/// A symlink's target is asked once, then kept by the kernel
+/// (`FUSE_CACHE_SYMLINKS`), through a remount.
+#[test]
+fn a_symlink_target_is_read_once() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    fs::write(m.path("target"), b"t").unwrap();
+    std::os::unix::fs::symlink("target", m.path("link")).unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            fs::read_link(m.path("link")).unwrap().to_str(),
+            Some("target")
+        );
+        assert_eq!(fs::read(m.path("link")).unwrap(), b"t");
+    }
+    m.stop();
+    let asked = m
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" READLINK"))
+        .count();
+    assert!(asked <= 1, "{asked} READLINK requests");
+    m.start();
+    assert_eq!(
+        fs::read_link(m.path("link")).unwrap().to_str(),
+        Some("target")
+    );
 }
 
 #[test]
