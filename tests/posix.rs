@@ -510,6 +510,30 @@ fn appends_are_one_request_each() {
     );
 }
 
+/// A close sends the daemon no FLUSH after the first (it has nothing to
+/// do then): opening and closing a file is two requests, not three.
+#[test]
+fn a_close_is_no_request_of_its_own() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    let read = |m: &Mounted, i: usize| fs::read(m.path(&format!("f{i}"))).unwrap();
+    for i in 0..20 {
+        fs::write(m.path(&format!("f{i}")), format!("{i}")).unwrap();
+        assert_eq!(read(&m, i), format!("{i}").as_bytes());
+    }
+    m.stop();
+    let log = m.log_text();
+    let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert!(asked(" FLUSH") <= 1, "{} FLUSH requests", asked(" FLUSH"));
+    assert_eq!(asked(" RELEASE"), 40);
+    m.start();
+    for i in 0..20 {
+        assert_eq!(read(&m, i), format!("{i}").as_bytes());
+    }
+}
+
 /// A symlink's target is asked once, then kept by the kernel
 /// (`FUSE_CACHE_SYMLINKS`), through a remount.
 #[test]
