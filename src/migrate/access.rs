@@ -182,9 +182,10 @@ impl AccessCache {
             stats: stored().unwrap_or_default(),
             dirty: false,
         });
-        // Whole seconds, as `forget_recent` forgets them.
+        // Events carry their time to the nanosecond: one from after the
+        // forgetting counts even within the same second.
         match self.forgotten.get(&ino) {
-            Some(until) if at.floor() <= until.floor() => e.stats.count_use(at, half_life),
+            Some(&until) if at <= until => e.stats.count_use(at, half_life),
             _ => e.stats.touch(at, half_life),
         }
         if !e.dirty {
@@ -437,8 +438,9 @@ mod tests {
         let s = c.get(7).unwrap();
         assert_eq!(s.recent_accesses(1002.0, 100.0), 0);
         assert_eq!((s.count, s.last), (2, 1001.2), "still counted");
-        c.touch(7, 1003.0, 100.0, || unreachable!());
-        assert_eq!(c.get(7).unwrap().recent_accesses(1004.0, 100.0), 1);
+        // One made after it, in the same second, is.
+        c.touch(7, 1001.7, 100.0, || unreachable!());
+        assert_eq!(c.get(7).unwrap().recent_accesses(1002.0, 100.0), 1);
         // A minute later the mark is gone with the next forgetting.
         c.forget_recent(9, 1100.0, || None);
         assert!(!c.forgotten.contains_key(&7));
