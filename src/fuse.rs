@@ -122,11 +122,18 @@ impl FuseAdapter {
             return f(&self.fs);
         }
         let (fs, running) = (self.fs.clone(), self.off_thread.clone());
+        /// Gives the slot back however `f` ends (a panic too).
+        struct Slot(Arc<AtomicUsize>);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         let spawned = std::thread::Builder::new()
             .name("change".into())
             .spawn(move || {
+                let _slot = Slot(running);
                 f(&fs);
-                running.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             // The request's reply, dropped with `f`, answers EIO.
@@ -216,9 +223,13 @@ impl Filesystem for FuseAdapter {
         // Lookups and listings of one directory run side by side (they only
         // read), and symlink targets stay in the kernel's cache (a link's
         // target never changes).
-        let reads = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
-        if let Err(missing) = config.add_capabilities(reads) {
-            log::info!("the kernel does not offer {missing:?}");
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = config.add_capabilities(flag) {
+                log::info!("the kernel does not offer {missing:?}");
+            }
         }
         // The daemon clears setuid and setgid on a write, truncate or chown
         // (`fs::clear_setid`; no file can hold a `security.capability`), so
@@ -440,17 +451,19 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.fs.note_write(fh.0);
-        let who = caller(req);
-        let write = move |fs: &TierFs, data: &[u8]| match fs.write(who, ino.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(fs, "write", ino.0, e)),
-        };
+        // The kernel marks a write by a process without CAP_FSETID.
+        let clear = req.uid() != 0 || write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let write =
+            move |fs: &TierFs, data: &[u8]| match fs.write_clearing(clear, ino.0, offset, data) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(fs, "write", ino.0, e)),
+            };
         match self.fs.count_pending() {
             false => write(&self.fs, data),
             true => {
@@ -627,10 +640,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr_for(req.pid(), ino.0, name(n), size) {
+        let (pid, n) = (req.pid(), name(n).to_vec());
+        // A quota's use and the store's figures wait for the counts.
+        let counted = n == b"user.tier.quota" || n == b"user.tier.stats";
+        let get = move |fs: &TierFs| match fs.getxattr_for(pid, ino.0, &n, size) {
             Ok(XattrReply::Size(len)) => reply.size(len),
             Ok(XattrReply::Data(v)) => reply.data(&v),
-            Err(e) => reply.error(self.errno("getxattr", ino.0, e)),
+            Err(e) => reply.error(errno(fs, "getxattr", ino.0, e)),
+        };
+        match counted {
+            true => self.change(false, get),
+            false => get(&self.fs),
         }
     }
 
@@ -643,10 +663,12 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         self.fs.xattr_changed(req.pid(), ino.0);
-        match self.fs.removexattr(ino.0, name(n)) {
+        let n = name(n).to_vec();
+        // Removing a quota waits for the counts.
+        self.change(false, move |fs| match fs.removexattr(ino.0, &n) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("removexattr", ino.0, e)),
-        }
+            Err(e) => reply.error(errno(fs, "removexattr", ino.0, e)),
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

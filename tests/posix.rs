@@ -479,6 +479,25 @@ fn permissions_are_enforced_for_other_users() {
         0o755,
         "chown"
     );
+    assert_eq!(
+        mode_after(&m, 0o6755, "chown 0:0 shared/prog", 0),
+        0o755,
+        "a chown to the same owner"
+    );
+    let no_fsetid =
+        "setpriv --inh-caps=-fsetid --bounding-set=-fsetid -- sh -c 'echo more >> shared/prog'";
+    assert_eq!(
+        mode_after(&m, 0o4777, no_fsetid, 0),
+        0o777,
+        "root without CAP_FSETID"
+    );
+    fs::write(m.path("shared/empty"), b"").unwrap();
+    fs::set_permissions(m.path("shared/empty"), fs::Permissions::from_mode(0o4777)).unwrap();
+    std::os::unix::fs::chown(m.path("shared/empty"), Some(nobody), Some(nobody)).unwrap();
+    let out = as_user(nobody, ": > shared/empty", &m.mnt);
+    assert!(out.status.success());
+    let mode = fs::metadata(m.path("shared/empty")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "O_TRUNC of an empty setuid file");
 }
 
 /// The kernel asks the daemon for `security.capability` before a file's
@@ -527,7 +546,7 @@ fn a_close_is_no_request_of_its_own() {
     let log = m.log_text();
     let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     assert!(asked(" FLUSH") <= 1, "{} FLUSH requests", asked(" FLUSH"));
-    assert_eq!(asked(" RELEASE"), 40);
+    assert_eq!(asked(" RELEASE fh"), 40);
     m.start();
     for i in 0..20 {
         assert_eq!(read(&m, i), format!("{i}").as_bytes());

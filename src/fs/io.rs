@@ -85,6 +85,18 @@ impl TierFs {
     }
 
     pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
+        self.write_clearing(caller.uid != 0, ino, off, data)
+    }
+
+    /// `write`, clearing setuid and setgid when `clear_setid` (a writer
+    /// without CAP_FSETID: the kernel says so with the write).
+    pub fn write_clearing(
+        &self,
+        clear_setid: bool,
+        ino: u64,
+        off: u64,
+        data: &[u8],
+    ) -> Result<u32> {
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;
@@ -125,13 +137,13 @@ impl TierFs {
         // write has happened: a failure to record its times (the metadata
         // store on a full disk) is logged, not answered, so that a write
         // that answers an error never leaves a trace.
-        if let Err(e) = self.touch_after_write(caller, ino) {
+        if let Err(e) = self.touch_after_write(clear_setid, ino) {
             log::warn!("write to {}: times not updated: {e}", self.describe(ino));
         }
         Ok(data.len() as u32)
     }
 
-    /// mtime and ctime to now, setuid/setgid cleared for a non-root writer.
+    /// mtime and ctime to now, setuid/setgid cleared when `clear_setid`.
     /// Nothing to write when both times were stamped within the clock's
     /// current tick (as Linux skips the update on filesystems with coarse
     /// timestamps, `inode_needs_update_time`):
@@ -139,11 +151,11 @@ impl TierFs {
     /// metadata commit each.
     /// The check needs no lock: a change that lands after the read is one
     /// that came after this write, and so has the last word either way.
-    fn touch_after_write(&self, caller: Caller, ino: u64) -> Result<()> {
+    fn touch_after_write(&self, clear_setid: bool, ino: u64) -> Result<()> {
         let needs_commit = |inode: &Inode| {
             let mut cleared = inode.clone();
-            if caller.uid != 0 {
-                clear_setid(&mut cleared);
+            if clear_setid {
+                super::clear_setid(&mut cleared);
             }
             let tick = Time::coarse_now();
             let now = Time::now();
@@ -155,8 +167,8 @@ impl TierFs {
         }
         let held = self.meta.write_lock();
         let mut inode = self.meta.inode(ino)?;
-        if caller.uid != 0 {
-            clear_setid(&mut inode);
+        if clear_setid {
+            super::clear_setid(&mut inode);
         }
         let now = Time::now();
         inode.mtime = now;

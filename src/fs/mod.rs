@@ -533,7 +533,9 @@ fn set_attrs(inode: &mut Inode, a: &SetAttr, now: Time) {
         inode.perm = (mode & 0o7777) as u16;
         inode.ctime = now;
     }
-    let chown = a.uid.is_some_and(|u| u != inode.uid) || a.gid.is_some_and(|g| g != inode.gid);
+    // Any chown of a non-directory clears them, to the same owner too (as
+    // Linux does; the kernel leaves it to the daemon: KILLPRIV_V2).
+    let chown = a.uid.is_some() || a.gid.is_some();
     if let Some(uid) = a.uid {
         inode.uid = uid;
         inode.ctime = now;

@@ -164,7 +164,16 @@ impl TierFs {
         let _q = self.quota_guard_for(&[], &[ino]);
         let inode = self.inode(ino)?;
         if inode.size == 0 {
-            return Ok(()); // most opens with O_TRUNC create the file
+            // Most opens with O_TRUNC create the file; an empty setuid file
+            // is still cut, as far as setuid and setgid go.
+            let mut cleared = inode.clone();
+            if clear_setid {
+                super::clear_setid(&mut cleared);
+            }
+            if cleared.perm != inode.perm {
+                self.tiers.truncate(ino, 0, cut)?;
+            }
+            return Ok(());
         }
         let cut_bytes = Delta {
             files: 0,

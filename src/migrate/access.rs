@@ -151,9 +151,10 @@ struct Entry {
 pub struct AccessCache {
     map: HashMap<u64, Entry>,
     dirty: usize,
-    /// Files whose accesses up to a time were forgotten (`forget_recent`),
-    /// for a minute: an access made before then that reaches the cache
-    /// only after (sent while the forgetting ran) is not a recent one.
+    /// Files whose accesses up to a time were forgotten (`forget_recent`):
+    /// an access made before then that reaches the cache only after (sent
+    /// while the forgetting ran) is not a recent one. Each forgetting drops
+    /// the marks more than a minute older than itself.
     forgotten: HashMap<u64, f64>,
 }
 

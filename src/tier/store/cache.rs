@@ -109,6 +109,7 @@ impl FrameCache {
     /// The cached bytes of the record at `off` of `object`, if any.
     pub fn get(&self, object: &str, off: u64) -> Option<Vec<u8>> {
         let key = (object.to_string(), off);
+        // The tick this use gave the entry, if it is indexed.
         let known = {
             let mut ix = self.index.lock();
             ix.tick += 1;
@@ -118,14 +119,14 @@ impl FrameCache {
                     let old = std::mem::replace(&mut e.1, tick);
                     ix.order.remove(&old);
                     ix.order.insert(tick, key.clone());
-                    true
+                    Some(tick)
                 }
-                None => false,
+                None => None,
             }
         };
         let got = match known {
-            true => std::fs::read(self.dir.join(file_name(object, off))),
-            false => Err(std::io::ErrorKind::NotFound.into()),
+            Some(_) => std::fs::read(self.dir.join(file_name(object, off))),
+            None => Err(std::io::ErrorKind::NotFound.into()),
         };
         match got {
             Ok(b) => {
@@ -133,11 +134,18 @@ impl FrameCache {
                 Some(b)
             }
             Err(e) => {
-                if known && e.kind() == std::io::ErrorKind::NotFound {
+                if let (Some(tick), std::io::ErrorKind::NotFound) = (known, e.kind()) {
                     // Its file went under it (a reader that found the file
                     // torn while it was being written forgot it): the entry
-                    // no longer stands for any bytes on the disk.
-                    self.unindex(&key);
+                    // no longer stands for any bytes on the disk, unless a
+                    // put made it again since this use.
+                    let mut ix = self.index.lock();
+                    if ix.entries.get(&key).is_some_and(|e| e.1 == tick) {
+                        if let Some((len, _)) = ix.entries.remove(&key) {
+                            ix.order.remove(&tick);
+                            ix.bytes -= len;
+                        }
+                    }
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
