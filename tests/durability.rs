@@ -101,6 +101,35 @@ fn writer(
     }
 }
 
+/// A synced file that cannot be read after the crash: what the mount and
+/// fsck say of it, and the store kept for a look (its path printed).
+fn lost(m: &mut Mounted, name: &str, round: u32, e: std::io::Error) -> ! {
+    let listed = fs::read_dir(&m.mnt)
+        .map(|d| d.flatten().any(|e| e.file_name().to_str() == Some(name)))
+        .unwrap_or(false);
+    m.stop();
+    let fsck = m.fsck();
+    let kept = std::env::temp_dir().join(format!("tierfs-lost-{}", std::process::id()));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&m.store)
+        .arg(&kept)
+        .status()
+        .is_ok_and(|s| s.success());
+    panic!(
+        "{name} (round {round}): {e}; listed in its directory: {listed}; store {}: {}\n\
+         fsck: {}{}",
+        if copied {
+            "kept in"
+        } else {
+            "could not be kept in"
+        },
+        kept.display(),
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    )
+}
+
 #[test]
 fn fsynced_data_survives_kill9_at_random_moments() {
     let seed = SystemTime::now()
@@ -186,7 +215,7 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         m.start();
         let s = synced.lock().unwrap();
         for (name, fseed, len) in &s.files {
-            let got = fs::read(m.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = fs::read(m.path(name)).unwrap_or_else(|e| lost(&mut m, name, round, e));
             assert_eq!(got.len(), *len, "{name} length");
             assert!(got == pattern(*fseed, *len), "{name} content");
         }
