@@ -14,6 +14,24 @@ fn quota(m: &Mounted, dir: &str) -> String {
     m.sh_ok(&format!("getfattr --only-values -n user.tier.quota {dir}"))
 }
 
+/// Has the daemons started from now on hold each quota count while the
+/// returned file exists (`TIERFS_HOLD_AT=quota-count:FILE`).
+fn hold_counts(m: &mut Mounted) -> std::path::PathBuf {
+    let hold = m.tmp.path().join("hold");
+    fs::write(&hold, b"").unwrap();
+    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    hold
+}
+
+/// Waits until the daemon holds a quota count (`hold_counts`).
+fn wait_held(m: &Mounted) {
+    let held = std::time::Instant::now();
+    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
+        assert!(held.elapsed().as_secs() < 30, "the count is not held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Drops the quotas' use a clean unmount saved in the (unmounted) store:
 /// the next mount counts it from the trees, as after a crash.
 fn forget_saved_use(m: &Mounted) {
@@ -387,15 +405,9 @@ fn while_a_quota_is_counted_only_changes_of_use_in_its_tree_wait() {
         .unwrap();
     m.sh_ok(&format!("sync {mate}"));
     m.kill9();
-    let hold = m.tmp.path().join("hold");
-    fs::write(&hold, b"").unwrap();
-    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    let hold = hold_counts(&mut m);
     m.start();
-    let held = std::time::Instant::now();
-    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
-        assert!(held.elapsed().as_secs() < 30, "the count is not held");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_held(&m);
     m.sh_ok(
         "chmod 600 q/a && setfattr -n user.note -v kept q/b && \
          printf XY | dd of=q/c conv=notrunc status=none && cat q/c > /dev/null && ls q > /dev/null",
@@ -463,15 +475,9 @@ fn writers_waiting_for_a_count_hold_up_nothing_else() {
          printf xx > free/x && sync q/* free/x",
     );
     m.kill9();
-    let hold = m.tmp.path().join("hold");
-    fs::write(&hold, b"").unwrap();
-    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    let hold = hold_counts(&mut m);
     m.start();
-    let held = std::time::Instant::now();
-    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
-        assert!(held.elapsed().as_secs() < 30, "the count is not held");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_held(&m);
     // Eight writes that grow their files in the tree (twice the request
     // threads of the mount), each waiting for the count.
     let writers: Vec<_> = (0..8)
@@ -524,9 +530,7 @@ fn writers_waiting_for_a_count_hold_up_nothing_else() {
 fn a_quota_being_set_holds_only_its_own_tree() {
     let mut m = Mounted::new();
     m.sh_ok("mkdir -p q/sub free && printf aaaa > q/sub/a");
-    let hold = m.tmp.path().join("hold");
-    fs::write(&hold, b"").unwrap();
-    m.set_env("TIERFS_HOLD_AT", &format!("quota-count:{}", hold.display()));
+    let hold = hold_counts(&mut m);
     m.stop();
     m.start();
     let q = m.path("q");
@@ -537,11 +541,7 @@ fn a_quota_being_set_holds_only_its_own_tree() {
             .status()
             .unwrap()
     });
-    let held = std::time::Instant::now();
-    while !m.log_text().contains("TIERFS_HOLD_AT=quota-count: held") {
-        assert!(held.elapsed().as_secs() < 30, "the count is not held");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_held(&m);
     m.sh_ok("printf eeee > free/e && mv free/e free/f && printf more >> free/f");
     assert!(!set.is_finished(), "the count was still held");
     let mnt = m.mnt.clone();
