@@ -432,20 +432,17 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        write_flags: WriteFlags,
+        _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.fs.note_write(fh.0);
-        // A write the kernel marks as from a process without CAP_FSETID
-        // clears them too.
-        let clear = req.uid() != 0 || write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        let write =
-            move |fs: &TierFs, data: &[u8]| match fs.write_clearing(clear, ino.0, offset, data) {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(fs, "write", ino.0, e)),
-            };
+        let who = caller(req);
+        let write = move |fs: &TierFs, data: &[u8]| match fs.write(who, ino.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(fs, "write", ino.0, e)),
+        };
         match self.fs.count_pending() {
             false => write(&self.fs, data),
             true => {

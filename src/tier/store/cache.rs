@@ -139,13 +139,7 @@ impl FrameCache {
                     // torn while it was being written forgot it): the entry
                     // no longer stands for any bytes on the disk, unless a
                     // put made it again since this use.
-                    let mut ix = self.index.lock();
-                    if ix.entries.get(&key).is_some_and(|e| e.1 == tick) {
-                        if let Some((len, _)) = ix.entries.remove(&key) {
-                            ix.order.remove(&tick);
-                            ix.bytes -= len;
-                        }
-                    }
+                    self.unindex(&key, Some(tick));
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
@@ -189,12 +183,17 @@ impl FrameCache {
 
     /// Forgets the record at `off` of `object` (it failed its check).
     pub fn forget(&self, object: &str, off: u64) {
-        self.unindex(&(object.to_string(), off));
+        self.unindex(&(object.to_string(), off), None);
         let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
     }
 
-    fn unindex(&self, key: &(String, u64)) {
+    /// Takes `key` out of the index (only if its last use is still `tick`,
+    /// when given).
+    fn unindex(&self, key: &(String, u64), tick: Option<u64>) {
         let mut ix = self.index.lock();
+        if tick.is_some_and(|t| ix.entries.get(key).is_none_or(|e| e.1 != t)) {
+            return;
+        }
         if let Some((len, tick)) = ix.entries.remove(key) {
             ix.order.remove(&tick);
             ix.bytes -= len;
