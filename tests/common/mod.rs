@@ -146,6 +146,23 @@ impl Mounted {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
+        // A file in the bare mount point was written while no tierfs was
+        // mounted there (a test thread that went on after a kill): the
+        // mount would hide it, and a test would take it for lost.
+        if !is_mounted(&self.mnt) {
+            let bare: Vec<String> = std::fs::read_dir(&self.mnt)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                bare.is_empty(),
+                "written to the bare mount point {} while nothing was mounted: {bare:?}",
+                self.mnt.display()
+            );
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
