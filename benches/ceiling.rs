@@ -105,6 +105,13 @@ impl Ceiling {
 impl Filesystem for Ceiling {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        // The kernel options tierfs asks for that spare requests, so that
+        // the ceiling stays one.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS
+                | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+        );
         Ok(())
     }
 
@@ -278,7 +285,8 @@ impl Filesystem for Ceiling {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // As tierfs: no more FLUSH requests.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

@@ -220,6 +220,25 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
             log::warn!("the kernel does not offer {missing:?}: open(O_TRUNC) keeps no version");
         }
+        // Lookups and listings of one directory run side by side (they only
+        // read), and symlink targets stay in the kernel's cache (a link's
+        // target never changes).
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = config.add_capabilities(flag) {
+                log::info!("the kernel does not offer {missing:?}");
+            }
+        }
+        // The daemon clears setuid and setgid on a write, truncate or chown
+        // (`fs::clear_setid`; no file can hold a `security.capability`), so
+        // the kernel need not ask for `security.capability` before every
+        // write: it asks once per file until the file's attributes are next
+        // refreshed. Without this, each write(2) was two requests.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            log::info!("the kernel does not offer {missing:?}: each write asks for security.capability first");
+        }
         if let Some(f) = self.after_init.get_mut().take() {
             f();
         }
@@ -432,17 +451,19 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.fs.note_write(fh.0);
-        let who = caller(req);
-        let write = move |fs: &TierFs, data: &[u8]| match fs.write(who, ino.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(fs, "write", ino.0, e)),
-        };
+        // The kernel marks a write by a process without CAP_FSETID.
+        let clear = req.uid() != 0 || write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let write =
+            move |fs: &TierFs, data: &[u8]| match fs.write_clearing(clear, ino.0, offset, data) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(fs, "write", ino.0, e)),
+            };
         match self.fs.count_pending() {
             false => write(&self.fs, data),
             true => {
@@ -460,7 +481,11 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do at close (data is handed over at each write, locks
+        // are the kernel's): ENOSYS tells the kernel to send no more
+        // FLUSH, one request less per close. It does its own part of a
+        // flush (waiting for writes from a mapping) all the same.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

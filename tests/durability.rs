@@ -771,4 +771,3 @@ fn sigterm_during_a_move_and_with_open_files_is_clean_and_durable() {
     m.stop();
     m.assert_fsck_clean();
 }
-

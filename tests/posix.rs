@@ -452,6 +452,7 @@ fn permissions_are_enforced_for_other_users() {
     );
     // And truncate(2); a write by root keeps it; setgid goes only where it
     // marks a group-executable file; a chown clears both, even by root.
+    // (The daemon clears them: FUSE_HANDLE_KILLPRIV_V2.)
     let mode_after = |m: &Mounted, set: u32, script: &str, uid: u32| {
         fs::set_permissions(m.path("shared/prog"), fs::Permissions::from_mode(set)).unwrap();
         let out = as_user(uid, script, &m.mnt);
@@ -497,6 +498,90 @@ fn permissions_are_enforced_for_other_users() {
     assert!(out.status.success());
     let mode = fs::metadata(m.path("shared/empty")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o777, "O_TRUNC of an empty setuid file");
+}
+
+/// The kernel asks the daemon for `security.capability` before a file's
+/// first write only, not before every write (`FUSE_HANDLE_KILLPRIV_V2`):
+/// fifty appends are fifty requests, not a hundred.
+#[test]
+fn appends_are_one_request_each() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.path("log"))
+        .unwrap();
+    for i in 0..50 {
+        f.write_all(format!("line {i}\n").as_bytes()).unwrap();
+    }
+    drop(f);
+    m.stop();
+    let log = m.log_text();
+    let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(asked(" WRITE "), 50);
+    let probes = asked("GETXATTR name \"security.capability\"");
+    assert!(
+        probes <= 2,
+        "{probes} security.capability probes for 50 writes"
+    );
+}
+
+/// A close sends the daemon no FLUSH after the first (it has nothing to
+/// do then): opening and closing a file is two requests, not three.
+#[test]
+fn a_close_is_no_request_of_its_own() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    let read = |m: &Mounted, i: usize| fs::read(m.path(&format!("f{i}"))).unwrap();
+    for i in 0..20 {
+        fs::write(m.path(&format!("f{i}")), format!("{i}")).unwrap();
+        assert_eq!(read(&m, i), format!("{i}").as_bytes());
+    }
+    m.stop();
+    let log = m.log_text();
+    let asked = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert!(asked(" FLUSH") <= 1, "{} FLUSH requests", asked(" FLUSH"));
+    assert_eq!(asked(" RELEASE fh"), 40);
+    m.start();
+    for i in 0..20 {
+        assert_eq!(read(&m, i), format!("{i}").as_bytes());
+    }
+}
+
+/// A symlink's target is asked once, then kept by the kernel
+/// (`FUSE_CACHE_SYMLINKS`), through a remount.
+#[test]
+fn a_symlink_target_is_read_once() {
+    let mut m = Mounted::new();
+    m.set_env("RUST_LOG", "info,fuser::request=debug");
+    m.stop();
+    m.start();
+    fs::write(m.path("target"), b"t").unwrap();
+    std::os::unix::fs::symlink("target", m.path("link")).unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            fs::read_link(m.path("link")).unwrap().to_str(),
+            Some("target")
+        );
+        assert_eq!(fs::read(m.path("link")).unwrap(), b"t");
+    }
+    m.stop();
+    let asked = m
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" READLINK"))
+        .count();
+    assert!(asked <= 1, "{asked} READLINK requests");
+    m.start();
+    assert_eq!(
+        fs::read_link(m.path("link")).unwrap().to_str(),
+        Some("target")
+    );
 }
 
 #[test]

@@ -85,7 +85,18 @@ impl TierFs {
     }
 
     pub fn write(&self, caller: Caller, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
-        let clear_setid = caller.uid != 0;
+        self.write_clearing(caller.uid != 0, ino, off, data)
+    }
+
+    /// `write`, clearing setuid and setgid when `clear_setid` (a writer
+    /// without CAP_FSETID: the kernel says so with the write).
+    pub fn write_clearing(
+        &self,
+        clear_setid: bool,
+        ino: u64,
+        off: u64,
+        data: &[u8],
+    ) -> Result<u32> {
         off.checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Error::FileTooBig)?;

@@ -534,7 +534,7 @@ fn set_attrs(inode: &mut Inode, a: &SetAttr, now: Time) {
         inode.ctime = now;
     }
     // Any chown of a non-directory clears them, to the same owner too (as
-    // Linux does).
+    // Linux does; the kernel leaves it to the daemon: KILLPRIV_V2).
     let chown = a.uid.is_some() || a.gid.is_some();
     if let Some(uid) = a.uid {
         inode.uid = uid;

@@ -4,9 +4,11 @@
 //! Other `user.*` names are stored verbatim in the metadata store and kept
 //! across tier moves. `security.*`, `trusted.*` and `system.*` are not
 //! kept: get and set answer EOPNOTSUPP at once, without a lookup, so that
-//! the kernel's `security.capability` probe on every write costs nothing,
-//! and `ls -l`, told the filesystem has no ACLs or security contexts, stops
-//! asking each file for them.
+//! the kernel's `security.capability` probe before a file's first write
+//! costs little, and `ls -l`, told the filesystem has no ACLs or security
+//! contexts, stops asking each file for them. (No file can hold a
+//! capability, so clearing setuid and setgid is all a write, truncate or
+//! chown has to kill: the daemon does, `FUSE_HANDLE_KILLPRIV_V2`.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
