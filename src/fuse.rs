@@ -189,6 +189,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -232,10 +233,12 @@ impl Filesystem for FuseAdapter {
             }
         }
         // The daemon clears setuid and setgid on a write, truncate or chown
-        // (`fs::clear_setid`; no file can hold a `security.capability`), so
-        // the kernel need not ask for `security.capability` before every
-        // write: it asks once per file until the file's attributes are next
-        // refreshed. Without this, each write(2) was two requests.
+        // (`fs::clear_setid`; a truncate's caller is checked for
+        // CAP_FSETID, `Caller::lacks_fsetid`; no file can hold a
+        // `security.capability`), so the kernel need not ask for
+        // `security.capability` before every write: it asks once per file
+        // until the file's attributes are next refreshed. Without this,
+        // each write(2) was two requests.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
             log::info!("the kernel does not offer {missing:?}: each write asks for security.capability first");
         }

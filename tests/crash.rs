@@ -29,7 +29,7 @@ use tierfs::fault;
 use tierfs::fs::{Caller, SetAttr, TierFs, XattrFlags};
 use tierfs::meta::ROOT_INO;
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller::ROOT;
 
 /// What a name must hold after a crash.
 #[derive(Clone, Debug)]

@@ -527,7 +527,7 @@ impl Drop for Tmpfs {
 fn compacting_segments_full_of_freed_holes_on_a_full_tmpfs() {
     use tierfs::fs::Caller;
     use tierfs::meta::ROOT_INO;
-    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    const ROOT: Caller = Caller::ROOT;
     let tmp = tempfile::tempdir_in("/tmp").unwrap();
     let disk = Tmpfs::mount(&tmp.path().join("small"), 32);
     let store = disk.0.join("store");

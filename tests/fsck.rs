@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tierfs::fs::{Caller, TierFs};
 use tierfs::meta::{Dirent, Kind, Meta, Tier, Txn, ROOT_INO};
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller::ROOT;
 
 fn open(store: &Path) -> Arc<TierFs> {
     common::open_direct(store)

@@ -416,7 +416,7 @@ fn store_with_collisions() -> (
         .all(|n| tierfs::meta::name_pos(n.as_bytes()) == pos));
     let tmp = common::scratch("tierfs-collide-");
     let fs = common::open_direct(tmp.path());
-    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let root = tierfs::fs::Caller::ROOT;
     let want = names_with_collisions();
     for n in &want {
         let (_, fh) = fs

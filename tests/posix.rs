@@ -491,6 +491,24 @@ fn permissions_are_enforced_for_other_users() {
         0o777,
         "root without CAP_FSETID"
     );
+    // A truncate and an open(O_TRUNC) by root: kept with CAP_FSETID,
+    // cleared without (the kernel leaves both to the daemon).
+    let no_fsetid =
+        |cmd: &str| format!("setpriv --inh-caps=-fsetid --bounding-set=-fsetid -- sh -c '{cmd}'");
+    let cut = "truncate -s 3 shared/prog";
+    let emptied = "echo new > shared/prog";
+    assert_eq!(mode_after(&m, 0o6777, cut, 0), 0o6777, "truncate, root");
+    assert_eq!(mode_after(&m, 0o6777, emptied, 0), 0o6777, "O_TRUNC, root");
+    assert_eq!(
+        mode_after(&m, 0o6777, &no_fsetid(cut), 0),
+        0o777,
+        "truncate, root without CAP_FSETID"
+    );
+    assert_eq!(
+        mode_after(&m, 0o6777, &no_fsetid(emptied), 0),
+        0o777,
+        "O_TRUNC, root without CAP_FSETID"
+    );
     fs::write(m.path("shared/empty"), b"").unwrap();
     fs::set_permissions(m.path("shared/empty"), fs::Permissions::from_mode(0o4777)).unwrap();
     std::os::unix::fs::chown(m.path("shared/empty"), Some(nobody), Some(nobody)).unwrap();

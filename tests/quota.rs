@@ -614,7 +614,7 @@ fn concurrent_growing_writes_are_charged_once() {
 #[test]
 fn writes_under_way_while_the_file_moves_between_quotas() {
     use tierfs::meta::ROOT_INO;
-    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let root = tierfs::fs::Caller::ROOT;
     let dir = tempfile::tempdir().unwrap();
     let fs = common::open_direct(&dir.path().join("store"));
     let flags = tierfs::fs::XattrFlags::from_raw(0);
@@ -680,7 +680,7 @@ fn writes_under_way_while_the_file_moves_between_quotas() {
 #[test]
 fn an_exchange_across_a_full_quota_is_checked_by_its_net_change() {
     use tierfs::meta::ROOT_INO;
-    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let root = tierfs::fs::Caller::ROOT;
     let dir = tempfile::tempdir().unwrap();
     let fs = common::open_direct(&dir.path().join("store"));
     let flags = tierfs::fs::XattrFlags::from_raw(0);
@@ -713,7 +713,7 @@ fn an_exchange_across_a_full_quota_is_checked_by_its_net_change() {
 #[test]
 fn an_exchange_of_a_directory_with_a_link_of_a_file_inside_it_counts_both_sides() {
     use tierfs::meta::ROOT_INO;
-    let root = tierfs::fs::Caller { uid: 0, gid: 0 };
+    let root = tierfs::fs::Caller::ROOT;
     let dir = tempfile::tempdir().unwrap();
     let fs = common::open_direct(&dir.path().join("store"));
     let flags = tierfs::fs::XattrFlags::from_raw(0);

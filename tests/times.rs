@@ -14,7 +14,7 @@ fn writes_stamp_times_at_the_clock_tick() {
     use tierfs::meta::{Time, ROOT_INO};
     let dir = tempfile::tempdir().unwrap();
     let fs = common::open_direct(&dir.path().join("store"));
-    let root = Caller { uid: 0, gid: 0 };
+    let root = Caller::ROOT;
     let mut same_tick = false;
     for n in 0..200 {
         let t0 = Time::coarse_now();
@@ -56,6 +56,7 @@ fn writes_stamp_times_at_the_clock_tick() {
         Caller {
             uid: 1000,
             gid: 1000,
+            pid: 0,
         },
         f.ino,
         0,

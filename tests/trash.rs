@@ -257,7 +257,7 @@ fn a_purge_frees_the_space() {
 fn an_o_trunc_version_survives_compaction_and_a_purge_frees_it() {
     use tierfs::fs::{Caller, XattrFlags};
     use tierfs::meta::ROOT_INO;
-    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    const ROOT: Caller = Caller::ROOT;
     let tmp = tempfile::tempdir_in("/tmp").unwrap();
     let store = tmp.path().join("store");
     let fs = common::open_direct(&store);
@@ -369,7 +369,7 @@ fn files_idle_past_their_ttl_expire_into_the_trash() {
 fn fsck_finds_and_repairs_trash_records_out_of_step() {
     use tierfs::fs::Caller;
     use tierfs::meta::ROOT_INO;
-    const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    const ROOT: Caller = Caller::ROOT;
     let tmp = tempfile::tempdir_in("/tmp").unwrap();
     let store = tmp.path().join("store");
     let fs = common::open_direct(&store);

@@ -7,11 +7,11 @@ use super::*;
 
 impl TierFs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
-        self.open_as(Caller { uid: 0, gid: 0 }, ino, flags)
+        self.open_as(Caller::ROOT, ino, flags)
     }
 
-    /// `open` by `caller`: an `O_TRUNC` by a user other than root clears
-    /// setuid and setgid, as a truncate does.
+    /// `open` by `caller`: an `O_TRUNC` clears setuid and setgid as a
+    /// truncate by the caller does (`Caller::lacks_fsetid`).
     pub fn open_as(&self, caller: Caller, ino: u64, flags: i32) -> Result<u64> {
         let inode = self.meta.inode(ino)?;
         if inode.kind == Kind::Dir && (flags & libc::O_ACCMODE) != libc::O_RDONLY {
@@ -22,7 +22,7 @@ impl TierFs {
         // (The kernel checked write permission; with O_RDONLY too it has
         // already cut its own idea of the size.)
         if inode.kind == Kind::File && flags & libc::O_TRUNC != 0 {
-            self.truncate_on_open(ino, caller.uid != 0)?;
+            self.truncate_on_open(ino, caller)?;
         }
         // One open is one access. Opens always reach the daemon (reads served
         // from the kernel's page cache do not), and counting every read or

@@ -46,6 +46,44 @@ pub const NAME_MAX: usize = 255;
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The calling thread (0: none, as for the daemon's own calls).
+    pub pid: u32,
+}
+
+impl Caller {
+    /// Root with no process: the daemon's own calls.
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    /// Whether a truncate by this caller clears setuid and setgid: unless
+    /// it holds CAP_FSETID, as Linux rules. With `FUSE_HANDLE_KILLPRIV_V2`
+    /// the kernel leaves that to the daemon and does not say whether the
+    /// caller holds it, so the caller's effective capabilities are read
+    /// from `/proc/PID/status` (asked only of a file that has setuid or
+    /// setgid). Without a process to read, root holds it and other users
+    /// do not.
+    pub fn lacks_fsetid(&self) -> bool {
+        const CAP_FSETID: u32 = 4;
+        match (self.pid != 0).then(|| effective_caps(self.pid)).flatten() {
+            Some(caps) => caps & (1 << CAP_FSETID) == 0,
+            None => self.uid != 0,
+        }
+    }
+}
+
+/// The effective capability set of thread `pid`, if it is still there.
+fn effective_caps(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = text.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Whether `inode` has setuid or setgid set.
+fn has_setid(inode: &Inode) -> bool {
+    inode.perm & (libc::S_ISUID | libc::S_ISGID) as u16 != 0
 }
 
 /// A time given to setattr.
@@ -267,7 +305,7 @@ impl TierFs {
                 }
             });
         if fresh && self.inode(ino)?.kind == Kind::File {
-            self.truncate_on_open(ino, caller.uid != 0)?;
+            self.truncate_on_open(ino, caller)?;
             return self.setattr(caller, ino, SetAttr { size: None, ..a });
         }
         self.setattr(caller, ino, a)
@@ -280,7 +318,7 @@ impl TierFs {
                 inode.size = size;
                 inode.mtime = now;
                 inode.ctime = now;
-                if caller.uid != 0 {
+                if has_setid(&inode) && caller.lacks_fsetid() {
                     clear_setid(&mut inode);
                 }
             }

@@ -148,13 +148,14 @@ impl TierFs {
     /// `open(O_TRUNC)` of `ino`: with the trash on, a non-empty file's
     /// content becomes a version (its chunks change owner, nothing is
     /// copied); else it is cut to zero bytes.
-    pub(super) fn truncate_on_open(&self, ino: u64, clear_setid: bool) -> Result<()> {
+    pub(super) fn truncate_on_open(&self, ino: u64, caller: Caller) -> Result<()> {
         let now = Time::now();
+        let clears = |i: &Inode| super::has_setid(i) && caller.lacks_fsetid();
         let cut = |mut i: Inode| {
             i.size = 0;
             i.mtime = now;
             i.ctime = now;
-            if clear_setid {
+            if clears(&i) {
                 super::clear_setid(&mut i);
             }
             i
@@ -167,7 +168,7 @@ impl TierFs {
             // Most opens with O_TRUNC create the file; an empty setuid file
             // is still cut, as far as setuid and setgid go.
             let mut cleared = inode.clone();
-            if clear_setid {
+            if clears(&inode) {
                 super::clear_setid(&mut cleared);
             }
             if cleared.perm != inode.perm {

@@ -99,7 +99,7 @@ use tierfs::error::Error;
 use tierfs::fs::{Caller, Options, SetAttr, TierFs, XattrFlags};
 use tierfs::meta::{Inode, Kind, ROOT_INO};
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller::ROOT;
 
 /// The policy of every store: no cycle or write-back on a timer (the test
 /// runs them as operations, on its own thread), and a cycle whose outcome
