@@ -153,14 +153,12 @@ impl TierFs {
     /// that came after this write, and so has the last word either way.
     fn touch_after_write(&self, clear_setid: bool, ino: u64) -> Result<()> {
         let needs_commit = |inode: &Inode| {
-            let mut cleared = inode.clone();
-            if clear_setid {
-                super::clear_setid(&mut cleared);
-            }
             let tick = Time::coarse_now();
             let now = Time::now();
             let this_tick = |t: Time| tick <= t && t <= now;
-            cleared.perm != inode.perm || !this_tick(inode.mtime) || !this_tick(inode.ctime)
+            (clear_setid && super::setid_to_clear(inode.perm) != 0)
+                || !this_tick(inode.mtime)
+                || !this_tick(inode.ctime)
         };
         if !needs_commit(&self.meta.inode(ino)?) {
             return Ok(());

@@ -62,8 +62,8 @@ impl Caller {
     /// it holds CAP_FSETID, as Linux rules. With `FUSE_HANDLE_KILLPRIV_V2`
     /// the kernel leaves that to the daemon and does not say whether the
     /// caller holds it, so the caller's effective capabilities are read
-    /// from `/proc/PID/status` (asked only of a file that has setuid or
-    /// setgid). Without a process to read, root holds it and other users
+    /// from `/proc/PID/status` (asked only of a file that has bits to
+    /// clear, `setid_to_clear`). Without a process to read, root holds it and other users
     /// do not.
     pub fn lacks_fsetid(&self) -> bool {
         const CAP_FSETID: u32 = 4;
@@ -79,11 +79,6 @@ fn effective_caps(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hex = text.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
-}
-
-/// Whether `inode` has setuid or setgid set.
-fn has_setid(inode: &Inode) -> bool {
-    inode.perm & (libc::S_ISUID | libc::S_ISGID) as u16 != 0
 }
 
 /// A time given to setattr.
@@ -318,7 +313,7 @@ impl TierFs {
                 inode.size = size;
                 inode.mtime = now;
                 inode.ctime = now;
-                if has_setid(&inode) && caller.lacks_fsetid() {
+                if setid_to_clear(inode.perm) != 0 && caller.lacks_fsetid() {
                     clear_setid(&mut inode);
                 }
             }
@@ -602,11 +597,17 @@ fn set_attrs(inode: &mut Inode, a: &SetAttr, now: Time) {
     }
 }
 
-fn clear_setid(inode: &mut Inode) {
-    // As Linux does for a writer without CAP_FSETID: setuid always, setgid
-    // only when group-executable (otherwise it marks mandatory locking).
-    inode.perm &= !(libc::S_ISUID as u16);
-    if inode.perm & libc::S_IXGRP as u16 != 0 {
-        inode.perm &= !(libc::S_ISGID as u16);
+/// The setuid and setgid bits of `perm` that a write or truncate by a
+/// caller without CAP_FSETID clears, as Linux does: setuid always, setgid
+/// only when group-executable (otherwise it marks mandatory locking).
+fn setid_to_clear(perm: u16) -> u16 {
+    let mut bits = perm & libc::S_ISUID as u16;
+    if perm & libc::S_IXGRP as u16 != 0 {
+        bits |= perm & libc::S_ISGID as u16;
     }
+    bits
+}
+
+fn clear_setid(inode: &mut Inode) {
+    inode.perm &= !setid_to_clear(inode.perm);
 }

@@ -150,7 +150,12 @@ impl TierFs {
     /// copied); else it is cut to zero bytes.
     pub(super) fn truncate_on_open(&self, ino: u64, caller: Caller) -> Result<()> {
         let now = Time::now();
-        let clears = |i: &Inode| super::has_setid(i) && caller.lacks_fsetid();
+        // Whether the caller lacks CAP_FSETID is read once, and only for a
+        // file with bits to clear.
+        let lacks = std::cell::OnceCell::new();
+        let clears = |i: &Inode| {
+            super::setid_to_clear(i.perm) != 0 && *lacks.get_or_init(|| caller.lacks_fsetid())
+        };
         let cut = |mut i: Inode| {
             i.size = 0;
             i.mtime = now;
@@ -167,11 +172,7 @@ impl TierFs {
         if inode.size == 0 {
             // Most opens with O_TRUNC create the file; an empty setuid file
             // is still cut, as far as setuid and setgid go.
-            let mut cleared = inode.clone();
             if clears(&inode) {
-                super::clear_setid(&mut cleared);
-            }
-            if cleared.perm != inode.perm {
                 self.tiers.truncate(ino, 0, cut)?;
             }
             return Ok(());
