@@ -485,16 +485,14 @@ fn permissions_are_enforced_for_other_users() {
         "a chown to the same owner"
     );
     let no_fsetid =
-        "setpriv --inh-caps=-fsetid --bounding-set=-fsetid -- sh -c 'echo more >> shared/prog'";
+        |cmd: &str| format!("setpriv --inh-caps=-fsetid --bounding-set=-fsetid -- sh -c '{cmd}'");
     assert_eq!(
-        mode_after(&m, 0o4777, no_fsetid, 0),
+        mode_after(&m, 0o4777, &no_fsetid(grown), 0),
         0o777,
         "root without CAP_FSETID"
     );
     // A truncate and an open(O_TRUNC) by root: kept with CAP_FSETID,
     // cleared without (the kernel leaves both to the daemon).
-    let no_fsetid =
-        |cmd: &str| format!("setpriv --inh-caps=-fsetid --bounding-set=-fsetid -- sh -c '{cmd}'");
     let cut = "truncate -s 3 shared/prog";
     let emptied = "echo new > shared/prog";
     assert_eq!(mode_after(&m, 0o6777, cut, 0), 0o6777, "truncate, root");
