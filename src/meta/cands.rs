@@ -209,7 +209,8 @@ impl Meta {
     /// Puts fsck's candidate `key` into the index or takes it out; a key
     /// that names no member (a malformed group record's) is removed.
     pub(super) fn set_candidate(&self, key: &[u8], member: bool) -> Result<()> {
-        let _g = self.commit_lock.lock();
+        let mut j = self.commit_lock.lock();
+        self.retire_journal(&mut j)?;
         if group_of(key).is_none() {
             self.db.remove(key)?;
             return Ok(());
@@ -255,7 +256,7 @@ impl Meta {
                 let before = self.group_bits(&g)?.unwrap_or(0);
                 batch.insert(&g[..], &(before | m).to_le_bytes()[..]);
             }
-            self.db.apply_batch(batch)?;
+            self.write_direct(|db| db.apply_batch(batch))?;
             moved += n as u64;
         }
         self.flush()?;
@@ -390,6 +391,8 @@ mod tests {
         let before = lists(&m);
         assert!(before[0].len() > 200 && before[1].len() > 200);
         let groups: Vec<_> = m.db.scan_prefix([TAG_GROUP]).map(|r| r.unwrap()).collect();
+        // Sealed, so that no journal record puts the groups back at open.
+        m.seal().unwrap();
         drop(m);
         {
             let db = when_free(|| Ok(sled::open(&path)?)).unwrap();

@@ -204,7 +204,7 @@ impl Meta {
             let Some(mut last) = last else {
                 break;
             };
-            self.db.apply_batch(batch)?;
+            self.write_direct(|db| db.apply_batch(batch))?;
             moved += n as u64;
             last.push(0);
             from = last;
@@ -216,9 +216,12 @@ impl Meta {
             .scan_prefix([TAG_DIRSEQ_V2])
             .keys()
             .collect::<std::result::Result<_, _>>()?;
-        for k in &stray {
-            self.db.remove(k)?;
-        }
+        self.write_direct(|db| {
+            for k in &stray {
+                db.remove(k)?;
+            }
+            Ok(())
+        })?;
         self.flush()?;
         log::info!(
             "metadata: {moved} directory entries moved to their version-3 keys in {:.1?}",

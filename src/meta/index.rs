@@ -277,7 +277,8 @@ impl Meta {
                     in_batch += 1;
                 }
                 if in_batch >= 4096 {
-                    self.db.apply_batch(std::mem::take(&mut batch))?;
+                    let b = std::mem::take(&mut batch);
+                    self.write_direct(|db| db.apply_batch(b))?;
                     in_batch = 0;
                 }
             }
@@ -285,7 +286,7 @@ impl Meta {
         if build {
             groups.finish(&mut batch);
             batch.insert(meta_key("index"), &1u32.to_le_bytes()[..]);
-            self.db.apply_batch(batch)?;
+            self.write_direct(|db| db.apply_batch(batch))?;
         }
         *self.totals.lock() = totals;
         self.counted.store(true, Ordering::Release);
@@ -436,7 +437,7 @@ impl Meta {
         match key.first() {
             Some(&TAG_CAND) | Some(&TAG_GROUP) => self.set_candidate(key, false),
             _ => {
-                self.db.remove(key)?;
+                self.write_direct(|db| db.remove(key))?;
                 Ok(())
             }
         }
@@ -447,7 +448,7 @@ impl Meta {
         match key.first() {
             Some(&TAG_CAND) => self.set_candidate(key, true),
             _ => {
-                self.db.insert(key, &[][..])?;
+                self.write_direct(|db| db.insert(key, &[][..]))?;
                 Ok(())
             }
         }
@@ -469,11 +470,12 @@ impl Meta {
         let mut g = self.generation.lock();
         let next = *g + 1;
         let summary = encode_summary(next, &self.totals(), tiers);
-        self.db.insert(meta_key(SUMMARY_KEY), summary)?;
+        self.write_direct(|db| db.insert(meta_key(SUMMARY_KEY), summary))?;
         self.keep_inode_count(self.totals().inodes);
-        self.db.remove(meta_key("summary"))?;
-        self.db
-            .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
+        self.write_direct(|db| {
+            db.remove(meta_key("summary"))?;
+            db.insert(meta_key("generation"), &next.to_le_bytes()[..])
+        })?;
         self.flush()?;
         write_seal(&self.seal_path, next)?;
         *g = next;

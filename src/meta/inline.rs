@@ -224,7 +224,7 @@ impl Meta {
         if from < 4 {
             b.insert(&meta_key(UPGRADE_KEY)[..], &[][..]);
         }
-        self.db.apply_batch(b)?;
+        self.write_direct(|db| db.apply_batch(b))?;
         self.flush()
     }
 
@@ -271,12 +271,12 @@ impl Meta {
             let Some(mut last) = last else {
                 break;
             };
-            self.db.apply_batch(batch)?;
+            self.write_direct(|db| db.apply_batch(batch))?;
             moved += n as u64;
             last.push(0);
             from = last;
         }
-        self.db.remove(meta_key(UPGRADE_KEY))?;
+        self.write_direct(|db| db.remove(meta_key(UPGRADE_KEY)))?;
         self.flush()?;
         log::info!(
             "metadata: {moved} first chunk locations moved into inode records in {:.1?}",

@@ -95,6 +95,21 @@ pub const DEFAULT_CACHE: u64 = 96 << 20;
 /// Transactions with more changes than this use sled's batch (see `commit`).
 const JOURNAL_MAX_OPS: usize = 64;
 
+/// The key of the journal record (see `Meta::commit`). Stores before this
+/// layout numbered theirs (`J` + u64); `replay_journal` reads both.
+const JOURNAL_KEY: [u8; 9] = [TAG_JOURNAL, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// What the journal record holds, under `Meta::commit_lock`.
+#[derive(Default)]
+struct Journal {
+    /// It is there, holding the last transaction committed, all of whose
+    /// changes were applied after it.
+    live: bool,
+    /// Applying its transaction failed part way: it is applied again
+    /// before anything else is written.
+    unfinished: bool,
+}
+
 /// Proof that the metadata write lock is held: every read-modify-write of
 /// metadata happens under it, and a transaction can only be committed with
 /// it (`Meta::commit`). Lock order: a file's content lock, then this.
@@ -111,11 +126,10 @@ pub struct Meta {
     seal_path: PathBuf,
     /// Serialises seals; holds the generation last sealed.
     generation: Mutex<u64>,
-    /// Serialises the changes of `commit` (and `swap_chunk`), so that no
-    /// other change comes between a journal record and its removal.
-    commit_lock: Mutex<()>,
-    /// Sequence number of the next journal record.
-    journal_seq: AtomicU64,
+    /// Serialises the changes of `commit` and every write to sled outside
+    /// a transaction (`write_direct`, `swap_chunk`), and holds the state of
+    /// the journal record (see `commit`).
+    commit_lock: Mutex<Journal>,
     /// Running totals over the inode records (`index`), kept by `commit`.
     totals: Mutex<Totals>,
     /// Whether `totals` are exact (see `counted`).
@@ -192,8 +206,7 @@ impl Meta {
             lock: Mutex::new(()),
             seal_path,
             generation: Mutex::new(generation),
-            commit_lock: Mutex::new(()),
-            journal_seq: AtomicU64::new(0),
+            commit_lock: Mutex::new(Journal::default()),
             totals: Mutex::new(Totals::default()),
             counted: AtomicBool::new(false),
             id_floor: AtomicU64::new(0),
@@ -222,7 +235,10 @@ impl Meta {
             meta.load_quota_usage(generation)?;
         }
         if replayed > 0 {
-            log::info!("metadata: completed {replayed} transaction(s) interrupted by a crash");
+            log::info!(
+                "metadata: applied the journal's last transaction again (a crash or kill \
+                 ended the last mount)"
+            );
         }
         let mut upgrade_from = None;
         match meta.db.get(meta_key("version"))? {
@@ -336,8 +352,7 @@ impl Meta {
     pub fn seal(&self) -> Result<()> {
         let mut g = self.generation.lock();
         let next = *g + 1;
-        self.db
-            .insert(meta_key("generation"), &next.to_le_bytes()[..])?;
+        self.write_direct(|db| db.insert(meta_key("generation"), &next.to_le_bytes()[..]))?;
         self.flush()?;
         write_seal(&self.seal_path, next)?;
         *g = next;
@@ -350,12 +365,16 @@ impl Meta {
     /// sled's own batches seal and write its log buffer on every call (a disk
     /// write and a `sync_file_range` through its I/O threads: four per file
     /// created, most of the cost of a create). So a small transaction is
-    /// written as one journal record (`J` + sequence number) holding all its
-    /// changes, then each change as a plain insert or remove, then the record
-    /// is removed: sled recovers a prefix of its log, so a journal record found
-    /// at open means the changes after it may be partly missing, and
-    /// `replay_journal` applies them again. Big transactions (write-back of
-    /// many chunks) use sled's batch, whose cost they amortise.
+    /// written as one journal record (`JOURNAL_KEY`) holding all its
+    /// changes, then each change as a plain insert or remove. sled recovers
+    /// a prefix of its log, so the journal record found at open holds the
+    /// last transaction, whose changes after it may be partly missing, and
+    /// `replay_journal` applies them again. The record is not removed after
+    /// each transaction (a sled write per commit): the next one overwrites
+    /// it, and it is removed only before a write that is not journaled (a
+    /// single change, a batch, `write_direct`, a seal), which a replay of an
+    /// older transaction could otherwise undo. Big transactions (write-back
+    /// of many chunks) use sled's batch, whose cost they amortise.
     pub fn commit(&self, _held: &WriteGuard<'_>, t: Txn) -> Result<()> {
         self.commit_locked(t)
     }
@@ -373,16 +392,17 @@ impl Meta {
             crate::fault::Point::Write,
             &self.seal_path.with_extension(""),
         )?;
-        let _g = self.commit_lock.lock();
+        let mut j = self.commit_lock.lock();
+        self.finish_journal(&mut j)?;
         self.inline(&mut t)?;
         if t.ops.is_empty() {
             return Ok(());
         }
         let delta = self.derive(&mut t)?;
         let census = self.census_changes(&t.ops)?;
-        if let Err(e) = self.apply_txn(t) {
+        if let Err(e) = self.apply_txn(&mut j, t) {
             // Partly applied, maybe: the totals are counted again when
-            // next asked for (the journal completes the rest at open).
+            // next asked for (the journal completes the rest).
             self.counted.store(false, Ordering::Release);
             if let Some(w) = self.inode_walk.lock().as_mut() {
                 w.fail();
@@ -395,11 +415,13 @@ impl Meta {
         Ok(())
     }
 
-    fn apply_txn(&self, t: Txn) -> Result<()> {
+    fn apply_txn(&self, j: &mut Journal, t: Txn) -> Result<()> {
         if t.ops.len() == 1 {
+            self.retire_journal(j)?;
             return self.apply_one(&t.ops[0]);
         }
         if t.ops.len() > JOURNAL_MAX_OPS {
+            self.retire_journal(j)?;
             let mut b = sled::Batch::default();
             for (k, v) in t.ops {
                 match v {
@@ -410,14 +432,56 @@ impl Meta {
             self.db.apply_batch(b)?;
             return Ok(());
         }
-        let seq = self.journal_seq.fetch_add(1, Ordering::Relaxed);
-        let jkey = key_ino(TAG_JOURNAL, seq);
-        self.db.insert(jkey, t.encode())?;
+        // Whatever the insert did, the record may now hold this
+        // transaction or the last: either is whole from here on, or
+        // completed below.
+        j.live = true;
+        self.db.insert(JOURNAL_KEY, t.encode())?;
+        j.unfinished = true;
         for op in &t.ops {
             self.apply_one(op)?;
         }
-        self.db.remove(jkey)?;
+        j.unfinished = false;
         Ok(())
+    }
+
+    /// Applies again the transaction whose changes failed part way.
+    fn finish_journal(&self, j: &mut Journal) -> Result<()> {
+        if !j.unfinished {
+            return Ok(());
+        }
+        if let Some(rec) = self.db.get(JOURNAL_KEY)? {
+            let t = Txn::decode(&rec)
+                .ok_or_else(|| Error::Corrupt("metadata journal record is malformed".into()))?;
+            for op in &t.ops {
+                self.apply_one(op)?;
+            }
+        }
+        j.unfinished = false;
+        Ok(())
+    }
+
+    /// Removes the journal record, if there, before a write that is not
+    /// journaled: a replay must never undo it.
+    fn retire_journal(&self, j: &mut Journal) -> Result<()> {
+        self.finish_journal(j)?;
+        if j.live {
+            self.db.remove(JOURNAL_KEY)?;
+            j.live = false;
+        }
+        Ok(())
+    }
+
+    /// Runs `f`, which writes to sled outside a transaction (upgrades,
+    /// repairs, the seal, pack records), under the commit lock and after
+    /// the journal record is removed (see `commit`).
+    pub(super) fn write_direct<T>(
+        &self,
+        f: impl FnOnce(&sled::Db) -> sled::Result<T>,
+    ) -> Result<T> {
+        let mut j = self.commit_lock.lock();
+        self.retire_journal(&mut j)?;
+        Ok(f(&self.db)?)
     }
 
     fn apply_one(&self, (k, v): &(Vec<u8>, Option<Vec<u8>>)) -> Result<()> {
@@ -578,7 +642,8 @@ impl Meta {
     /// that read and its commit (the replaced record is retired once).
     pub fn swap_chunk(&self, ino: u64, idx: u64, old: &ChunkLoc, new: &ChunkLoc) -> Result<bool> {
         let _m = self.lock.lock();
-        let _g = self.commit_lock.lock();
+        let mut j = self.commit_lock.lock();
+        self.retire_journal(&mut j)?;
         if idx == 0 {
             if let Some(swapped) = self.swap_chunk0(ino, old, new)? {
                 return Ok(swapped);

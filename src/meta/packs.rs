@@ -56,7 +56,7 @@ impl Meta {
         let mut b = [0u8; 8];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))?;
-        self.db.insert(meta_key("store-id"), &b[..])?;
+        self.write_direct(|db| db.insert(meta_key("store-id"), &b[..]))?;
         self.db.flush()?;
         Ok(u64::from_le_bytes(b))
     }
@@ -94,8 +94,10 @@ impl Meta {
             return Ok(());
         }
         let json = serde_json::to_vec(&list).unwrap_or_default();
-        self.db.insert(meta_key("cold-targets"), json)?;
-        self.db.remove(meta_key("cold-target"))?;
+        self.write_direct(|db| {
+            db.insert(meta_key("cold-targets"), json)?;
+            db.remove(meta_key("cold-target"))
+        })?;
         self.db.flush()?;
         Ok(())
     }
@@ -131,14 +133,14 @@ impl Meta {
     /// Records that pack `id` is the object `name` in object store
     /// `target`, durably (before the local file goes).
     pub fn put_remote_pack(&self, id: u64, target: u32, name: &str) -> Result<()> {
-        self.db.insert(pack_key(id), encode_pack(target, name))?;
+        self.write_direct(|db| db.insert(pack_key(id), encode_pack(target, name)))?;
         self.db.flush()?;
         Ok(())
     }
 
     /// Forgets pack `id` (its object was deleted).
     pub fn del_remote_pack(&self, id: u64) -> Result<()> {
-        self.db.remove(pack_key(id))?;
+        self.write_direct(|db| db.remove(pack_key(id)))?;
         self.db.flush()?;
         Ok(())
     }

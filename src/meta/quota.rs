@@ -191,7 +191,7 @@ impl Meta {
             b.extend_from_slice(&u.bytes.to_le_bytes());
             b.extend_from_slice(&u.files.to_le_bytes());
         }
-        self.db.insert(meta_key("quota-usage"), b)?;
+        self.write_direct(|db| db.insert(meta_key("quota-usage"), b))?;
         Ok(())
     }
 
@@ -230,7 +230,7 @@ impl Meta {
 
     /// Drops the saved use (fsck --repair: the next mount counts it).
     pub fn forget_quota_usage(&self, _held: &WriteGuard<'_>) -> Result<()> {
-        self.db.remove(meta_key("quota-usage"))?;
+        self.write_direct(|db| db.remove(meta_key("quota-usage")))?;
         Ok(())
     }
 }

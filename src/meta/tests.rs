@@ -50,21 +50,96 @@ fn an_interrupted_transaction_is_completed_at_open() {
 }
 
 #[test]
-fn commits_leave_no_journal_records() {
+fn the_journal_keeps_only_the_last_transaction_and_goes_before_other_writes() {
     let dir = tempfile::tempdir().unwrap();
     let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
-    for n in [1usize, 2, 64, 65, 500] {
+    let journal = |m: &Meta| -> Vec<(Vec<u8>, Vec<u8>)> {
+        m.db.scan_prefix([TAG_JOURNAL])
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    };
+    let files = |first: u64, n: u64| {
         let mut t = Txn::default();
-        for i in 0..n as u64 {
-            t.put_inode(&Inode::new(1000 + i, Kind::File, 0o644, 0, 0));
+        for i in first..first + n {
+            t.put_inode(&Inode::new(i, Kind::File, 0o644, 0, 0));
         }
+        t
+    };
+    for (first, n) in [(1000, 2), (2000, 40)] {
+        let t = files(first, n);
+        let ops = t.ops.clone();
         m.commit(&m.write_lock(), t).unwrap();
-        assert_eq!(
-            m.inode(1000 + n as u64 - 1).unwrap().ino,
-            1000 + n as u64 - 1
-        );
+        assert_eq!(m.inode(first + n - 1).unwrap().ino, first + n - 1);
+        // Left for the next transaction to overwrite: the last one only
+        // (with the candidate index's changes it implies).
+        let j = journal(&m);
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0].0, JOURNAL_KEY);
+        let logged = Txn::decode(&j[0].1).unwrap().ops;
+        assert!(ops.iter().all(|op| logged.contains(op)));
     }
-    assert_eq!(m.db.scan_prefix([TAG_JOURNAL]).count(), 0);
+    // A single change and a batch are not journaled: the record goes
+    // first, so that a replay at open cannot undo them.
+    m.commit(&m.write_lock(), files(1000, 2)).unwrap();
+    let mut t = Txn::default();
+    t.put_xattr(1000, b"user.a", b"v");
+    m.commit(&m.write_lock(), t).unwrap();
+    assert!(journal(&m).is_empty());
+    assert_eq!(m.xattr(1000, b"user.a").unwrap().unwrap(), b"v");
+    m.commit(&m.write_lock(), files(1000, 2)).unwrap();
+    m.commit(&m.write_lock(), files(4000, 65)).unwrap();
+    assert!(journal(&m).is_empty());
+    assert_eq!(m.inode(4064).unwrap().ino, 4064);
+    // So do writes outside a transaction, and the seal.
+    m.commit(&m.write_lock(), files(1000, 2)).unwrap();
+    m.put_remote_pack(5, 0, "p/packs/1/5").unwrap();
+    assert!(journal(&m).is_empty());
+    m.commit(&m.write_lock(), files(1000, 2)).unwrap();
+    let loc = ChunkLoc {
+        tier: Tier::Warm,
+        len: 1,
+        seg: 1,
+        off: 0,
+        version: 1,
+        crc: 0,
+        stored: 1,
+    };
+    let mut t = files(5000, 1);
+    t.put_chunk(5000, 3, &loc);
+    m.commit(&m.write_lock(), t).unwrap();
+    assert!(!journal(&m).is_empty());
+    let moved = ChunkLoc { off: 9, ..loc };
+    assert!(m.swap_chunk(5000, 3, &loc, &moved).unwrap());
+    assert!(journal(&m).is_empty());
+    m.commit(&m.write_lock(), files(1000, 2)).unwrap();
+    m.seal().unwrap();
+    assert!(journal(&m).is_empty());
+}
+
+#[test]
+fn a_transaction_after_a_journaled_one_survives_a_reopen() {
+    // The journal record left by the last transaction is applied again at
+    // open: what came after it must still be there.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    {
+        let m = Meta::open(&path, 0, 0).unwrap();
+        let mut a = Inode::new(77, Kind::File, 0o644, 0, 0);
+        let b = Inode::new(78, Kind::File, 0o644, 0, 0);
+        let mut t = Txn::default();
+        t.put_inode(&a);
+        t.put_inode(&b);
+        m.commit(&m.write_lock(), t).unwrap();
+        a.size = 5;
+        let mut t = Txn::default();
+        t.put_inode(&a);
+        m.commit(&m.write_lock(), t).unwrap();
+        m.flush().unwrap();
+        // Dropped without a seal, as a crash would leave it.
+    }
+    let m = Meta::open_when_free(&path).unwrap();
+    assert_eq!(m.inode(77).unwrap().size, 5);
+    assert_eq!(m.inode(78).unwrap().ino, 78);
 }
 
 #[test]
