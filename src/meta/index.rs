@@ -162,7 +162,7 @@ impl Meta {
     /// Adds to `t` the derived changes its inode changes imply (candidate
     /// and pending-pin records) and returns the change of the totals. Reads
     /// the records `t` replaces, under the commit lock.
-    pub(super) fn derive(&self, t: &mut Txn) -> Result<Totals> {
+    pub(super) fn derive(&self, t: &mut Txn, stored: &inline::Stored) -> Result<Totals> {
         let mut delta = Totals::default();
         // While the totals are walked, a change counts only where the walk
         // has passed (`census`).
@@ -178,10 +178,13 @@ impl Meta {
             let ino = be_u64(&k[1..]);
             let old = match current.get(&ino) {
                 Some(o) => o.clone(),
-                None => match self.db.get(&k[..])? {
-                    // A damaged record counts as none: fsck reports it.
-                    Some(b) => Inode::decode(ino, &b).ok(),
-                    None => None,
+                // A damaged record counts as none: fsck reports it.
+                None => match stored.get(&ino) {
+                    Some(r) => r.as_deref().and_then(|b| Inode::decode(ino, b).ok()),
+                    None => match self.db.get(&k[..])? {
+                        Some(b) => Inode::decode(ino, &b).ok(),
+                        None => None,
+                    },
                 },
             };
             let new = v.as_ref().and_then(|b| Inode::decode(ino, b).ok());

@@ -65,19 +65,24 @@ struct Change {
 
 type Op = (Vec<u8>, Option<Vec<u8>>);
 
+/// The inode records a transaction's changes replace, as stored before
+/// it, by inode (read once by `inline`, used again by `derive`).
+pub(super) type Stored = HashMap<u64, Option<sled::IVec>>;
+
 impl Meta {
     /// Rewrites the changes of `t` to inode records and chunk-0 locations
     /// as the records that hold them (see the module comment): one put of
     /// the inode record with its location, where the inode record will
     /// decode. Called by `commit` under the commit lock, before anything
     /// else reads the transaction.
-    pub(super) fn inline(&self, t: &mut Txn) -> Result<()> {
+    pub(super) fn inline(&self, t: &mut Txn) -> Result<Stored> {
+        let mut stored = Stored::new();
         if !t
             .ops
             .iter()
             .any(|(k, _)| inode_key_ino(k).is_some() || chunk0_key_ino(k).is_some())
         {
-            return Ok(());
+            return Ok(stored);
         }
         let mut order = Vec::new();
         let mut changes: HashMap<u64, Change> = HashMap::new();
@@ -112,14 +117,15 @@ impl Meta {
         }
         for ino in order {
             let c = changes.remove(&ino).expect("each inode once");
-            self.resolve(ino, c, &mut ops)?;
+            stored.insert(ino, self.resolve(ino, c, &mut ops)?);
         }
         t.ops = ops;
-        Ok(())
+        Ok(stored)
     }
 
-    /// The records one file's `Change` comes to, added to `out`.
-    fn resolve(&self, ino: u64, c: Change, out: &mut Vec<Op>) -> Result<()> {
+    /// The records one file's `Change` comes to, added to `out`. Returns
+    /// its inode record as stored before.
+    fn resolve(&self, ino: u64, c: Change, out: &mut Vec<Op>) -> Result<Option<sled::IVec>> {
         let ikey = key_ino(TAG_INODE, ino);
         let ckey = key_ino_u64(TAG_CHUNK, ino, 0);
         let stored = self.db.get(ikey)?;
@@ -164,7 +170,7 @@ impl Meta {
                 }
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The location of chunk 0 of `ino`, from its inode record or, where

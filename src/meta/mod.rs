@@ -124,6 +124,8 @@ pub struct Meta {
     lock: Mutex<()>,
     /// `STORE/meta.seal`: the last generation sealed (see `seal`).
     seal_path: PathBuf,
+    /// `STORE/meta`, sled's directory.
+    dir: PathBuf,
     /// Serialises seals; holds the generation last sealed.
     generation: Mutex<u64>,
     /// Serialises the changes of `commit` and every write to sled outside
@@ -204,6 +206,7 @@ impl Meta {
         let meta = Meta {
             db,
             lock: Mutex::new(()),
+            dir: dir.to_path_buf(),
             seal_path,
             generation: Mutex::new(generation),
             commit_lock: Mutex::new(Journal::default()),
@@ -388,17 +391,14 @@ impl Meta {
         if t.ops.is_empty() {
             return Ok(());
         }
-        crate::fault::check(
-            crate::fault::Point::Write,
-            &self.seal_path.with_extension(""),
-        )?;
+        crate::fault::check(crate::fault::Point::Write, &self.dir)?;
         let mut j = self.commit_lock.lock();
         self.finish_journal(&mut j)?;
-        self.inline(&mut t)?;
+        let stored = self.inline(&mut t)?;
         if t.ops.is_empty() {
             return Ok(());
         }
-        let delta = self.derive(&mut t)?;
+        let delta = self.derive(&mut t, &stored)?;
         let census = self.census_changes(&t.ops)?;
         if let Err(e) = self.apply_txn(&mut j, t) {
             // Partly applied, maybe: the totals are counted again when
@@ -525,7 +525,7 @@ impl Meta {
         if self.room.get().is_some() {
             return;
         }
-        match room::Room::hold(&self.seal_path.with_extension("")) {
+        match room::Room::hold(&self.dir) {
             Ok(r) => {
                 let _ = self.room.set(r);
             }
@@ -542,11 +542,11 @@ impl Meta {
 
     /// Makes every earlier change durable.
     pub fn flush(&self) -> Result<()> {
-        let dir = self.seal_path.with_extension("");
-        crate::fault::check(crate::fault::Point::Sync, &dir)?;
+        let dir = &self.dir;
+        crate::fault::check(crate::fault::Point::Sync, dir)?;
         self.keep_room();
         self.db.flush()?;
-        crate::fault::durable(&dir);
+        crate::fault::durable(dir);
         Ok(())
     }
 
