@@ -31,7 +31,8 @@
 #       two stores alike but for [trash] keep (7d and 0): create, overwrite
 #       (O_TRUNC) and unlink of N files of 1 KiB (default 20,000), rounds
 #       interleaved, medians and the on/off ratio, and each daemon's CPU per
-#       file (user + system, /proc/PID/stat); then the daemon's RSS
+#       file (user + system, /proc/PID/stat); the same overwrite in process
+#       (examples/trashcost.rs: no kernel, no FUSE); then the daemon's RSS
 #       after a remount of a store whose trash keeps KEPT files (default
 #       1,000,000) next to one whose trash is empty.
 #   scripts/bench.sh s3 [N_FILES] [BIG_MIB]
@@ -331,6 +332,10 @@ for p in ("create", "overwrite", "unlink"):
     con, coff = statistics.median(cpu[("on", p)]), statistics.median(cpu[("off", p)])
     print("%-10s %12.0f %12.0f %8.2f %11.0f us %11.0f us" % (p, on, off, on / off, con, coff))
 PY
+  # The same overwrite in process, without the kernel and FUSE: what
+  # keeping a version costs the daemon itself.
+  cargo build --release -q --example trashcost
+  target/release/examples/trashcost "$n" "$rounds"
   # RSS with many files kept: both stores create and unlink KEPT files (so
   # that their metadata has the same history); the trash of one keeps
   # them. The daemons' RSS after a remount and a listing of the root.
