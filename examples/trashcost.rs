@@ -15,9 +15,12 @@ fn store(dir: &std::path::Path, keep: &str) -> std::sync::Arc<TierFs> {
     let text = std::fs::read_to_string(&policy).unwrap();
     let text: String = text
         .lines()
-        .map(|l| match l.starts_with("keep = ") {
-            true => format!("keep = \"{keep}\"\n"),
-            false => format!("{l}\n"),
+        .map(|l| match l {
+            l if l.starts_with("keep = ") => format!("keep = \"{keep}\"\n"),
+            // No write-back or migration cycle in between: each round
+            // times the same work (write-back is called after each phase).
+            l if l.starts_with("interval = ") => "interval = \"1h\"\n".to_string(),
+            l => format!("{l}\n"),
         })
         .collect();
     std::fs::write(&policy, text).unwrap();

@@ -229,7 +229,8 @@ fn fsck_of_twenty_thousand_files_finds_exactly_the_damage_done_and_repairs_it() 
 }
 
 /// The candidate index and pending-pin records follow the inode records;
-/// fsck finds a missing one and one no inode implies, and repairs both.
+/// fsck finds a missing one and one no inode implies, and repairs both;
+/// likewise an xattr its inode record does not flag.
 /// The counts a clean unmount saved are checked against the records.
 #[test]
 fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
@@ -253,6 +254,8 @@ fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
         fs.release(fh);
         files.push(f.ino);
     }
+    fs.setxattr(files[3], b"user.note", b"kept", Default::default())
+        .unwrap();
     close(fs, &store);
     let clean = tierfs::fsck::check(&store, false).unwrap();
     assert!(clean.problems.is_empty(), "{:?}", clean.problems);
@@ -285,12 +288,19 @@ fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
         common::wait_for_sled(&store);
     }
     // And a group record of the index (docs/FORMAT.md) whose value is not
-    // a bitmap.
+    // a bitmap; and a file with an xattr whose record lost the flag that
+    // says so (byte 90, bit 1).
     {
         let db = sled::open(store.join("meta")).unwrap();
         let mut key = vec![b'G', 0];
         key.extend_from_slice(&[0u8; 12]);
         db.insert(&key, &b"bad"[..]).unwrap();
+        let mut ikey = vec![b'I'];
+        ikey.extend_from_slice(&files[3].to_be_bytes());
+        let mut rec = db.get(&ikey).unwrap().unwrap().to_vec();
+        assert_eq!(rec[90] & 2, 2, "flagged when its xattr was set");
+        rec[90] &= !2;
+        db.insert(&ikey, rec).unwrap();
         db.flush().unwrap();
         drop(db);
         common::wait_for_sled(&store);
@@ -302,10 +312,11 @@ fn the_candidate_index_and_the_saved_counts_agree_with_the_records() {
             "/f1: missing from the candidate index".to_string(),
             "inode 999999999: a candidate index record its inode does not imply".to_string(),
             "inode 0: a candidate index record its inode does not imply".to_string(),
+            "/f3: has xattrs its inode record does not flag".to_string(),
         ]),
     );
     let repaired = tierfs::fsck::check(&store, true).unwrap();
-    assert_eq!(repaired.repairs.len(), 3, "{:?}", repaired.repairs);
+    assert_eq!(repaired.repairs.len(), 4, "{:?}", repaired.repairs);
     common::wait_for_sled(&store);
     let again = tierfs::fsck::check(&store, false).unwrap();
     assert!(again.problems.is_empty(), "{:?}", again.problems);

@@ -410,10 +410,10 @@ impl TierFs {
             // helpers) asks every file again after ENODATA, but remembers
             // EOPNOTSUPP for the whole device.
             Namespace::Unsupported => Err(Error::XattrNotSupported),
-            Namespace::User => {
-                self.meta.inode(ino)?;
-                self.meta.xattr(ino, name)?.ok_or(Error::NoXattr)
-            }
+            Namespace::User => match self.meta.inode(ino)?.xattrs {
+                true => self.meta.xattr(ino, name)?.ok_or(Error::NoXattr),
+                false => Err(Error::NoXattr),
+            },
         }
     }
 
@@ -464,9 +464,11 @@ impl TierFs {
             out.extend_from_slice(names::TTL.as_bytes());
             out.push(0);
         }
-        for name in self.meta.xattr_names(ino)? {
-            out.extend_from_slice(&name);
-            out.push(0);
+        if inode.xattrs {
+            for name in self.meta.xattr_names(ino)? {
+                out.extend_from_slice(&name);
+                out.push(0);
+            }
         }
         Ok(out)
     }

@@ -1,11 +1,12 @@
 //! The records `Meta::commit` derives from inode records, checked against
 //! them: every candidate-index and pending-pin record an inode implies is
-//! there and no other; and the totals and live counts a clean unmount saved
+//! there and no other; every inode with xattr or version records has the
+//! flag that says so; and the totals and live counts a clean unmount saved
 //! match the records they summarise. Streams both sides (point lookups for
 //! the other), so memory does not grow with the store.
 
 use crate::error::{Error, Result};
-use crate::meta::{Inode, Kind, Meta, Totals};
+use crate::meta::{Flag, Inode, Kind, Meta, Totals};
 
 /// What the derived-record check found and, repairing, did.
 #[derive(Default)]
@@ -68,6 +69,41 @@ impl Found {
                     self.repairs
                         .push(format!("inode {ino}: removed from the {}", what(&key)));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every inode that has xattr records, or owns a version's records,
+    /// says so in its flags (`meta::flags`): else a version cut from it
+    /// would lose them. `repair` sets the flag.
+    pub fn flags(&mut self, meta: &Meta, repair: bool) -> Result<()> {
+        for r in meta.flags_asked() {
+            let (ino, flag) = r?;
+            let i = match meta.inode(ino) {
+                Ok(i) => i,
+                // Records of no inode: not this check's.
+                Err(Error::NotFound) | Err(Error::Corrupt(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if flag.on(&i) {
+                continue;
+            }
+            let (problem, repaired) = match flag {
+                Flag::Xattrs => (
+                    "has xattrs its inode record does not flag",
+                    "flagged as having xattrs",
+                ),
+                Flag::Owner => (
+                    "owns records of a version its inode record does not flag",
+                    "flagged as owning a version's records",
+                ),
+            };
+            self.named
+                .push(&mut self.problems, ino, problem.to_string());
+            if repair {
+                meta.set_flag(ino, flag)?;
+                self.repairs.push(format!("inode {ino}: {repaired}"));
             }
         }
         Ok(())

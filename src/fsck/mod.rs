@@ -101,6 +101,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     let lost = c.link_counts(&subdirs)?;
     drop(subdirs);
     c.lifecycle()?;
+    found.flags(&meta, repair)?;
     let (chunks, bad) = c.chunks(&tiers, &mut pages)?;
     // Reported, never removed: the object it named holds the pack.
     for id in meta.remote_packs()?.1 {

@@ -151,6 +151,7 @@ impl Meta {
         let holder = inode.as_deref().and_then(|b| inode_part(ino, b));
         match holder {
             Some(mut h) => {
+                super::flags::keep(stored.as_deref(), &mut h);
                 if let Some(l) = &chunk0 {
                     h.extend_from_slice(l);
                 }
@@ -222,13 +223,17 @@ impl Meta {
     }
 
     /// Writes the current version into a store of version `from`, and
-    /// marks one before version 4 as having its chunk-0 records to move,
-    /// in one batch (so that an earlier tierfs never opens it half moved).
+    /// marks one before version 4 as having its chunk-0 records to move
+    /// and one before 6 as having its flags to set, in one batch (so that
+    /// an earlier tierfs never opens it half moved).
     pub(super) fn begin_upgrade(&self, from: u32) -> Result<()> {
         let mut b = sled::Batch::default();
         b.insert(&meta_key("version")[..], &META_VERSION.to_le_bytes()[..]);
         if from < 4 {
             b.insert(&meta_key(UPGRADE_KEY)[..], &[][..]);
+        }
+        if from < 6 {
+            b.insert(&meta_key(super::flags::FLAGS_UPGRADE_KEY)[..], &[][..]);
         }
         self.write_direct(|db| db.apply_batch(b))?;
         self.flush()

@@ -22,6 +22,7 @@ mod cands;
 mod census;
 mod dirents;
 mod dump;
+mod flags;
 mod index;
 mod inline;
 mod packs;
@@ -37,6 +38,7 @@ pub use census::CensusStep;
 use dirents::{decode_dirent, TAG_DIRENT};
 pub use dirents::{name_pos, ListFrom};
 pub use dump::Record;
+pub use flags::Flag;
 pub use index::Totals;
 pub use packs::PackRecords;
 pub use quota::{Limits, LinkDirs, QuotaRecords, Usage};
@@ -52,13 +54,14 @@ pub const ROOT_INO: u64 = 1;
 /// pins, summary. 3: one record per directory entry, in listing order
 /// (`dirents`). 4: a file's chunk 0 location inside its inode record
 /// (`inline`). 5: the candidate index in records of 64 inodes (`cands`).
-/// Stores of versions 1 to 4 are upgraded at open (a version-1 store's
+/// 6: inode flags for xattrs and a version's records (`flags`).
+/// Stores of versions 1 to 5 are upgraded at open (a version-1 store's
 /// index is built by the first count; a version-2 store's entries are
 /// moved to their new keys; chunk-0 records of a store before 4 are moved
 /// into the inode records; per-file candidate records of a store before 5
-/// into groups); a tierfs that reads an earlier version refuses the store
-/// after.
-pub const META_VERSION: u32 = 5;
+/// into groups; the flags of a store before 6 are set from its records);
+/// a tierfs that reads an earlier version refuses the store after.
+pub const META_VERSION: u32 = 6;
 
 // Key tags: the first byte of every key.
 const TAG_META: u8 = b'M';
@@ -252,7 +255,7 @@ impl Meta {
                     })?);
                 match v {
                     META_VERSION => {}
-                    1..=4 => upgrade_from = Some(v),
+                    1..=5 => upgrade_from = Some(v),
                     _ => {
                         return Err(Error::Corrupt(format!(
                             "metadata format version {v}, this tierfs reads versions 1 \
@@ -302,6 +305,7 @@ impl Meta {
         }
         meta.upgrade_inline()?;
         meta.upgrade_candidates()?;
+        meta.upgrade_flags()?;
         meta.seal()?;
         release_free_memory();
         Ok(meta)
@@ -394,6 +398,7 @@ impl Meta {
         crate::fault::check(crate::fault::Point::Write, &self.dir)?;
         let mut j = self.commit_lock.lock();
         self.finish_journal(&mut j)?;
+        self.mark(&mut t)?;
         let stored = self.inline(&mut t)?;
         if t.ops.is_empty() {
             return Ok(());

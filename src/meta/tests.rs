@@ -82,10 +82,10 @@ fn the_journal_keeps_only_the_last_transaction_and_goes_before_other_writes() {
     // first, so that a replay at open cannot undo them.
     m.commit(&m.write_lock(), files(1000, 2)).unwrap();
     let mut t = Txn::default();
-    t.put_xattr(1000, b"user.a", b"v");
+    t.put_orphan(1000);
     m.commit(&m.write_lock(), t).unwrap();
     assert!(journal(&m).is_empty());
-    assert_eq!(m.xattr(1000, b"user.a").unwrap().unwrap(), b"v");
+    assert_eq!(m.orphans().unwrap(), vec![1000]);
     m.commit(&m.write_lock(), files(1000, 2)).unwrap();
     m.commit(&m.write_lock(), files(4000, 65)).unwrap();
     assert!(journal(&m).is_empty());

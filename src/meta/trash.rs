@@ -16,7 +16,7 @@ use super::*;
 const TAG_TRASH: u8 = b'T';
 const TAG_EXPIRY: u8 = b'E';
 pub(super) const TAG_ALIAS: u8 = b'Y';
-const TAG_ALIAS_BACK: u8 = b'Z';
+pub(super) const TAG_ALIAS_BACK: u8 = b'Z';
 
 /// Why a file went to the trash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -198,13 +198,23 @@ pub struct Inode {
     /// trash (`user.tier.ttl`; 0: never). On a directory: what files and
     /// directories created in it get.
     pub ttl: u32,
+    /// May have user xattr records (`X`): set by every commit that writes
+    /// one and kept by every later one (`meta::flags`); without it there
+    /// are none.
+    pub xattrs: bool,
+    /// May own chunk records whose headers name other inodes (a version
+    /// cut by `O_TRUNC`, and what it is restored as; `Z` records name
+    /// them): set and kept as `xattrs` is.
+    pub owner: bool,
 }
 
 // Inode record layout (little-endian), 104 bytes (version 2):
 //   0 u8 version (2)  1 u8 kind  2 u16 perm  4 u32 uid  8 u32 gid  12 u32 nlink
 //  16 u32 rdev  20 u32 accessed  24 u64 size  32 u64 parent
 //  40 atime (i64 secs, u32 nsecs)  52 mtime  64 ctime  76 crtime
-//  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90 u8 flags (bit 0: in the trash)
+//  88 u8 tier  89 u8 pin (0 none, 1 + tier)  90 u8 flags (bit 0: in the
+//  trash; bit 1: may have xattr records; bit 2: may own records that name
+//  other inodes; the last two since metadata version 6)
 //  91 reserved  92 u32 ttl (s, 0 none)
 //  96 u32 accesses  100 f32 heat
 // Version 1 records are the first 96 bytes, with 20..24 reserved (zero).
@@ -213,6 +223,10 @@ pub struct Inode {
 pub(super) const INODE_LEN: usize = 104;
 const INODE_V1_LEN: usize = 96;
 const INODE_REC_VERSION: u8 = 2;
+/// Byte 90 of an inode record: its flags.
+pub(super) const FLAGS_AT: usize = 90;
+pub(super) const FLAG_XATTRS: u8 = 2;
+pub(super) const FLAG_OWNER: u8 = 4;
 
 impl Inode {
     pub fn new(ino: u64, kind: Kind, perm: u16, uid: u32, gid: u32) -> Inode {
@@ -238,6 +252,8 @@ impl Inode {
             heat: 0.0,
             trash: false,
             ttl: 0,
+            xattrs: false,
+            owner: false,
         }
     }
 
@@ -273,7 +289,9 @@ impl Inode {
         }
         b[88] = self.tier.to_u8();
         b[89] = self.pin.map_or(0, |t| t.to_u8() + 1);
-        b[90] = self.trash as u8;
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        b[FLAGS_AT] =
+            flag(self.trash, 1) | flag(self.xattrs, FLAG_XATTRS) | flag(self.owner, FLAG_OWNER);
         b[92..96].copy_from_slice(&self.ttl.to_le_bytes());
         b[96..100].copy_from_slice(&self.accesses.to_le_bytes());
         b[100..104].copy_from_slice(&self.heat.to_le_bytes());
@@ -320,6 +338,8 @@ impl Inode {
             },
             trash: b[90] & 1 != 0,
             ttl: u32_at(92),
+            xattrs: b[90] & FLAG_XATTRS != 0,
+            owner: b[90] & FLAG_OWNER != 0,
         })
     }
 }

@@ -41,13 +41,18 @@ impl Tiers {
                 // Compaction finds a record by the inode its header names:
                 // this file, or any file whose records this one took over.
                 t.put_alias(ino, version.ino);
-                for origin in self.meta.origins(ino)? {
-                    t.put_alias(origin, version.ino);
+                // (Only an inode flagged as an owner has records to look at.)
+                if now.owner {
+                    for origin in self.meta.origins(ino)? {
+                        t.put_alias(origin, version.ino);
+                    }
                 }
             }
-            for name in self.meta.xattr_names(ino)? {
-                if let Some(v) = self.meta.xattr(ino, &name)? {
-                    t.put_xattr(version.ino, &name, &v);
+            if now.xattrs {
+                for name in self.meta.xattr_names(ino)? {
+                    if let Some(v) = self.meta.xattr(ino, &name)? {
+                        t.put_xattr(version.ino, &name, &v);
+                    }
                 }
             }
             t.put_inode(&version);
