@@ -424,7 +424,7 @@ impl TierFs {
         }
         dir.mtime = inode.ctime;
         dir.ctime = inode.ctime;
-        t.put_inode(&inode);
+        t.put_new_inode(&inode);
         t.put_inode(&dir);
         t.put_dirent(
             parent,

@@ -117,22 +117,33 @@ impl Meta {
         }
         for ino in order {
             let c = changes.remove(&ino).expect("each inode once");
-            stored.insert(ino, self.resolve(ino, c, &mut ops)?);
+            let fresh = t.fresh.contains(&ino);
+            stored.insert(ino, self.resolve(ino, c, fresh, &mut ops)?);
         }
         t.ops = ops;
         Ok(stored)
     }
 
     /// The records one file's `Change` comes to, added to `out`. Returns
-    /// its inode record as stored before.
-    fn resolve(&self, ino: u64, c: Change, out: &mut Vec<Op>) -> Result<Option<sled::IVec>> {
+    /// its inode record as stored before (none for a `fresh` inode, whose
+    /// number was never used: nothing is read).
+    fn resolve(
+        &self,
+        ino: u64,
+        c: Change,
+        fresh: bool,
+        out: &mut Vec<Op>,
+    ) -> Result<Option<sled::IVec>> {
         let ikey = key_ino(TAG_INODE, ino);
         let ckey = key_ino_u64(TAG_CHUNK, ino, 0);
-        let stored = self.db.get(ikey)?;
+        let stored = match fresh {
+            true => None,
+            false => self.db.get(ikey)?,
+        };
         let stored_holds = stored.as_deref().and_then(|r| inode_part(ino, r)).is_some();
         // A record of its own for chunk 0 is there only beside no inode
         // record that can hold it (`inline` moves it in once there is one).
-        let stored_c0 = match stored_holds {
+        let stored_c0 = match stored_holds || fresh {
             true => None,
             false => self.db.get(ckey)?.map(|v| v.to_vec()),
         };

@@ -7,6 +7,7 @@
 //! `types`: the value types and their byte layouts; `txn`: keys and the
 //! write transaction (with its journal record); `dirents`: directory entry
 //! records and their listing order; `cands`: the candidate index;
+//! `flags`: the inode flags that say whether xattr and alias records exist;
 //! `seal`: `STORE/meta.seal`;
 //! this file: the store itself (open, commit, journal replay, queries).
 

@@ -35,6 +35,9 @@ pub(super) fn be_u64(b: &[u8]) -> u64 {
 pub struct Txn {
     /// Each change: key, and the new value (`None`: remove the key).
     pub(super) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Inodes this transaction creates under a number never used before
+    /// (`Meta::next_ino`): no record of theirs is there to read.
+    pub(super) fresh: Vec<u64>,
 }
 
 impl Txn {
@@ -94,6 +97,12 @@ impl Txn {
 
     pub fn put_inode(&mut self, inode: &Inode) {
         self.put(key_ino(TAG_INODE, inode.ino), &inode.encode()[..]);
+    }
+    /// `put_inode` of an inode whose number `Meta::next_ino` just gave
+    /// (the commit reads no record of it).
+    pub fn put_new_inode(&mut self, inode: &Inode) {
+        self.put_inode(inode);
+        self.fresh.push(inode.ino);
     }
     pub fn del_inode(&mut self, ino: u64) {
         self.del(key_ino(TAG_INODE, ino));

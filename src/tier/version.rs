@@ -55,7 +55,7 @@ impl Tiers {
                     }
                 }
             }
-            t.put_inode(&version);
+            t.put_new_inode(&version);
             t.put_trash(entry);
             let inode = cut(now);
             t.put_inode(&inode);
