@@ -16,7 +16,7 @@
 //! chunk was before version 4: removing an inode record never removes its
 //! chunk.
 
-use std::collections::HashMap;
+use fnv::FnvHashMap;
 
 use super::*;
 
@@ -67,7 +67,7 @@ type Op = (Vec<u8>, Option<Vec<u8>>);
 
 /// The inode records a transaction's changes replace, as stored before
 /// it, by inode (read once by `inline`, used again by `derive`).
-pub(super) type Stored = HashMap<u64, Option<sled::IVec>>;
+pub(super) type Stored = FnvHashMap<u64, Option<sled::IVec>>;
 
 impl Meta {
     /// Rewrites the changes of `t` to inode records and chunk-0 locations
@@ -76,7 +76,7 @@ impl Meta {
     /// decode. Called by `commit` under the commit lock, before anything
     /// else reads the transaction.
     pub(super) fn inline(&self, t: &mut Txn) -> Result<Stored> {
-        let mut stored = Stored::new();
+        let mut stored = Stored::default();
         if !t
             .ops
             .iter()
@@ -85,7 +85,7 @@ impl Meta {
             return Ok(stored);
         }
         let mut order = Vec::new();
-        let mut changes: HashMap<u64, Change> = HashMap::new();
+        let mut changes: FnvHashMap<u64, Change> = FnvHashMap::default();
         let mut ops = Vec::with_capacity(t.ops.len());
         for (k, v) in t.ops.drain(..) {
             let (ino, is_inode) = match (inode_key_ino(&k), chunk0_key_ino(&k)) {
