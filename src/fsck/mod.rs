@@ -161,7 +161,9 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
         }
     }
     if repair {
-        meta.flush()?;
+        // A seal, not a flush: it also removes the journal record, so the
+        // next open does not take this for a crash.
+        meta.seal()?;
     }
     Ok(Report {
         problems: c.problems,

@@ -134,12 +134,12 @@ impl Meta {
     /// the pack-location records `packs`, durably.
     pub fn restore_ids_and_packs(&self, floor: u64, packs: &[(u64, String)]) -> Result<()> {
         let floor = floor.max(self.id_floor.load(Ordering::Acquire));
-        for (id, name) in packs {
-            self.db
-                .insert(super::packs::pack_key(*id), name.as_bytes())?;
-        }
-        self.db
-            .insert(meta_key("id-floor"), &floor.to_le_bytes()[..])?;
+        self.write_direct(|db| {
+            for (id, name) in packs {
+                db.insert(super::packs::pack_key(*id), name.as_bytes())?;
+            }
+            db.insert(meta_key("id-floor"), &floor.to_le_bytes()[..])
+        })?;
         self.id_floor.store(floor, Ordering::Release);
         self.flush()
     }

@@ -11,6 +11,7 @@
 //! A store before version 6 gets them at open (`upgrade_flags`); fsck
 //! checks them.
 
+use super::inline::INLINE_LEN;
 use super::trash::TAG_ALIAS_BACK;
 use super::*;
 
@@ -138,7 +139,14 @@ impl Meta {
                         continue;
                     };
                     if has_flags(&r) && r[FLAGS_AT] & flag == 0 {
-                        let mut v = r.to_vec();
+                        // The inode part only: `t`'s own change of chunk 0,
+                        // if any, is not undone by the stored one.
+                        let part = if r.len() == INLINE_LEN {
+                            INODE_LEN
+                        } else {
+                            r.len()
+                        };
+                        let mut v = r[..part].to_vec();
                         v[FLAGS_AT] |= flag;
                         add.push((ikey.to_vec(), Some(v)));
                     }
@@ -260,6 +268,26 @@ mod tests {
         m.commit(&m.write_lock(), t).unwrap();
         assert_eq!(flags(10), (true, false));
         assert_eq!(m.inode(10).unwrap().size, 5);
+        // A change of chunk 0 beside an xattr of the same inode, without
+        // its inode record: both land.
+        let loc = ChunkLoc {
+            tier: Tier::Warm,
+            len: 3,
+            seg: 7,
+            off: 0,
+            version: 1,
+            crc: 0,
+            stored: 3,
+        };
+        let mut t = Txn::default();
+        t.put_chunk(12, 0, &loc);
+        m.commit(&m.write_lock(), t).unwrap();
+        let mut t = Txn::default();
+        t.put_chunk(12, 0, &ChunkLoc { off: 64, ..loc });
+        t.put_xattr(12, b"user.e", b"5");
+        m.commit(&m.write_lock(), t).unwrap();
+        assert_eq!(m.chunk(12, 0).unwrap().unwrap().off, 64);
+        assert_eq!(flags(12), (true, true));
         // An xattr of an inode removed in the same transaction brings no
         // record back.
         let mut t = Txn::default();

@@ -109,8 +109,11 @@ struct Journal {
     /// It is there, holding the last transaction committed, all of whose
     /// changes were applied after it.
     live: bool,
-    /// Applying its transaction failed part way: it is applied again
-    /// before anything else is written.
+    /// Applying its transaction failed part way: nothing more is written
+    /// until the next open completes it. (Its callers took the failure as
+    /// "nothing happened" and let go of what it would have named: chunk
+    /// space, quota. sled itself takes a failed log write as fatal until
+    /// it is opened again.)
     unfinished: bool,
 }
 
@@ -134,7 +137,9 @@ pub struct Meta {
     generation: Mutex<u64>,
     /// Serialises the changes of `commit` and every write to sled outside
     /// a transaction (`write_direct`, `swap_chunk`), and holds the state of
-    /// the journal record (see `commit`).
+    /// the journal record (see `commit`). (`put_inode_count` writes a key
+    /// no transaction holds without it: it is called under the walk's lock,
+    /// which commits take after this one.)
     commit_lock: Mutex<Journal>,
     /// Running totals over the inode records (`index`), kept by `commit`.
     totals: Mutex<Totals>,
@@ -439,8 +444,8 @@ impl Meta {
             return Ok(());
         }
         // Whatever the insert did, the record may now hold this
-        // transaction or the last: either is whole from here on, or
-        // completed below.
+        // transaction or the last: the last is whole, and this one is
+        // whole below or completed at the next open.
         j.live = true;
         self.db.insert(JOURNAL_KEY, t.encode())?;
         j.unfinished = true;
@@ -451,20 +456,16 @@ impl Meta {
         Ok(())
     }
 
-    /// Applies again the transaction whose changes failed part way.
+    /// Refuses every write after a transaction whose changes failed part
+    /// way (see `Journal::unfinished`).
     fn finish_journal(&self, j: &mut Journal) -> Result<()> {
-        if !j.unfinished {
-            return Ok(());
+        match j.unfinished {
+            false => Ok(()),
+            true => Err(Error::Io(std::io::Error::other(
+                "a metadata transaction failed part way: no more changes until the \
+                 store is mounted again, which completes it",
+            ))),
         }
-        if let Some(rec) = self.db.get(JOURNAL_KEY)? {
-            let t = Txn::decode(&rec)
-                .ok_or_else(|| Error::Corrupt("metadata journal record is malformed".into()))?;
-            for op in &t.ops {
-                self.apply_one(op)?;
-            }
-        }
-        j.unfinished = false;
-        Ok(())
     }
 
     /// Removes the journal record, if there, before a write that is not

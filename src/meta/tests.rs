@@ -549,3 +549,17 @@ fn the_inode_count_saved_last_answers_while_the_walk_counts() {
     m.count_totals(&|| false).unwrap();
     assert_eq!(m.inode_count().unwrap(), saved + 5);
 }
+
+#[test]
+fn nothing_is_written_after_a_transaction_failed_part_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    // What a failed sled write in the middle of a transaction leaves.
+    m.commit_lock.lock().unfinished = true;
+    let mut t = Txn::default();
+    t.put_inode(&Inode::new(77, Kind::File, 0o644, 0, 0));
+    t.put_inode(&Inode::new(78, Kind::File, 0o644, 0, 0));
+    assert!(matches!(m.commit(&m.write_lock(), t), Err(Error::Io(_))));
+    assert!(m.put_remote_pack(5, 0, "p").is_err());
+    assert!(matches!(m.inode(77), Err(Error::NotFound)));
+}
