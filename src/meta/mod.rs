@@ -403,7 +403,7 @@ impl Meta {
         }
         crate::fault::check(crate::fault::Point::Write, &self.dir)?;
         let mut j = self.commit_lock.lock();
-        self.finish_journal(&mut j)?;
+        self.refuse_after_failure(&j)?;
         self.mark(&mut t)?;
         let stored = self.inline(&mut t)?;
         if t.ops.is_empty() {
@@ -413,7 +413,8 @@ impl Meta {
         let census = self.census_changes(&t.ops)?;
         if let Err(e) = self.apply_txn(&mut j, t) {
             // Partly applied, maybe: the totals are counted again when
-            // next asked for (the journal completes the rest).
+            // next asked for (the next open completes the rest; nothing
+            // is written before, `Journal::unfinished`).
             self.counted.store(false, Ordering::Release);
             if let Some(w) = self.inode_walk.lock().as_mut() {
                 w.fail();
@@ -458,7 +459,7 @@ impl Meta {
 
     /// Refuses every write after a transaction whose changes failed part
     /// way (see `Journal::unfinished`).
-    fn finish_journal(&self, j: &mut Journal) -> Result<()> {
+    fn refuse_after_failure(&self, j: &Journal) -> Result<()> {
         match j.unfinished {
             false => Ok(()),
             true => Err(Error::Io(std::io::Error::other(
@@ -471,7 +472,7 @@ impl Meta {
     /// Removes the journal record, if there, before a write that is not
     /// journaled: a replay must never undo it.
     fn retire_journal(&self, j: &mut Journal) -> Result<()> {
-        self.finish_journal(j)?;
+        self.refuse_after_failure(j)?;
         if j.live {
             self.db.remove(JOURNAL_KEY)?;
             j.live = false;
