@@ -423,3 +423,37 @@ fn fsck_finds_and_repairs_trash_records_out_of_step() {
     let report = tierfs::fsck::check(&store, false).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// The trash keeps no access record (nothing it keeps is promoted, and a
+/// record per kept file costs sled's memory per file): a deleted file's
+/// statistics are folded into its inode record, and come back with it.
+#[test]
+fn a_deleted_file_keeps_its_statistics_in_its_inode_record() {
+    let mut m = Mounted::new();
+    fs::write(m.path("memo"), b"recalled often\n").unwrap();
+    for _ in 0..3 {
+        // Through the page cache only the first read reaches the daemon.
+        m.sh_ok("cat memo > /dev/null; echo 1 > /proc/sys/vm/drop_caches");
+    }
+    let accesses = |m: &Mounted| {
+        m.sh_ok("getfattr --only-values -n user.tier.accesses memo")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = accesses(&m);
+    assert!(before >= 3, "{before} accesses");
+    let ino: u64 = m.sh_ok("stat -c %i memo").trim().parse().unwrap();
+    m.sh_ok("rm memo");
+    m.stop();
+    {
+        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
+        assert_eq!(meta.access_record(ino).unwrap(), None);
+        assert_eq!(meta.inode(ino).unwrap().accesses as u64, before);
+    }
+    common::wait_for_sled(&m.store);
+    m.start();
+    restore(&m, ".", "memo");
+    assert_eq!(accesses(&m), before);
+    m.assert_fsck_clean();
+}

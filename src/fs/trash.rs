@@ -133,6 +133,9 @@ impl TierFs {
             if victim.tier == Tier::Hot {
                 victim.tier = Tier::Warm;
             }
+            if self.shared.fold_for_trash(victim)? {
+                t.del_access(victim.ino);
+            }
         }
         t.put_trash(&Trashed {
             parent,

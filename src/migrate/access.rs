@@ -77,7 +77,7 @@ impl AccessStats {
         })
     }
 
-    fn fold_into(&self, inode: &mut Inode) {
+    pub(super) fn fold_into(&self, inode: &mut Inode) {
         inode.accessed = self.last.clamp(1.0, u32::MAX as f64) as u32;
         inode.accesses = self.count.min(u32::MAX as u64) as u32;
         inode.heat = self.heat as f32;
@@ -133,7 +133,7 @@ pub fn load_for(meta: &Meta, inode: &Inode) -> Result<Option<AccessStats>> {
 }
 
 /// The access record of `ino`, if it has a readable one.
-fn recorded(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
+pub(super) fn recorded(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
     Ok(meta
         .access_record(ino)?
         .and_then(|rec| AccessStats::decode(&rec)))

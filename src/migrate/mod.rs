@@ -166,6 +166,27 @@ impl Shared {
             .forget_recent(ino, until, || access::load(&self.meta, ino).ok().flatten());
     }
 
+    /// A file going to the trash: its statistics (the cache's, else its
+    /// access record's) folded into `inode`, which the caller commits, and
+    /// its cache entry dropped. Returns whether it has an access record,
+    /// which the caller's transaction removes: nothing the trash keeps is
+    /// promoted, so its recent access times no longer matter, and a record
+    /// kept for each file in the trash would cost sled's memory per file.
+    pub fn fold_for_trash(&self, inode: &mut crate::meta::Inode) -> Result<bool> {
+        self.absorb();
+        let cached = {
+            let mut cache = self.cache.lock();
+            let s = cache.get(inode.ino);
+            cache.forget(inode.ino);
+            s
+        };
+        let recorded = access::recorded(&self.meta, inode.ino)?;
+        if let Some(s) = cached.or(recorded) {
+            s.fold_into(inode);
+        }
+        Ok(recorded.is_some())
+    }
+
     /// Drops what is known of a deleted file.
     pub fn forget(&self, ino: u64) {
         self.cache.lock().forget(ino);
