@@ -426,34 +426,58 @@ fn fsck_finds_and_repairs_trash_records_out_of_step() {
 
 /// The trash keeps no access record (nothing it keeps is promoted, and a
 /// record per kept file costs sled's memory per file): a deleted file's
-/// statistics are folded into its inode record, and come back with it.
+/// statistics are folded into its inode record, and come back with it;
+/// from the migrator's cache (`note`) and from an access record saved at
+/// an unmount (`memo`).
 #[test]
 fn a_deleted_file_keeps_its_statistics_in_its_inode_record() {
     let mut m = Mounted::new();
-    fs::write(m.path("memo"), b"recalled often\n").unwrap();
-    for _ in 0..3 {
-        // Through the page cache only the first read reaches the daemon.
-        m.sh_ok("cat memo > /dev/null; echo 1 > /proc/sys/vm/drop_caches");
-    }
-    let accesses = |m: &Mounted| {
-        m.sh_ok("getfattr --only-values -n user.tier.accesses memo")
+    let accesses = |m: &Mounted, name: &str| {
+        m.sh_ok(&format!(
+            "getfattr --only-values -n user.tier.accesses {name}"
+        ))
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+    };
+    let ino = |m: &Mounted, name: &str| -> u64 {
+        m.sh_ok(&format!("stat -c %i {name}"))
             .trim()
-            .parse::<u64>()
+            .parse()
             .unwrap()
     };
-    let before = accesses(&m);
-    assert!(before >= 3, "{before} accesses");
-    let ino: u64 = m.sh_ok("stat -c %i memo").trim().parse().unwrap();
-    m.sh_ok("rm memo");
+    fs::write(m.path("memo"), b"recalled often\n").unwrap();
+    // Each open is an access.
+    m.sh_ok("for i in 1 2 3; do cat memo > /dev/null; done");
+    let memo = (ino(&m, "memo"), accesses(&m, "memo"));
+    assert!(memo.1 >= 3, "{} accesses", memo.1);
+    // The unmount saves the statistics as an access record (within the
+    // promotion window).
     m.stop();
     {
         let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
-        assert_eq!(meta.access_record(ino).unwrap(), None);
-        assert_eq!(meta.inode(ino).unwrap().accesses as u64, before);
+        assert!(meta.access_record(memo.0).unwrap().is_some());
+    }
+    common::wait_for_sled(&m.store);
+    m.start();
+    fs::write(m.path("note"), b"read twice\n").unwrap();
+    m.sh_ok("cat note note > /dev/null");
+    let note = (ino(&m, "note"), accesses(&m, "note"));
+    assert!(note.1 >= 2, "{} accesses", note.1);
+    m.sh_ok("rm memo note");
+    m.stop();
+    {
+        let meta = tierfs::meta::Meta::open(&m.store.join("meta"), 0, 0).unwrap();
+        for (ino, n) in [memo, note] {
+            assert_eq!(meta.access_record(ino).unwrap(), None);
+            assert_eq!(meta.inode(ino).unwrap().accesses as u64, n);
+        }
     }
     common::wait_for_sled(&m.store);
     m.start();
     restore(&m, ".", "memo");
-    assert_eq!(accesses(&m), before);
+    restore(&m, ".", "note");
+    assert_eq!(accesses(&m, "memo"), memo.1);
+    assert_eq!(accesses(&m, "note"), note.1);
     m.assert_fsck_clean();
 }

@@ -111,6 +111,7 @@ impl TierFs {
         };
         let freed = {
             let _q = self.quota_guard_for(&[inode.parent], &[ino]);
+            self.shared.absorb(); // as in `remove`
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
             let charged = Delta::of(&victim, self.charged_size(&victim));
@@ -139,7 +140,7 @@ impl TierFs {
             drop(held);
             self.uncharge(inode.parent, charged);
             if kept {
-                self.tiers.unpin_hot(ino);
+                self.kept_in_trash(ino);
             }
             !kept
         };

@@ -51,6 +51,9 @@ impl TierFs {
     /// empty directory when it is true).
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
         let _q = self.quota_guard_for(&[parent], &[]);
+        // A file the trash keeps takes its statistics along
+        // (`keep_in_trash`): the accesses queued so far count.
+        self.shared.absorb();
         let ino = {
             let held = self.meta.write_lock();
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
@@ -95,7 +98,7 @@ impl TierFs {
             drop(held);
             self.uncharge_from(&left, charged);
             if kept {
-                self.tiers.unpin_hot(victim.ino);
+                self.kept_in_trash(victim.ino);
             }
             freed.then_some(victim.ino)
         };
@@ -184,6 +187,7 @@ impl TierFs {
             return Err(Error::Invalid("unsupported rename flags"));
         }
         let _q = self.quota_guard_for(&[parent, newparent], &[]);
+        self.shared.absorb(); // as in `remove`
         let orphan = {
             let held = self.meta.write_lock();
             let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
@@ -316,7 +320,7 @@ impl TierFs {
                 self.renamed.note(parent, name, newname, src.ino);
             }
             if let Some(ino) = kept_ino {
-                self.tiers.unpin_hot(ino);
+                self.kept_in_trash(ino);
             }
             orphan
         };

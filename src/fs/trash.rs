@@ -128,7 +128,7 @@ impl TierFs {
         if victim.kind == Kind::File {
             // Deleted content is not kept in RAM, nor pinned anywhere: the
             // migrator moves it down like an idle file. (The caller lets go
-            // of its cached chunks after the commit: `Tiers::unpin_hot`.)
+            // of its cached chunks after the commit: `kept_in_trash`.)
             victim.pin = None;
             if victim.tier == Tier::Hot {
                 victim.tier = Tier::Warm;
@@ -146,6 +146,14 @@ impl TierFs {
             why,
         });
         Ok(true)
+    }
+
+    /// After the commit of a transaction in which `keep_in_trash` kept
+    /// `ino`: lets go of its cached chunks and of its statistics in the
+    /// migrator's cache (they are in its inode record now).
+    pub(super) fn kept_in_trash(&self, ino: u64) {
+        self.tiers.unpin_hot(ino);
+        self.shared.forget_cached(ino);
     }
 
     /// `open(O_TRUNC)` of `ino`: with the trash on, a non-empty file's
@@ -403,6 +411,7 @@ impl TierFs {
         let name = self.name_of(file)?.ok_or(Error::NotFound)?;
         let orphan = {
             let _q = self.quota_guard_for(&[parent], &[file.ino, id]);
+            self.shared.absorb(); // as in `remove`
             let held = self.meta.write_lock();
             let e = self
                 .meta
@@ -469,7 +478,7 @@ impl TierFs {
             }
             drop(held);
             if kept {
-                self.tiers.unpin_hot(cur.ino);
+                self.kept_in_trash(cur.ino);
             }
             orphan.then_some(cur.ino)
         };

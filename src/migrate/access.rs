@@ -10,7 +10,9 @@
 //! left the window into their inode records (the candidate index moves
 //! with the inode) and drops them. Until then a file's candidate record
 //! may sit in an older bucket than its last access: a plan finds it
-//! sooner and decides on its access record, never later.
+//! sooner and decides on its access record, never later. A file the trash
+//! keeps has its statistics folded into its inode record when it goes
+//! there, and no record (`Shared::fold_for_trash`).
 //! Owns the statistics and their records; it decides no move (`plan` does).
 
 use std::collections::HashMap;
@@ -124,6 +126,20 @@ pub fn load(meta: &Meta, ino: u64) -> Result<Option<AccessStats>> {
         Ok(i) => Ok(AccessStats::folded(&i)),
         Err(Error::NotFound) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// As `load` (with the same reads), but `None` for a file the trash keeps
+/// with no access record: its statistics are folded into its inode record
+/// (`Shared::fold_for_trash`) and an access to it is not counted.
+pub fn load_unless_kept(meta: &Meta, ino: u64) -> Option<Option<AccessStats>> {
+    if let Ok(Some(s)) = recorded(meta, ino) {
+        return Some(Some(s));
+    }
+    match meta.inode(ino) {
+        Ok(i) if i.trash => None,
+        Ok(i) => Some(AccessStats::folded(&i)),
+        Err(_) => Some(None),
     }
 }
 

@@ -142,9 +142,16 @@ impl Shared {
         let half_life = self.policy().promote.window.0.as_secs_f64();
         let mut cache = self.cache.lock();
         while let Ok((ino, at)) = events.try_recv() {
-            cache.touch(ino, at, half_life, || {
-                access::load(&self.meta, ino).ok().flatten()
-            });
+            // An access that reached the queue after its file went to the
+            // trash is not counted: the trash keeps no access records.
+            let stored = match cache.contains(ino) {
+                true => None,
+                false => match access::load_unless_kept(&self.meta, ino) {
+                    Some(stored) => stored,
+                    None => continue,
+                },
+            };
+            cache.touch(ino, at, half_life, || stored);
         }
     }
 
@@ -167,24 +174,28 @@ impl Shared {
     }
 
     /// A file going to the trash: its statistics (the cache's, else its
-    /// access record's) folded into `inode`, which the caller commits, and
-    /// its cache entry dropped. Returns whether it has an access record,
-    /// which the caller's transaction removes: nothing the trash keeps is
-    /// promoted, so its recent access times no longer matter, and a record
-    /// kept for each file in the trash would cost sled's memory per file.
+    /// access record's) folded into `inode`, which the caller commits.
+    /// Returns whether it has an access record, which the caller's
+    /// transaction removes: nothing the trash keeps is promoted, so its
+    /// recent access times no longer matter, and a record kept for each
+    /// file in the trash would cost sled's memory per file. Once the
+    /// transaction is committed the caller drops the cache entry
+    /// (`forget_cached`; before, a failed commit would lose its accesses
+    /// not yet saved). The caller takes in the queued accesses (`absorb`)
+    /// before the metadata lock; one queued after is not counted.
     pub fn fold_for_trash(&self, inode: &mut crate::meta::Inode) -> Result<bool> {
-        self.absorb();
-        let cached = {
-            let mut cache = self.cache.lock();
-            let s = cache.get(inode.ino);
-            cache.forget(inode.ino);
-            s
-        };
+        let cached = self.cache.lock().get(inode.ino);
         let recorded = access::recorded(&self.meta, inode.ino)?;
         if let Some(s) = cached.or(recorded) {
             s.fold_into(inode);
         }
         Ok(recorded.is_some())
+    }
+
+    /// Drops the cache entry of a file the trash now keeps (its statistics
+    /// are in its inode record: `fold_for_trash`).
+    pub fn forget_cached(&self, ino: u64) {
+        self.cache.lock().forget(ino);
     }
 
     /// Drops what is known of a deleted file.
