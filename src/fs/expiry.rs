@@ -111,7 +111,6 @@ impl TierFs {
         };
         let freed = {
             let _q = self.quota_guard_for(&[inode.parent], &[ino]);
-            self.shared.absorb(); // as in `remove`
             let held = self.meta.write_lock();
             let mut victim = self.meta.inode(ino)?;
             let charged = Delta::of(&victim, self.charged_size(&victim));

@@ -50,10 +50,11 @@ impl TierFs {
     /// Removes the entry `name` (not a directory when `dir` is false, only an
     /// empty directory when it is true).
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
-        let _q = self.quota_guard_for(&[parent], &[]);
         // A file the trash keeps takes its statistics along
-        // (`keep_in_trash`): the accesses queued so far count.
-        self.shared.absorb();
+        // (`keep_in_trash`): the accesses queued so far count. (Taken in
+        // before any lock: it reads sled for files the cache lacks.)
+        self.absorb_for_trash();
+        let _q = self.quota_guard_for(&[parent], &[]);
         let ino = {
             let held = self.meta.write_lock();
             let d = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;
@@ -186,8 +187,8 @@ impl TierFs {
         {
             return Err(Error::Invalid("unsupported rename flags"));
         }
+        self.absorb_for_trash(); // as in `remove`
         let _q = self.quota_guard_for(&[parent, newparent], &[]);
-        self.shared.absorb(); // as in `remove`
         let orphan = {
             let held = self.meta.write_lock();
             let src = self.meta.lookup(parent, name)?.ok_or(Error::NotFound)?;

@@ -148,6 +148,14 @@ impl TierFs {
         Ok(true)
     }
 
+    /// With the trash on, takes the queued accesses into the migrator's
+    /// statistics, so that a file about to be kept takes them along.
+    pub(super) fn absorb_for_trash(&self) {
+        if self.trash_keep() != 0 {
+            self.shared.absorb();
+        }
+    }
+
     /// After the commit of a transaction in which `keep_in_trash` kept
     /// `ino`: lets go of its cached chunks and of its statistics in the
     /// migrator's cache (they are in its inode record now).
@@ -410,8 +418,8 @@ impl TierFs {
         let parent = file.parent;
         let name = self.name_of(file)?.ok_or(Error::NotFound)?;
         let orphan = {
+            self.absorb_for_trash(); // as in `remove`
             let _q = self.quota_guard_for(&[parent], &[file.ino, id]);
-            self.shared.absorb(); // as in `remove`
             let held = self.meta.write_lock();
             let e = self
                 .meta

@@ -325,7 +325,8 @@ impl AccessCache {
 /// Saves `changed` statistics: an access record for each file whose last
 /// access is within `window` seconds of `now` (the fold into the inode
 /// record waits until it leaves the window: `fold_expired`), the fold at
-/// once for the others. Returns the files whose save failed (to retry).
+/// once for the others; nothing for a file gone or kept by the trash (one
+/// sled read each tells). Returns the files whose save failed (to retry).
 /// In small transactions: a request waits for the metadata lock at most
 /// one of them.
 pub fn persist(
@@ -339,15 +340,27 @@ pub fn persist(
         let r = (|| -> Result<()> {
             let mut t = Txn::default();
             for (ino, s) in part {
-                if now - s.last <= window {
-                    t.put_access(*ino, &s.encode());
-                    continue;
-                }
+                let within = now - s.last <= window;
                 let mut inode = match meta.inode(*ino) {
                     Ok(i) => i,
                     Err(Error::NotFound) => continue,
+                    // An inode record that cannot be read: the statistics
+                    // wait in an access record, as before.
+                    Err(_) if within => {
+                        t.put_access(*ino, &s.encode());
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
+                // The trash keeps no access records (`Shared::fold_for_trash`
+                // folded what the cache held when its file went there).
+                if inode.trash {
+                    continue;
+                }
+                if within {
+                    t.put_access(*ino, &s.encode());
+                    continue;
+                }
                 s.fold_into(&mut inode);
                 t.put_inode(&inode);
                 t.del_access(*ino);
@@ -510,6 +523,37 @@ mod tests {
         assert_eq!(folded.last, 1002.0);
         assert!((folded.heat - stored.heat).abs() < 1e-3);
         assert_eq!(folded.recent_accesses(2000.0, 600.0), 0);
+    }
+
+    /// A save that races the file's move to the trash, or its removal,
+    /// writes no access record; an access to a kept file is not loaded.
+    #[test]
+    fn no_access_record_is_saved_for_a_file_the_trash_keeps_or_one_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+        let (live, kept, gone) = (
+            meta.next_ino().unwrap(),
+            meta.next_ino().unwrap(),
+            meta.next_ino().unwrap(),
+        );
+        let mut t = Txn::default();
+        t.put_inode(&Inode::new(live, crate::meta::Kind::File, 0o644, 0, 0));
+        let mut k = Inode::new(kept, crate::meta::Kind::File, 0o644, 0, 0);
+        k.nlink = 0;
+        k.trash = true;
+        t.put_inode(&k);
+        meta.commit(&meta.write_lock(), t).unwrap();
+        let mut c = AccessCache::default();
+        for ino in [live, kept, gone] {
+            c.touch(ino, 1000.0, 600.0, || None);
+        }
+        persist(&meta, &c.take_dirty(), 1001.0, 600.0).unwrap();
+        assert!(meta.access_record(live).unwrap().is_some());
+        assert_eq!(meta.access_record(kept).unwrap(), None);
+        assert_eq!(meta.access_record(gone).unwrap(), None);
+        assert!(load_unless_kept(&meta, live).unwrap().is_some());
+        assert_eq!(load_unless_kept(&meta, kept), None);
+        assert_eq!(load_unless_kept(&meta, gone), Some(None));
     }
 
     #[test]

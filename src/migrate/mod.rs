@@ -140,18 +140,33 @@ impl Shared {
             return;
         }
         let half_life = self.policy().promote.window.0.as_secs_f64();
+        let queued: Vec<(u64, f64)> = events.try_iter().collect();
+        // What the store knows of the files the cache does not hold, read
+        // without holding the cache: a metadata transaction may be waiting
+        // for it (`fold_for_trash`). `None`: a file the trash keeps, whose
+        // later accesses are not counted (it has no access record).
+        let missing: HashSet<u64> = {
+            let cache = self.cache.lock();
+            queued
+                .iter()
+                .map(|e| e.0)
+                .filter(|i| !cache.contains(*i))
+                .collect()
+        };
+        let stored: HashMap<u64, Option<Option<AccessStats>>> = missing
+            .into_iter()
+            .map(|ino| (ino, access::load_unless_kept(&self.meta, ino)))
+            .collect();
         let mut cache = self.cache.lock();
-        while let Ok((ino, at)) = events.try_recv() {
-            // An access that reached the queue after its file went to the
-            // trash is not counted: the trash keeps no access records.
-            let stored = match cache.contains(ino) {
-                true => None,
-                false => match access::load_unless_kept(&self.meta, ino) {
-                    Some(stored) => stored,
-                    None => continue,
-                },
-            };
-            cache.touch(ino, at, half_life, || stored);
+        for (ino, at) in queued {
+            match stored.get(&ino) {
+                Some(None) => {}
+                Some(Some(s)) => cache.touch(ino, at, half_life, || *s),
+                // Held a moment ago (if let go since, read again).
+                None => cache.touch(ino, at, half_life, || {
+                    access::load(&self.meta, ino).ok().flatten()
+                }),
+            }
         }
     }
 
