@@ -195,9 +195,10 @@ impl Shared {
     /// recent access times no longer matter, and a record kept for each
     /// file in the trash would cost sled's memory per file. Once the
     /// transaction is committed the caller drops the cache entry
-    /// (`forget_cached`; before, a failed commit would lose its accesses
-    /// not yet saved). The caller takes in the queued accesses (`absorb`)
-    /// before the metadata lock; one queued after is not counted.
+    /// (`forget_cached`: dropped before, a commit that fails would lose
+    /// the accesses not yet saved). The caller takes in the queued
+    /// accesses (`absorb`) before any lock; one queued after is not
+    /// counted.
     pub fn fold_for_trash(&self, inode: &mut crate::meta::Inode) -> Result<bool> {
         let cached = self.cache.lock().get(inode.ino);
         let recorded = access::recorded(&self.meta, inode.ino)?;
