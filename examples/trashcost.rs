@@ -6,31 +6,10 @@
 
 use std::time::Instant;
 
-use tierfs::fs::{Caller, Options, TierFs};
+mod common;
 
-fn store(dir: &std::path::Path, keep: &str) -> std::sync::Arc<TierFs> {
-    std::fs::create_dir_all(dir).unwrap();
-    let policy = dir.join("policy.toml");
-    tierfs::policy::Policy::load_or_create(&policy).unwrap();
-    let text = std::fs::read_to_string(&policy).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| match l {
-            l if l.starts_with("keep = ") => format!("keep = \"{keep}\"\n"),
-            // No write-back or migration cycle in between: each round
-            // times the same work (write-back is called after each phase).
-            l if l.starts_with("interval = ") => "interval = \"1h\"\n".to_string(),
-            l => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&policy, text).unwrap();
-    let opts = Options {
-        policy_path: policy,
-        hot_budget: None,
-        writeback_interval: None,
-    };
-    TierFs::open_store(dir, &opts).unwrap()
-}
+use common::store;
+use tierfs::fs::Caller;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -4,10 +4,14 @@
 //! them; `versions` creates them, writes them back, and overwrites each
 //! with `open(O_TRUNC)` (a version of a written-back file each). With
 //! KEEP `0` (the trash off) the store has the same history and keeps
-//! nothing. `cargo run --release --example trashstore DIR KEEP N MODE`,
-//! then `tierfs mount DIR MNT --policy DIR/policy.toml`.
+//! nothing. Its policy runs no migration cycle (`interval = "1h"`).
+//! `cargo run --release --example trashstore DIR KEEP N MODE`, then
+//! `tierfs mount DIR MNT --policy DIR/policy.toml`.
 
-use tierfs::fs::{Caller, Options, TierFs};
+mod common;
+
+use common::store;
+use tierfs::fs::Caller;
 
 fn main() {
     let usage = "usage: trashstore DIR KEEP N deleted|versions";
@@ -20,25 +24,7 @@ fn main() {
         Some("versions") => true,
         _ => panic!("{usage}"),
     };
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("FORMAT"), "tierfs store\nformat 1\n").unwrap();
-    let policy = dir.join("policy.toml");
-    tierfs::policy::Policy::load_or_create(&policy).unwrap();
-    let text: String = std::fs::read_to_string(&policy)
-        .unwrap()
-        .lines()
-        .map(|l| match l {
-            l if l.starts_with("keep = ") => format!("keep = \"{keep}\"\n"),
-            l => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&policy, text).unwrap();
-    let opts = Options {
-        policy_path: policy,
-        hot_budget: None,
-        writeback_interval: None,
-    };
-    let fs = TierFs::open_store(&dir, &opts).unwrap();
+    let fs = store(&dir, &keep);
     let top = fs.mkdir(Caller::ROOT, 1, b"k", 0o755, 0).unwrap().ino;
     let per = 10_000;
     for b in 0..n.div_ceil(per) {
