@@ -306,11 +306,21 @@ work, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data, data2 = b"m" * 1024, b"n" * 1024
 res = {(t, p): [] for t in ("on", "off") for p in ("create", "overwrite", "unlink")}
 cpu = {k: [] for k in res}
+req = {k: [] for k in res}
 pids = {t: json.loads(os.getxattr(os.path.join(work, t, "mnt"), "user.tier.stats"))["daemon"]["pid"]
         for t in ("on", "off")}
-def ticks(pid):  # the daemon's user + system time, in clock ticks
+def ticks(pid):  # the daemon's user + system time, in clock ticks: (all, request threads)
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])
+    total, served = int(f[11]) + int(f[12]), 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            s = open("/proc/%d/task/%s/stat" % (pid, task)).read()
+        except OSError:
+            continue
+        if s.split("(", 1)[1].startswith(("fuser-", "change")):  # threads that serve requests
+            f = s.rsplit(")", 1)[1].split()
+            served += int(f[11]) + int(f[12])
+    return total, served
 hz = os.sysconf("SC_CLK_TCK")
 for r in range(rounds):
     for t in ("on", "off"):
@@ -320,17 +330,21 @@ for r in range(rounds):
         for phase, fn in (("create", lambda p: open(p, "wb").write(data)),
                           ("overwrite", lambda p: open(p, "wb").write(data2)),
                           ("unlink", os.unlink)):
-            c0, t0 = ticks(pids[t]), time.perf_counter()
+            (c0, r0), t0 = ticks(pids[t]), time.perf_counter()
             for p in names:
                 fn(p)
             res[(t, phase)].append(n / (time.perf_counter() - t0))
-            cpu[(t, phase)].append((ticks(pids[t]) - c0) / hz / n * 1e6)
+            c1, r1 = ticks(pids[t])
+            cpu[(t, phase)].append((c1 - c0) / hz / n * 1e6)
+            req[(t, phase)].append((r1 - r0) / hz / n * 1e6)
 print("%d files of 1 KiB, %d rounds, %d cores; medians: files/s, and the daemon's CPU per file" % (n, rounds, os.cpu_count()))
-print("%-10s %12s %12s %8s %14s %14s" % ("", "trash on", "trash off", "on/off", "CPU on", "CPU off"))
+print("(in all its threads, and in the request threads alone)")
+print("%-10s %12s %12s %8s %14s %14s %14s %14s" % ("", "trash on", "trash off", "on/off", "CPU on", "CPU off", "requests on", "requests off"))
 for p in ("create", "overwrite", "unlink"):
     on, off = statistics.median(res[("on", p)]), statistics.median(res[("off", p)])
     con, coff = statistics.median(cpu[("on", p)]), statistics.median(cpu[("off", p)])
-    print("%-10s %12.0f %12.0f %8.2f %11.0f us %11.0f us" % (p, on, off, on / off, con, coff))
+    ron, roff = statistics.median(req[("on", p)]), statistics.median(req[("off", p)])
+    print("%-10s %12.0f %12.0f %8.2f %11.0f us %11.0f us %11.0f us %11.0f us" % (p, on, off, on / off, con, coff, ron, roff))
 PY
   # The same overwrite in process, without the kernel and FUSE: what
   # keeping a version costs the daemon itself.
