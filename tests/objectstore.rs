@@ -153,6 +153,38 @@ fn a_big_cold_file_read_through_comes_from_its_streams_alone() {
 }
 
 #[test]
+fn without_a_frame_cache_a_cold_file_read_through_still_comes_from_its_stream() {
+    let g = Garage::up(1);
+    let mut m = mount_on(&g, "nocache");
+    let data = pattern(6, 40 << 20);
+    fs::write(m.path("big"), &data).unwrap();
+    move_cold_and_upload(&m, &["big".to_string()]);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    m.stop();
+    // `[cold] cache = "0"`: nothing fetched is kept on the local disk.
+    let policy = m.store.join("policy.toml");
+    let text = fs::read_to_string(&policy).unwrap();
+    assert!(text.contains("\ncache = \"1GiB\""), "{text}");
+    fs::write(
+        &policy,
+        text.replace("\ncache = \"1GiB\"", "\ncache = \"0\""),
+    )
+    .unwrap();
+    let _ = fs::remove_dir_all(m.store.join("cold/cache"));
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("big")).unwrap() == data);
+    // Each record once, as with a cache (before: three GETs per 1 MiB
+    // record: no stream started, and what the fetches ahead of the read
+    // brought was dropped, so the read fetched it again).
+    let gets = counter(&m, "gets");
+    let most = (data.len() as u64 >> 23) + 2 * counter(&m, "packs") + 1;
+    assert!(gets <= most, "{gets} GETs, at most {most}");
+    let on_disk = fs::read_dir(m.store.join("cold/cache")).map_or(0, |d| d.count());
+    assert_eq!(on_disk, 0, "nothing kept on the disk");
+}
+
+#[test]
 fn an_outage_costs_uncached_cold_reads_only_and_heals() {
     let g = Garage::up(1);
     let mut m = mount_on(&g, "outage");

@@ -5,8 +5,13 @@
 //! Every use checks the record against its checksum and location, so a
 //! damaged cache file is a miss (`forget`), never wrong data. It takes disk
 //! space only while the disk keeps `keep_free` bytes free beyond it.
+//!
+//! Also owns the hand-off of the records it could not keep on the disk (no
+//! budget, a disk short of room, a failed write): the last `HANDOFF` of
+//! them stay in memory, so that what a fetch ahead of a read brought
+//! (`prefetch`) reaches that read without a second GET.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,8 +26,17 @@ struct Index {
     tick: u64,
 }
 
+/// Records kept in memory when the disk does not take them (at most one
+/// chunk's record each: 8 MiB or so in all).
+const HANDOFF: usize = 8;
+
+/// A record kept in memory: (object, offset) and its bytes.
+type Handed = ((String, u64), Vec<u8>);
+
 pub struct FrameCache {
     dir: PathBuf,
+    /// The last records the disk did not take, newest last.
+    handoff: Mutex<VecDeque<Handed>>,
     budget: AtomicU64,
     index: Mutex<Index>,
     hits: AtomicU64,
@@ -81,6 +95,7 @@ impl FrameCache {
         }
         let c = FrameCache {
             dir: dir.to_path_buf(),
+            handoff: Mutex::new(VecDeque::new()),
             budget: AtomicU64::new(budget),
             index: Mutex::new(index),
             hits: AtomicU64::new(0),
@@ -100,6 +115,9 @@ impl FrameCache {
     /// Whether the record at `off` of `object` is cached (its bytes are
     /// checked when read).
     pub fn contains(&self, object: &str, off: u64) -> bool {
+        if self.handed_off(object, off).is_some() {
+            return true;
+        }
         self.index
             .lock()
             .entries
@@ -108,6 +126,10 @@ impl FrameCache {
 
     /// The cached bytes of the record at `off` of `object`, if any.
     pub fn get(&self, object: &str, off: u64) -> Option<Vec<u8>> {
+        if let Some(b) = self.handed_off(object, off) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(b);
+        }
         let key = (object.to_string(), off);
         // The tick this use gave the entry, if it is indexed.
         let known = {
@@ -153,18 +175,18 @@ impl FrameCache {
         let len = bytes.len() as u64;
         let budget = self.budget.load(Ordering::Relaxed);
         if budget == 0 || len > budget {
-            return;
+            return self.hand_off(object, off, bytes);
         }
         let keep = self.keep_free.load(Ordering::Relaxed);
         if disk_free(&self.dir) < keep.saturating_add(len) {
-            return;
+            return self.hand_off(object, off, bytes);
         }
         // Written in place: a torn or concurrent write is a file that fails
         // its check when read (a miss), as damage is.
         let path = self.dir.join(file_name(object, off));
         if std::fs::write(&path, bytes).is_err() {
             let _ = std::fs::remove_file(&path);
-            return;
+            return self.hand_off(object, off, bytes);
         }
         {
             let mut ix = self.index.lock();
@@ -181,8 +203,31 @@ impl FrameCache {
         self.evict();
     }
 
+    /// Keeps `bytes` in memory (the disk did not take them), in place of
+    /// the oldest record there once there are `HANDOFF`.
+    fn hand_off(&self, object: &str, off: u64, bytes: &[u8]) {
+        let mut h = self.handoff.lock();
+        h.retain(|(k, _)| !(k.0 == object && k.1 == off));
+        if h.len() >= HANDOFF {
+            h.pop_front();
+        }
+        h.push_back(((object.to_string(), off), bytes.to_vec()));
+    }
+
+    /// A copy of the record at `off` of `object`, if the hand-off has it.
+    fn handed_off(&self, object: &str, off: u64) -> Option<Vec<u8>> {
+        let h = self.handoff.lock();
+        h.iter()
+            .rev()
+            .find(|(k, _)| k.0 == object && k.1 == off)
+            .map(|(_, b)| b.clone())
+    }
+
     /// Forgets the record at `off` of `object` (it failed its check).
     pub fn forget(&self, object: &str, off: u64) {
+        self.handoff
+            .lock()
+            .retain(|(k, _)| !(k.0 == object && k.1 == off));
         self.unindex(&(object.to_string(), off), None);
         let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
     }
@@ -202,6 +247,7 @@ impl FrameCache {
 
     /// Forgets every record of `object` (it was deleted).
     pub fn drop_object(&self, object: &str) {
+        self.handoff.lock().retain(|(k, _)| k.0 != object);
         let mut ix = self.index.lock();
         let gone: Vec<(String, u64)> = ix
             .entries
@@ -265,10 +311,35 @@ mod tests {
         c.forget("p2-b", 64);
         assert!(c.get("p2-b", 64).is_none());
         assert_eq!(c.stats().0, 0);
-        // A disk short of what must stay free takes nothing.
+        // A disk short of what must stay free takes nothing: the record
+        // waits in memory for the read that follows, and is then forgotten
+        // with its object.
         c.keep_free.store(u64::MAX / 2, Ordering::Relaxed);
         c.put("p3-c", 64, &[4u8; 10]);
+        assert!(!dir.path().join(file_name("p3-c", 64)).exists());
+        assert_eq!(c.stats().0, 0);
+        assert_eq!(c.get("p3-c", 64).unwrap(), vec![4u8; 10]);
+        c.drop_object("p3-c");
         assert!(c.get("p3-c", 64).is_none());
+    }
+
+    #[test]
+    fn without_a_budget_the_last_records_wait_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FrameCache::open(dir.path(), 0).unwrap();
+        for off in 0..HANDOFF as u64 + 1 {
+            c.put("p1-a", off, &[off as u8; 10]);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(!c.contains("p1-a", 0), "the oldest made way");
+        assert!(c.contains("p1-a", 1));
+        assert_eq!(
+            c.get("p1-a", HANDOFF as u64).unwrap(),
+            vec![HANDOFF as u8; 10]
+        );
+        c.forget("p1-a", 1);
+        assert!(c.get("p1-a", 1).is_none());
+        assert_eq!(c.stats(), (0, 0, 1, 1));
     }
 
     #[test]

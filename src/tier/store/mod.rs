@@ -249,8 +249,9 @@ impl Remote {
         let first = loc.off == SEG_HEADER_LEN
             && known.is_none()
             && u64::from(loc.len) == crate::tier::CHUNK_SIZE;
-        let caching = self.cache.stats().1 > 0;
-        let sequential = caching && (first || known.is_some_and(|(last, _)| last == loc.off));
+        // (Streams hand their records to readers from memory: they run
+        // with or without a frame cache.)
+        let sequential = first || known.is_some_and(|(last, _)| last == loc.off);
         self.read_to(object, end, known.and_then(|(_, size)| size));
         // The record alone first (its reader waits for it), then the
         // stream: this GET shares the store with nothing.

@@ -228,7 +228,8 @@ impl RemotePacks {
     }
 
     /// Makes sure the record `loc` names is in the frame cache (fetching it
-    /// if not).
+    /// if not; one the disk does not take waits in memory for the read), or
+    /// on its way in its object's stream.
     pub fn prefetch(&self, loc: &ChunkLoc) -> Result<()> {
         // The read that follows says why a pack cannot be read.
         let Ok((remote, name)) = self.locate(loc) else {
