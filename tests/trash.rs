@@ -363,8 +363,9 @@ fn files_idle_past_their_ttl_expire_into_the_trash() {
     assert!(!m.path("inbox/stale").exists(), "idle again past its ttl");
 }
 
-/// fsck: a kept inode no trash record names (it would never be freed) and
-/// a trash record of no kept inode are found, and `--repair` fixes both.
+/// fsck: a kept inode no trash record names (it would never be freed), a
+/// trash record of no kept inode and the expiry record left of the removed
+/// one are found, and `--repair` fixes all three.
 #[test]
 fn fsck_finds_and_repairs_trash_records_out_of_step() {
     use tierfs::fs::Caller;
@@ -404,14 +405,16 @@ fn fsck_finds_and_repairs_trash_records_out_of_step() {
     }
     common::wait_for_sled(&store);
     let report = tierfs::fsck::check(&store, false).unwrap();
-    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
     assert!(report
         .problems
         .iter()
         .any(|p| p.contains("no trash record names it")));
     assert!(report.problems.iter().any(|p| p.contains("999999")));
+    let stale = format!("names inode {}, which no trash record keeps", a.ino);
+    assert!(report.problems.iter().any(|p| p.contains(&stale)));
     let report = tierfs::fsck::check(&store, true).unwrap();
-    assert_eq!(report.repairs.len(), 2, "{:?}", report.repairs);
+    assert_eq!(report.repairs.len(), 3, "{:?}", report.repairs);
     common::wait_for_sled(&store);
     // The orphan is freed at the next open; b is still kept.
     let fs = common::open_direct(&store);
@@ -422,6 +425,68 @@ fn fsck_finds_and_repairs_trash_records_out_of_step() {
     common::wait_for_sled(&store);
     let report = tierfs::fsck::check(&store, false).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// fsck: a kept file whose expiry record is gone would never expire, and an
+/// expiry record of nothing the trash keeps is stray; `--repair` writes the
+/// one back (at the time the file went) and removes the other.
+#[test]
+fn fsck_finds_and_repairs_expiry_records_out_of_step() {
+    use tierfs::fs::Caller;
+    use tierfs::meta::ROOT_INO;
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let store = tmp.path().join("store");
+    let fs = common::open_direct(&store);
+    let (f, fh) = fs
+        .create(Caller::ROOT, ROOT_INO, b"a", 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    fs.write(Caller::ROOT, f.ino, 0, b"kept").unwrap();
+    fs.release(fh);
+    fs.unlink(ROOT_INO, b"a").unwrap();
+    fs.forget(f.ino, 1);
+    let kept = fs.meta().trash_in(ROOT_INO).unwrap()[0].clone();
+    let expiry = |fs: &tierfs::fs::TierFs| -> Vec<(i64, u64)> {
+        fs.meta().expiry_records().map(|r| r.unwrap()).collect()
+    };
+    assert_eq!(expiry(&fs), vec![(kept.time, f.ino)]);
+    fs.shutdown().unwrap();
+    drop(fs);
+    common::wait_for_sled(&store);
+    {
+        let db = sled::open(store.join("meta")).unwrap();
+        let mut key = b"E".to_vec();
+        key.extend_from_slice(&(kept.time as u64).to_be_bytes());
+        key.extend_from_slice(&f.ino.to_be_bytes());
+        assert!(db.remove(&key).unwrap().is_some());
+        let mut stray = b"E".to_vec();
+        stray.extend_from_slice(&5u64.to_be_bytes());
+        stray.extend_from_slice(&777_777u64.to_be_bytes());
+        let mut v = ROOT_INO.to_be_bytes().to_vec();
+        v.extend_from_slice(b"x");
+        db.insert(stray, v).unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("/a (inode ") && p.contains("has no expiry record")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems.iter().any(|p| p.contains("777777")));
+    let report = tierfs::fsck::check(&store, true).unwrap();
+    assert_eq!(report.repairs.len(), 2, "{:?}", report.repairs);
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let fs = common::open_direct(&store);
+    assert_eq!(expiry(&fs), vec![(kept.time, f.ino)]);
+    assert_eq!(fs.meta().trash_in(ROOT_INO).unwrap(), vec![kept]);
+    fs.shutdown().unwrap();
 }
 
 /// The trash keeps no access record (nothing it keeps is promoted, and a

@@ -1,13 +1,16 @@
 //! The lifecycle's records against the inodes: every trash record names a
 //! kept inode (link count 0, the trash flag) and every kept inode has one
-//! (else nothing would ever free it); every quota names a directory, and
+//! (else nothing would ever free it), and each such record has its expiry
+//! record (else it would never expire) and each expiry record its trash
+//! record; every quota names a directory, and
 //! the use a clean unmount saved for it is what its tree holds; the link
 //! records of a file with more than one link count its entries in each
 //! directory. With `--repair`: a trash record of no kept inode is removed,
 //! a kept inode no record names becomes an orphan (freed at the next
-//! mount), a quota of no directory and a malformed one are removed, link
+//! mount), a missing expiry record is written and one of no trash record
+//! removed, a quota of no directory and a malformed one are removed, link
 //! records are rewritten from the entries, saved use that is wrong is
-//! dropped (the next mount counts it). Memory: 8 bytes per kept inode, 16
+//! dropped (the next mount counts it). Memory: 24 bytes per kept inode, 16
 //! per entry of a file with more than one link.
 
 use super::*;
@@ -15,6 +18,8 @@ use super::*;
 impl Check<'_> {
     pub(super) fn lifecycle(&mut self) -> Result<()> {
         let mut named: Vec<u64> = Vec::new();
+        // (time, inode) of each trash record that names a kept inode.
+        let mut due: Vec<(i64, u64)> = Vec::new();
         for r in self.meta.trash_records() {
             let e = r?;
             let kept = self
@@ -23,6 +28,7 @@ impl Check<'_> {
                 .is_some_and(|s| self.table.trashed(s) && self.table.nlink(s) == 0);
             if kept {
                 named.push(e.ino);
+                due.push((e.time.max(0), e.ino));
                 continue;
             }
             self.problems.push(format!(
@@ -39,6 +45,7 @@ impl Check<'_> {
             }
         }
         named.sort_unstable();
+        self.expiry(due)?;
         for slot in 0..self.table.len() {
             let ino = self.table.ino(slot);
             if !self.table.trashed(slot) || named.binary_search(&ino).is_ok() {
@@ -105,6 +112,72 @@ impl Check<'_> {
                 .push("the quotas' use is counted again at the next mount".into());
         }
         Ok(())
+    }
+
+    /// The expiry records against `due`, the (time, inode) of the trash
+    /// records that name kept inodes: both in the key order of the expiry
+    /// records, merged.
+    fn expiry(&mut self, mut due: Vec<(i64, u64)>) -> Result<()> {
+        due.sort_unstable();
+        due.dedup();
+        let mut d = 0;
+        let mut records = self.meta.expiry_records().peekable();
+        loop {
+            let next = match records.peek() {
+                Some(Ok((time, ino))) => Some((*time, *ino)),
+                Some(Err(_)) => return Err(records.next().unwrap().unwrap_err()),
+                None => None,
+            };
+            match (due.get(d).copied(), next) {
+                (None, None) => return Ok(()),
+                (Some(a), Some(b)) if a == b => {
+                    d += 1;
+                    records.next();
+                }
+                (Some((time, ino)), b) if b.is_none_or(|b| (time, ino) < b) => {
+                    d += 1;
+                    // Its trash record, from those of the directory its
+                    // inode record names (only a damaged store gets here).
+                    let dir = self.table.find(ino).map_or(0, |s| self.table.parent(s));
+                    let e = self
+                        .meta
+                        .trash_in(dir)?
+                        .into_iter()
+                        .find(|e| e.ino == ino && e.time.max(0) == time);
+                    let what = match &e {
+                        Some(e) => format!(
+                            "{} (inode {ino}, in the trash)",
+                            self.meta
+                                .path_of(e.parent)
+                                .join(String::from_utf8_lossy(&e.name).as_ref())
+                                .display()
+                        ),
+                        None => format!("inode {ino} (in the trash)"),
+                    };
+                    self.problems.push(format!(
+                        "{what} has no expiry record: it would never expire"
+                    ));
+                    if let (true, Some(e)) = (self.repair, e) {
+                        self.fix.put_expiry(&e);
+                        self.repairs
+                            .push(format!("inode {ino}: expiry record written"));
+                    }
+                }
+                (_, Some((time, ino))) => {
+                    records.next();
+                    self.problems.push(format!(
+                        "an expiry record (time {time}) names inode {ino}, which no trash \
+                         record keeps from then"
+                    ));
+                    if self.repair {
+                        self.fix.del_expiry(time, ino);
+                        self.repairs
+                            .push(format!("expiry record of inode {ino} removed"));
+                    }
+                }
+                (Some(_), None) => unreachable!("the arm above takes it"),
+            }
+        }
     }
 
     /// The `H` records against the entries naming files with more than

@@ -110,6 +110,12 @@ impl Txn {
         v.push(e.why.to_u8());
         v.extend_from_slice(&e.nsecs.to_le_bytes());
         self.put(trash_key(e.parent, &e.name, e.ino), v);
+        self.put_expiry(e);
+    }
+
+    /// The expiry record of `e` alone (`put_trash` writes it; fsck puts
+    /// back one that is missing).
+    pub fn put_expiry(&mut self, e: &Trashed) {
         let mut x = Vec::with_capacity(8 + e.name.len());
         x.extend_from_slice(&e.parent.to_be_bytes());
         x.extend_from_slice(&e.name);
@@ -119,7 +125,12 @@ impl Txn {
     /// Takes `e` out of the trash.
     pub fn del_trash(&mut self, e: &Trashed) {
         self.del(trash_key(e.parent, &e.name, e.ino));
-        self.del(expiry_key(e.time, e.ino));
+        self.del_expiry(e.time, e.ino);
+    }
+
+    /// Removes the expiry record of `ino` kept since `time`.
+    pub fn del_expiry(&mut self, time: i64, ino: u64) {
+        self.del(expiry_key(time, ino));
     }
 
     /// Records that `owner` now owns chunk records whose headers name `origin`.
@@ -163,6 +174,15 @@ impl Meta {
         let mut v = self.trash_scan(prefix)?;
         v.sort_by_key(|e| (e.time, e.nsecs, e.ino));
         Ok(v)
+    }
+
+    /// The time and inode of every expiry record, in time order (fsck).
+    pub fn expiry_records(&self) -> impl Iterator<Item = Result<(i64, u64)>> + '_ {
+        self.db.scan_prefix([TAG_EXPIRY]).filter_map(|r| match r {
+            Ok((k, _)) if k.len() == 17 => Some(Ok((be_u64(&k[1..9]) as i64, be_u64(&k[9..17])))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e.into())),
+        })
     }
 
     /// Up to `max` trash records kept since before `before`, oldest first.
