@@ -489,6 +489,91 @@ fn fsck_finds_and_repairs_expiry_records_out_of_step() {
     fs.shutdown().unwrap();
 }
 
+/// fsck: a version's alias (`Y`: compaction finds the version's records by
+/// the file their headers name) without its back-reference (`Z`) and the
+/// other way round, and an alias whose owner is gone; `--repair` writes the
+/// missing halves and removes the stray pair.
+#[test]
+fn fsck_finds_and_repairs_aliases_out_of_step() {
+    use tierfs::fs::Caller;
+    use tierfs::meta::ROOT_INO;
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let store = tmp.path().join("store");
+    let fs = common::open_direct(&store);
+    let mut versions = Vec::new();
+    for name in ["a", "b"] {
+        let (f, fh) = fs
+            .create(
+                Caller::ROOT,
+                ROOT_INO,
+                name.as_bytes(),
+                0o644,
+                0,
+                libc::O_RDWR,
+            )
+            .unwrap();
+        fs.write(Caller::ROOT, f.ino, 0, b"first").unwrap();
+        fs.release(fh);
+        fs.tiers().flush_all().unwrap();
+        // O_TRUNC of a written-back file: a version that took its records.
+        let fh = fs.open(f.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+        fs.release(fh);
+        let v = fs.meta().versions(ROOT_INO, name.as_bytes()).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(fs.meta().origins(v[0].ino).unwrap(), vec![f.ino]);
+        versions.push((f.ino, v[0].ino));
+    }
+    fs.shutdown().unwrap();
+    drop(fs);
+    common::wait_for_sled(&store);
+    let key = |tag: u8, x: u64, y: u64| {
+        let mut k = vec![tag];
+        k.extend_from_slice(&x.to_be_bytes());
+        k.extend_from_slice(&y.to_be_bytes());
+        k
+    };
+    let ((a, va), (b, vb)) = (versions[0], versions[1]);
+    {
+        let db = sled::open(store.join("meta")).unwrap();
+        assert!(db.remove(key(b'Y', a, va)).unwrap().is_some());
+        assert!(db.remove(key(b'Z', vb, b)).unwrap().is_some());
+        db.insert(key(b'Y', a, 666_666), &[][..]).unwrap();
+        db.insert(key(b'Z', 666_666, a), &[][..]).unwrap();
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    for want in [
+        format!("owns records of inode {a} without its alias (Y)"),
+        format!("owns records of inode {b} without its back-reference (Z)"),
+        "there is no inode 666666".to_string(),
+    ] {
+        assert!(
+            report.problems.iter().any(|p| p.contains(&want)),
+            "{want} in {:?}",
+            report.problems
+        );
+    }
+    let report = tierfs::fsck::check(&store, true).unwrap();
+    assert_eq!(report.repairs.len(), 3, "{:?}", report.repairs);
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let db = sled::open(store.join("meta")).unwrap();
+    for k in [
+        key(b'Y', a, va),
+        key(b'Z', va, a),
+        key(b'Y', b, vb),
+        key(b'Z', vb, b),
+    ] {
+        assert!(db.contains_key(&k).unwrap(), "{k:?}");
+    }
+    for k in [key(b'Y', a, 666_666), key(b'Z', 666_666, a)] {
+        assert!(!db.contains_key(&k).unwrap(), "{k:?}");
+    }
+}
+
 /// The trash keeps no access record (nothing it keeps is promoted, and a
 /// record per kept file costs sled's memory per file): a deleted file's
 /// statistics are folded into its inode record, and come back with it;

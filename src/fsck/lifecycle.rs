@@ -5,13 +5,17 @@
 //! record; every quota names a directory, and
 //! the use a clean unmount saved for it is what its tree holds; the link
 //! records of a file with more than one link count its entries in each
-//! directory. With `--repair`: a trash record of no kept inode is removed,
+//! directory; every chunk-owner alias (`Y`, a version's records found by
+//! the inode their headers name) has its back-reference (`Z`) and the
+//! other way round, and its owner exists. With `--repair`: a trash record
+//! of no kept inode is removed,
 //! a kept inode no record names becomes an orphan (freed at the next
 //! mount), a missing expiry record is written and one of no trash record
-//! removed, a quota of no directory and a malformed one are removed, link
+//! removed, the missing half of an alias is written and an alias of no
+//! inode removed, a quota of no directory and a malformed one are removed, link
 //! records are rewritten from the entries, saved use that is wrong is
-//! dropped (the next mount counts it). Memory: 24 bytes per kept inode, 16
-//! per entry of a file with more than one link.
+//! dropped (the next mount counts it). Memory: 24 bytes per kept inode, 32
+//! per alias, 16 per entry of a file with more than one link.
 
 use super::*;
 
@@ -46,6 +50,7 @@ impl Check<'_> {
         }
         named.sort_unstable();
         self.expiry(due)?;
+        self.aliases()?;
         for slot in 0..self.table.len() {
             let ino = self.table.ino(slot);
             if !self.table.trashed(slot) || named.binary_search(&ino).is_ok() {
@@ -178,6 +183,68 @@ impl Check<'_> {
                 (Some(_), None) => unreachable!("the arm above takes it"),
             }
         }
+    }
+
+    /// The `Y` records against the `Z` records. Without its `Y` record, the
+    /// records an owner took over look dead to compaction, which would drop
+    /// them; without its `Z` record, an alias is never removed.
+    fn aliases(&mut self) -> Result<()> {
+        let mut fore: Vec<(u64, u64)> = self.meta.alias_records(false).collect::<Result<_>>()?;
+        let mut back: Vec<(u64, u64)> = self.meta.alias_records(true).collect::<Result<_>>()?;
+        fore.sort_unstable();
+        back.sort_unstable();
+        let (mut f, mut b) = (0, 0);
+        while f < fore.len() || b < back.len() {
+            let (x, y) = (fore.get(f), back.get(b));
+            let ((origin, owner), has_fore, has_back) = match (x, y) {
+                (Some(x), Some(y)) if x == y => {
+                    (f, b) = (f + 1, b + 1);
+                    (*x, true, true)
+                }
+                (Some(x), y) if y.is_none_or(|y| x < y) => {
+                    f += 1;
+                    (*x, true, false)
+                }
+                (_, Some(y)) => {
+                    b += 1;
+                    (*y, false, true)
+                }
+                (_, None) => unreachable!("the loop runs while one of the two has more"),
+            };
+            if self.table.find(owner).is_none() {
+                self.problems.push(format!(
+                    "an alias names inode {owner} as the owner of records of inode {origin}, \
+                     and there is no inode {owner}"
+                ));
+                if self.repair {
+                    self.fix.del_alias(origin, owner);
+                    self.repairs
+                        .push(format!("alias of inode {origin} to inode {owner} removed"));
+                }
+                continue;
+            }
+            if has_fore && has_back {
+                continue;
+            }
+            let missing = match has_fore {
+                true => "its back-reference (Z): it would never be removed",
+                false => "its alias (Y): compaction would take its records for dead",
+            };
+            self.named.push(
+                &mut self.problems,
+                owner,
+                format!("owns records of inode {origin} without {missing}"),
+            );
+            if self.repair {
+                self.fix.put_alias(origin, owner);
+                self.named_repairs.push(
+                    &mut self.repairs,
+                    owner,
+                    format!("alias of the records of inode {origin} written whole"),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The `H` records against the entries naming files with more than

@@ -138,6 +138,12 @@ impl Txn {
         self.put(key_ino_u64(TAG_ALIAS, origin, owner), [0u8; 0]);
         self.put(key_ino_u64(TAG_ALIAS_BACK, owner, origin), [0u8; 0]);
     }
+
+    /// Removes both records of an alias (fsck: its owner is gone).
+    pub fn del_alias(&mut self, origin: u64, owner: u64) {
+        self.del(key_ino_u64(TAG_ALIAS, origin, owner));
+        self.del(key_ino_u64(TAG_ALIAS_BACK, owner, origin));
+    }
 }
 
 impl Meta {
@@ -174,6 +180,21 @@ impl Meta {
         let mut v = self.trash_scan(prefix)?;
         v.sort_by_key(|e| (e.time, e.nsecs, e.ino));
         Ok(v)
+    }
+
+    /// Every alias as (origin, owner): from its `Y` records with `back`
+    /// false, from its `Z` records with `back` true (fsck), each in its own
+    /// key order.
+    pub fn alias_records(&self, back: bool) -> impl Iterator<Item = Result<(u64, u64)>> + '_ {
+        let tag = if back { TAG_ALIAS_BACK } else { TAG_ALIAS };
+        self.db.scan_prefix([tag]).filter_map(move |r| match r {
+            Ok((k, _)) if k.len() == 17 => {
+                let (a, b) = (be_u64(&k[1..9]), be_u64(&k[9..17]));
+                Some(Ok(if back { (b, a) } else { (a, b) }))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e.into())),
+        })
     }
 
     /// The time and inode of every expiry record, in time order (fsck).
