@@ -353,3 +353,58 @@ fn damage_summary(store: &Path) {
     drop(db);
     common::wait_for_sled(store);
 }
+
+/// Xattr and access records of inodes that are gone are found and removed
+/// by `--repair`; a symlink whose target record is gone is found and
+/// named (its target is lost: it stays reported until it is removed).
+#[test]
+fn records_of_missing_inodes_and_a_symlink_without_its_target() {
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let store = tmp.path().join("store");
+    let fs = open(&store);
+    let link = fs
+        .symlink(ROOT, ROOT_INO, b"link", b"somewhere/else")
+        .unwrap()
+        .ino;
+    close(fs, &store);
+    let key = |tag: u8, ino: u64, rest: &[u8]| {
+        let mut k = vec![tag];
+        k.extend_from_slice(&ino.to_be_bytes());
+        k.extend_from_slice(rest);
+        k
+    };
+    {
+        let db = sled::open(store.join("meta")).unwrap();
+        db.insert(key(b'X', 555_555, b"user.note"), &b"left behind"[..])
+            .unwrap();
+        db.insert(key(b'A', 555_556, b""), &[0u8; 40][..]).unwrap();
+        assert!(db.remove(key(b'L', link, b"")).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    let want = [
+        "an xattr record of missing inode 555555",
+        "access statistics record of missing inode 555556",
+        "/link: a symlink without its target",
+    ];
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    for w in want {
+        assert!(
+            report.problems.iter().any(|p| p.contains(w)),
+            "{w} in {:?}",
+            report.problems
+        );
+    }
+    let report = tierfs::fsck::check(&store, true).unwrap();
+    assert_eq!(report.repairs.len(), 2, "{:?}", report.repairs);
+    common::wait_for_sled(&store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("/link: a symlink without its target"));
+    let fs = open(&store);
+    fs.unlink(ROOT_INO, b"link").unwrap();
+    close(fs, &store);
+    let report = tierfs::fsck::check(&store, false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

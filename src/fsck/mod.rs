@@ -9,9 +9,10 @@
 //! grouped by directory, each directory's subdirectories), a pass over the
 //! table checks link counts against those counts (merged with the sorted
 //! orphan list), and one scan of the chunk index checks each chunk's inode
-//! and tier and reads its record. What grows with the store is the table
-//! and the list of directories that hold subdirectories (16 bytes each); the
-//! rest grows with the problems found. A problem names its file by the
+//! and tier and reads its record; the xattr, symlink-target and access
+//! records are streamed too, each looked up in the table. What grows with
+//! the store is the table and the list of directories that hold
+//! subdirectories (16 bytes each); the rest grows with the problems found. A problem names its file by the
 //! path the parent records give, never by a search of the namespace: the
 //! paths are found together at the end (`paths`), one read of each
 //! directory for all the files named in it.
@@ -101,6 +102,7 @@ pub fn check(store_dir: &Path, repair: bool) -> Result<Report> {
     let lost = c.link_counts(&subdirs)?;
     drop(subdirs);
     c.lifecycle()?;
+    c.strays()?;
     found.flags(&meta, repair)?;
     let (chunks, bad) = c.chunks(&tiers, &mut pages)?;
     // Reported, never removed: the object it named holds the pack.
@@ -234,6 +236,36 @@ impl Check<'_> {
     /// in a directory and name an inode of its kind. Counts the entries that
     /// name each inode in the table, and returns the subdirectories of each
     /// directory that has any, in inode order: `(directory, count)`.
+    /// Xattr, symlink-target and access records of missing inodes
+    /// (`--repair` removes them), and symlinks without their target
+    /// (reported: the target is lost; `rm` still removes the link).
+    fn strays(&mut self) -> Result<()> {
+        let table = &self.table;
+        let fix = self.repair.then_some(&mut self.fix);
+        let found = self
+            .meta
+            .stray_records(|ino| table.find(ino).is_some(), fix)?;
+        for (what, ino) in found {
+            self.problems
+                .push(format!("{what} record of missing inode {ino}"));
+            if self.repair {
+                self.repairs
+                    .push(format!("removed {what} record of missing inode {ino}"));
+            }
+        }
+        for slot in 0..self.table.len() {
+            let ino = self.table.ino(slot);
+            if self.table.kind(slot) == Kind::Symlink && !self.meta.has_symlink_target(ino)? {
+                self.named.push(
+                    &mut self.problems,
+                    ino,
+                    "a symlink without its target: reading it fails, `rm` removes it".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn entries(&mut self) -> Result<Vec<(u64, u32)>> {
         let mut subdirs: Vec<(u64, u32)> = Vec::new();
         // The directory whose entries are being read: (inode, is a

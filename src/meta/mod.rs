@@ -8,7 +8,8 @@
 //! write transaction (with its journal record); `dirents`: directory entry
 //! records and their listing order; `cands`: the candidate index;
 //! `flags`: the inode flags that say whether xattr and alias records exist;
-//! `seal`: `STORE/meta.seal`;
+//! `seal`: `STORE/meta.seal`; `strays`: per-inode records whose inode is
+//! gone (fsck);
 //! this file: the store itself (open, commit, journal replay, queries).
 
 use std::os::unix::ffi::OsStrExt;
@@ -30,6 +31,7 @@ mod packs;
 mod quota;
 mod room;
 mod seal;
+mod strays;
 mod trash;
 mod txn;
 mod types;
