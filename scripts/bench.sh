@@ -317,7 +317,9 @@ def ticks(pid):  # the daemon's user + system time, in clock ticks: (all, reques
             s = open("/proc/%d/task/%s/stat" % (pid, task)).read()
         except OSError:
             continue
-        if s.split("(", 1)[1].startswith(("fuser-", "change")):  # threads that serve requests
+        # Threads that serve requests (a "change" thread that has ended is
+        # in the total only: none runs without a quota count under way).
+        if s.split("(", 1)[1].startswith(("fuser-", "change")):
             f = s.rsplit(")", 1)[1].split()
             served += int(f[11]) + int(f[12])
     return total, served

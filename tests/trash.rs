@@ -445,10 +445,13 @@ fn fsck_finds_and_repairs_expiry_records_out_of_step() {
     fs.unlink(ROOT_INO, b"a").unwrap();
     fs.forget(f.ino, 1);
     let kept = fs.meta().trash_in(ROOT_INO).unwrap()[0].clone();
-    let expiry = |fs: &tierfs::fs::TierFs| -> Vec<(i64, u64)> {
-        fs.meta().expiry_records().map(|r| r.unwrap()).collect()
+    let expiry = |fs: &tierfs::fs::TierFs| -> Vec<(u64, u64)> {
+        fs.meta()
+            .expiry_records()
+            .map(|r| r.unwrap().1.unwrap())
+            .collect()
     };
-    assert_eq!(expiry(&fs), vec![(kept.time, f.ino)]);
+    assert_eq!(expiry(&fs), vec![(kept.time as u64, f.ino)]);
     fs.shutdown().unwrap();
     drop(fs);
     common::wait_for_sled(&store);
@@ -464,11 +467,16 @@ fn fsck_finds_and_repairs_expiry_records_out_of_step() {
         let mut v = ROOT_INO.to_be_bytes().to_vec();
         v.extend_from_slice(b"x");
         db.insert(stray, v).unwrap();
+        db.insert(b"Ebad", &b"?"[..]).unwrap();
         db.flush().unwrap();
     }
     common::wait_for_sled(&store);
     let report = tierfs::fsck::check(&store, false).unwrap();
-    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.contains("a malformed expiry record")));
     assert!(
         report
             .problems
@@ -479,12 +487,12 @@ fn fsck_finds_and_repairs_expiry_records_out_of_step() {
     );
     assert!(report.problems.iter().any(|p| p.contains("777777")));
     let report = tierfs::fsck::check(&store, true).unwrap();
-    assert_eq!(report.repairs.len(), 2, "{:?}", report.repairs);
+    assert_eq!(report.repairs.len(), 3, "{:?}", report.repairs);
     common::wait_for_sled(&store);
     let report = tierfs::fsck::check(&store, false).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let fs = common::open_direct(&store);
-    assert_eq!(expiry(&fs), vec![(kept.time, f.ino)]);
+    assert_eq!(expiry(&fs), vec![(kept.time as u64, f.ino)]);
     assert_eq!(fs.meta().trash_in(ROOT_INO).unwrap(), vec![kept]);
     fs.shutdown().unwrap();
 }

@@ -14,7 +14,7 @@
 //! removed, the missing half of an alias is written and an alias of no
 //! inode removed, a quota of no directory and a malformed one are removed, link
 //! records are rewritten from the entries, saved use that is wrong is
-//! dropped (the next mount counts it). Memory: 24 bytes per kept inode, 32
+//! dropped (the next mount counts it). Memory: 40 bytes per trash record, 32
 //! per alias, 16 per entry of a file with more than one link.
 
 use super::*;
@@ -22,8 +22,10 @@ use super::*;
 impl Check<'_> {
     pub(super) fn lifecycle(&mut self) -> Result<()> {
         let mut named: Vec<u64> = Vec::new();
-        // (time, inode) of each trash record that names a kept inode.
-        let mut due: Vec<(i64, u64)> = Vec::new();
+        // (seconds, inode) of each trash record that names a kept inode,
+        // and of each that does not.
+        let mut due: Vec<(u64, u64)> = Vec::new();
+        let mut gone: Vec<(u64, u64)> = Vec::new();
         for r in self.meta.trash_records() {
             let e = r?;
             let kept = self
@@ -32,9 +34,10 @@ impl Check<'_> {
                 .is_some_and(|s| self.table.trashed(s) && self.table.nlink(s) == 0);
             if kept {
                 named.push(e.ino);
-                due.push((e.time.max(0), e.ino));
+                due.push((e.time.max(0) as u64, e.ino));
                 continue;
             }
+            gone.push((e.time.max(0) as u64, e.ino));
             self.problems.push(format!(
                 "a trash record of {:?} in directory inode {} names inode {}, which the \
                  trash does not keep",
@@ -49,7 +52,7 @@ impl Check<'_> {
             }
         }
         named.sort_unstable();
-        self.expiry(due)?;
+        self.expiry(due, gone)?;
         self.aliases()?;
         for slot in 0..self.table.len() {
             let ino = self.table.ino(slot);
@@ -119,63 +122,54 @@ impl Check<'_> {
         Ok(())
     }
 
-    /// The expiry records against `due`, the (time, inode) of the trash
-    /// records that name kept inodes: both in the key order of the expiry
-    /// records, merged.
-    fn expiry(&mut self, mut due: Vec<(i64, u64)>) -> Result<()> {
+    /// The expiry records against `due`, the (seconds, inode) of the
+    /// trash records that name kept inodes, merged in the expiry records'
+    /// key order. `gone`: those of the trash records that name no kept
+    /// inode (their removal takes their expiry records along).
+    fn expiry(&mut self, mut due: Vec<(u64, u64)>, mut gone: Vec<(u64, u64)>) -> Result<()> {
         due.sort_unstable();
         due.dedup();
+        gone.sort_unstable();
+        let mut missing: Vec<(u64, u64)> = Vec::new();
         let mut d = 0;
-        let mut records = self.meta.expiry_records().peekable();
+        let mut records = self.meta.expiry_records();
+        let mut next = records.next().transpose()?;
         loop {
-            let next = match records.peek() {
-                Some(Ok((time, ino))) => Some((*time, *ino)),
-                Some(Err(_)) => return Err(records.next().unwrap().unwrap_err()),
-                None => None,
-            };
-            match (due.get(d).copied(), next) {
-                (None, None) => return Ok(()),
-                (Some(a), Some(b)) if a == b => {
-                    d += 1;
-                    records.next();
-                }
-                (Some((time, ino)), b) if b.is_none_or(|b| (time, ino) < b) => {
-                    d += 1;
-                    // Its trash record, from those of the directory its
-                    // inode record names (only a damaged store gets here).
-                    let dir = self.table.find(ino).map_or(0, |s| self.table.parent(s));
-                    let e = self
-                        .meta
-                        .trash_in(dir)?
-                        .into_iter()
-                        .find(|e| e.ino == ino && e.time.max(0) == time);
-                    let what = match &e {
-                        Some(e) => format!(
-                            "{} (inode {ino}, in the trash)",
-                            self.meta
-                                .path_of(e.parent)
-                                .join(String::from_utf8_lossy(&e.name).as_ref())
-                                .display()
-                        ),
-                        None => format!("inode {ino} (in the trash)"),
-                    };
+            let named = next.as_ref().map(|(_, at)| *at);
+            match (due.get(d).copied(), named) {
+                (None, None) => break,
+                (_, Some(None)) => {
+                    let (key, _) = next.take().unwrap();
                     self.problems.push(format!(
-                        "{what} has no expiry record: it would never expire"
+                        "a malformed expiry record (key {key:02x?}) is ignored"
                     ));
-                    if let (true, Some(e)) = (self.repair, e) {
-                        self.fix.put_expiry(&e);
-                        self.repairs
-                            .push(format!("inode {ino}: expiry record written"));
+                    if self.repair {
+                        self.fix.del_expiry_record(&key);
+                        self.repairs.push("malformed expiry record removed".into());
                     }
+                    next = records.next().transpose()?;
                 }
-                (_, Some((time, ino))) => {
-                    records.next();
+                (Some(a), Some(Some(b))) if a == b => {
+                    d += 1;
+                    next = records.next().transpose()?;
+                }
+                (Some(a), b) if b.is_none_or(|b| b.is_some_and(|b| a < b)) => {
+                    d += 1;
+                    missing.push(a);
+                }
+                (_, Some(Some((secs, ino)))) => {
+                    let (key, _) = next.take().unwrap();
+                    next = records.next().transpose()?;
+                    if gone.binary_search(&(secs, ino)).is_ok() {
+                        // Its trash record is reported, and removed with it.
+                        continue;
+                    }
                     self.problems.push(format!(
-                        "an expiry record (time {time}) names inode {ino}, which no trash \
+                        "an expiry record (time {secs}) names inode {ino}, which no trash \
                          record keeps from then"
                     ));
                     if self.repair {
-                        self.fix.del_expiry(time, ino);
+                        self.fix.del_expiry_record(&key);
                         self.repairs
                             .push(format!("expiry record of inode {ino} removed"));
                     }
@@ -183,6 +177,35 @@ impl Check<'_> {
                 (Some(_), None) => unreachable!("the arm above takes it"),
             }
         }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Their trash records, in one more pass over them.
+        missing.sort_unstable_by_key(|&(secs, ino)| (ino, secs));
+        for r in self.meta.trash_records() {
+            let e = r?;
+            let at = (e.time.max(0) as u64, e.ino);
+            if missing
+                .binary_search_by_key(&(at.1, at.0), |&(s, i)| (i, s))
+                .is_err()
+            {
+                continue;
+            }
+            self.problems.push(format!(
+                "{} (inode {}, in the trash) has no expiry record: it would never expire",
+                self.meta
+                    .path_of(e.parent)
+                    .join(String::from_utf8_lossy(&e.name).as_ref())
+                    .display(),
+                e.ino
+            ));
+            if self.repair {
+                self.fix.put_expiry(&e);
+                self.repairs
+                    .push(format!("inode {}: expiry record written", e.ino));
+            }
+        }
+        Ok(())
     }
 
     /// The `Y` records against the `Z` records. Without its `Y` record, the

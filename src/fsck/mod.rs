@@ -12,17 +12,17 @@
 //! and tier and reads its record; the xattr, symlink-target and access
 //! records are streamed too, each looked up in the table. What grows with
 //! the store is the table and the list of directories that hold
-//! subdirectories (16 bytes each); the rest grows with the problems found. A problem names its file by the
-//! path the parent records give, never by a search of the namespace: the
-//! paths are found together at the end (`paths`), one read of each
-//! directory for all the files named in it.
+//! subdirectories (16 bytes each); the rest grows with the problems found.
+//! A problem names its file by the path the parent records give, never by
+//! a search of the namespace: the paths are found together at the end
+//! (`paths`), one read of each directory for all the files named in it.
 //!
 //! Owns no format: keys and records are `meta`'s, records in segments are
 //! `tier`'s. `table`: the per-inode state; `derived`: the candidate index,
 //! pending pins and saved counts against the inode and chunk records;
-//! `lifecycle`: trash and quota records against the inodes; `paths`: the
-//! paths in the messages; `scratch`: the
-//! copy of the metadata a read-only check opens.
+//! `lifecycle`: trash, expiry, alias, quota and link records against the
+//! inodes and each other; `paths`: the paths in the messages; `scratch`:
+//! the copy of the metadata a read-only check opens.
 
 mod derived;
 mod lifecycle;
@@ -232,10 +232,6 @@ impl Check<'_> {
         }
     }
 
-    /// Scans every directory entry, in (directory, listing position) order: each must be
-    /// in a directory and name an inode of its kind. Counts the entries that
-    /// name each inode in the table, and returns the subdirectories of each
-    /// directory that has any, in inode order: `(directory, count)`.
     /// Xattr, symlink-target and access records of missing inodes
     /// (`--repair` removes them), and symlinks without their target
     /// (reported: the target is lost; `rm` still removes the link).
@@ -266,6 +262,10 @@ impl Check<'_> {
         Ok(())
     }
 
+    /// Scans every directory entry, in (directory, listing position) order: each must be
+    /// in a directory and name an inode of its kind. Counts the entries that
+    /// name each inode in the table, and returns the subdirectories of each
+    /// directory that has any, in inode order: `(directory, count)`.
     fn entries(&mut self) -> Result<Vec<(u64, u32)>> {
         let mut subdirs: Vec<(u64, u32)> = Vec::new();
         // The directory whose entries are being read: (inode, is a

@@ -84,6 +84,10 @@ fn trash_key(parent: u64, name: &[u8], ino: u64) -> Vec<u8> {
     k
 }
 
+/// An expiry record as fsck sees it: its key, and the seconds and inode it
+/// names (`None`: malformed).
+pub type ExpiryRecord = (Vec<u8>, Option<(u64, u64)>);
+
 fn expiry_key(time: i64, ino: u64) -> [u8; 17] {
     key_ino_u64(TAG_EXPIRY, time.max(0) as u64, ino)
 }
@@ -131,6 +135,14 @@ impl Txn {
     /// Removes the expiry record of `ino` kept since `time`.
     pub fn del_expiry(&mut self, time: i64, ino: u64) {
         self.del(expiry_key(time, ino));
+    }
+
+    /// Removes the expiry record whose key is `key` as `expiry_records`
+    /// gave it (fsck: one that names nothing, or a malformed one).
+    pub fn del_expiry_record(&mut self, key: &[u8]) {
+        if key.first() == Some(&TAG_EXPIRY) {
+            self.del(key);
+        }
     }
 
     /// Records that `owner` now owns chunk records whose headers name `origin`.
@@ -197,12 +209,14 @@ impl Meta {
         })
     }
 
-    /// The time and inode of every expiry record, in time order (fsck).
-    pub fn expiry_records(&self) -> impl Iterator<Item = Result<(i64, u64)>> + '_ {
-        self.db.scan_prefix([TAG_EXPIRY]).filter_map(|r| match r {
-            Ok((k, _)) if k.len() == 17 => Some(Ok((be_u64(&k[1..9]) as i64, be_u64(&k[9..17])))),
-            Ok(_) => None,
-            Err(e) => Some(Err(e.into())),
+    /// Every expiry record, in key order (fsck): its key, and its seconds
+    /// and inode (`None` for a malformed record: a key of another length,
+    /// or a value too short to name a directory).
+    pub fn expiry_records(&self) -> impl Iterator<Item = Result<ExpiryRecord>> + '_ {
+        self.db.scan_prefix([TAG_EXPIRY]).map(|r| {
+            let (k, v) = r?;
+            let at = (k.len() == 17 && v.len() >= 8).then(|| (be_u64(&k[1..9]), be_u64(&k[9..17])));
+            Ok((k.to_vec(), at))
         })
     }
 

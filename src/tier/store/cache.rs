@@ -6,10 +6,11 @@
 //! damaged cache file is a miss (`forget`), never wrong data. It takes disk
 //! space only while the disk keeps `keep_free` bytes free beyond it.
 //!
-//! Also owns the hand-off of the records it could not keep on the disk (no
-//! budget, a disk short of room, a failed write): the last `HANDOFF` of
-//! them stay in memory, so that what a fetch ahead of a read brought
-//! (`prefetch`) reaches that read without a second GET.
+//! Also owns the hand-off of the records a fetch brought that it could not
+//! keep on the disk (no budget, a disk short of room, a failed write): the
+//! last `HANDOFF` of them stay in memory, so that what a fetch ahead of a
+//! read brought (`prefetch`) reaches that read without a second GET. (A
+//! stream's records are not handed off: the stream serves them itself.)
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,9 +27,11 @@ struct Index {
     tick: u64,
 }
 
-/// Records kept in memory when the disk does not take them (at most one
-/// chunk's record each: 8 MiB or so in all).
+/// Records kept in memory when the disk does not take them.
 const HANDOFF: usize = 8;
+/// The largest record handed off: a chunk's, and room for its frame and
+/// header (8 records of at most this much in all).
+const HANDOFF_MAX: usize = 2 << 20;
 
 /// A record kept in memory: (object, offset) and its bytes.
 type Handed = ((String, u64), Vec<u8>);
@@ -115,7 +118,12 @@ impl FrameCache {
     /// Whether the record at `off` of `object` is cached (its bytes are
     /// checked when read).
     pub fn contains(&self, object: &str, off: u64) -> bool {
-        if self.handed_off(object, off).is_some() {
+        if self
+            .handoff
+            .lock()
+            .iter()
+            .any(|(k, _)| k.0 == object && k.1 == off)
+        {
             return true;
         }
         self.index
@@ -169,25 +177,45 @@ impl FrameCache {
         }
     }
 
-    /// Keeps `bytes` (a checked record) for `off` of `object`. A failure
-    /// to write, or a disk short of `keep_free`, only means no cache.
+    /// Keeps `bytes` (a checked record a fetch brought) for `off` of
+    /// `object`: on the disk, or, where the disk does not take it (no
+    /// budget, a disk short of `keep_free`, a failed write), in the
+    /// hand-off.
     pub fn put(&self, object: &str, off: u64, bytes: &[u8]) {
+        if !self.put_on_disk(object, off, bytes) {
+            self.hand_off(object, off, bytes);
+        }
+    }
+
+    /// Keeps `bytes` (a record a stream brought) for `off` of `object` on
+    /// the disk, if the disk takes it; else nothing is kept.
+    pub fn put_streamed(&self, object: &str, off: u64, bytes: &[u8]) {
+        self.put_on_disk(object, off, bytes);
+    }
+
+    /// Writes `bytes` as the cache file of `off` of `object`; false if the
+    /// disk does not take it.
+    fn put_on_disk(&self, object: &str, off: u64, bytes: &[u8]) -> bool {
         let len = bytes.len() as u64;
         let budget = self.budget.load(Ordering::Relaxed);
         if budget == 0 || len > budget {
-            return self.hand_off(object, off, bytes);
+            return false;
         }
         let keep = self.keep_free.load(Ordering::Relaxed);
         if disk_free(&self.dir) < keep.saturating_add(len) {
-            return self.hand_off(object, off, bytes);
+            return false;
         }
         // Written in place: a torn or concurrent write is a file that fails
         // its check when read (a miss), as damage is.
         let path = self.dir.join(file_name(object, off));
         if std::fs::write(&path, bytes).is_err() {
             let _ = std::fs::remove_file(&path);
-            return self.hand_off(object, off, bytes);
+            return false;
         }
+        // The disk has it now: an older copy in the hand-off goes.
+        self.handoff
+            .lock()
+            .retain(|(k, _)| !(k.0 == object && k.1 == off));
         {
             let mut ix = self.index.lock();
             ix.tick += 1;
@@ -201,11 +229,15 @@ impl FrameCache {
             ix.bytes += bytes.len() as u64;
         }
         self.evict();
+        true
     }
 
     /// Keeps `bytes` in memory (the disk did not take them), in place of
     /// the oldest record there once there are `HANDOFF`.
     fn hand_off(&self, object: &str, off: u64, bytes: &[u8]) {
+        if bytes.len() > HANDOFF_MAX {
+            return;
+        }
         let mut h = self.handoff.lock();
         h.retain(|(k, _)| !(k.0 == object && k.1 == off));
         if h.len() >= HANDOFF {
@@ -277,7 +309,8 @@ impl FrameCache {
         }
     }
 
-    /// (bytes cached, budget, hits, misses).
+    /// (bytes cached on the disk, budget, hits (the hand-off's too),
+    /// misses).
     pub fn stats(&self) -> (u64, u64, u64, u64) {
         (
             self.index.lock().bytes,
@@ -321,6 +354,12 @@ mod tests {
         assert_eq!(c.get("p3-c", 64).unwrap(), vec![4u8; 10]);
         c.drop_object("p3-c");
         assert!(c.get("p3-c", 64).is_none());
+        // Once the disk takes a record, its copy in the hand-off goes.
+        c.put("p4-d", 64, &[5u8; 10]);
+        c.keep_free.store(0, Ordering::Relaxed);
+        c.put("p4-d", 64, &[5u8; 10]);
+        std::fs::remove_file(dir.path().join(file_name("p4-d", 64))).unwrap();
+        assert!(c.get("p4-d", 64).is_none());
     }
 
     #[test]
@@ -340,6 +379,12 @@ mod tests {
         c.forget("p1-a", 1);
         assert!(c.get("p1-a", 1).is_none());
         assert_eq!(c.stats(), (0, 0, 1, 1));
+        // A stream's records are not handed off (the stream serves them),
+        // nor is anything bigger than a chunk's record.
+        c.put_streamed("p2-b", 0, &[1u8; 10]);
+        assert!(!c.contains("p2-b", 0));
+        c.put("p2-b", 1, &vec![0u8; HANDOFF_MAX + 1]);
+        assert!(!c.contains("p2-b", 1));
     }
 
     #[test]

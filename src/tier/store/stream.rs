@@ -326,7 +326,7 @@ impl Remote {
             for (at, bytes, range) in &parts {
                 for r in whole_records(&bytes[range.clone()]) {
                     let b = &bytes[range.start + r.start..range.start + r.end];
-                    self.cache.put(object, at + r.start as u64, b);
+                    self.cache.put_streamed(object, at + r.start as u64, b);
                 }
             }
             if broken || tail.len() as u64 > 2 * WINDOW {
