@@ -548,3 +548,17 @@ pub fn open_direct(store: &Path) -> std::sync::Arc<tierfs::fs::TierFs> {
     fs.wait_census();
     fs
 }
+
+/// A read-only fsck of the closed `store`, which must find `n` problems,
+/// among them one holding each of `wants`; returns what it found.
+pub fn fsck_finds(store: &Path, n: usize, wants: &[&str]) -> Vec<String> {
+    let problems = tierfs::fsck::check(store, false).unwrap().problems;
+    assert_eq!(problems.len(), n, "{problems:?}");
+    for w in wants {
+        assert!(
+            problems.iter().any(|p| p.contains(w)),
+            "{w:?} in {problems:?}"
+        );
+    }
+    problems
+}
