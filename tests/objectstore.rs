@@ -121,21 +121,37 @@ fn cold_packs_go_to_the_bucket_and_read_back_after_a_remount() {
     assert!(text.contains("in the object store"), "{text}");
 }
 
+/// Writes `data` as `big` and moves it cold into the bucket (the second
+/// cycle uploads what the first left staged).
+fn big_in_the_bucket(m: &Mounted, data: &[u8]) {
+    fs::write(m.path("big"), data).unwrap();
+    move_cold_and_upload(m, &["big".to_string()]);
+    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+}
+
+/// Reads `big` back whole, equal to `data`, after a remount with the frame
+/// cache emptied and the page cache dropped (`edit` runs on the stopped
+/// store first). Returns the most GETs a read through its objects' streams
+/// may take: 8 MiB windows, and the first record of each object alone.
+fn read_uncached(m: &mut Mounted, data: &[u8], edit: impl FnOnce(&Mounted)) -> u64 {
+    m.stop();
+    edit(m);
+    fs::remove_dir_all(m.store.join("cold/cache")).unwrap();
+    drop_caches();
+    m.start();
+    assert!(fs::read(m.path("big")).unwrap() == data);
+    (data.len() as u64 >> 23) + 2 * counter(m, "packs") + 1
+}
+
 #[test]
 fn a_big_cold_file_read_through_comes_from_its_streams_alone() {
     let g = Garage::up(1);
     let mut m = mount_on(&g, "through");
     // Random bytes, so that packs fill: several objects in a row.
     let data = pattern(5, 80 << 20);
-    fs::write(m.path("big"), &data).unwrap();
-    move_cold_and_upload(&m, &["big".to_string()]);
-    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
+    big_in_the_bucket(&m, &data);
     assert!(counter(&m, "packs") >= 2, "{}", counter(&m, "packs"));
-    m.stop();
-    fs::remove_dir_all(m.store.join("cold/cache")).unwrap();
-    drop_caches();
-    m.start();
-    assert!(fs::read(m.path("big")).unwrap() == data);
+    let most = read_uncached(&mut m, &data, |_| {});
     // Each record came from the bucket once, by its object's stream (the
     // first one of each object by a reader's own fetch, which it and a
     // reader of the same chunk waiting for it then read from the frame
@@ -147,8 +163,6 @@ fn a_big_cold_file_read_through_comes_from_its_streams_alone() {
         "{hits} records read from the frame cache"
     );
     let gets = counter(&m, "gets");
-    // 8 MiB windows, and the first record of each object alone.
-    let most = (data.len() as u64 >> 23) + 2 * counter(&m, "packs") + 1;
     assert!(gets <= most, "{gets} GETs, at most {most}");
 }
 
@@ -157,28 +171,22 @@ fn without_a_frame_cache_a_cold_file_read_through_still_comes_from_its_stream() 
     let g = Garage::up(1);
     let mut m = mount_on(&g, "nocache");
     let data = pattern(6, 40 << 20);
-    fs::write(m.path("big"), &data).unwrap();
-    move_cold_and_upload(&m, &["big".to_string()]);
-    m.sh_ok("setfattr -n user.tier.migrate -v 1 .");
-    m.stop();
+    big_in_the_bucket(&m, &data);
     // `[cold] cache = "0"`: nothing fetched is kept on the local disk.
-    let policy = m.store.join("policy.toml");
-    let text = fs::read_to_string(&policy).unwrap();
-    assert!(text.contains("\ncache = \"1GiB\""), "{text}");
-    fs::write(
-        &policy,
-        text.replace("\ncache = \"1GiB\"", "\ncache = \"0\""),
-    )
-    .unwrap();
-    let _ = fs::remove_dir_all(m.store.join("cold/cache"));
-    drop_caches();
-    m.start();
-    assert!(fs::read(m.path("big")).unwrap() == data);
+    let most = read_uncached(&mut m, &data, |m| {
+        let policy = m.store.join("policy.toml");
+        let text = fs::read_to_string(&policy).unwrap();
+        assert!(text.contains("\ncache = \"1GiB\""), "{text}");
+        fs::write(
+            &policy,
+            text.replace("\ncache = \"1GiB\"", "\ncache = \"0\""),
+        )
+        .unwrap();
+    });
     // Each record once, as with a cache (before: three GETs per 1 MiB
     // record: no stream started, and what the fetches ahead of the read
     // brought was dropped, so the read fetched it again).
     let gets = counter(&m, "gets");
-    let most = (data.len() as u64 >> 23) + 2 * counter(&m, "packs") + 1;
     assert!(gets <= most, "{gets} GETs, at most {most}");
     let on_disk = fs::read_dir(m.store.join("cold/cache")).map_or(0, |d| d.count());
     assert_eq!(on_disk, 0, "nothing kept on the disk");

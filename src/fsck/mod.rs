@@ -251,7 +251,9 @@ impl Check<'_> {
         }
         for slot in 0..self.table.len() {
             let ino = self.table.ino(slot);
-            if self.table.kind(slot) == Kind::Symlink && !self.meta.has_symlink_target(ino)? {
+            if self.table.kind(slot) == Kind::Symlink
+                && matches!(self.meta.symlink(ino), Err(Error::NotFound))
+            {
                 self.named.push(
                     &mut self.problems,
                     ino,

@@ -1,9 +1,9 @@
 //! Records that belong to an inode but are not part of its record (its
 //! xattrs, a symlink's target, its access statistics), looked at from the
-//! other side: the ones whose inode is gone, and the symlinks without a
-//! target. What fsck asks; the records themselves are `Meta`'s.
+//! other side: the ones whose inode is gone. What fsck asks; the records
+//! themselves are `Meta`'s.
 
-use super::txn::{be_u64, key_ino};
+use super::txn::be_u64;
 use super::*;
 
 /// What a stray record is, for messages.
@@ -44,10 +44,5 @@ impl Meta {
             }
         }
         Ok(found)
-    }
-
-    /// Whether symlink `ino` has its target record.
-    pub fn has_symlink_target(&self, ino: u64) -> Result<bool> {
-        Ok(self.db.contains_key(key_ino(TAG_SYMLINK, ino))?)
     }
 }

@@ -36,6 +36,11 @@ const HANDOFF_MAX: usize = 2 << 20;
 /// A record kept in memory: (object, offset) and its bytes.
 type Handed = ((String, u64), Vec<u8>);
 
+/// Whether the hand-off entry `h` is the record at `off` of `object`.
+fn is(h: &Handed, object: &str, off: u64) -> bool {
+    h.0 .0 == object && h.0 .1 == off
+}
+
 pub struct FrameCache {
     dir: PathBuf,
     /// The last records the disk did not take, newest last.
@@ -118,12 +123,7 @@ impl FrameCache {
     /// Whether the record at `off` of `object` is cached (its bytes are
     /// checked when read).
     pub fn contains(&self, object: &str, off: u64) -> bool {
-        if self
-            .handoff
-            .lock()
-            .iter()
-            .any(|(k, _)| k.0 == object && k.1 == off)
-        {
+        if self.handoff.lock().iter().any(|h| is(h, object, off)) {
             return true;
         }
         self.index
@@ -213,9 +213,7 @@ impl FrameCache {
             return false;
         }
         // The disk has it now: an older copy in the hand-off goes.
-        self.handoff
-            .lock()
-            .retain(|(k, _)| !(k.0 == object && k.1 == off));
+        self.handoff.lock().retain(|h| !is(h, object, off));
         {
             let mut ix = self.index.lock();
             ix.tick += 1;
@@ -239,7 +237,7 @@ impl FrameCache {
             return;
         }
         let mut h = self.handoff.lock();
-        h.retain(|(k, _)| !(k.0 == object && k.1 == off));
+        h.retain(|e| !is(e, object, off));
         if h.len() >= HANDOFF {
             h.pop_front();
         }
@@ -251,15 +249,13 @@ impl FrameCache {
         let h = self.handoff.lock();
         h.iter()
             .rev()
-            .find(|(k, _)| k.0 == object && k.1 == off)
+            .find(|h| is(h, object, off))
             .map(|(_, b)| b.clone())
     }
 
     /// Forgets the record at `off` of `object` (it failed its check).
     pub fn forget(&self, object: &str, off: u64) {
-        self.handoff
-            .lock()
-            .retain(|(k, _)| !(k.0 == object && k.1 == off));
+        self.handoff.lock().retain(|h| !is(h, object, off));
         self.unindex(&(object.to_string(), off), None);
         let _ = std::fs::remove_file(self.dir.join(file_name(object, off)));
     }
