@@ -2,9 +2,58 @@
 //! segments (what the index names, never what a scan merely finds), every
 //! valid record of every segment, and the check of every indexed chunk.
 //!
-//! Owns no state: it works through `Tiers`, `SegmentStore` and the index.
+//! Owns the count of writers in flight it consults (`Appending`); otherwise
+//! it works through `Tiers`, `SegmentStore` and the index.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use super::*;
+
+/// Writers between their first append and their commit (write-back, moves,
+/// a truncate's cut chunk, a pack's compaction). A record counts as live
+/// in its segment from its append, and the index names it only at the
+/// commit: a segment sealed in between and compacted meanwhile holds live
+/// bytes compaction finds no name for, which are not damage.
+#[derive(Default)]
+pub(super) struct Appending {
+    /// Writers in flight now.
+    active: AtomicUsize,
+    /// Writers ever begun.
+    begun: AtomicU64,
+}
+
+/// One writer in flight, until dropped (`Tiers::appending`).
+pub(super) struct AppendGuard<'a>(&'a Appending);
+
+impl Drop for AppendGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Appending {
+    /// What `overlapped` compares with: writers begun, and whether any is
+    /// in flight.
+    fn mark(&self) -> (u64, bool) {
+        let active = self.active.load(Ordering::Acquire) > 0;
+        (self.begun.load(Ordering::Acquire), active)
+    }
+
+    /// Whether a writer was in flight at any time since `mark` gave `m`.
+    fn overlapped(&self, m: (u64, bool)) -> bool {
+        m.1 || self.active.load(Ordering::Acquire) > 0 || self.begun.load(Ordering::Acquire) != m.0
+    }
+}
+
+impl Tiers {
+    /// Marks a writer in flight from before its first append to after its
+    /// commit or its failure (see `Appending`).
+    pub(super) fn appending(&self) -> AppendGuard<'_> {
+        self.appending.begun.fetch_add(1, Ordering::AcqRel);
+        self.appending.active.fetch_add(1, Ordering::AcqRel);
+        AppendGuard(&self.appending)
+    }
+}
 
 impl Tiers {
     /// Copies the live records of one mostly-dead segment (warm or cold)
@@ -22,15 +71,21 @@ impl Tiers {
     /// of `store` to the active one. The segment itself goes once the index
     /// names nothing in it and its readers are done (`reclaim`); a record the
     /// index names that cannot be read stays where it is, with its segment,
-    /// and is reported. Returns whether anything was copied.
+    /// and is reported. Live bytes left that the index named nowhere while
+    /// a writer was in flight (`Appending`) are left for a later pass.
+    /// Returns whether anything was copied.
     fn compact_store(&self, store: &SegmentStore) -> Result<bool> {
         let Some(id) = store.compaction_candidate() else {
             return Ok(false);
         };
+        // Before the scan: a writer in flight from here on may have
+        // records in the segment that the index does not name yet.
+        let writers = self.appending.mark();
         let Some(scan) = store.scan(id) else {
             return Ok(false);
         };
         let mut moved: Vec<(u64, u64, ChunkLoc, ChunkLoc)> = Vec::new();
+        let mut unreadable = false;
         {
             let mut raw = Vec::new();
             for (off, h) in scan.records {
@@ -51,6 +106,7 @@ impl Tiers {
                         "compaction: {}: {e}; left where it is",
                         store.path(id).display()
                     );
+                    unreadable = true;
                     continue;
                 }
                 drop(pin);
@@ -82,7 +138,15 @@ impl Tiers {
         }
         self.reclaim()?;
         let left = store.live_bytes(id);
-        if left > 0 && !self.reclaimer.waits_for(store.tier(), id) {
+        if left > 0 && !unreadable && self.appending.overlapped(writers) {
+            // Records written meanwhile and not committed yet, maybe: the
+            // next pass moves them once they are named.
+            log::debug!(
+                "compaction: {left} bytes in {} not named by the index while writes were \
+                 in flight; tried again later",
+                store.path(id).display()
+            );
+        } else if left > 0 && !self.reclaimer.waits_for(store.tier(), id) {
             store.keep(id);
             log::warn!(
                 "compaction: the index still names {left} bytes of records in {} that \

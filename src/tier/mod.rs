@@ -88,6 +88,8 @@ pub struct Tiers {
     flushed: parking_lot::Condvar,
     /// Set at unmount: a count of live bytes under way stops (`census`).
     census_stop: std::sync::atomic::AtomicBool,
+    /// Writers between their first append and their commit (`compact`).
+    appending: compact::Appending,
 }
 
 fn chunk_span(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
@@ -163,6 +165,7 @@ impl Tiers {
             flushing: Mutex::default(),
             flushed: parking_lot::Condvar::new(),
             census_stop: std::sync::atomic::AtomicBool::new(false),
+            appending: compact::Appending::default(),
         })
     }
 
@@ -528,6 +531,7 @@ impl Tiers {
         // The chunk the new end falls in is cut in the same transaction,
         // durably: no durable chunk keeps bytes past the end (a later grow
         // would show them after a crash).
+        let _appending = self.appending();
         let cut = self.cut_tail(ino, keep, tier)?;
         let committed = (|| -> Result<(Inode, Vec<ChunkLoc>)> {
             // The locations it replaces are read under the metadata write lock, as every

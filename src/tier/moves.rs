@@ -37,6 +37,7 @@ impl Tiers {
     /// (`Busy` if it did), then the metadata is flushed once and the old
     /// copies are freed. One result per move, in order.
     pub fn move_batch(&self, moves: &[(u64, Tier)]) -> Vec<(u64, Result<bool>)> {
+        let _appending = self.appending();
         let t0 = std::time::Instant::now();
         // Make every file's content durable on its current tier first, in one go.
         let inos: Vec<u64> = moves.iter().map(|m| m.0).collect();

@@ -371,6 +371,7 @@ impl Tiers {
     /// Copies the live records of uploaded pack `id` (object `name` in
     /// `remote`) into the staging pack.
     fn compact_pack(&self, id: u64, remote: &Remote, name: &str) -> Result<usize> {
+        let _appending = self.appending();
         let bytes = remote.s3.get(name)?;
         let scan = super::record::scan(&bytes, super::segfile::SEG_HEADER_LEN);
         let mut moved = Vec::new();

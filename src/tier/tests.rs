@@ -753,3 +753,46 @@ fn a_file_read_through_is_read_again_as_it_is_now() {
         through(&t, &data);
     }
 }
+
+/// Write-back counts a record live from its append and names it at its
+/// commit. A segment sealed in between and compacted meanwhile holds live
+/// bytes the index does not name yet: they are in flight, not unreadable.
+/// Compaction leaves them for a later pass, and neither keeps the segment
+/// for the rest of the mount nor warns of damage.
+#[test]
+fn records_written_back_but_not_yet_committed_do_not_make_compaction_keep_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    t.set_segment_limit(256 << 10);
+    for ino in [1, 2, 3] {
+        file(&t, ino, Tier::Warm);
+    }
+    // File 1 in segment 1, then deleted: its records there are dead.
+    t.write(1, 0, &pattern(1, 150 << 10)).unwrap();
+    t.flush(1).unwrap();
+    truncate(&t, 1, 0);
+    t.reclaim().unwrap();
+    // File 2's write-back appends its record to segment 1 ...
+    let data = pattern(2, 40 << 10);
+    t.write(2, 0, &data).unwrap();
+    let (mut written, mut used) = (Vec::new(), [false; 2]);
+    {
+        let _appending = t.appending();
+        t.copy_out(&[2], false, &mut written, &mut used).unwrap();
+        // ... file 3's seals it ...
+        t.write(3, 0, &pattern(3, 100 << 10)).unwrap();
+        t.flush(3).unwrap();
+        assert_eq!(t.warm.compaction_candidate(), Some(1));
+        // ... and compaction runs before file 2's write-back commits.
+        while t.compact_once().unwrap() {}
+        assert!(!t.warm.any_kept(), "segment 1 kept for good");
+        t.warm.sync().unwrap();
+        t.commit_written(written, false).unwrap();
+    }
+    // Once named, the record moves, and segment 1 goes.
+    while t.compact_once().unwrap() {}
+    t.reclaim().unwrap();
+    assert!(!t.warm.segment_ids().contains(&1), "segment 1 reclaimed");
+    assert!(!t.warm.any_kept());
+    assert_eq!(read_all(&t, 2).unwrap(), data);
+}

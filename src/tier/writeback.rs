@@ -120,6 +120,7 @@ impl Tiers {
     /// The write-back of `inos`. `held`: the caller holds their content
     /// locks for writing (truncate), so none are taken here.
     pub(super) fn write_back(&self, inos: &[u64], held: bool) -> Result<()> {
+        let _appending = self.appending();
         let mut written: Vec<Written> = Vec::with_capacity(inos.len());
         let mut used = [false; 2];
         let retire_all = |written: &[Written]| {
