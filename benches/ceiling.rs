@@ -2,10 +2,12 @@
 //! every file and directory in one in-RAM map, no tiers, no metadata store,
 //! no durability — mounted with the same kernel settings as tierfs (fuser
 //! 0.18 without libfuse, the same request threads, 1 s TTLs, FOPEN_KEEP_CACHE,
-//! 1 MiB max_write, default_permissions). Whatever tierfs does beyond this is
-//! its own cost.
+//! 1 MiB max_write, default_permissions, listings with attributes through
+//! READDIRPLUS). Whatever tierfs does beyond this is its own cost.
 //!
-//! Usage: ceiling MOUNTPOINT [THREADS]   (runs until unmounted)
+//! Usage: ceiling MOUNTPOINT [THREADS] [--plain-listing]   (runs until
+//! unmounted). `--plain-listing`: listings without attributes (plain
+//! READDIR), what a listing costs the kernel when it links no inodes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -16,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 const TTL: Duration = Duration::from_secs(1);
@@ -31,6 +33,8 @@ struct Node {
 struct Ceiling {
     nodes: RwLock<HashMap<u64, Node>>,
     next: AtomicU64,
+    /// Listings without attributes (`--plain-listing`).
+    plain_listing: bool,
 }
 
 fn new_attr(ino: u64, kind: FileType, perm: u16, req: &Request) -> FileAttr {
@@ -112,6 +116,11 @@ impl Filesystem for Ceiling {
                 | fuser::InitFlags::FUSE_PARALLEL_DIROPS
                 | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        if !self.plain_listing {
+            let _ = config.add_capabilities(
+                fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
+        }
         Ok(())
     }
 
@@ -339,6 +348,32 @@ impl Filesystem for Ceiling {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let nodes = self.nodes.read().unwrap();
+        let Some(d) = nodes.get(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dots = [(OsStr::new("."), &d.attr), (OsStr::new(".."), &d.attr)];
+        let entries = dots.into_iter().chain(
+            d.children
+                .iter()
+                .map(|(name, i)| (name.as_os_str(), &nodes[i].attr)),
+        );
+        for (k, (name, attr)) in entries.enumerate().skip(offset as usize) {
+            if reply.add(attr.ino, k as u64 + 1, name, &TTL, attr, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         reply.statfs(1 << 24, 1 << 23, 1 << 23, 1 << 20, 1 << 19, 4096, 255, 4096);
     }
@@ -383,8 +418,13 @@ impl Filesystem for Ceiling {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mnt = args.next().expect("usage: ceiling MOUNTPOINT [THREADS]");
+    let (flags, args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let plain_listing = flags.iter().any(|f| f == "--plain-listing");
+    let mut args = args.into_iter();
+    let mnt = args
+        .next()
+        .expect("usage: ceiling MOUNTPOINT [THREADS] [--plain-listing]");
     let threads: usize = args.next().map(|t| t.parse().unwrap()).unwrap_or(4);
     let mut root = FileAttr {
         ino: INodeNo(1),
@@ -415,6 +455,7 @@ fn main() {
             },
         )])),
         next: AtomicU64::new(2),
+        plain_listing,
     };
     let mut config = Config::default();
     config.mount_options = vec![

@@ -4,7 +4,9 @@
 Targets, each set up fresh in every round, rounds interleaved:
   tierfs    the release build, small files pinned hot, the big file warm,
             then hot (a live policy edit raises the hot budget), then cold
-  ceiling   benches/ceiling.rs: a minimal in-RAM fuser filesystem
+  ceiling   benches/ceiling.rs: a minimal in-RAM fuser filesystem (and,
+            for one more listing figure, the same without attributes:
+            --plain-listing)
   mergerfs  mergerfs -o cache.files=partial over a tmpfs branch
   tmpfs     a tmpfs directory
   disk      a plain directory on the disk under target/
@@ -112,6 +114,8 @@ def setup(target, r):
             stderr=open(base + ".log", "w"))
     elif target == "ceiling":
         p = subprocess.Popen([CEILING, mnt])
+    elif target == "ceiling-plain":
+        p = subprocess.Popen([CEILING, mnt, "--plain-listing"])
     else:
         branch = os.path.join(work, "tmpfs", f"m{r}")
         os.makedirs(branch)
@@ -208,6 +212,14 @@ def one_round(r):
         if pid:
             note(target, "peak_rss_mib", peak_rss_mib(pid))
         teardown(target, d, p, r)
+        if target == "ceiling":
+            # The same listing from a ceiling that lists without attributes.
+            d, p = setup("ceiling-plain", r)
+            small = os.path.join(d, "small")
+            os.makedirs(small)
+            note(target, "list_plain",
+                 run_bench("small", small, str(n_files), str(size))["list"])
+            teardown(target, d, p, r)
         print(f"round {r + 1}/{rounds}: {target} done", file=sys.stderr)
 
 
@@ -264,6 +276,9 @@ def main():
         line += f"{ratio(tv, med('ceiling', key)):>10}{ratio(tv, med('mergerfs', key)):>10}"
         line += f"{ratio(tv, med('tmpfs', key)):>8}{ratio(tv, med('disk', key)):>8}"
         print(line)
+    plain = med("ceiling", "list_plain")
+    print(f"\nlist entries/s of a ceiling that lists without attributes (plain "
+          f"READDIR): {fmt(plain)}; tierfs = {ratio(med('tierfs', 'list'), plain)} × it")
     hot = med("tierfs", "read1_nocache")
     print("\ntierfs by tier (kernel caches dropped before each read):")
     for tier in ["warm", "cold"]:

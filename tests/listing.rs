@@ -414,11 +414,16 @@ fn store_with_collisions() -> (
     assert!(collide
         .iter()
         .all(|n| tierfs::meta::name_pos(n.as_bytes()) == pos));
+    let (tmp, fs) = store_with(&names_with_collisions());
+    (tmp, fs, names_with_collisions())
+}
+
+/// A store (through `TierFs`, no mount) whose root holds files `names`.
+fn store_with(names: &[String]) -> (tempfile::TempDir, std::sync::Arc<tierfs::fs::TierFs>) {
     let tmp = common::scratch("tierfs-collide-");
     let fs = common::open_direct(tmp.path());
     let root = tierfs::fs::Caller::ROOT;
-    let want = names_with_collisions();
-    for n in &want {
+    for n in names {
         let (_, fh) = fs
             .create(
                 root,
@@ -431,7 +436,7 @@ fn store_with_collisions() -> (
             .unwrap();
         fs.release(fh);
     }
-    (tmp, fs, want)
+    (tmp, fs)
 }
 
 /// One reply of at most `per` entries of the root from `offset`:
@@ -509,6 +514,40 @@ fn names_whose_positions_collide_are_each_listed_once_whatever_the_batch() {
     // And a closed handle's are gone.
     let r = fs.readdir(dir, fh, cookie, |_, _, _, _| false);
     assert!(matches!(r, Err(tierfs::error::Error::Invalid(_))), "{r:?}");
+}
+
+/// `readdirplus` reads entries in batches of 32: the colliding names
+/// straddle the end of the first batch (31 names sort before them by
+/// position), and every reply size still lists each name once.
+#[test]
+fn colliding_names_across_a_batch_of_entries_are_each_listed_once() {
+    let collide = colliding_names();
+    let pos = tierfs::meta::name_pos(collide[0].as_bytes());
+    let (below, above): (Vec<String>, Vec<String>) = (0..2000)
+        .map(|i| format!("plain-{i:04}"))
+        .partition(|n| tierfs::meta::name_pos(n.as_bytes()) < pos);
+    assert!(
+        below.len() >= 31 && above.len() >= 40,
+        "{} {}",
+        below.len(),
+        above.len()
+    );
+    // With `.` and `..` first, the colliding names start at entry 31 + 2 of
+    // the first call; from later offsets, at 31 - (entries already given).
+    let mut want: Vec<String> = collide
+        .into_iter()
+        .chain(below.into_iter().take(31))
+        .collect();
+    want.extend(above.into_iter().take(40));
+    let (_tmp, fs) = store_with(&want);
+    want.sort();
+    for per in [1, 2, 3, 5, 7, 8, 9, 16, 31, 32, 33, 40, 100] {
+        assert_eq!(
+            list_in_replies(&fs, per, true),
+            want,
+            "{per} entries per reply"
+        );
+    }
 }
 
 /// Cookies are few in the whole daemon (65,536): those of a closed

@@ -20,6 +20,17 @@ use crate::meta::ListFrom;
 /// kind.
 type Entry = (u64, Vec<u8>, u64, Kind);
 
+/// The position of the entry after one, as `offset_of` takes it (`None`:
+/// it could not be read).
+fn next_pos(next: &Result<Entry>) -> Option<u64> {
+    next.as_ref().ok().map(|e| e.0)
+}
+
+/// Entries `readdirplus` reads at a time (their inodes in one scan when
+/// their numbers are close); those that do not fit in the reply are read
+/// for nothing.
+const PLUS_BATCH: usize = 32;
+
 /// Offsets from here on are cookies (entries' offsets are below 2^62 + 3).
 const COOKIE_BASE: u64 = 3 << 61;
 /// Cookies all open directories together may hold (at most about 20 MiB
@@ -117,20 +128,21 @@ impl TierFs {
     }
 
     /// The offset of the entry at `pos` named `name`: its position plus 3,
-    /// or a cookie of `fh` when the entry after it (`next`) may have the
-    /// same position (it has, or it could not be read).
+    /// or a cookie of `fh` when the entry after it may have the same
+    /// position (`next`: none, its position, or `Some(None)` when it could
+    /// not be read).
     fn offset_of(
         &self,
         dir: u64,
         fh: u64,
         pos: u64,
         name: &[u8],
-        next: Option<&Result<Entry>>,
+        next: Option<Option<u64>>,
     ) -> u64 {
         let shared = match next {
             None => false,
-            Some(Ok(n)) => n.0 == pos,
-            Some(Err(_)) => true,
+            Some(Some(n)) => n == pos,
+            Some(None) => true,
         };
         if !shared {
             return pos + 3;
@@ -169,7 +181,7 @@ impl TierFs {
         let mut entries = self.meta.dir_entries_from(ino, from).peekable();
         while let Some(r) = entries.next() {
             let (pos, name, child, kind) = r?;
-            let off = self.offset_of(ino, fh, pos, &name, entries.peek());
+            let off = self.offset_of(ino, fh, pos, &name, entries.peek().map(next_pos));
             if add(child, off, kind, &name) {
                 break;
             }
@@ -212,36 +224,107 @@ impl TierFs {
         let mut sent = offset <= 1;
         let from = self.list_from(ino, fh, offset)?;
         let mut entries = self.meta.dir_entries_from(ino, from).peekable();
-        while let Some(r) = entries.next() {
-            let (pos, name, child, _) = match r {
-                Ok(entry) => entry,
-                Err(e) if !sent => return Err(e),
-                Err(e) => {
-                    log::debug!("readdirplus {ino}: ends early: {e}");
-                    break;
+        let mut batch: Vec<Entry> = Vec::with_capacity(PLUS_BATCH);
+        loop {
+            // The next entries, and the error that ends them, if any.
+            batch.clear();
+            let mut failed = None;
+            while batch.len() < PLUS_BATCH {
+                match entries.next() {
+                    Some(Ok(e)) => batch.push(e),
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    None => break,
                 }
-            };
-            let inode = match self.entry_inode(child) {
-                Ok(i) if i.nlink > 0 => i,
-                // Unlinked since its entry was read.
-                Ok(_) => {
-                    self.forget(child, 1);
-                    continue;
-                }
-                Err(Error::NotFound) => continue,
-                Err(e) if !sent => return Err(e),
-                Err(e) => {
-                    log::debug!("readdirplus {ino}: ends early: {e}");
-                    break;
-                }
-            };
-            let off = self.offset_of(ino, fh, pos, &name, entries.peek());
-            if add(off, &name, &inode) {
-                self.forget(child, 1);
-                break;
             }
-            sent = true;
+            let inodes = match self.entry_inodes(&batch) {
+                Ok(inodes) => inodes,
+                Err(e) if !sent => return Err(e),
+                Err(e) => {
+                    log::debug!("readdirplus {ino}: ends early: {e}");
+                    return Ok(());
+                }
+            };
+            let mut inodes = inodes.into_iter();
+            for (i, (pos, name, child, _)) in batch.iter().enumerate() {
+                let inode = match inodes.next().expect("an inode per entry") {
+                    Ok(Some(inode)) if inode.nlink > 0 => inode,
+                    // Gone or unlinked since its entry was read.
+                    Ok(_) => {
+                        self.forget(*child, 1);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.forget_entries(&batch[i..]);
+                        if !sent {
+                            return Err(e);
+                        }
+                        log::debug!("readdirplus {ino}: ends early: {e}");
+                        return Ok(());
+                    }
+                };
+                let next = match (batch.get(i + 1), &failed) {
+                    (Some(n), _) => Some(Some(n.0)),
+                    (None, Some(_)) => Some(None),
+                    (None, None) => entries.peek().map(next_pos),
+                };
+                let off = self.offset_of(ino, fh, *pos, name, next);
+                if add(off, name, &inode) {
+                    self.forget_entries(&batch[i..]);
+                    return Ok(());
+                }
+                sent = true;
+            }
+            match failed {
+                Some(e) if !sent => return Err(e),
+                Some(e) => {
+                    log::debug!("readdirplus {ino}: ends early: {e}");
+                    return Ok(());
+                }
+                _ if batch.len() < PLUS_BATCH => return Ok(()),
+                _ => {}
+            }
         }
-        Ok(())
+    }
+
+    /// The inodes of `batch`'s entries (`Meta::entry_inodes`), each counted
+    /// as a kernel lookup first, so that none is freed before its entry is
+    /// sent (as `entry_inode` does). The caller takes back the lookup of
+    /// each entry it does not send; when nothing could be read, this does.
+    fn entry_inodes(&self, batch: &[Entry]) -> Result<Vec<Result<Option<Inode>>>> {
+        let inos: Vec<u64> = batch.iter().map(|e| e.2).collect();
+        self.count_lookups(&inos);
+        // The pending sizes before the records, as in `inode`.
+        let pending: Vec<Option<u64>> = inos.iter().map(|&i| self.tiers.pending_size(i)).collect();
+        let inodes = match self.meta.entry_inodes(&inos) {
+            Ok(inodes) => inodes,
+            Err(e) => {
+                self.forget_entries(batch);
+                return Err(e);
+            }
+        };
+        Ok(inodes
+            .into_iter()
+            .zip(pending)
+            .map(|(r, size)| {
+                r.map(|i| {
+                    i.map(|mut i| {
+                        if let Some(size) = size {
+                            i.size = i.size.max(size);
+                        }
+                        i
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// Takes back the lookups `entry_inodes` counted for `entries`.
+    fn forget_entries(&self, entries: &[Entry]) {
+        for e in entries {
+            self.forget(e.2, 1);
+        }
     }
 }

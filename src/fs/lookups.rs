@@ -8,7 +8,7 @@
 //! handed out in order, so the inodes of a tree share groups), and the full
 //! count only of the inodes the kernel holds more than once.
 
-use std::collections::HashMap;
+use fnv::FnvHashMap as HashMap;
 
 #[derive(Default)]
 pub struct Lookups {

@@ -211,6 +211,14 @@ impl TierFs {
         }
     }
 
+    /// `count_lookup` of each of `inos`, under one lock.
+    fn count_lookups(&self, inos: &[u64]) {
+        let mut lookups = self.lookups.lock();
+        for &ino in inos.iter().filter(|&&i| i != ROOT_INO) {
+            lookups.add(ino);
+        }
+    }
+
     pub fn forget(&self, ino: u64, n: u64) {
         let gone = self.lookups.lock().forget(ino, n);
         if gone {

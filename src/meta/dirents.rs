@@ -122,6 +122,42 @@ impl Meta {
         })
     }
 
+    /// The inode records of a listing's entries `inos`, in their order
+    /// (`Ok(None)`: no such inode; an error of one record is that entry's).
+    /// Files made one after another have numbers close together, so when
+    /// `inos` lie densely in their range, one scan of that range reads each
+    /// of sled's leaves once, where a get per inode walks the tree from its
+    /// root for each; a sparse set is read with gets.
+    pub fn entry_inodes(&self, inos: &[u64]) -> Result<Vec<Result<Option<Inode>>>> {
+        let mut sorted = inos.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<Option<sled::IVec>> = vec![None; sorted.len()];
+        if sorted.len() > 1 && hi - lo < 4 * sorted.len() as u64 {
+            let range = key_ino(TAG_INODE, lo)..=key_ino(TAG_INODE, hi);
+            for r in self.db.range(range) {
+                let (k, v) = r?;
+                if let Ok(i) = sorted.binary_search(&be_u64(&k[1..])) {
+                    found[i] = Some(v);
+                }
+            }
+        } else {
+            for (i, &ino) in sorted.iter().enumerate() {
+                found[i] = self.db.get(key_ino(TAG_INODE, ino))?;
+            }
+        }
+        Ok(inos
+            .iter()
+            .map(|&ino| match &found[sorted.binary_search(&ino).unwrap()] {
+                Some(v) => Inode::decode(ino, v).map(Some),
+                None => Ok(None),
+            })
+            .collect())
+    }
+
     pub fn dir_is_empty(&self, dir: u64) -> Result<bool> {
         Ok(self
             .db

@@ -563,3 +563,56 @@ fn nothing_is_written_after_a_transaction_failed_part_way() {
     assert!(m.put_remote_pack(5, 0, "p").is_err());
     assert!(matches!(m.inode(77), Err(Error::NotFound)));
 }
+
+#[test]
+fn entry_inodes_reads_what_inode_reads_dense_or_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    // Files every other number (as a store hands them out), a few far off,
+    // and one damaged record.
+    let mut made: Vec<u64> = (1000..1400).step_by(2).collect();
+    made.extend([50_000, 90_000, 1_000_000]);
+    for &ino in &made {
+        let mut i = Inode::new(ino, Kind::File, 0o644, 0, 0);
+        i.size = ino * 3;
+        m.db.insert(key_ino(TAG_INODE, ino), &i.encode()[..])
+            .unwrap();
+    }
+    m.db.insert(key_ino(TAG_INODE, 1100), &b"short"[..])
+        .unwrap();
+    let one_by_one = |inos: &[u64]| -> Vec<String> {
+        inos.iter()
+            .map(|&ino| match m.inode(ino) {
+                Ok(i) => format!("{i:?}"),
+                Err(Error::NotFound) => "none".into(),
+                Err(_) => "error".into(),
+            })
+            .collect()
+    };
+    let batched = |inos: &[u64]| -> Vec<String> {
+        m.entry_inodes(inos)
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Ok(Some(i)) => format!("{i:?}"),
+                Ok(None) => "none".into(),
+                Err(_) => "error".into(),
+            })
+            .collect()
+    };
+    let sets: Vec<Vec<u64>> = vec![
+        vec![],
+        vec![1002],
+        vec![1001],
+        // Dense, out of order, with a hole, a duplicate (hard links) and
+        // the damaged record.
+        vec![1010, 1002, 1003, 1004, 1100, 1008, 1002, 1006, 1012, 1014],
+        (0..32).rev().map(|i| 1000 + 2 * i).collect(),
+        // Sparse: far apart, some missing.
+        vec![1000, 50_000, 90_000, 1_000_000, 2_000_000, 1100],
+        vec![1398, 50_000],
+    ];
+    for inos in sets {
+        assert_eq!(batched(&inos), one_by_one(&inos), "{inos:?}");
+    }
+}
