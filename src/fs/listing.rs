@@ -321,10 +321,19 @@ impl TierFs {
             .collect())
     }
 
-    /// Takes back the lookups `entry_inodes` counted for `entries`.
+    /// Takes back the lookups `entry_inodes` counted for `entries`, under
+    /// one lock (`forget` of each).
     fn forget_entries(&self, entries: &[Entry]) {
-        for e in entries {
-            self.forget(e.2, 1);
+        let gone: Vec<u64> = {
+            let mut lookups = self.lookups.lock();
+            entries
+                .iter()
+                .filter(|e| lookups.forget(e.2, 1))
+                .map(|e| e.2)
+                .collect()
+        };
+        for ino in gone {
+            self.purge_if_unused(ino);
         }
     }
 }

@@ -140,6 +140,9 @@ impl Meta {
             let range = key_ino(TAG_INODE, lo)..=key_ino(TAG_INODE, hi);
             for r in self.db.range(range) {
                 let (k, v) = r?;
+                if k.len() != 9 {
+                    continue;
+                }
                 if let Ok(i) = sorted.binary_search(&be_u64(&k[1..])) {
                     found[i] = Some(v);
                 }

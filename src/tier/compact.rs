@@ -5,7 +5,7 @@
 //! Owns the count of writers in flight it consults (`Appending`); otherwise
 //! it works through `Tiers`, `SegmentStore` and the index.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 
 use super::*;
 
@@ -18,11 +18,11 @@ use super::*;
 pub(super) struct Appending {
     /// Writers in flight now.
     active: AtomicUsize,
-    /// Writers ever begun.
-    begun: AtomicU64,
 }
 
-/// One writer in flight, until dropped (`Tiers::appending`).
+/// One writer in flight, until dropped (`Tiers::appending`). Compaction's
+/// own appends take none: it runs on one thread, and commits them before
+/// it looks at another segment.
 pub(super) struct AppendGuard<'a>(&'a Appending);
 
 impl Drop for AppendGuard<'_> {
@@ -32,16 +32,12 @@ impl Drop for AppendGuard<'_> {
 }
 
 impl Appending {
-    /// What `overlapped` compares with: writers begun, and whether any is
-    /// in flight.
-    fn mark(&self) -> (u64, bool) {
-        let active = self.active.load(Ordering::Acquire) > 0;
-        (self.begun.load(Ordering::Acquire), active)
-    }
-
-    /// Whether a writer was in flight at any time since `mark` gave `m`.
-    fn overlapped(&self, m: (u64, bool)) -> bool {
-        m.1 || self.active.load(Ordering::Acquire) > 0 || self.begun.load(Ordering::Acquire) != m.0
+    /// Whether a writer is in flight. Taken once a segment is chosen for
+    /// compaction, before its scan: only a writer in flight then can have
+    /// records in it the index does not name yet (one begun later cannot
+    /// append to a sealed segment).
+    fn in_flight(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
     }
 }
 
@@ -49,7 +45,6 @@ impl Tiers {
     /// Marks a writer in flight from before its first append to after its
     /// commit or its failure (see `Appending`).
     pub(super) fn appending(&self) -> AppendGuard<'_> {
-        self.appending.begun.fetch_add(1, Ordering::AcqRel);
         self.appending.active.fetch_add(1, Ordering::AcqRel);
         AppendGuard(&self.appending)
     }
@@ -71,21 +66,25 @@ impl Tiers {
     /// of `store` to the active one. The segment itself goes once the index
     /// names nothing in it and its readers are done (`reclaim`); a record the
     /// index names that cannot be read stays where it is, with its segment,
-    /// and is reported. Live bytes left that the index named nowhere while
-    /// a writer was in flight (`Appending`) are left for a later pass.
+    /// and is reported, as is one the scan finds damaged. Live bytes left
+    /// when a writer was in flight as the pass began (`Appending`), no
+    /// more than the scanned records the index named nowhere, and with no
+    /// damage seen, are records not committed yet: left for a later pass.
     /// Returns whether anything was copied.
     fn compact_store(&self, store: &SegmentStore) -> Result<bool> {
         let Some(id) = store.compaction_candidate() else {
             return Ok(false);
         };
-        // Before the scan: a writer in flight from here on may have
-        // records in the segment that the index does not name yet.
-        let writers = self.appending.mark();
+        let writers = self.appending.in_flight();
         let Some(scan) = store.scan(id) else {
             return Ok(false);
         };
+        // A record the scan could not see (damage, a torn write) or the
+        // store could not read is left where it is; so are records no name
+        // was found for (dead, or written and not yet committed).
+        let mut unreadable = !scan.damaged.is_empty();
+        let mut unnamed = 0;
         let mut moved: Vec<(u64, u64, ChunkLoc, ChunkLoc)> = Vec::new();
-        let mut unreadable = false;
         {
             let mut raw = Vec::new();
             for (off, h) in scan.records {
@@ -98,6 +97,7 @@ impl Tiers {
                 // The owner: the file the header names, or a version that
                 // took the record over (`split_version`).
                 let Some((owner, loc)) = self.meta.owner_of(h.ino, h.chunk, here)? else {
+                    unnamed += record::record_size(h.len);
                     continue;
                 };
                 // Records move as they are: a cold frame stays compressed.
@@ -138,9 +138,9 @@ impl Tiers {
         }
         self.reclaim()?;
         let left = store.live_bytes(id);
-        if left > 0 && !unreadable && self.appending.overlapped(writers) {
-            // Records written meanwhile and not committed yet, maybe: the
-            // next pass moves them once they are named.
+        if left > 0 && !unreadable && writers && left <= unnamed {
+            // Records written before the segment was sealed and not
+            // committed yet, maybe: the next pass moves them once named.
             log::debug!(
                 "compaction: {left} bytes in {} not named by the index while writes were \
                  in flight; tried again later",

@@ -796,3 +796,31 @@ fn records_written_back_but_not_yet_committed_do_not_make_compaction_keep_a_segm
     assert!(!t.warm.any_kept());
     assert_eq!(read_all(&t, 2).unwrap(), data);
 }
+
+/// A record the index names that the scan finds damaged keeps its segment
+/// (for fsck), even while a writer is in flight.
+#[test]
+fn a_damaged_record_keeps_its_segment_while_a_writer_is_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    t.set_segment_limit(256 << 10);
+    for ino in [1, 2, 3] {
+        file(&t, ino, Tier::Warm);
+    }
+    t.write(1, 0, &pattern(1, 150 << 10)).unwrap();
+    t.flush(1).unwrap();
+    t.write(2, 0, &pattern(2, 40 << 10)).unwrap();
+    t.flush(2).unwrap();
+    truncate(&t, 1, 0);
+    t.reclaim().unwrap();
+    t.write(3, 0, &pattern(3, 100 << 10)).unwrap();
+    t.flush(3).unwrap();
+    damage(dir.path(), &t.meta.chunk(2, 0).unwrap().unwrap());
+    assert_eq!(t.warm.compaction_candidate(), Some(1));
+    let _appending = t.appending();
+    while t.compact_once().unwrap() {}
+    assert!(t.warm.any_kept(), "the damaged segment is kept");
+    let bad = t.verify_all().unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].0, 2);
+}
