@@ -754,6 +754,19 @@ fn a_file_read_through_is_read_again_as_it_is_now() {
     }
 }
 
+/// Tiers sealing segments at 256 KiB, warm files 1, 2 and 3, and file 1's
+/// 150 KiB written back to segment 1.
+fn small_segments_file_1_written(dir: &Path) -> Tiers {
+    let t = open(dir, 1 << 30);
+    t.set_segment_limit(256 << 10);
+    for ino in [1, 2, 3] {
+        file(&t, ino, Tier::Warm);
+    }
+    t.write(1, 0, &pattern(1, 150 << 10)).unwrap();
+    t.flush(1).unwrap();
+    t
+}
+
 /// Write-back counts a record live from its append and names it at its
 /// commit. A segment sealed in between and compacted meanwhile holds live
 /// bytes the index does not name yet: they are in flight, not unreadable.
@@ -762,14 +775,8 @@ fn a_file_read_through_is_read_again_as_it_is_now() {
 #[test]
 fn records_written_back_but_not_yet_committed_do_not_make_compaction_keep_a_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let t = open(dir.path(), 1 << 30);
-    t.set_segment_limit(256 << 10);
-    for ino in [1, 2, 3] {
-        file(&t, ino, Tier::Warm);
-    }
-    // File 1 in segment 1, then deleted: its records there are dead.
-    t.write(1, 0, &pattern(1, 150 << 10)).unwrap();
-    t.flush(1).unwrap();
+    let t = small_segments_file_1_written(dir.path());
+    // File 1 deleted: its records in segment 1 are dead.
     truncate(&t, 1, 0);
     t.reclaim().unwrap();
     // File 2's write-back appends its record to segment 1 ...
@@ -802,13 +809,7 @@ fn records_written_back_but_not_yet_committed_do_not_make_compaction_keep_a_segm
 #[test]
 fn a_damaged_record_keeps_its_segment_while_a_writer_is_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let t = open(dir.path(), 1 << 30);
-    t.set_segment_limit(256 << 10);
-    for ino in [1, 2, 3] {
-        file(&t, ino, Tier::Warm);
-    }
-    t.write(1, 0, &pattern(1, 150 << 10)).unwrap();
-    t.flush(1).unwrap();
+    let t = small_segments_file_1_written(dir.path());
     t.write(2, 0, &pattern(2, 40 << 10)).unwrap();
     t.flush(2).unwrap();
     truncate(&t, 1, 0);
