@@ -550,6 +550,83 @@ fn colliding_names_across_a_batch_of_entries_are_each_listed_once() {
     }
 }
 
+/// Each entry `readdirplus` sends is one kernel lookup and each it reads
+/// but does not send (its reply was full) is none, whatever the reply
+/// size: with the trash off, files unlinked after the listing stay while
+/// the kernel holds them, and all go once it has forgotten each entry sent.
+#[test]
+fn readdirplus_counts_a_lookup_for_each_entry_it_sends_and_no_other() {
+    for per in [1, 5, 31, 32, 33, 100] {
+        let tmp = common::scratch("tierfs-plus-");
+        let policy = tmp.path().join("policy.toml");
+        tierfs::policy::Policy::load_or_create(&policy).unwrap();
+        let text = fs::read_to_string(&policy).unwrap();
+        fs::write(&policy, text.replacen("keep = \"7d\"", "keep = \"0\"", 1)).unwrap();
+        let names: Vec<String> = (0..70).map(|i| format!("f{i:02}")).collect();
+        let (_keep, t) = {
+            let t = common::open_direct(tmp.path());
+            for n in &names {
+                let (inode, fh) = t
+                    .create(
+                        tierfs::fs::Caller::ROOT,
+                        tierfs::meta::ROOT_INO,
+                        n.as_bytes(),
+                        0o644,
+                        0,
+                        libc::O_RDWR,
+                    )
+                    .unwrap();
+                t.release(fh);
+                // The kernel lets go of what the create gave it.
+                t.forget(inode.ino, 1);
+            }
+            (tmp, t)
+        };
+        let used = |t: &tierfs::fs::TierFs| {
+            let s = t.statfs().unwrap();
+            s.files - s.ffree
+        };
+        let before = used(&t);
+        let dir = tierfs::meta::ROOT_INO;
+        let fh = t.opendir(dir).unwrap();
+        let (mut sent, mut offset) = (Vec::new(), 0);
+        loop {
+            let mut reply: Vec<(u64, String, u64)> = Vec::new();
+            t.readdirplus(dir, fh, offset, |off, name, inode| {
+                if reply.len() == per {
+                    return true;
+                }
+                reply.push((off, String::from_utf8(name.to_vec()).unwrap(), inode.ino));
+                false
+            })
+            .unwrap();
+            let Some(last) = reply.last() else { break };
+            offset = last.0;
+            sent.extend(reply.into_iter().filter(|r| r.1 != "." && r.1 != ".."));
+        }
+        t.releasedir(fh);
+        let mut got: Vec<&str> = sent.iter().map(|r| r.1.as_str()).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            names.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{per} a reply"
+        );
+        for n in &names {
+            t.unlink(dir, n.as_bytes()).unwrap();
+        }
+        assert_eq!(used(&t), before, "{per} a reply: a file went while listed");
+        for r in &sent {
+            t.forget(r.2, 1);
+        }
+        assert_eq!(
+            used(&t),
+            before - 70,
+            "{per} a reply: a file outlived its lookups"
+        );
+    }
+}
+
 /// Cookies are few in the whole daemon (65,536): those of a closed
 /// directory must be given back, or later listings would skip colliding
 /// names. And a cookie still resumes after the name it stands for went.
