@@ -561,6 +561,10 @@ fn readdirplus_counts_a_lookup_for_each_entry_it_sends_and_no_other() {
         let policy = tmp.path().join("policy.toml");
         tierfs::policy::Policy::load_or_create(&policy).unwrap();
         let text = fs::read_to_string(&policy).unwrap();
+        assert!(
+            text.contains("keep = \"7d\""),
+            "the default policy keeps 7 days"
+        );
         fs::write(&policy, text.replacen("keep = \"7d\"", "keep = \"0\"", 1)).unwrap();
         let names: Vec<String> = (0..70).map(|i| format!("f{i:02}")).collect();
         let (_keep, t) = {

@@ -308,16 +308,7 @@ impl TierFs {
         Ok(inodes
             .into_iter()
             .zip(pending)
-            .map(|(r, size)| {
-                r.map(|i| {
-                    i.map(|mut i| {
-                        if let Some(size) = size {
-                            i.size = i.size.max(size);
-                        }
-                        i
-                    })
-                })
-            })
+            .map(|(r, size)| r.map(|i| i.map(|i| with_pending(i, size))))
             .collect())
     }
 

@@ -190,6 +190,15 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `inode` with the size a write not yet durable gave it (`pending`, read
+/// before the record: see `TierFs::inode`).
+fn with_pending(mut inode: Inode, pending: Option<u64>) -> Inode {
+    if let Some(size) = pending {
+        inode.size = inode.size.max(size);
+    }
+    inode
+}
+
 impl TierFs {
     pub fn meta(&self) -> &Meta {
         &self.meta
@@ -255,11 +264,7 @@ impl TierFs {
         // The pending size first: write-back commits the size to the inode
         // before it drops it from the pending map, so one of the two has it.
         let pending = self.tiers.pending_size(ino);
-        let mut inode = self.meta.inode(ino)?;
-        if let Some(size) = pending {
-            inode.size = inode.size.max(size);
-        }
-        Ok(inode)
+        Ok(with_pending(self.meta.inode(ino)?, pending))
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode> {

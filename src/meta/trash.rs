@@ -129,12 +129,7 @@ impl Txn {
     /// Takes `e` out of the trash.
     pub fn del_trash(&mut self, e: &Trashed) {
         self.del(trash_key(e.parent, &e.name, e.ino));
-        self.del_expiry(e.time, e.ino);
-    }
-
-    /// Removes the expiry record of `ino` kept since `time`.
-    pub fn del_expiry(&mut self, time: i64, ino: u64) {
-        self.del(expiry_key(time, ino));
+        self.del(expiry_key(e.time, e.ino));
     }
 
     /// Removes the expiry record whose key is `key` as `expiry_records`

@@ -75,7 +75,7 @@ impl Tiers {
         let Some(id) = store.compaction_candidate() else {
             return Ok(false);
         };
-        let writers = self.appending.in_flight();
+        let writer_in_flight = self.appending.in_flight();
         let Some(scan) = store.scan(id) else {
             return Ok(false);
         };
@@ -138,7 +138,7 @@ impl Tiers {
         }
         self.reclaim()?;
         let left = store.live_bytes(id);
-        if left > 0 && !unreadable && writers && left <= unnamed {
+        if left > 0 && !unreadable && writer_in_flight && left <= unnamed {
             // Records written before the segment was sealed and not
             // committed yet, maybe: the next pass moves them once named.
             log::debug!(
