@@ -204,6 +204,16 @@ impl Run {
         self.write("#unlinked", 50_000, &pattern(6, 20_000))?;
         self.fs.fsync(self.inos["#unlinked"])?;
         self.close("#unlinked");
+        // A growing file written back behind its writer (the write-back
+        // thread's part, run here), then finished and fsynced.
+        self.create("stream")?;
+        for i in 0..3u64 {
+            self.write("stream", i * 1_000_000, &pattern(10 + i, 1_000_000))?;
+        }
+        self.fs.tiers().write_behind()?;
+        self.write("stream", 3_000_000, &pattern(13, 200_000))?;
+        self.fs.tiers().write_behind()?;
+        self.fsync("stream")?;
         self.set_tier("big", "cold")?;
         self.set_tier("a", "hot")?;
         self.create("small")?;
@@ -234,6 +244,12 @@ fn run(store: &Path, crash_at: Option<u64>) -> (fault::Report, BTreeMap<String, 
     // Armed before the open: sled then flushes only when tierfs asks.
     fault::arm(None);
     let fs = open(store);
+    // Write-behind at two dirty chunks, run by the script instead of the
+    // write-back thread (whose wake-up goes nowhere), so that every run
+    // passes the same points in the same order.
+    fs.tiers().set_write_behind(2);
+    let (wake, _woken) = crossbeam_channel::bounded(1);
+    fs.tiers().set_writeback_wake(wake);
     let opened = fault::hits();
     if let Some(n) = crash_at {
         fault::crash_after(n);

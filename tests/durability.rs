@@ -280,6 +280,40 @@ fn unsynced_writes_are_written_back_within_the_interval() {
 }
 
 #[test]
+fn a_growing_file_is_stored_while_it_is_written_and_its_fsync_keeps_it_whole() {
+    // The write-back interval is an hour: what reaches the segments before
+    // the fsync was written back behind the writer.
+    let mut m = Mounted::with_args(&["--writeback", "1h"]);
+    let data = pattern(12, 40 << 20);
+    let mut f = fs::File::create(m.path("growing")).unwrap();
+    for block in data[..30 << 20].chunks(1 << 20) {
+        f.write_all(block).unwrap();
+    }
+    let warm = m.store.join("warm");
+    let stored = || -> u64 {
+        let segs = fs::read_dir(&warm).unwrap().flatten();
+        segs.map(|e| e.metadata().unwrap().len()).sum()
+    };
+    let t0 = Instant::now();
+    while stored() < 16 << 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} bytes in the segments 30 s after 30 MiB were written",
+            stored()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for block in data[30 << 20..].chunks(1 << 20) {
+        f.write_all(block).unwrap();
+    }
+    f.sync_all().unwrap();
+    m.kill9();
+    m.start();
+    assert!(fs::read(m.path("growing")).unwrap() == data);
+    m.assert_fsck_clean();
+}
+
+#[test]
 fn a_corrupt_chunk_is_eio_for_that_file_only_and_fsck_finds_it() {
     let mut m = Mounted::new();
     fs::create_dir(m.path("dir")).unwrap();

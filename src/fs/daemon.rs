@@ -5,6 +5,7 @@
 //! Owns the daemon's background threads; POSIX semantics are `fs/mod.rs`'s.
 
 use super::*;
+use std::time::Instant;
 
 /// Segments compacted at most per write-back interval.
 const COMPACTIONS_PER_INTERVAL: usize = 16;
@@ -157,30 +158,42 @@ impl TierFs {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("writeback".into())
-            .spawn(move || loop {
-                // Woken early by a writer that found the hot cache over budget.
-                let _ = rx.recv_timeout(shared.policy().writeback.interval.0);
-                if stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
-                    // Compaction still runs: on a full disk it is what frees space.
-                    log::error!("write-back failed: {e}");
-                }
-                // Deleted and moved files give their disk space back here
-                // (and so within the write-back interval).
-                if let Err(e) = tiers.reclaim() {
-                    log::error!("reclaiming freed records failed: {e}");
-                }
-                meta.keep_room();
-                // A bounded number per interval: the rest waits for the next.
-                for _ in 0..COMPACTIONS_PER_INTERVAL {
-                    match tiers.compact_once() {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            log::error!("segment compaction failed: {e}");
-                            break;
+            .spawn(move || {
+                let mut pass = Instant::now();
+                loop {
+                    // Woken early by a writer that found the hot cache over
+                    // budget, or that queued its growing file for write-behind.
+                    let interval = shared.policy().writeback.interval.0;
+                    let _ = rx.recv_timeout(interval.saturating_sub(pass.elapsed()));
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Err(e) = tiers.write_behind() {
+                        log::error!("write-back failed: {e}");
+                    }
+                    if pass.elapsed() < interval && !tiers.hot_over_budget() {
+                        continue;
+                    }
+                    pass = Instant::now();
+                    if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
+                        // Compaction still runs: on a full disk it is what frees space.
+                        log::error!("write-back failed: {e}");
+                    }
+                    // Deleted and moved files give their disk space back here
+                    // (and so within the write-back interval).
+                    if let Err(e) = tiers.reclaim() {
+                        log::error!("reclaiming freed records failed: {e}");
+                    }
+                    meta.keep_room();
+                    // A bounded number per interval: the rest waits for the next.
+                    for _ in 0..COMPACTIONS_PER_INTERVAL {
+                        match tiers.compact_once() {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(e) => {
+                                log::error!("segment compaction failed: {e}");
+                                break;
+                            }
                         }
                     }
                 }

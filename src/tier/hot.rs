@@ -5,11 +5,14 @@
 //! to write back and when.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 type Key = (u64, u64);
 
 struct HotChunk {
-    data: Vec<u8>,
+    /// Shared with write-backs under way, which store these bytes without
+    /// copying them; a write to a chunk being stored copies it first.
+    data: Arc<Vec<u8>>,
     dirty: bool,
     /// Part of a hot-tier file: never evicted.
     pinned: bool,
@@ -135,10 +138,10 @@ impl HotCache {
         if self.chunks.contains_key(&(ino, idx)) {
             return;
         }
-        self.insert(ino, idx, data, false, pinned);
+        self.insert(ino, idx, Arc::new(data), false, pinned);
     }
 
-    fn insert(&mut self, ino: u64, idx: u64, data: Vec<u8>, dirty: bool, pinned: bool) {
+    fn insert(&mut self, ino: u64, idx: u64, data: Arc<Vec<u8>>, dirty: bool, pinned: bool) {
         self.tick += 1;
         self.bytes += data.capacity() as u64;
         if pinned {
@@ -198,7 +201,7 @@ impl HotCache {
         };
         let before = c.data.capacity() as u64;
         let len_before = c.data.len() as u64;
-        f(&mut c.data);
+        f(Arc::make_mut(&mut c.data));
         self.edits += 1;
         c.edit = self.edits;
         let after = c.data.capacity() as u64;
@@ -221,7 +224,12 @@ impl HotCache {
 
     /// Inserts a chunk's new bytes as dirty.
     pub fn insert_dirty(&mut self, ino: u64, idx: u64, data: Vec<u8>, pinned: bool) {
-        self.insert(ino, idx, data, true, pinned);
+        self.insert(ino, idx, Arc::new(data), true, pinned);
+    }
+
+    /// Inserts as dirty bytes shared with another chunk (`share_dirty`'s).
+    pub fn insert_dirty_shared(&mut self, ino: u64, idx: u64, data: Arc<Vec<u8>>) {
+        self.insert(ino, idx, data, true, false);
     }
 
     pub fn has_dirty(&self, ino: u64) -> bool {
@@ -239,6 +247,11 @@ impl HotCache {
             .filter(|(_, c)| c.dirty)
             .map(|((_, idx), _)| *idx)
             .collect()
+    }
+
+    /// Number of dirty chunks of `ino`.
+    pub fn dirty_count_of(&self, ino: u64) -> usize {
+        self.dirty.get(&ino).copied().unwrap_or(0)
     }
 
     /// Number of dirty chunks.
@@ -267,17 +280,17 @@ impl HotCache {
             .collect()
     }
 
-    /// A copy of a dirty chunk's bytes, and the edit it is a copy of.
-    pub fn copy_dirty(&self, ino: u64, idx: u64) -> Option<(Vec<u8>, u64)> {
+    /// A dirty chunk's bytes (shared, not copied), and the edit they are of.
+    pub fn share_dirty(&self, ino: u64, idx: u64) -> Option<(Arc<Vec<u8>>, u64)> {
         self.chunks
             .get(&(ino, idx))
             .filter(|c| c.dirty)
-            .map(|c| (c.data.clone(), c.edit))
+            .map(|c| (Arc::clone(&c.data), c.edit))
     }
 
     /// A copy of a cached chunk's bytes, dirty or not.
     pub fn copy_any(&self, ino: u64, idx: u64) -> Option<Vec<u8>> {
-        self.chunks.get(&(ino, idx)).map(|c| c.data.clone())
+        self.chunks.get(&(ino, idx)).map(|c| c.data.to_vec())
     }
 
     /// The edit a cached chunk holds, and whether it is dirty.
@@ -399,18 +412,18 @@ mod tests {
     fn a_copy_knows_which_edit_it_is() {
         let mut h = HotCache::new(1 << 30);
         h.insert_dirty(1, 0, vec![1; 10], false);
-        let (_, edit) = h.copy_dirty(1, 0).unwrap();
+        let (_, edit) = h.share_dirty(1, 0).unwrap();
         assert!(h.is_dirty_edit(1, 0, edit));
         assert!(h.modify(1, 0, |d| d[0] = 9));
         assert!(!h.is_dirty_edit(1, 0, edit), "a write came after the copy");
-        let (_, edit) = h.copy_dirty(1, 0).unwrap();
+        let (_, edit) = h.share_dirty(1, 0).unwrap();
         h.remove_from(1, 0);
         assert!(
             !h.is_dirty_edit(1, 0, edit),
             "a truncate came after the copy"
         );
         h.insert_clean(1, 0, vec![1; 10], false);
-        assert!(h.copy_dirty(1, 0).is_none());
+        assert!(h.share_dirty(1, 0).is_none());
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::meta::{ChunkLoc, Inode, Meta, Tier, Txn};
 pub use codec::{compress, decompress};
 use hot::HotCache;
 use segment::{Access, SegmentStore, COLD, WARM};
+use writeback::WRITE_BEHIND;
 
 /// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
 pub const CHUNK_SIZE: u64 = 1 << 20;
@@ -76,8 +77,18 @@ pub struct Tiers {
     pending_size: Mutex<HashMap<u64, (u64, u64)>>,
     /// Numbers the entries of `pending_size`.
     pending_gen: std::sync::atomic::AtomicU64,
-    /// Wakes the write-back thread early when the hot cache is over budget.
+    /// Wakes the write-back thread early: the hot cache is over budget, or
+    /// a file waits in `behind`.
     writeback_wake: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    /// Files growing by writes with `behind_at` chunks dirty, for the
+    /// write-back thread (`write_behind`).
+    behind: Mutex<Vec<u64>>,
+    behind_at: std::sync::atomic::AtomicUsize,
+    /// Chunks a write-back has stored and not yet committed: (inode, chunk)
+    /// → (edit stored, bytes its record takes). Until the commit marks such
+    /// a chunk clean it is both dirty and on the disk; `reserve` counts it
+    /// once.
+    storing: Mutex<HashMap<(u64, u64), (u64, u64)>>,
     zstd_level: AtomicI32,
     use_dictionaries: std::sync::atomic::AtomicBool,
     /// Records the index stopped naming wait here for their readers.
@@ -159,6 +170,9 @@ impl Tiers {
             pending_size: Mutex::new(HashMap::new()),
             pending_gen: std::sync::atomic::AtomicU64::new(0),
             writeback_wake: Mutex::new(None),
+            behind: Mutex::default(),
+            behind_at: std::sync::atomic::AtomicUsize::new(WRITE_BEHIND),
+            storing: Mutex::default(),
             zstd_level: AtomicI32::new(3),
             use_dictionaries: std::sync::atomic::AtomicBool::new(true),
             reclaimer: reclaim::Reclaimer::default(),
@@ -167,6 +181,13 @@ impl Tiers {
             census_stop: std::sync::atomic::AtomicBool::new(false),
             appending: compact::Appending::default(),
         })
+    }
+
+    /// Writes a growing file back behind its writer once `chunks` of its
+    /// chunks are dirty instead of `WRITE_BEHIND` (tests, to see it on
+    /// small files).
+    pub fn set_write_behind(&self, chunks: usize) {
+        self.behind_at.store(chunks.max(1), Ordering::Relaxed);
     }
 
     /// Seals segments and packs at `bytes` instead of `segment::SEG_SIZE`
@@ -375,11 +396,14 @@ impl Tiers {
         self.reserve(ino, off, data.len() as u64, file_size)?;
         for (idx, in_chunk, at, n) in chunk_span(off, data.len() as u64) {
             let src = &data[at..at + n];
+            // Bytes past the chunk's end are appended, not zeroed first.
             let put = |d: &mut Vec<u8>| {
-                if d.len() < in_chunk + n {
-                    d.resize(in_chunk + n, 0);
+                let over = d.len().saturating_sub(in_chunk).min(n);
+                if over == 0 {
+                    d.resize(in_chunk, 0);
                 }
-                d[in_chunk..in_chunk + n].copy_from_slice(src);
+                d[in_chunk..in_chunk + over].copy_from_slice(&src[..over]);
+                d.extend_from_slice(&src[over..]);
             };
             if self.hot.lock().modify(ino, idx, put) {
                 continue;
@@ -410,20 +434,33 @@ impl Tiers {
         if tier == Tier::Hot && inode.pin.is_none() {
             self.demote_if_outgrown(ino)?;
         }
-        let (over, mine, far_over, budget) = {
+        let (over, mine, far_over, budget, grown) = {
             let h = self.hot.lock();
             let far = h.bytes() > h.budget().saturating_add(h.budget() / 2);
-            (h.over_budget(), h.dirty_bytes_of(ino), far, h.budget())
+            let grown =
+                end > file_size && h.dirty_count_of(ino) >= self.behind_at.load(Ordering::Relaxed);
+            (
+                h.over_budget(),
+                h.dirty_bytes_of(ino),
+                far,
+                h.budget(),
+                grown,
+            )
         };
+        // A file growing by writes is written back behind its writer by the
+        // write-back thread, so that its disk writes overlap the writes still
+        // coming and its fsync finds little left to store.
+        let behind = grown && self.queue_behind(ino);
         if over {
             // Back-pressure falls on the writers that hold the dirty bytes:
             // a file with an eighth of the budget dirty writes itself back
-            // now (without its lock); a small writer only wakes the
-            // write-back thread, unless the cache is far over its budget.
+            // now (without its lock), unless the write-back thread is on it;
+            // a small writer only wakes the write-back thread, unless the
+            // cache is far over its budget.
             if let Some(tx) = self.writeback_wake.lock().as_ref() {
                 let _ = tx.try_send(());
             }
-            if mine >= (budget / 8).max(CHUNK_SIZE) || far_over {
+            if (mine >= (budget / 8).max(CHUNK_SIZE) && !behind) || far_over {
                 drop(g);
                 // The write is done (room for it was reserved): a failed
                 // write-back here is the write-back thread's and fsync's to
@@ -494,6 +531,11 @@ impl Tiers {
             log::warn!("reclaiming freed records for a write: {e}");
         }
         if add <= self.warm.room(true) {
+            return Ok(());
+        }
+        // Chunks a write-back has stored but not committed yet are counted
+        // in the dirty bytes and in the disk's use: their room is taken.
+        if add.saturating_sub(self.stored_uncommitted()) <= self.warm.room(true) {
             return Ok(());
         }
         Err(Error::NoSpace)
@@ -719,3 +761,5 @@ impl Tiers {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writeback_tests;

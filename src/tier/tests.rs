@@ -1,11 +1,12 @@
 //! Unit tests of `Tiers`: the read/write path, truncation, write-back,
 //! moves, compaction, damage, and reads racing compaction and moves.
 
+use super::writeback::Whole;
 use super::*;
 use crate::meta::Kind;
 use std::sync::Arc;
 
-fn open(dir: &Path, budget: u64) -> Tiers {
+pub(super) fn open(dir: &Path, budget: u64) -> Tiers {
     let meta = Arc::new(Meta::open_when_free(&dir.join("meta")).unwrap());
     let t = Tiers::open(meta, dir, budget, Access::ReadWrite).unwrap();
     t.count_live().unwrap();
@@ -13,7 +14,7 @@ fn open(dir: &Path, budget: u64) -> Tiers {
 }
 
 /// A file inode `ino` on `tier` (content goes through `Tiers`).
-fn file(t: &Tiers, ino: u64, tier: Tier) {
+pub(super) fn file(t: &Tiers, ino: u64, tier: Tier) {
     let mut inode = Inode::new(ino, Kind::File, 0o644, 0, 0);
     inode.tier = tier;
     let mut txn = Txn::default();
@@ -22,12 +23,12 @@ fn file(t: &Tiers, ino: u64, tier: Tier) {
 }
 
 /// The size readers see (`TierFs::inode` does the same).
-fn size(t: &Tiers, ino: u64) -> u64 {
+pub(super) fn size(t: &Tiers, ino: u64) -> u64 {
     let committed = t.meta.inode(ino).unwrap().size;
     t.pending_size(ino).unwrap_or(0).max(committed)
 }
 
-fn read_all(t: &Tiers, ino: u64) -> Result<Vec<u8>> {
+pub(super) fn read_all(t: &Tiers, ino: u64) -> Result<Vec<u8>> {
     read_in_pieces(t, ino, 4 << 20)
 }
 
@@ -45,7 +46,7 @@ fn read_in_pieces(t: &Tiers, ino: u64, piece: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn truncate(t: &Tiers, ino: u64, to: u64) {
+pub(super) fn truncate(t: &Tiers, ino: u64, to: u64) {
     t.truncate(ino, to, |mut i| {
         i.size = to;
         i
@@ -53,7 +54,7 @@ fn truncate(t: &Tiers, ino: u64, to: u64) {
     .unwrap();
 }
 
-fn pattern(seed: u32, len: usize) -> Vec<u8> {
+pub(super) fn pattern(seed: u32, len: usize) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(seed) ^ (i >> 9)) as u8)
         .collect()
@@ -472,11 +473,13 @@ fn overlapping_write_backs_still_make_the_size_durable() {
     // The write-back thread copies what is there...
     let mut early = Vec::new();
     let mut used = [false; 2];
-    t.copy_out(&[12], false, &mut early, &mut used).unwrap();
+    t.copy_out(&[12], false, Whole::And, &mut early, &mut used)
+        .unwrap();
     // ...the writer goes on and fsyncs, whose write-back copies it all...
     t.write(12, 1_300_000, &data[1_300_000..]).unwrap();
     let mut late = Vec::new();
-    t.copy_out(&[12], false, &mut late, &mut used).unwrap();
+    t.copy_out(&[12], false, Whole::And, &mut late, &mut used)
+        .unwrap();
     t.warm.sync().unwrap();
     // ...and the early one commits first: chunk 0 is its, chunk 1 is stale.
     t.commit_written(early, false).unwrap();
@@ -785,7 +788,8 @@ fn records_written_back_but_not_yet_committed_do_not_make_compaction_keep_a_segm
     let (mut written, mut used) = (Vec::new(), [false; 2]);
     {
         let _appending = t.appending();
-        t.copy_out(&[2], false, &mut written, &mut used).unwrap();
+        t.copy_out(&[2], false, Whole::And, &mut written, &mut used)
+            .unwrap();
         // ... file 3's seals it ...
         t.write(3, 0, &pattern(3, 100 << 10)).unwrap();
         t.flush(3).unwrap();

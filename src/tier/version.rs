@@ -67,8 +67,8 @@ impl Tiers {
         {
             let mut hot = self.hot.lock();
             for idx in hot.dirty_chunks(ino) {
-                if let Some((data, _)) = hot.copy_dirty(ino, idx) {
-                    hot.insert_dirty(version.ino, idx, data, false);
+                if let Some((data, _)) = hot.share_dirty(ino, idx) {
+                    hot.insert_dirty_shared(version.ino, idx, data);
                 }
             }
             hot.remove_from(ino, 0);

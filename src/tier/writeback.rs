@@ -20,6 +20,19 @@
 
 use super::*;
 
+/// Dirty chunks of a file growing by writes that have it written back
+/// behind its writer (`Tiers::write_behind`).
+pub(super) const WRITE_BEHIND: usize = 16;
+
+/// What a write-back stores of each file.
+#[derive(Clone, Copy)]
+pub(super) enum Whole {
+    /// Every dirty chunk, and the pending size with them.
+    And,
+    /// Only the full dirty chunks; the size stays pending.
+    Only,
+}
+
 /// One file's copies, written and waiting for the commit.
 pub(super) struct Written {
     ino: u64,
@@ -99,6 +112,36 @@ impl Tiers {
         Ok(())
     }
 
+    /// Queues `ino` for `write_behind` and wakes the write-back thread;
+    /// whether that thread will take it (false when there is none).
+    pub(super) fn queue_behind(&self, ino: u64) -> bool {
+        let wake = self.writeback_wake.lock().clone();
+        let Some(tx) = wake else { return false };
+        let mut behind = self.behind.lock();
+        if !behind.contains(&ino) {
+            behind.push(ino);
+            drop(behind);
+            let _ = tx.try_send(());
+        }
+        true
+    }
+
+    /// Writes back the full dirty chunks of the files queued by writes that
+    /// grew them (the write-back thread, when woken). Their sizes stay
+    /// pending, for `flush` to commit with the last chunk: only whole
+    /// chunks, which the writer has gone past, are stored, so each is stored
+    /// once, and a file another write-back is working on is left to it.
+    pub fn write_behind(&self) -> Result<()> {
+        let inos = std::mem::take(&mut *self.behind.lock());
+        if inos.is_empty() {
+            return Ok(());
+        }
+        let turn = self.claim(&inos, false);
+        let done = self.write_back_as(&turn.inos, false, Whole::Only);
+        self.hot.lock().evict();
+        done
+    }
+
     /// Takes the turn of `inos` for a write-back: with `wait`, of all of
     /// them at once, once no other write-back has any (all or nothing, so
     /// that two batches never wait for each other); without, of those no
@@ -120,6 +163,10 @@ impl Tiers {
     /// The write-back of `inos`. `held`: the caller holds their content
     /// locks for writing (truncate), so none are taken here.
     pub(super) fn write_back(&self, inos: &[u64], held: bool) -> Result<()> {
+        self.write_back_as(inos, held, Whole::And)
+    }
+
+    fn write_back_as(&self, inos: &[u64], held: bool, whole: Whole) -> Result<()> {
         let _appending = self.appending();
         let mut written: Vec<Written> = Vec::with_capacity(inos.len());
         let mut used = [false; 2];
@@ -127,20 +174,40 @@ impl Tiers {
             self.reclaimer
                 .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
         };
-        if let Err(e) = self.copy_out(inos, held, &mut written, &mut used) {
-            // Records appended for a write-back that failed are never named.
-            retire_all(&written);
-            return Err(e);
-        }
-        for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
-            if used[i] {
-                if let Err(e) = store.sync() {
-                    retire_all(&written);
-                    return Err(e);
+        let done = (|| {
+            if let Err(e) = self.copy_out(inos, held, whole, &mut written, &mut used) {
+                // Records appended for a write-back that failed are never named.
+                retire_all(&written);
+                return Err(e);
+            }
+            for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
+                if used[i] {
+                    if let Err(e) = store.sync() {
+                        retire_all(&written);
+                        return Err(e);
+                    }
                 }
             }
+            self.commit_written(std::mem::take(&mut written), held)
+        })();
+        // Committed (and marked clean) or retired: no longer in flight.
+        let mut storing = self.storing.lock();
+        for ino in inos {
+            storing.retain(|k, _| k.0 != *ino);
         }
-        self.commit_written(written, held)
+        done
+    }
+
+    /// Bytes of the records write-backs have stored for chunks still dirty
+    /// with the bytes they stored, not committed yet.
+    pub(super) fn stored_uncommitted(&self) -> u64 {
+        let storing: Vec<_> = self.storing.lock().iter().map(|(k, v)| (*k, *v)).collect();
+        let hot = self.hot.lock();
+        storing
+            .into_iter()
+            .filter(|((ino, idx), (edit, _))| hot.is_dirty_edit(*ino, *idx, *edit))
+            .map(|(_, (_, bytes))| bytes)
+            .sum()
     }
 
     /// Copies the dirty chunks of `inos` out of the cache and appends them
@@ -149,6 +216,7 @@ impl Tiers {
         &self,
         inos: &[u64],
         held: bool,
+        whole: Whole,
         written: &mut Vec<Written>,
         used: &mut [bool; 2],
     ) -> Result<()> {
@@ -163,7 +231,15 @@ impl Tiers {
                     Err(e) => return Err(e),
                 };
                 let size = self.pending_size.lock().get(&ino).copied();
-                (tier, size, self.hot.lock().dirty_chunks(ino))
+                let hot = self.hot.lock();
+                match whole {
+                    Whole::And => (tier, size, hot.dirty_chunks(ino)),
+                    Whole::Only => {
+                        let full = hot.dirty_lengths(ino).into_iter();
+                        let full = full.filter(|&(_, len)| len == CHUNK_SIZE);
+                        (tier, None, full.map(|(idx, _)| idx).collect())
+                    }
+                }
             };
             written.push(Written {
                 ino,
@@ -172,15 +248,18 @@ impl Tiers {
             });
             let w = written.last_mut().expect("just pushed");
             for idx in dirty {
-                // One chunk copied at a time: flushing a huge file never
-                // doubles its RAM.
+                // One chunk at a time, its bytes shared with the cache (a
+                // write to it meanwhile copies them first): flushing a huge
+                // file never doubles its RAM.
                 let copy = {
                     let _g = (!held).then(|| self.lock(ino).read());
-                    self.hot.lock().copy_dirty(ino, idx)
+                    self.hot.lock().share_dirty(ino, idx)
                 };
                 let Some((data, edit)) = copy else { continue };
                 let version = self.meta.next_id()?;
                 let loc = self.append(tier, ino, idx, version, &data)?;
+                let bytes = segment::record_size(loc.stored);
+                self.storing.lock().insert((ino, idx), (edit, bytes));
                 used[(store_tier(tier) == Tier::Cold) as usize] = true;
                 w.chunks.push((idx, edit, loc));
             }

@@ -1,0 +1,148 @@
+//! Unit tests of write-behind: a file growing by writes has its full chunks
+//! written back while its writer goes on, and never looks longer than its
+//! durable data.
+
+use super::tests::{file, open, pattern, read_all, size, truncate};
+use super::writeback::Whole;
+use super::*;
+
+/// A store whose write-back thread is stood in for by the test: the
+/// receiver tells whether a writer woke it.
+fn with_wake(dir: &Path) -> (Tiers, crossbeam_channel::Receiver<()>) {
+    let t = open(dir, 1 << 30);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    t.set_writeback_wake(tx);
+    (t, rx)
+}
+
+#[test]
+fn a_growing_file_is_written_back_behind_its_writer_without_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, rx) = with_wake(dir.path());
+    file(&t, 5, Tier::Warm);
+    let len = WRITE_BEHIND as u64 * CHUNK_SIZE + 300_000;
+    let data = pattern(5, len as usize);
+    for (i, piece) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+        t.write(5, i as u64 * CHUNK_SIZE, piece).unwrap();
+        let queued = t.behind.lock().contains(&5);
+        assert_eq!(
+            queued,
+            i + 1 >= WRITE_BEHIND,
+            "queued after {} writes",
+            i + 1
+        );
+        if i + 1 == WRITE_BEHIND {
+            assert!(rx.try_recv().is_ok(), "the write-back thread was woken");
+        }
+    }
+    t.write_behind().unwrap();
+    assert!(t.behind.lock().is_empty());
+    assert_eq!(
+        t.meta.chunks_from(5, 0).unwrap().len(),
+        WRITE_BEHIND,
+        "every full chunk is durable"
+    );
+    assert_eq!(t.hot.lock().dirty_count_of(5), 1, "the last chunk waits");
+    assert_eq!(t.meta.inode(5).unwrap().size, 0, "the size waits with it");
+    assert_eq!(size(&t, 5), len);
+    assert!(read_all(&t, 5).unwrap() == data);
+
+    // A crash now: the file is as long as its committed size, and a grow
+    // past the chunks written behind reads zeros, not their bytes.
+    t.meta.flush().unwrap();
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    assert_eq!(size(&t, 5), 0);
+    truncate(&t, 5, len);
+    assert!(read_all(&t, 5).unwrap().iter().all(|b| *b == 0));
+}
+
+#[test]
+fn fsync_after_write_behind_stores_the_rest_and_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, _rx) = with_wake(dir.path());
+    file(&t, 6, Tier::Warm);
+    let len = 2 * WRITE_BEHIND as u64 * CHUNK_SIZE + 12_345;
+    let data = pattern(6, len as usize);
+    // Unaligned writes: chunks fill across them.
+    for (i, piece) in data.chunks(700_000).enumerate() {
+        t.write(6, i as u64 * 700_000, piece).unwrap();
+        if i % 9 == 0 {
+            t.write_behind().unwrap();
+        }
+    }
+    t.flush(6).unwrap();
+    t.meta.flush().unwrap();
+    // Each chunk was stored once: by write-behind when full, or by flush
+    // (the file fits in one segment, whose tail counts every append).
+    let chunks = len.div_ceil(CHUNK_SIZE);
+    let appended = t.warm.active_tail() - segfile::SEG_HEADER_LEN;
+    assert!(
+        appended <= len + chunks * RECORD_OVERHEAD,
+        "{appended} bytes appended for a file of {len}"
+    );
+    drop(t);
+    let t = open(dir.path(), 1 << 30);
+    assert_eq!(size(&t, 6), len);
+    assert!(read_all(&t, 6).unwrap() == data);
+}
+
+#[test]
+fn rewrites_in_place_are_not_written_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, rx) = with_wake(dir.path());
+    file(&t, 7, Tier::Warm);
+    let chunk = vec![1u8; CHUNK_SIZE as usize];
+    let n = WRITE_BEHIND as u64 + 4;
+    for i in 0..n {
+        t.write(7, i * CHUNK_SIZE, &chunk).unwrap();
+    }
+    t.flush(7).unwrap();
+    t.behind.lock().clear();
+    while rx.try_recv().is_ok() {}
+    // A file rewritten where it is (a database, an image edited in place)
+    // is left to the write-back interval and fsync.
+    for i in 0..n {
+        t.write(7, i * CHUNK_SIZE + 4096, &[2u8; 4096]).unwrap();
+    }
+    assert!(t.behind.lock().is_empty());
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn without_a_write_back_thread_nothing_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 8, Tier::Warm);
+    let chunk = vec![3u8; CHUNK_SIZE as usize];
+    for i in 0..WRITE_BEHIND as u64 + 2 {
+        t.write(8, i * CHUNK_SIZE, &chunk).unwrap();
+    }
+    assert!(t.behind.lock().is_empty());
+}
+
+#[test]
+fn chunks_stored_and_not_yet_committed_take_room_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 9, Tier::Warm);
+    t.write(9, 0, &pattern(9, 3 * CHUNK_SIZE as usize)).unwrap();
+    // A write-back that stored the three chunks and has not committed:
+    // they are dirty and on the disk, and `reserve` must not count both.
+    let mut written = Vec::new();
+    let mut used = [false; 2];
+    t.copy_out(&[9], false, Whole::And, &mut written, &mut used)
+        .unwrap();
+    let each = record::record_size(CHUNK_SIZE as u32);
+    assert_eq!(t.stored_uncommitted(), 3 * each);
+    // A chunk written again needs room for its new bytes: its stored copy
+    // no longer counts.
+    t.write(9, 10, b"x").unwrap();
+    assert_eq!(t.stored_uncommitted(), 2 * each);
+    t.flush(9).unwrap();
+    assert_eq!(
+        t.stored_uncommitted(),
+        0,
+        "nothing in flight after a write-back"
+    );
+}
