@@ -174,7 +174,6 @@ impl TierFs {
                     if pass.elapsed() < interval && !tiers.hot_over_budget() {
                         continue;
                     }
-                    pass = Instant::now();
                     if let Err(e) = tiers.flush_all().and_then(|_| meta.seal()) {
                         // Compaction still runs: on a full disk it is what frees space.
                         log::error!("write-back failed: {e}");
@@ -196,6 +195,8 @@ impl TierFs {
                             }
                         }
                     }
+                    // The next pass an interval after this one ended.
+                    pass = Instant::now();
                 }
             })
             .expect("spawn write-back thread");
@@ -312,6 +313,7 @@ impl TierFs {
         }
         self.migrator.stop();
         if let Some(w) = self.writeback.lock().take() {
+            self.tiers.clear_writeback_wake();
             w.stop.store(true, Ordering::Release);
             let _ = w.tx.try_send(());
             let _ = w.thread.join();

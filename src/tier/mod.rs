@@ -504,23 +504,7 @@ impl Tiers {
     /// dirty chunks it leaves would not fit on the disk at write-back (as
     /// delayed allocation does): a write that answered ENOSPC is never seen.
     fn reserve(&self, ino: u64, off: u64, len: u64, file_size: u64) -> Result<()> {
-        let mut add = 0u64;
-        {
-            let hot = self.hot.lock();
-            for (idx, in_chunk, _, n) in chunk_span(off, len) {
-                let end = (in_chunk + n) as u64;
-                add += match hot.state(ino, idx) {
-                    Some((cur, true)) => end.saturating_sub(cur as u64),
-                    Some((cur, false)) => end.max(cur as u64) + RECORD_OVERHEAD,
-                    None => {
-                        let valid = file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE);
-                        end.max(valid) + RECORD_OVERHEAD
-                    }
-                };
-            }
-            // Each dirty chunk becomes a record: its bytes and a header.
-            add += hot.dirty_bytes() + hot.dirty_count() * RECORD_OVERHEAD;
-        }
+        let add = self.room_needed(ino, off, len, file_size, false);
         // Most writes fit in what is reserved in the active segment: no statvfs.
         if add <= self.warm.room(false) || add <= self.warm.room(true) {
             return Ok(());
@@ -530,20 +514,61 @@ impl Tiers {
         if let Err(e) = self.reclaim() {
             log::warn!("reclaiming freed records for a write: {e}");
         }
-        if add <= self.warm.room(true) {
-            return Ok(());
-        }
-        // Chunks a write-back has stored but not committed yet are counted
-        // in the dirty bytes and in the disk's use: their room is taken.
-        if add.saturating_sub(self.stored_uncommitted()) <= self.warm.room(true) {
+        if self.room_needed(ino, off, len, file_size, true) <= self.warm.room(true) {
             return Ok(());
         }
         Err(Error::NoSpace)
     }
 
+    /// Disk room the dirty chunks need once this write has changed them:
+    /// each becomes a record, its bytes and a header. With `stored`, less
+    /// the records write-backs have stored for chunks still dirty with the
+    /// bytes they stored and not yet committed (dirty, and on the disk
+    /// already), counted under the same lock as the dirty bytes.
+    pub(super) fn room_needed(
+        &self,
+        ino: u64,
+        off: u64,
+        len: u64,
+        file_size: u64,
+        stored: bool,
+    ) -> u64 {
+        let storing: Vec<_> = match stored {
+            true => self.storing.lock().iter().map(|(k, v)| (*k, *v)).collect(),
+            false => Vec::new(),
+        };
+        let hot = self.hot.lock();
+        let mut add = 0u64;
+        for (idx, in_chunk, _, n) in chunk_span(off, len) {
+            let end = (in_chunk + n) as u64;
+            add += match hot.state(ino, idx) {
+                Some((cur, true)) => end.saturating_sub(cur as u64),
+                Some((cur, false)) => end.max(cur as u64) + RECORD_OVERHEAD,
+                None => {
+                    let valid = file_size.saturating_sub(idx * CHUNK_SIZE).min(CHUNK_SIZE);
+                    end.max(valid) + RECORD_OVERHEAD
+                }
+            };
+        }
+        add += hot.dirty_bytes() + hot.dirty_count() * RECORD_OVERHEAD;
+        let taken: u64 = storing
+            .into_iter()
+            .filter(|((ino, idx), (edit, _))| hot.is_dirty_edit(*ino, *idx, *edit))
+            .map(|(_, (_, bytes))| bytes)
+            .sum();
+        add.saturating_sub(taken)
+    }
+
     /// Where to wake the write-back thread (set once it runs).
     pub fn set_writeback_wake(&self, tx: crossbeam_channel::Sender<()>) {
         *self.writeback_wake.lock() = Some(tx);
+    }
+
+    /// The write-back thread stopped: writers write their files back
+    /// themselves again.
+    pub fn clear_writeback_wake(&self) {
+        *self.writeback_wake.lock() = None;
+        self.behind.lock().clear();
     }
 
     /// Changes the length of `ino` to `new_size` in one metadata

@@ -46,7 +46,7 @@ fn read_in_pieces(t: &Tiers, ino: u64, piece: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-pub(super) fn truncate(t: &Tiers, ino: u64, to: u64) {
+fn truncate(t: &Tiers, ino: u64, to: u64) {
     t.truncate(ino, to, |mut i| {
         i.size = to;
         i

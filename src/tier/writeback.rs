@@ -39,6 +39,9 @@ pub(super) struct Written {
     /// The pending size (and its number) when the copies were taken: they
     /// cover it.
     size: Option<(u64, u64)>,
+    /// Write-behind's copies (`Whole::Only`): committed as a prefix of the
+    /// file, with a size up to their end (`prefix_to_commit`).
+    prefix: bool,
     /// (chunk index, edit copied, new location).
     chunks: Vec<(u64, u64, ChunkLoc)>,
 }
@@ -180,6 +183,9 @@ impl Tiers {
                 retire_all(&written);
                 return Err(e);
             }
+            if matches!(whole, Whole::Only) && written.iter().all(|w| w.chunks.is_empty()) {
+                return Ok(());
+            }
             for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
                 if used[i] {
                     if let Err(e) = store.sync() {
@@ -196,18 +202,6 @@ impl Tiers {
             storing.retain(|k, _| k.0 != *ino);
         }
         done
-    }
-
-    /// Bytes of the records write-backs have stored for chunks still dirty
-    /// with the bytes they stored, not committed yet.
-    pub(super) fn stored_uncommitted(&self) -> u64 {
-        let storing: Vec<_> = self.storing.lock().iter().map(|(k, v)| (*k, *v)).collect();
-        let hot = self.hot.lock();
-        storing
-            .into_iter()
-            .filter(|((ino, idx), (edit, _))| hot.is_dirty_edit(*ino, *idx, *edit))
-            .map(|(_, (_, bytes))| bytes)
-            .sum()
     }
 
     /// Copies the dirty chunks of `inos` out of the cache and appends them
@@ -235,8 +229,10 @@ impl Tiers {
                 match whole {
                     Whole::And => (tier, size, hot.dirty_chunks(ino)),
                     Whole::Only => {
-                        let full = hot.dirty_lengths(ino).into_iter();
-                        let full = full.filter(|&(_, len)| len == CHUNK_SIZE);
+                        // The full chunks below the first dirty one that is
+                        // not: a prefix, which can be committed with a size.
+                        let dirty = hot.dirty_lengths(ino).into_iter();
+                        let full = dirty.take_while(|&(_, len)| len == CHUNK_SIZE);
                         (tier, None, full.map(|(idx, _)| idx).collect())
                     }
                 }
@@ -244,6 +240,7 @@ impl Tiers {
             written.push(Written {
                 ino,
                 size,
+                prefix: matches!(whole, Whole::Only),
                 chunks: Vec::with_capacity(dirty.len()),
             });
             let w = written.last_mut().expect("just pushed");
@@ -287,9 +284,45 @@ impl Tiers {
         let mut stale = Vec::new();
         let mut clean = Vec::new();
         let mut sized = Vec::new();
+        // Sizes write-behind commits: (inode, size), the pending size kept.
+        let mut grown = Vec::new();
+        // The sizes write-behind's prefixes are checked against (the
+        // content locks and the metadata lock are held: they cannot change).
+        let mut sizes = HashMap::new();
+        for w in written.iter().filter(|w| w.prefix) {
+            match self.meta.inode(w.ino) {
+                Ok(inode) => sizes.insert(w.ino, inode.size),
+                Err(Error::NotFound) => None,
+                Err(e) => {
+                    self.reclaimer
+                        .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+                    return Err(e);
+                }
+            };
+        }
         {
             let hot = self.hot.lock();
             for w in &written {
+                if w.prefix {
+                    let committed = sizes.get(&w.ino).copied().unwrap_or(0);
+                    let pending = self.pending_size.lock().get(&w.ino).map(|p| p.0);
+                    let edits: Vec<(u64, u64)> = w.chunks.iter().map(|c| (c.0, c.1)).collect();
+                    let (n, end) =
+                        prefix_to_commit(&hot, w.ino, &edits, committed.max(pending.unwrap_or(0)));
+                    for (i, (idx, edit, loc)) in w.chunks.iter().enumerate() {
+                        if i < n && sizes.contains_key(&w.ino) {
+                            clean.push((w.ino, *idx, *edit));
+                            t.put_chunk(w.ino, *idx, loc);
+                        } else {
+                            stale.push(*loc);
+                        }
+                    }
+                    let size = pending.unwrap_or(0).min(end);
+                    if size > committed && sizes.contains_key(&w.ino) {
+                        grown.push((w.ino, size));
+                    }
+                    continue;
+                }
                 // Whether every byte below the size taken is durable once
                 // this commits: each chunk copied is committed here, or was
                 // by another write-back (clean with the same edit, or
@@ -322,10 +355,11 @@ impl Tiers {
             for (ino, idx, _) in &clean {
                 old.extend(self.meta.chunk(*ino, *idx)?);
             }
-            for (ino, (size, _)) in &sized {
-                match self.meta.inode(*ino) {
-                    Ok(mut inode) if *size > inode.size => {
-                        inode.size = *size;
+            let sized_now = sized.iter().map(|(ino, (size, _))| (*ino, *size));
+            for (ino, size) in sized_now.chain(grown.iter().copied()) {
+                match self.meta.inode(ino) {
+                    Ok(mut inode) if size > inode.size => {
+                        inode.size = size;
                         t.put_inode(&inode);
                     }
                     Ok(_) | Err(Error::NotFound) => {}
@@ -362,4 +396,37 @@ impl Tiers {
         self.reclaimer.retire(old.into_iter().chain(stale));
         Ok(())
     }
+}
+
+/// Of write-behind's copies of `ino`'s chunks ((index, edit), in index
+/// order), how many to commit, and where the last of them ends: the leading
+/// copies still dirty with the bytes stored, with no other dirty chunk of the
+/// file below them, each ending within `size` (the file's size, pending
+/// included). With them committed, every byte below that end is durable, so
+/// a size up to it can be committed too, and no committed chunk lies past
+/// the committed size (a grow after a crash never shows bytes that were
+/// not kept).
+pub(super) fn prefix_to_commit(
+    hot: &HotCache,
+    ino: u64,
+    copies: &[(u64, u64)],
+    size: u64,
+) -> (usize, u64) {
+    let mut n = 0;
+    for d in hot.dirty_chunks(ino) {
+        match copies.get(n) {
+            Some(&(idx, edit))
+                if idx == d
+                    && hot.is_dirty_edit(ino, idx, edit)
+                    && (idx + 1) * CHUNK_SIZE <= size =>
+            {
+                n += 1
+            }
+            _ => break,
+        }
+    }
+    let end = n
+        .checked_sub(1)
+        .map_or(0, |i| (copies[i].0 + 1) * CHUNK_SIZE);
+    (n, end)
 }

@@ -2,8 +2,8 @@
 //! written back while its writer goes on, and never looks longer than its
 //! durable data.
 
-use super::tests::{file, open, pattern, read_all, size, truncate};
-use super::writeback::Whole;
+use super::tests::{file, open, pattern, read_all, size};
+use super::writeback::{prefix_to_commit, Whole};
 use super::*;
 
 /// A store whose write-back thread is stood in for by the test: the
@@ -37,24 +37,38 @@ fn a_growing_file_is_written_back_behind_its_writer_without_its_size() {
     }
     t.write_behind().unwrap();
     assert!(t.behind.lock().is_empty());
+    let stored = WRITE_BEHIND as u64 * CHUNK_SIZE;
     assert_eq!(
         t.meta.chunks_from(5, 0).unwrap().len(),
         WRITE_BEHIND,
         "every full chunk is durable"
     );
     assert_eq!(t.hot.lock().dirty_count_of(5), 1, "the last chunk waits");
-    assert_eq!(t.meta.inode(5).unwrap().size, 0, "the size waits with it");
+    assert_eq!(
+        t.meta.inode(5).unwrap().size,
+        stored,
+        "the size is committed up to the end of the chunks stored"
+    );
     assert_eq!(size(&t, 5), len);
     assert!(read_all(&t, 5).unwrap() == data);
 
-    // A crash now: the file is as long as its committed size, and a grow
-    // past the chunks written behind reads zeros, not their bytes.
+    // A crash now: the file holds what was stored, and a write that grows
+    // it past a gap reads zeros in the gap, not bytes that were not kept.
     t.meta.flush().unwrap();
     drop(t);
     let t = open(dir.path(), 1 << 30);
-    assert_eq!(size(&t, 5), 0);
-    truncate(&t, 5, len);
-    assert!(read_all(&t, 5).unwrap().iter().all(|b| *b == 0));
+    assert_eq!(size(&t, 5), stored);
+    assert!(t
+        .meta
+        .chunks_from(5, WRITE_BEHIND as u64)
+        .unwrap()
+        .is_empty());
+    assert!(read_all(&t, 5).unwrap() == data[..stored as usize]);
+    t.write(5, len - 1, b"!").unwrap();
+    let r = read_all(&t, 5).unwrap();
+    assert!(r[..stored as usize] == data[..stored as usize]);
+    assert!(r[stored as usize..len as usize - 1].iter().all(|b| *b == 0));
+    assert_eq!(r[len as usize - 1], b'!');
 }
 
 #[test]
@@ -127,6 +141,8 @@ fn chunks_stored_and_not_yet_committed_take_room_once() {
     let t = open(dir.path(), 1 << 30);
     file(&t, 9, Tier::Warm);
     t.write(9, 0, &pattern(9, 3 * CHUNK_SIZE as usize)).unwrap();
+    let before = t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true);
+    assert_eq!(before, t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, false));
     // A write-back that stored the three chunks and has not committed:
     // they are dirty and on the disk, and `reserve` must not count both.
     let mut written = Vec::new();
@@ -134,15 +150,62 @@ fn chunks_stored_and_not_yet_committed_take_room_once() {
     t.copy_out(&[9], false, Whole::And, &mut written, &mut used)
         .unwrap();
     let each = record::record_size(CHUNK_SIZE as u32);
-    assert_eq!(t.stored_uncommitted(), 3 * each);
+    assert_eq!(
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
+        before - 3 * each
+    );
     // A chunk written again needs room for its new bytes: its stored copy
     // no longer counts.
     t.write(9, 10, b"x").unwrap();
-    assert_eq!(t.stored_uncommitted(), 2 * each);
+    assert_eq!(
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
+        before - 2 * each
+    );
     t.flush(9).unwrap();
     assert_eq!(
-        t.stored_uncommitted(),
-        0,
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, false),
         "nothing in flight after a write-back"
+    );
+}
+
+/// Chunk `idx` of inode 1, dirty in `hot`; its edit.
+fn dirty(hot: &mut hot::HotCache, idx: u64) -> u64 {
+    hot.insert_dirty(1, idx, vec![1; CHUNK_SIZE as usize], false);
+    hot.edit_state(1, idx).unwrap().0
+}
+
+#[test]
+fn write_behind_commits_a_prefix_of_the_file_and_a_size_to_its_end() {
+    let big = 100 * CHUNK_SIZE;
+    let mut hot = hot::HotCache::new(1 << 30);
+    let e: Vec<u64> = [0, 1, 2, 5].iter().map(|&i| dirty(&mut hot, i)).collect();
+    let copies = [(0, e[0]), (1, e[1]), (2, e[2]), (5, e[3])];
+    // Holes (3, 4) are no dirty chunks: all four, up to the end of 5.
+    assert_eq!(prefix_to_commit(&hot, 1, &copies, big), (4, 6 * CHUNK_SIZE));
+    // Never a chunk past the file's size.
+    assert_eq!(
+        prefix_to_commit(&hot, 1, &copies, 5 * CHUNK_SIZE),
+        (3, 3 * CHUNK_SIZE)
+    );
+    // A chunk written again since its copy: the copies from it on wait.
+    hot.modify(1, 1, |d| d[0] = 2);
+    assert_eq!(prefix_to_commit(&hot, 1, &copies, big), (1, CHUNK_SIZE));
+    // A dirty chunk below them that was not copied (a hole written since):
+    // none.
+    let mut hot = hot::HotCache::new(1 << 30);
+    let e: Vec<u64> = [1, 2].iter().map(|&i| dirty(&mut hot, i)).collect();
+    dirty(&mut hot, 0);
+    assert_eq!(
+        prefix_to_commit(&hot, 1, &[(1, e[0]), (2, e[1])], big),
+        (0, 0)
+    );
+    // A copy dropped by a truncate: none from there.
+    let mut hot = hot::HotCache::new(1 << 30);
+    let e: Vec<u64> = [0, 1].iter().map(|&i| dirty(&mut hot, i)).collect();
+    hot.remove_from(1, 1);
+    assert_eq!(
+        prefix_to_commit(&hot, 1, &[(0, e[0]), (1, e[1])], big),
+        (1, CHUNK_SIZE)
     );
 }
