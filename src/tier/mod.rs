@@ -586,7 +586,9 @@ impl Tiers {
     ) -> Result<Inode> {
         let _g = self.lock(ino).write();
         let committed = self.meta.inode(ino)?.size;
-        let dirty = self.pending_size.lock().contains_key(&ino) || self.hot.lock().has_dirty(ino);
+        // One lock at a time (write-back takes the hot cache's, then this one).
+        let pending = self.pending_size.lock().contains_key(&ino);
+        let dirty = pending || self.hot.lock().has_dirty(ino);
         if new_size > committed && dirty {
             self.write_back(&[ino], true)?;
         }

@@ -29,7 +29,8 @@ pub(super) const WRITE_BEHIND: usize = 16;
 pub(super) enum Whole {
     /// Every dirty chunk, and the pending size with them.
     And,
-    /// Only the full dirty chunks; the size stays pending.
+    /// The full dirty chunks below the first that is not full, and a size
+    /// up to their end.
     Only,
 }
 
@@ -39,9 +40,6 @@ pub(super) struct Written {
     /// The pending size (and its number) when the copies were taken: they
     /// cover it.
     size: Option<(u64, u64)>,
-    /// Write-behind's copies (`Whole::Only`): committed as a prefix of the
-    /// file, with a size up to their end (`prefix_to_commit`).
-    prefix: bool,
     /// (chunk index, edit copied, new location).
     chunks: Vec<(u64, u64, ChunkLoc)>,
 }
@@ -130,10 +128,11 @@ impl Tiers {
     }
 
     /// Writes back the full dirty chunks of the files queued by writes that
-    /// grew them (the write-back thread, when woken). Their sizes stay
-    /// pending, for `flush` to commit with the last chunk: only whole
-    /// chunks, which the writer has gone past, are stored, so each is stored
-    /// once, and a file another write-back is working on is left to it.
+    /// grew them (the write-back thread, when woken), with a size up to
+    /// their end; the rest of the pending size waits for `flush` and the
+    /// last chunk. Only whole chunks, which a sequential writer has gone
+    /// past, are stored, so each is stored once; a file another write-back
+    /// is working on is left to it.
     pub fn write_behind(&self) -> Result<()> {
         let inos = std::mem::take(&mut *self.behind.lock());
         if inos.is_empty() {
@@ -174,6 +173,7 @@ impl Tiers {
         let mut written: Vec<Written> = Vec::with_capacity(inos.len());
         let mut used = [false; 2];
         let retire_all = |written: &[Written]| {
+            self.unstore(written.iter().map(|w| w.ino));
             self.reclaimer
                 .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
         };
@@ -196,11 +196,8 @@ impl Tiers {
             }
             self.commit_written(std::mem::take(&mut written), held)
         })();
-        // Committed (and marked clean) or retired: no longer in flight.
-        let mut storing = self.storing.lock();
-        for ino in inos {
-            storing.retain(|k, _| k.0 != *ino);
-        }
+        // Whatever happened, nothing of this write-back is in flight now.
+        self.unstore(inos.iter().copied());
         done
     }
 
@@ -240,7 +237,6 @@ impl Tiers {
             written.push(Written {
                 ino,
                 size,
-                prefix: matches!(whole, Whole::Only),
                 chunks: Vec::with_capacity(dirty.len()),
             });
             let w = written.last_mut().expect("just pushed");
@@ -284,16 +280,33 @@ impl Tiers {
         let mut stale = Vec::new();
         let mut clean = Vec::new();
         let mut sized = Vec::new();
-        // Sizes write-behind commits: (inode, size), the pending size kept.
+        // Sizes committed without the pending entry: (inode, size).
         let mut grown = Vec::new();
-        // The sizes write-behind's prefixes are checked against (the
-        // content locks and the metadata lock are held: they cannot change).
+        // Whether every copy of a file is still dirty with the bytes copied
+        // (or was dropped by a truncate, which also drops the pending size,
+        // or committed by another) and its pending size is unchanged since:
+        // then all commit, with that size. (The content locks and the
+        // metadata lock are held: nothing of these files changes now.)
+        let all: Vec<bool> = {
+            let hot = self.hot.lock();
+            let pending = self.pending_size.lock();
+            written
+                .iter()
+                .map(|w| {
+                    w.chunks.iter().all(|(idx, edit, _)| {
+                        !matches!(hot.edit_state(w.ino, *idx), Some((e, _)) if e != *edit)
+                    }) && w.size.is_some_and(|s| pending.get(&w.ino) == Some(&s))
+                })
+                .collect()
+        };
+        // The committed sizes of the others (`durable_copies`).
         let mut sizes = HashMap::new();
-        for w in written.iter().filter(|w| w.prefix) {
+        for (w, _) in written.iter().zip(&all).filter(|(_, all)| !**all) {
             match self.meta.inode(w.ino) {
                 Ok(inode) => sizes.insert(w.ino, inode.size),
                 Err(Error::NotFound) => None,
                 Err(e) => {
+                    self.unstore(written.iter().map(|w| w.ino));
                     self.reclaimer
                         .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
                     return Err(e);
@@ -302,52 +315,45 @@ impl Tiers {
         }
         {
             let hot = self.hot.lock();
-            for w in &written {
-                if w.prefix {
-                    let committed = sizes.get(&w.ino).copied().unwrap_or(0);
-                    let pending = self.pending_size.lock().get(&w.ino).map(|p| p.0);
-                    let edits: Vec<(u64, u64)> = w.chunks.iter().map(|c| (c.0, c.1)).collect();
-                    let (n, end) =
-                        prefix_to_commit(&hot, w.ino, &edits, committed.max(pending.unwrap_or(0)));
-                    for (i, (idx, edit, loc)) in w.chunks.iter().enumerate() {
-                        if i < n && sizes.contains_key(&w.ino) {
+            for (w, all) in written.iter().zip(all) {
+                if all {
+                    for (idx, edit, loc) in &w.chunks {
+                        if hot.is_dirty_edit(w.ino, *idx, *edit) {
                             clean.push((w.ino, *idx, *edit));
                             t.put_chunk(w.ino, *idx, loc);
                         } else {
                             stale.push(*loc);
                         }
                     }
-                    let size = pending.unwrap_or(0).min(end);
-                    if size > committed && sizes.contains_key(&w.ino) {
-                        grown.push((w.ino, size));
+                    if let Some(size) = w.size {
+                        sized.push((w.ino, size));
                     }
                     continue;
                 }
-                // Whether every byte below the size taken is durable once
-                // this commits: each chunk copied is committed here, or was
-                // by another write-back (clean with the same edit, or
-                // evicted once clean), or was dropped by a truncate (which
-                // also drops the pending size). A chunk written again
-                // since the copy is not: its older bytes are not durable.
-                let mut all = true;
-                for (idx, edit, loc) in &w.chunks {
-                    match hot.edit_state(w.ino, *idx) {
-                        Some((e, true)) if e == *edit => {
-                            clean.push((w.ino, *idx, *edit));
-                            t.put_chunk(w.ino, *idx, loc);
-                        }
-                        Some((e, false)) if e == *edit => stale.push(*loc),
-                        None => stale.push(*loc),
-                        Some(_) => {
-                            all = false;
-                            stale.push(*loc);
-                        }
+                let Some(&committed) = sizes.get(&w.ino) else {
+                    // Unlinked and purged meanwhile: nothing to keep.
+                    stale.extend(w.chunks.iter().map(|c| c.2));
+                    continue;
+                };
+                let pending = self.pending_size.lock().get(&w.ino).map_or(0, |p| p.0);
+                // Otherwise those that keep every committed byte within the
+                // committed size.
+                let copies: Vec<Copy> = w
+                    .chunks
+                    .iter()
+                    .map(|(idx, edit, loc)| (*idx, *edit, loc.len as u64))
+                    .collect();
+                let (keep, size) = durable_copies(&hot, w.ino, &copies, committed, pending);
+                for ((idx, edit, loc), keep) in w.chunks.iter().zip(keep) {
+                    if keep {
+                        clean.push((w.ino, *idx, *edit));
+                        t.put_chunk(w.ino, *idx, loc);
+                    } else {
+                        stale.push(*loc);
                     }
                 }
-                if let (true, Some(size)) = (all, w.size) {
-                    if self.pending_size.lock().get(&w.ino) == Some(&size) {
-                        sized.push((w.ino, size));
-                    }
+                if let Some(size) = size {
+                    grown.push((w.ino, size));
                 }
             }
         }
@@ -370,6 +376,7 @@ impl Tiers {
         })();
         if let Err(e) = committed {
             // Nothing of this write-back is named: every copy goes.
+            self.unstore(written.iter().map(|w| w.ino));
             self.reclaimer
                 .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
             return Err(e);
@@ -393,40 +400,68 @@ impl Tiers {
                 }
             }
         }
+        // No longer in flight before any of them is retired (and its room
+        // given back by a reclaim): `reserve` counts each once.
+        self.unstore(written.iter().map(|w| w.ino));
         self.reclaimer.retire(old.into_iter().chain(stale));
         Ok(())
     }
+
+    /// Forgets the chunks write-backs of `inos` stored (`storing`).
+    fn unstore(&self, inos: impl Iterator<Item = u64>) {
+        let inos: std::collections::HashSet<u64> = inos.collect();
+        self.storing.lock().retain(|k, _| !inos.contains(&k.0));
+    }
 }
 
-/// Of write-behind's copies of `ino`'s chunks ((index, edit), in index
-/// order), how many to commit, and where the last of them ends: the leading
-/// copies still dirty with the bytes stored, with no other dirty chunk of the
-/// file below them, each ending within `size` (the file's size, pending
-/// included). With them committed, every byte below that end is durable, so
-/// a size up to it can be committed too, and no committed chunk lies past
-/// the committed size (a grow after a crash never shows bytes that were
-/// not kept).
-pub(super) fn prefix_to_commit(
+/// A chunk copied for write-back: (index, edit copied, length).
+pub(super) type Copy = (u64, u64, u64);
+
+/// Which of `ino`'s copies (in index order) to commit when they cannot all
+/// commit with the pending size, and the size to commit with them: never a
+/// committed byte past the committed size, where a grow after a crash (a
+/// write past a gap) would show bytes no fsync kept, and never a size with
+/// bytes below it that are not durable.
+///
+/// A copy commits if it is still dirty with the bytes copied and either
+/// lies within the committed size `committed` (its older bytes were
+/// durable), or belongs to the run of copies from the chunk `committed`
+/// falls in on that leaves no other chunk of the file dirty below it and
+/// ends within the pending size; the size is then the end of that run.
+pub(super) fn durable_copies(
     hot: &HotCache,
     ino: u64,
-    copies: &[(u64, u64)],
-    size: u64,
-) -> (usize, u64) {
-    let mut n = 0;
-    for d in hot.dirty_chunks(ino) {
-        match copies.get(n) {
-            Some(&(idx, edit))
+    copies: &[Copy],
+    committed: u64,
+    pending: u64,
+) -> (Vec<bool>, Option<u64>) {
+    let first_out = committed / CHUNK_SIZE;
+    let mut keep: Vec<bool> = copies
+        .iter()
+        .map(|&(idx, edit, len)| {
+            idx * CHUNK_SIZE + len <= committed && hot.is_dirty_edit(ino, idx, edit)
+        })
+        .collect();
+    let beyond = copies.partition_point(|c| c.0 < first_out);
+    let mut end = None;
+    let mut next = beyond;
+    for d in hot
+        .dirty_chunks(ino)
+        .into_iter()
+        .filter(|d| *d >= first_out)
+    {
+        match copies.get(next) {
+            Some(&(idx, edit, len))
                 if idx == d
                     && hot.is_dirty_edit(ino, idx, edit)
-                    && (idx + 1) * CHUNK_SIZE <= size =>
+                    && idx * CHUNK_SIZE + len <= pending =>
             {
-                n += 1
+                keep[next] = true;
+                end = Some(idx * CHUNK_SIZE + len);
+                next += 1;
             }
             _ => break,
         }
     }
-    let end = n
-        .checked_sub(1)
-        .map_or(0, |i| (copies[i].0 + 1) * CHUNK_SIZE);
-    (n, end)
+    (keep, end.filter(|e| *e > committed))
 }

@@ -3,7 +3,7 @@
 //! durable data.
 
 use super::tests::{file, open, pattern, read_all, size};
-use super::writeback::{prefix_to_commit, Whole};
+use super::writeback::{durable_copies, Whole};
 use super::*;
 
 /// A store whose write-back thread is stood in for by the test: the
@@ -16,7 +16,7 @@ fn with_wake(dir: &Path) -> (Tiers, crossbeam_channel::Receiver<()>) {
 }
 
 #[test]
-fn a_growing_file_is_written_back_behind_its_writer_without_its_size() {
+fn a_growing_file_is_written_back_behind_its_writer_with_a_size_to_the_end_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let (t, rx) = with_wake(dir.path());
     file(&t, 5, Tier::Warm);
@@ -175,37 +175,113 @@ fn dirty(hot: &mut hot::HotCache, idx: u64) -> u64 {
     hot.edit_state(1, idx).unwrap().0
 }
 
+const MB: u64 = CHUNK_SIZE;
+
 #[test]
-fn write_behind_commits_a_prefix_of_the_file_and_a_size_to_its_end() {
-    let big = 100 * CHUNK_SIZE;
+fn copies_commit_only_where_no_committed_byte_lies_past_the_committed_size() {
+    let big = 100 * MB;
     let mut hot = hot::HotCache::new(1 << 30);
     let e: Vec<u64> = [0, 1, 2, 5].iter().map(|&i| dirty(&mut hot, i)).collect();
-    let copies = [(0, e[0]), (1, e[1]), (2, e[2]), (5, e[3])];
-    // Holes (3, 4) are no dirty chunks: all four, up to the end of 5.
-    assert_eq!(prefix_to_commit(&hot, 1, &copies, big), (4, 6 * CHUNK_SIZE));
-    // Never a chunk past the file's size.
+    let copies = [(0, e[0], MB), (1, e[1], MB), (2, e[2], MB), (5, e[3], MB)];
+    // Holes (3, 4) are no dirty chunks: all four, and a size to the end of 5.
     assert_eq!(
-        prefix_to_commit(&hot, 1, &copies, 5 * CHUNK_SIZE),
-        (3, 3 * CHUNK_SIZE)
+        durable_copies(&hot, 1, &copies, 0, big),
+        (vec![true; 4], Some(6 * MB))
     );
-    // A chunk written again since its copy: the copies from it on wait.
+    // Never a chunk past the pending size.
+    assert_eq!(
+        durable_copies(&hot, 1, &copies, 0, 5 * MB),
+        (vec![true, true, true, false], Some(3 * MB))
+    );
+    // A chunk written again since its copy: the copies past it wait...
     hot.modify(1, 1, |d| d[0] = 2);
-    assert_eq!(prefix_to_commit(&hot, 1, &copies, big), (1, CHUNK_SIZE));
-    // A dirty chunk below them that was not copied (a hole written since):
-    // none.
+    assert_eq!(
+        durable_copies(&hot, 1, &copies, 0, big),
+        (vec![true, false, false, false], Some(MB))
+    );
+    // ...unless it lies within the committed size (its older bytes are
+    // durable): the others commit, with no size when none goes past it.
+    assert_eq!(
+        durable_copies(&hot, 1, &copies, 2 * MB, big),
+        (vec![true, false, true, true], Some(6 * MB))
+    );
+    assert_eq!(
+        durable_copies(&hot, 1, &copies[..3], 3 * MB, big),
+        (vec![true, false, true], None)
+    );
+    // A dirty chunk past the committed size that was not copied (written
+    // since): none of the copies above it.
     let mut hot = hot::HotCache::new(1 << 30);
     let e: Vec<u64> = [1, 2].iter().map(|&i| dirty(&mut hot, i)).collect();
     dirty(&mut hot, 0);
+    let copies = [(1, e[0], MB), (2, e[1], MB)];
     assert_eq!(
-        prefix_to_commit(&hot, 1, &[(1, e[0]), (2, e[1])], big),
-        (0, 0)
+        durable_copies(&hot, 1, &copies, 0, big),
+        (vec![false, false], None)
     );
-    // A copy dropped by a truncate: none from there.
+    // A copy dropped by a truncate: none from there on.
     let mut hot = hot::HotCache::new(1 << 30);
-    let e: Vec<u64> = [0, 1].iter().map(|&i| dirty(&mut hot, i)).collect();
+    let e: Vec<u64> = [0, 1, 2].iter().map(|&i| dirty(&mut hot, i)).collect();
     hot.remove_from(1, 1);
+    let copies = [(0, e[0], MB), (1, e[1], MB), (2, e[2], MB)];
     assert_eq!(
-        prefix_to_commit(&hot, 1, &[(0, e[0]), (1, e[1])], big),
-        (1, CHUNK_SIZE)
+        durable_copies(&hot, 1, &copies, 0, big),
+        (vec![true, false, false], Some(MB))
     );
+}
+
+#[test]
+fn a_write_back_overtaken_by_an_append_commits_what_its_size_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 4, Tier::Warm);
+    let len = 3 * MB + 500_000;
+    let data = pattern(4, len as usize);
+    t.write(4, 0, &data).unwrap();
+    let mut written = Vec::new();
+    let mut used = [false; 2];
+    t.copy_out(&[4], false, Whole::And, &mut written, &mut used)
+        .unwrap();
+    t.warm.sync().unwrap();
+    // The writer appends to the last chunk between the copy and the commit.
+    t.write(4, len, b"more").unwrap();
+    t.commit_written(written, false).unwrap();
+    // The three full chunks commit, with a size to their end; the last
+    // waits, and nothing past that size is committed.
+    assert_eq!(t.meta.inode(4).unwrap().size, 3 * MB);
+    assert_eq!(t.meta.chunks_from(4, 0).unwrap().len(), 3);
+    t.meta.flush().unwrap();
+    drop(t);
+    // A crash: the file is what was stored; a write past a gap reads zeros.
+    let t = open(dir.path(), 1 << 30);
+    assert_eq!(size(&t, 4), 3 * MB);
+    t.write(4, 6 * MB, b"end").unwrap();
+    let r = read_all(&t, 4).unwrap();
+    assert!(r[..3 * MB as usize] == data[..3 * MB as usize]);
+    assert!(r[3 * MB as usize..6 * MB as usize].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn write_behind_overtaken_by_a_rewrite_commits_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), 1 << 30);
+    file(&t, 3, Tier::Warm);
+    let data = pattern(3, (4 * MB + 10) as usize);
+    t.write(3, 0, &data).unwrap();
+    let mut written = Vec::new();
+    let mut used = [false; 2];
+    t.copy_out(&[3], false, Whole::Only, &mut written, &mut used)
+        .unwrap();
+    t.warm.sync().unwrap();
+    // Chunk 2 is patched after the copy (a header, a fix-up).
+    t.write(3, 2 * MB + 7, b"patch").unwrap();
+    t.commit_written(written, false).unwrap();
+    assert_eq!(t.meta.inode(3).unwrap().size, 2 * MB);
+    assert_eq!(t.meta.chunks_from(3, 0).unwrap().len(), 2);
+    // fsync stores the rest and the whole size.
+    t.flush(3).unwrap();
+    let mut want = data.clone();
+    want[(2 * MB + 7) as usize..(2 * MB + 12) as usize].copy_from_slice(b"patch");
+    assert!(read_all(&t, 3).unwrap() == want);
+    assert_eq!(t.meta.inode(3).unwrap().size, 4 * MB + 10);
 }
