@@ -45,6 +45,10 @@ use hot::HotCache;
 use segment::{Access, SegmentStore, COLD, WARM};
 use writeback::WRITE_BEHIND;
 
+/// Chunks stored by write-backs in flight: (inode, chunk) → (edit stored,
+/// bytes its record takes).
+type Storing = HashMap<(u64, u64), (u64, u64)>;
+
 /// Largest chunk; a file's byte `o` is in chunk `o / CHUNK_SIZE`.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// Bytes a record takes beyond its data, at most (header and padding).
@@ -88,7 +92,7 @@ pub struct Tiers {
     /// → (edit stored, bytes its record takes). Until the commit marks such
     /// a chunk clean it is both dirty and on the disk; `reserve` counts it
     /// once.
-    storing: Mutex<HashMap<(u64, u64), (u64, u64)>>,
+    storing: Mutex<Storing>,
     zstd_level: AtomicI32,
     use_dictionaries: std::sync::atomic::AtomicBool,
     /// Records the index stopped naming wait here for their readers.
@@ -504,7 +508,7 @@ impl Tiers {
     /// dirty chunks it leaves would not fit on the disk at write-back (as
     /// delayed allocation does): a write that answered ENOSPC is never seen.
     fn reserve(&self, ino: u64, off: u64, len: u64, file_size: u64) -> Result<()> {
-        let add = self.room_needed(ino, off, len, file_size, false);
+        let add = self.room_needed(ino, off, len, file_size, None);
         // Most writes fit in what is reserved in the active segment: no statvfs.
         if add <= self.warm.room(false) || add <= self.warm.room(true) {
             return Ok(());
@@ -514,14 +518,19 @@ impl Tiers {
         if let Err(e) = self.reclaim() {
             log::warn!("reclaiming freed records for a write: {e}");
         }
-        if self.room_needed(ino, off, len, file_size, true) <= self.warm.room(true) {
+        // Chunks a write-back has stored and not committed are dirty and on
+        // the disk: counted once, while no commit or retirement of them can
+        // come between the count and the room.
+        let storing = self.storing.lock();
+        let need = self.room_needed(ino, off, len, file_size, Some(&storing));
+        if need <= self.warm.room(true) {
             return Ok(());
         }
         Err(Error::NoSpace)
     }
 
     /// Disk room the dirty chunks need once this write has changed them:
-    /// each becomes a record, its bytes and a header. With `stored`, less
+    /// each becomes a record, its bytes and a header. With `storing`, less
     /// the records write-backs have stored for chunks still dirty with the
     /// bytes they stored and not yet committed (dirty, and on the disk
     /// already), counted under the same lock as the dirty bytes.
@@ -531,12 +540,8 @@ impl Tiers {
         off: u64,
         len: u64,
         file_size: u64,
-        stored: bool,
+        storing: Option<&Storing>,
     ) -> u64 {
-        let storing: Vec<_> = match stored {
-            true => self.storing.lock().iter().map(|(k, v)| (*k, *v)).collect(),
-            false => Vec::new(),
-        };
         let hot = self.hot.lock();
         let mut add = 0u64;
         for (idx, in_chunk, _, n) in chunk_span(off, len) {
@@ -553,6 +558,7 @@ impl Tiers {
         add += hot.dirty_bytes() + hot.dirty_count() * RECORD_OVERHEAD;
         let taken: u64 = storing
             .into_iter()
+            .flatten()
             .filter(|((ino, idx), (edit, _))| hot.is_dirty_edit(*ino, *idx, *edit))
             .map(|(_, (_, bytes))| bytes)
             .sum();

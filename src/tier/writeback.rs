@@ -7,8 +7,11 @@
 //! metadata lock only if nothing changed it meanwhile (the chunk is still
 //! dirty with the same edit): a write, a truncate or an unlink that came in
 //! between wins, and the copy is retired. A size grown by writes is
-//! committed with the chunks, and only if every chunk of that file was
-//! committed, so a file is never longer than its durable data.
+//! committed with the chunks when every chunk of that file is; otherwise
+//! (`durable_copies`) only up to the end of the copies that leave nothing
+//! dirty below it, and no chunk past the committed size is committed: a
+//! file is never longer than its durable data, and a grow after a crash
+//! never shows bytes no fsync kept.
 //!
 //! Two write-backs of the same file do not run at once (fsync, the
 //! write-back thread, a writer under memory pressure): each would append
@@ -173,9 +176,8 @@ impl Tiers {
         let mut written: Vec<Written> = Vec::with_capacity(inos.len());
         let mut used = [false; 2];
         let retire_all = |written: &[Written]| {
-            self.unstore(written.iter().map(|w| w.ino));
-            self.reclaimer
-                .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+            let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
+            self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
         };
         let done = (|| {
             if let Err(e) = self.copy_out(inos, held, whole, &mut written, &mut used) {
@@ -197,7 +199,7 @@ impl Tiers {
             self.commit_written(std::mem::take(&mut written), held)
         })();
         // Whatever happened, nothing of this write-back is in flight now.
-        self.unstore(inos.iter().copied());
+        self.unstore_and_retire(inos.iter().copied(), []);
         done
     }
 
@@ -306,9 +308,8 @@ impl Tiers {
                 Ok(inode) => sizes.insert(w.ino, inode.size),
                 Err(Error::NotFound) => None,
                 Err(e) => {
-                    self.unstore(written.iter().map(|w| w.ino));
-                    self.reclaimer
-                        .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+                    let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
+                    self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
                     return Err(e);
                 }
             };
@@ -338,7 +339,7 @@ impl Tiers {
                 let pending = self.pending_size.lock().get(&w.ino).map_or(0, |p| p.0);
                 // Otherwise those that keep every committed byte within the
                 // committed size.
-                let copies: Vec<Copy> = w
+                let copies: Vec<Copied> = w
                     .chunks
                     .iter()
                     .map(|(idx, edit, loc)| (*idx, *edit, loc.len as u64))
@@ -376,9 +377,8 @@ impl Tiers {
         })();
         if let Err(e) = committed {
             // Nothing of this write-back is named: every copy goes.
-            self.unstore(written.iter().map(|w| w.ino));
-            self.reclaimer
-                .retire(written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2)));
+            let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
+            self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
             return Err(e);
         }
         // The pending size stays visible until the inode carrying it is
@@ -400,22 +400,28 @@ impl Tiers {
                 }
             }
         }
-        // No longer in flight before any of them is retired (and its room
-        // given back by a reclaim): `reserve` counts each once.
-        self.unstore(written.iter().map(|w| w.ino));
-        self.reclaimer.retire(old.into_iter().chain(stale));
+        self.unstore_and_retire(written.iter().map(|w| w.ino), old.into_iter().chain(stale));
         Ok(())
     }
 
-    /// Forgets the chunks write-backs of `inos` stored (`storing`).
-    fn unstore(&self, inos: impl Iterator<Item = u64>) {
+    /// Forgets the chunks write-backs of `inos` stored (`storing`) and
+    /// retires `locs`, under the lock of `storing`: `reserve`, which holds
+    /// it while it counts, never counts a stored copy that is no longer in
+    /// flight, nor sees its room given back while it still counts it.
+    fn unstore_and_retire(
+        &self,
+        inos: impl Iterator<Item = u64>,
+        locs: impl IntoIterator<Item = ChunkLoc>,
+    ) {
         let inos: std::collections::HashSet<u64> = inos.collect();
-        self.storing.lock().retain(|k, _| !inos.contains(&k.0));
+        let mut storing = self.storing.lock();
+        storing.retain(|k, _| !inos.contains(&k.0));
+        self.reclaimer.retire(locs);
     }
 }
 
 /// A chunk copied for write-back: (index, edit copied, length).
-pub(super) type Copy = (u64, u64, u64);
+pub(super) type Copied = (u64, u64, u64);
 
 /// Which of `ino`'s copies (in index order) to commit when they cannot all
 /// commit with the pending size, and the size to commit with them: never a
@@ -426,12 +432,13 @@ pub(super) type Copy = (u64, u64, u64);
 /// A copy commits if it is still dirty with the bytes copied and either
 /// lies within the committed size `committed` (its older bytes were
 /// durable), or belongs to the run of copies from the chunk `committed`
-/// falls in on that leaves no other chunk of the file dirty below it and
-/// ends within the pending size; the size is then the end of that run.
+/// falls in on, each ending within the pending size, that leaves no chunk
+/// of the file past the committed size dirty below its end; the size is
+/// then the end of that run.
 pub(super) fn durable_copies(
     hot: &HotCache,
     ino: u64,
-    copies: &[Copy],
+    copies: &[Copied],
     committed: u64,
     pending: u64,
 ) -> (Vec<bool>, Option<u64>) {

@@ -141,8 +141,8 @@ fn chunks_stored_and_not_yet_committed_take_room_once() {
     let t = open(dir.path(), 1 << 30);
     file(&t, 9, Tier::Warm);
     t.write(9, 0, &pattern(9, 3 * CHUNK_SIZE as usize)).unwrap();
-    let before = t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true);
-    assert_eq!(before, t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, false));
+    let before = t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, Some(&t.storing.lock()));
+    assert_eq!(before, t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, None));
     // A write-back that stored the three chunks and has not committed:
     // they are dirty and on the disk, and `reserve` must not count both.
     let mut written = Vec::new();
@@ -151,20 +151,20 @@ fn chunks_stored_and_not_yet_committed_take_room_once() {
         .unwrap();
     let each = record::record_size(CHUNK_SIZE as u32);
     assert_eq!(
-        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, Some(&t.storing.lock())),
         before - 3 * each
     );
     // A chunk written again needs room for its new bytes: its stored copy
     // no longer counts.
     t.write(9, 10, b"x").unwrap();
     assert_eq!(
-        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, Some(&t.storing.lock())),
         before - 2 * each
     );
     t.flush(9).unwrap();
     assert_eq!(
-        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, true),
-        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, false),
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, Some(&t.storing.lock())),
+        t.room_needed(9, 0, 10, 3 * CHUNK_SIZE, None),
         "nothing in flight after a write-back"
     );
 }
