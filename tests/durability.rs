@@ -17,6 +17,32 @@ use common::{pattern, Mounted, Rng};
 struct Synced {
     files: Vec<(String, u64, usize)>,
     journals: [Vec<u8>; 2],
+    /// A big file being written, not yet fsync'd: after a crash it may be
+    /// missing or hold a prefix of its bytes, never anything else.
+    streaming: Option<(String, u64, usize)>,
+}
+
+/// Writes one big file in 256 KiB writes, stored behind the writer as it
+/// grows (write-behind), then fsyncs it; paced so that the kill often
+/// comes while it is being written.
+fn streamer(mnt: std::path::PathBuf, round: u32, seed: u64, synced: Arc<Mutex<Synced>>) {
+    let name = format!("stream-{round}");
+    let len = (16 << 20) + (seed % (24 << 20)) as usize;
+    let data = pattern(seed, len);
+    synced.lock().unwrap().streaming = Some((name.clone(), seed, len));
+    let ok = (|| -> std::io::Result<()> {
+        let mut f = File::create(mnt.join(&name))?;
+        for piece in data.chunks(256 << 10) {
+            f.write_all(piece)?;
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        f.sync_all()
+    })();
+    if ok.is_ok() {
+        let mut s = synced.lock().unwrap();
+        s.streaming = None;
+        s.files.push((name, seed, len));
+    }
 }
 
 fn writer(
@@ -158,6 +184,8 @@ fn fsynced_data_survives_kill9_at_random_moments() {
     let synced = Arc::new(Mutex::new(Synced::default()));
     let moves = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut auto_moves = 0u64;
+    // Sizes of the big files the kills cut short, as found after the crash.
+    let mut cut = Vec::new();
     // 50 rounds by default; TIERFS_CRASH_ROUNDS for a longer soak.
     let rounds: u32 = std::env::var("TIERFS_CRASH_ROUNDS")
         .ok()
@@ -172,6 +200,12 @@ fn fsynced_data_survives_kill9_at_random_moments() {
                 std::thread::spawn(move || writer(mnt, w, round * 10 + w as u32, s, stop, synced))
             })
             .collect();
+        {
+            let (mnt, synced, seed) = (m.mnt.clone(), synced.clone(), rng.next());
+            handles.push(std::thread::spawn(move || {
+                streamer(mnt, round, seed, synced)
+            }));
+        }
         // A mover: forced tier moves of synced files, while the writers write.
         {
             let (mnt, stop, synced) = (m.mnt.clone(), stop.clone(), synced.clone());
@@ -224,7 +258,21 @@ fn fsynced_data_survives_kill9_at_random_moments() {
         }
         common::detach(&m.mnt);
         m.start();
-        let s = synced.lock().unwrap();
+        let mut s = synced.lock().unwrap();
+        if let Some((name, fseed, len)) = s.streaming.take() {
+            // Cut short by the kill: gone, or a prefix of what was written
+            // (write-behind commits a size only up to the chunks it stored).
+            if let Ok(got) = fs::read(m.path(&name)) {
+                assert!(got.len() <= len, "{name}: {} bytes of {len}", got.len());
+                assert!(
+                    got == pattern(fseed, len)[..got.len()],
+                    "{name}: its {} bytes are not a prefix of what was written (round {round})",
+                    got.len()
+                );
+                fs::remove_file(m.path(&name)).unwrap();
+                cut.push(got.len());
+            }
+        }
         for (name, fseed, len) in &s.files {
             let got = fs::read(m.path(name)).unwrap_or_else(|e| lost(&mut m, name, round, e));
             assert_eq!(got.len(), *len, "{name} length");
@@ -264,6 +312,10 @@ fn fsynced_data_survives_kill9_at_random_moments() {
     );
     let moves = moves.load(Ordering::Relaxed);
     eprintln!("{moves} forced and {auto_moves} automatic tier moves during the crash rounds");
+    eprintln!(
+        "big files cut short by the kills, MiB found after the crash: {:?}",
+        cut.iter().map(|n| n >> 20).collect::<Vec<_>>()
+    );
     assert!(auto_moves > 0, "the migrator moved files during the rounds");
     assert!(moves > 8, "the mover got work done ({moves})");
 }
