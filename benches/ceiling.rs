@@ -37,6 +37,20 @@ struct Ceiling {
     plain_listing: bool,
 }
 
+/// A directory's entries as listings give them: `.` and `..` (both with
+/// the directory's own attributes), then its children.
+fn listing<'a>(
+    d: &'a Node,
+    nodes: &'a HashMap<u64, Node>,
+) -> impl Iterator<Item = (&'a OsStr, &'a FileAttr)> {
+    let dots = [(OsStr::new("."), &d.attr), (OsStr::new(".."), &d.attr)];
+    dots.into_iter().chain(
+        d.children
+            .iter()
+            .map(|(name, i)| (name.as_os_str(), &nodes[i].attr)),
+    )
+}
+
 fn new_attr(ino: u64, kind: FileType, perm: u16, req: &Request) -> FileAttr {
     let now = SystemTime::now();
     FileAttr {
@@ -331,17 +345,8 @@ impl Filesystem for Ceiling {
         let Some(d) = nodes.get(&ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let dots = [
-            (ino.0, FileType::Directory, OsStr::new(".")),
-            (ino.0, FileType::Directory, OsStr::new("..")),
-        ];
-        let entries = dots.into_iter().chain(
-            d.children
-                .iter()
-                .map(|(name, i)| (*i, nodes[i].attr.kind, name.as_os_str())),
-        );
-        for (k, (i, kind, name)) in entries.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(i), k as u64 + 1, kind, name) {
+        for (k, (name, attr)) in listing(d, &nodes).enumerate().skip(offset as usize) {
+            if reply.add(attr.ino, k as u64 + 1, attr.kind, name) {
                 break;
             }
         }
@@ -360,13 +365,7 @@ impl Filesystem for Ceiling {
         let Some(d) = nodes.get(&ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let dots = [(OsStr::new("."), &d.attr), (OsStr::new(".."), &d.attr)];
-        let entries = dots.into_iter().chain(
-            d.children
-                .iter()
-                .map(|(name, i)| (name.as_os_str(), &nodes[i].attr)),
-        );
-        for (k, (name, attr)) in entries.enumerate().skip(offset as usize) {
+        for (k, (name, attr)) in listing(d, &nodes).enumerate().skip(offset as usize) {
             if reply.add(attr.ino, k as u64 + 1, name, &TTL, attr, Generation(0)) {
                 break;
             }

@@ -179,28 +179,24 @@ impl Tiers {
             let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
             self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
         };
-        let done = (|| {
-            if let Err(e) = self.copy_out(inos, held, whole, &mut written, &mut used) {
-                // Records appended for a write-back that failed are never named.
-                retire_all(&written);
-                return Err(e);
-            }
-            if matches!(whole, Whole::Only) && written.iter().all(|w| w.chunks.is_empty()) {
-                return Ok(());
-            }
-            for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
-                if used[i] {
-                    if let Err(e) = store.sync() {
-                        retire_all(&written);
-                        return Err(e);
-                    }
+        if let Err(e) = self.copy_out(inos, held, whole, &mut written, &mut used) {
+            // Records appended for a write-back that failed are never named.
+            retire_all(&written);
+            return Err(e);
+        }
+        if matches!(whole, Whole::Only) && written.iter().all(|w| w.chunks.is_empty()) {
+            return Ok(());
+        }
+        for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
+            if used[i] {
+                if let Err(e) = store.sync() {
+                    retire_all(&written);
+                    return Err(e);
                 }
             }
-            self.commit_written(std::mem::take(&mut written), held)
-        })();
-        // Whatever happened, nothing of this write-back is in flight now.
-        self.unstore_and_retire(inos.iter().copied(), []);
-        done
+        }
+        // Every way out of the commit takes its copies out of `storing`.
+        self.commit_written(written, held)
     }
 
     /// Copies the dirty chunks of `inos` out of the cache and appends them
@@ -317,34 +313,32 @@ impl Tiers {
         {
             let hot = self.hot.lock();
             for (w, all) in written.iter().zip(all) {
-                if all {
-                    for (idx, edit, loc) in &w.chunks {
-                        if hot.is_dirty_edit(w.ino, *idx, *edit) {
-                            clean.push((w.ino, *idx, *edit));
-                            t.put_chunk(w.ino, *idx, loc);
-                        } else {
-                            stale.push(*loc);
-                        }
-                    }
+                let keep = if all {
+                    // Those still dirty with the bytes copied (the others
+                    // were dropped, or committed by another).
                     if let Some(size) = w.size {
                         sized.push((w.ino, size));
                     }
-                    continue;
-                }
-                let Some(&committed) = sizes.get(&w.ino) else {
+                    let dirty = |c: &(u64, u64, ChunkLoc)| hot.is_dirty_edit(w.ino, c.0, c.1);
+                    w.chunks.iter().map(dirty).collect()
+                } else if let Some(&committed) = sizes.get(&w.ino) {
+                    // Otherwise those that keep every committed byte within
+                    // the committed size.
+                    let pending = self.pending_size.lock().get(&w.ino).map_or(0, |p| p.0);
+                    let copies: Vec<Copied> = w
+                        .chunks
+                        .iter()
+                        .map(|(idx, edit, loc)| (*idx, *edit, loc.len as u64))
+                        .collect();
+                    let (keep, size) = durable_copies(&hot, w.ino, &copies, committed, pending);
+                    if let Some(size) = size {
+                        grown.push((w.ino, size));
+                    }
+                    keep
+                } else {
                     // Unlinked and purged meanwhile: nothing to keep.
-                    stale.extend(w.chunks.iter().map(|c| c.2));
-                    continue;
+                    vec![false; w.chunks.len()]
                 };
-                let pending = self.pending_size.lock().get(&w.ino).map_or(0, |p| p.0);
-                // Otherwise those that keep every committed byte within the
-                // committed size.
-                let copies: Vec<Copied> = w
-                    .chunks
-                    .iter()
-                    .map(|(idx, edit, loc)| (*idx, *edit, loc.len as u64))
-                    .collect();
-                let (keep, size) = durable_copies(&hot, w.ino, &copies, committed, pending);
                 for ((idx, edit, loc), keep) in w.chunks.iter().zip(keep) {
                     if keep {
                         clean.push((w.ino, *idx, *edit));
@@ -352,9 +346,6 @@ impl Tiers {
                     } else {
                         stale.push(*loc);
                     }
-                }
-                if let Some(size) = size {
-                    grown.push((w.ino, size));
                 }
             }
         }

@@ -230,6 +230,17 @@ fn copies_commit_only_where_no_committed_byte_lies_past_the_committed_size() {
     );
 }
 
+/// The first half of a write-back of `ino`: its copies stored and synced,
+/// not committed.
+fn stored(t: &Tiers, ino: u64, whole: Whole) -> Vec<super::writeback::Written> {
+    let mut written = Vec::new();
+    let mut used = [false; 2];
+    t.copy_out(&[ino], false, whole, &mut written, &mut used)
+        .unwrap();
+    t.warm.sync().unwrap();
+    written
+}
+
 #[test]
 fn a_write_back_overtaken_by_an_append_commits_what_its_size_covers() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,11 +249,7 @@ fn a_write_back_overtaken_by_an_append_commits_what_its_size_covers() {
     let len = 3 * MB + 500_000;
     let data = pattern(4, len as usize);
     t.write(4, 0, &data).unwrap();
-    let mut written = Vec::new();
-    let mut used = [false; 2];
-    t.copy_out(&[4], false, Whole::And, &mut written, &mut used)
-        .unwrap();
-    t.warm.sync().unwrap();
+    let written = stored(&t, 4, Whole::And);
     // The writer appends to the last chunk between the copy and the commit.
     t.write(4, len, b"more").unwrap();
     t.commit_written(written, false).unwrap();
@@ -268,11 +275,7 @@ fn write_behind_overtaken_by_a_rewrite_commits_below_it() {
     file(&t, 3, Tier::Warm);
     let data = pattern(3, (4 * MB + 10) as usize);
     t.write(3, 0, &data).unwrap();
-    let mut written = Vec::new();
-    let mut used = [false; 2];
-    t.copy_out(&[3], false, Whole::Only, &mut written, &mut used)
-        .unwrap();
-    t.warm.sync().unwrap();
+    let written = stored(&t, 3, Whole::Only);
     // Chunk 2 is patched after the copy (a header, a fix-up).
     t.write(3, 2 * MB + 7, b"patch").unwrap();
     t.commit_written(written, false).unwrap();
