@@ -183,7 +183,9 @@ pub fn kill_point(name: &str) {
 /// (at most a minute). Names: `quota-count` (the census holds the quota
 /// lock to count the use of quotas the last stop did not save),
 /// `totals-walk` (the census is about to walk the inode records to count
-/// the totals after a crash; the walk is announced already).
+/// the totals after a crash; the walk is announced already),
+/// `segment-remove` (the file of a segment or pack no live record is left
+/// in is about to be removed; the store has let go of it already).
 pub fn hold_point(name: &str) {
     static AT: std::sync::OnceLock<Option<(String, PathBuf)>> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| {

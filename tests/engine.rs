@@ -316,6 +316,70 @@ fn free_bytes(path: &Path) -> u64 {
     s.f_bavail as u64 * s.f_frsize as u64
 }
 
+/// The files of emptied segments are removed without holding up writes:
+/// an unlink of a 64 MiB segment takes milliseconds (a 1 GiB file moved
+/// out of the warm tier empties sixteen). The daemon is held inside the
+/// removal of one (`TIERFS_HOLD_AT=segment-remove:FILE`) while another
+/// file is written and fsynced.
+#[test]
+fn writes_do_not_wait_for_emptied_segments_to_be_removed() {
+    let mut m = Mounted::new();
+    let hold = m.tmp.path().join("hold");
+    fs::write(&hold, b"").unwrap();
+    m.set_env(
+        "TIERFS_HOLD_AT",
+        &format!("segment-remove:{}", hold.display()),
+    );
+    m.remount();
+    // More than a segment (64 MiB): the first is sealed, and empty once
+    // the file is cold.
+    let big = pattern(11, 70 << 20);
+    fs::write(m.path("big"), &big).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(m.path("big"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    set_tier(&m, "big", "cold");
+    // The write-back thread's next pass removes it, and is held there.
+    let t0 = Instant::now();
+    while !m.log_text().contains("TIERFS_HOLD_AT=segment-remove: held") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no segment removed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let small = m.path("small");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let mut f = fs::File::create(&small).unwrap();
+        std::io::Write::write_all(&mut f, &pattern(12, 4096)).unwrap();
+        f.sync_all().unwrap();
+        tx.send(()).unwrap();
+    });
+    let done = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    fs::remove_file(&hold).unwrap();
+    writer.join().unwrap();
+    assert!(
+        done,
+        "a write and fsync waited for the removal of an emptied segment"
+    );
+    assert_eq!(fs::read(m.path("small")).unwrap(), pattern(12, 4096));
+    assert!(fs::read(m.path("big")).unwrap() == big);
+    // The segment went once let go.
+    let t0 = Instant::now();
+    while segment_files(&m.store.join("warm"), "seg").len() > 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the emptied segment stays"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.unset_env("TIERFS_HOLD_AT");
+    m.remount();
+    assert!(fs::read(m.path("big")).unwrap() == big);
+    m.assert_fsck_clean();
+}
+
 /// A small disk (64 MiB) takes files: a few bytes at once, and a file of
 /// nearly all the free space.
 #[test]

@@ -112,6 +112,9 @@ pub struct SegmentStore {
     pub remote: super::store::RemotePacks,
     /// Packs being uploaded: neither compacted nor removed meanwhile.
     uploading: Mutex<BTreeSet<u64>>,
+    /// Segments `sweep` took out of the store and whose files it has not
+    /// removed yet (or could not): no new segment takes their ids.
+    removing: Mutex<BTreeSet<u64>>,
     /// Segments whose live bytes are being counted (`segment_census`);
     /// taken after `live`.
     uncounted: Mutex<census::Uncounted>,
@@ -222,6 +225,7 @@ impl SegmentStore {
             damaged: Mutex::new(damaged),
             remote: Default::default(),
             uploading: Mutex::default(),
+            removing: Mutex::default(),
             uncounted: Mutex::default(),
             id_floor: AtomicU64::new(0),
         })
@@ -242,16 +246,8 @@ impl SegmentStore {
             .max(SEG_HEADER_LEN + size);
         let mut guard = self.active.lock();
         if guard.as_ref().is_none_or(|a| a.tail + size > limit) {
-            let last = self
-                .segs
-                .read()
-                .keys()
-                .next_back()
-                .copied()
-                .max(self.remote.max_id());
-            let last_damaged = self.damaged.lock().keys().next_back().copied();
-            let id = last
-                .max(last_damaged)
+            let id = self
+                .last_id()
                 .map_or(1, |last| last + 1)
                 .max(self.id_floor.load(Ordering::Relaxed));
             let first = (SEG_HEADER_LEN + size).max(FIRST_RESERVE);
@@ -289,6 +285,15 @@ impl SegmentStore {
             version,
             crc: h.crc,
         })
+    }
+
+    /// The largest id in use: of a segment, an uploaded pack, a damaged
+    /// file or a segment whose file is being removed.
+    pub(super) fn last_id(&self) -> Option<u64> {
+        let segs = self.segs.read().keys().next_back().copied();
+        segs.max(self.remote.max_id())
+            .max(self.damaged.lock().keys().next_back().copied())
+            .max(self.removing.lock().last().copied())
     }
 
     /// Bytes that appends can still take: what is reserved and unused in the
@@ -419,13 +424,21 @@ impl SegmentStore {
     /// is punched out of the file.
     pub fn release(&self, loc: &ChunkLoc) {
         let size = record_size(loc.stored);
-        {
+        let emptied = {
             let mut live = self.live.lock();
-            if !self.release_uncounted(&live, loc) {
-                if let Some(v) = live.get_mut(&loc.seg) {
+            match self.release_uncounted(&live, loc) {
+                true => false,
+                false => live.get_mut(&loc.seg).is_some_and(|v| {
                     *v = v.saturating_sub(size);
-                }
+                    *v == 0
+                }),
             }
+        };
+        // A sealed segment with no live record left goes whole (`sweep`):
+        // no hole is punched in it first.
+        let active = || self.active.lock().as_ref().map(|a| a.seg.id);
+        if emptied && active() != Some(loc.seg) {
+            return;
         }
         let Some(seg) = self.segs.read().get(&loc.seg).cloned() else {
             return;
@@ -487,28 +500,53 @@ impl SegmentStore {
         if self.access == Access::ReadOnly {
             return Ok(0);
         }
-        // Held throughout: no append can start a segment, or count a record
-        // in one, between the choice and the removal.
-        let guard = self.active.lock();
-        let active = guard.as_ref().map(|a| a.seg.id);
         let dead: Vec<u64> = {
-            let live = self.live.lock();
-            let below = self.uncounted_below();
-            let uploading = self.uploading.lock();
-            self.segs
-                .read()
-                .keys()
-                .copied()
-                .filter(|id| Some(*id) != active && live.get(id).copied().unwrap_or(0) == 0)
-                .filter(|id| !waits(below, *id))
-                .filter(|id| !uploading.contains(id))
-                .collect()
+            // Held from the choice until the segments are out of the store:
+            // no append can start a segment, or count a record in one, in
+            // between. Their files go after it is let go: the unlink of a
+            // segment takes milliseconds, which appends and the room check
+            // of every write must not wait for.
+            let guard = self.active.lock();
+            let active = guard.as_ref().map(|a| a.seg.id);
+            let dead: Vec<u64> = {
+                let live = self.live.lock();
+                let below = self.uncounted_below();
+                let uploading = self.uploading.lock();
+                self.segs
+                    .read()
+                    .keys()
+                    .copied()
+                    .filter(|id| Some(*id) != active && live.get(id).copied().unwrap_or(0) == 0)
+                    .filter(|id| !waits(below, *id))
+                    .filter(|id| !uploading.contains(id))
+                    .collect()
+            };
+            for &id in &dead {
+                self.removing.lock().insert(id);
+                self.segs.write().remove(&id);
+                self.live.lock().remove(&id);
+                self.unsynced.lock().remove(&id);
+                self.kept.lock().remove(&id);
+            }
+            dead
         };
-        for id in &dead {
-            self.remove(*id)?;
+        // Every file is tried; one that stays keeps its id out of use until
+        // the next open, which removes it (no record names it).
+        let mut done = Ok(dead.len());
+        for &id in &dead {
+            match self.remove_file(id) {
+                Ok(()) => {
+                    self.removing.lock().remove(&id);
+                }
+                Err(e) => {
+                    log::error!("removing {}: {e}", self.path(id).display());
+                    if done.is_ok() {
+                        done = Err(e);
+                    }
+                }
+            }
         }
-        drop(guard);
-        Ok(dead.len())
+        done
     }
 
     /// A sealed segment less than half full of live records, the emptiest
@@ -585,13 +623,10 @@ impl SegmentStore {
         seg_path(&self.dir, &self.fmt, id)
     }
 
-    /// Deletes a segment that nothing references any more.
-    fn remove(&self, id: u64) -> Result<()> {
+    /// Deletes the file of a segment `sweep` took out of the store.
+    fn remove_file(&self, id: u64) -> Result<()> {
         fault::check(Point::Remove, &self.path(id))?;
-        self.segs.write().remove(&id);
-        self.live.lock().remove(&id);
-        self.unsynced.lock().remove(&id);
-        self.kept.lock().remove(&id);
+        fault::hold_point("segment-remove");
         match std::fs::remove_file(seg_path(&self.dir, &self.fmt, id)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -653,126 +688,6 @@ impl SegmentStore {
         }
     }
 
-    /// Sealed local segments with live records, each marked as being
-    /// uploaded (not compacted nor removed) until `upload_done`.
-    pub fn start_uploads(&self) -> Vec<u64> {
-        let active = self.active.lock().as_ref().map(|a| a.seg.id);
-        let live = self.live.lock();
-        let below = self.uncounted_below();
-        let kept = self.kept.lock();
-        let mut uploading = self.uploading.lock();
-        let ids: Vec<u64> = self
-            .segs
-            .read()
-            .keys()
-            .copied()
-            .filter(|id| Some(*id) != active && !kept.contains(id) && !uploading.contains(id))
-            .filter(|id| !waits(below, *id))
-            .filter(|id| live.get(id).copied().unwrap_or(0) > 0 && !self.remote.contains(*id))
-            .collect();
-        uploading.extend(ids.iter().copied());
-        ids
-    }
-
-    /// Whether a sealed pack with live records waits for its upload (one
-    /// failed, or a cycle has not come yet; or one might, while the count
-    /// runs).
-    pub fn awaiting_upload(&self) -> bool {
-        let active = self.active.lock().as_ref().map(|a| a.seg.id);
-        let live = self.live.lock();
-        let below = self.uncounted_below();
-        let kept = self.kept.lock();
-        self.segs.read().keys().any(|id| {
-            Some(*id) != active
-                && !kept.contains(id)
-                && (live.get(id).copied().unwrap_or(0) > 0 || waits(below, *id))
-                && !self.remote.contains(*id)
-        })
-    }
-
-    pub fn upload_done(&self, id: u64) {
-        self.uploading.lock().remove(&id);
-    }
-
-    /// The bytes of sealed segment `id` up to the end of its records, read
-    /// with `pread` (for an upload).
-    pub fn read_whole(&self, id: u64) -> Result<Vec<u8>> {
-        let seg = self.segs.read().get(&id).cloned().ok_or(Error::NotFound)?;
-        if let Some(e) = fault::pack_read_fails(id) {
-            return Err(e.into());
-        }
-        let end = seg.end.load(Ordering::Acquire);
-        let mut buf = vec![0u8; end as usize];
-        seg.file.read_exact_at(&mut buf, 0)?;
-        Ok(buf)
-    }
-
-    /// Segment `id` is now the object `name` in object store `target`:
-    /// reads go there, and the local file goes (a reader holding it keeps
-    /// its map until done).
-    pub fn now_remote(&self, id: u64, target: u32, name: String) -> Result<()> {
-        // Never the pack appends go to: records appended after its upload
-        // are in no object.
-        let active = self.active.lock();
-        if active.as_ref().is_some_and(|a| a.seg.id == id) {
-            return Err(Error::Corrupt(format!(
-                "pack {id:016x} was uploaded but is the one appends go to"
-            )));
-        }
-        self.remote.insert(id, target, name);
-        self.segs.write().remove(&id);
-        self.unsynced.lock().remove(&id);
-        match std::fs::remove_file(self.path(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
-    }
-
-    /// Uploaded packs whose local file is still here (a crash came between
-    /// the pack-location record and the removal of the file).
-    pub fn uploaded_but_local(&self) -> Vec<u64> {
-        let segs = self.segs.read();
-        self.remote
-            .ids()
-            .into_iter()
-            .filter(|id| segs.contains_key(id))
-            .collect()
-    }
-
-    /// Loads the pack-location records; an uploaded pack whose file is
-    /// still here (a crash came before its removal) is never the one
-    /// appends go to: the next append starts a new pack.
-    pub fn load_remote(&self, (packs, damaged): crate::meta::PackRecords) {
-        self.remote.load(packs, damaged);
-        let mut active = self.active.lock();
-        if active
-            .as_ref()
-            .is_some_and(|a| self.remote.contains(a.seg.id))
-        {
-            *active = None;
-        }
-    }
-
-    /// Uploaded packs no live record is left in.
-    pub fn dead_remote(&self) -> Vec<u64> {
-        let live = self.live.lock();
-        let below = self.uncounted_below();
-        self.remote
-            .ids()
-            .into_iter()
-            .filter(|id| live.get(id).copied().unwrap_or(0) == 0 && !waits(below, *id))
-            .collect()
-    }
-
-    /// Forgets an uploaded pack whose object was deleted.
-    pub fn forget_remote(&self, id: u64) {
-        self.remote.remove(id);
-        self.live.lock().remove(&id);
-    }
-
     /// Bytes of live records and bytes of segment files.
     /// While the count runs, the live bytes counted so far.
     pub fn usage(&self) -> (u64, u64) {
@@ -794,6 +709,9 @@ impl SegmentStore {
 
 #[path = "segment_census.rs"]
 mod census;
+
+#[path = "segment_upload.rs"]
+mod upload;
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]

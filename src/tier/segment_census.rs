@@ -32,15 +32,7 @@ impl SegmentStore {
     pub fn begin_census(&self) {
         let mut active = self.active.lock();
         let was_active = active.take().map(|a| (a.seg, a.tail, 0));
-        let last = self
-            .segs
-            .read()
-            .keys()
-            .next_back()
-            .copied()
-            .max(self.remote.max_id())
-            .max(self.damaged.lock().keys().next_back().copied());
-        let below = last.map_or(1, |l| l + 1);
+        let below = self.last_id().map_or(1, |l| l + 1);
         // The index may name a segment above every file here (the newest
         // one's file lost): new ids start far past it, so that no record
         // of a lost segment is taken for one of a new segment's.
