@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use super::record::{record_size, Scan};
 use super::record::{RecordHeader, REC_HEADER_LEN};
@@ -112,9 +112,11 @@ pub struct SegmentStore {
     pub remote: super::store::RemotePacks,
     /// Packs being uploaded: neither compacted nor removed meanwhile.
     uploading: Mutex<BTreeSet<u64>>,
-    /// Segments `sweep` took out of the store and whose files it has not
-    /// removed yet (or could not): no new segment takes their ids.
-    removing: Mutex<BTreeSet<u64>>,
+    /// Segments `sweep` took out of the store and whose files it is
+    /// removing: no new segment takes their ids, and another sweep waits
+    /// for them (`removed`), so that a write short of room sees the space.
+    removing: Mutex<BTreeMap<u64, Arc<Segment>>>,
+    removed: Condvar,
     /// Segments whose live bytes are being counted (`segment_census`);
     /// taken after `live`.
     uncounted: Mutex<census::Uncounted>,
@@ -226,6 +228,7 @@ impl SegmentStore {
             remote: Default::default(),
             uploading: Mutex::default(),
             removing: Mutex::default(),
+            removed: Condvar::new(),
             uncounted: Mutex::default(),
             id_floor: AtomicU64::new(0),
         })
@@ -293,7 +296,7 @@ impl SegmentStore {
         let segs = self.segs.read().keys().next_back().copied();
         segs.max(self.remote.max_id())
             .max(self.damaged.lock().keys().next_back().copied())
-            .max(self.removing.lock().last().copied())
+            .max(self.removing.lock().keys().next_back().copied())
     }
 
     /// Bytes that appends can still take: what is reserved and unused in the
@@ -424,20 +427,22 @@ impl SegmentStore {
     /// is punched out of the file.
     pub fn release(&self, loc: &ChunkLoc) {
         let size = record_size(loc.stored);
-        let emptied = {
+        // A sealed segment with no live record left goes whole (`sweep`):
+        // the release that empties it punches nothing. (The active
+        // segment's lock first, as in `sweep`: no append can count a
+        // record in it or seal it meanwhile.)
+        let sealed_and_empty = {
+            let active = self.active.lock();
             let mut live = self.live.lock();
             match self.release_uncounted(&live, loc) {
                 true => false,
                 false => live.get_mut(&loc.seg).is_some_and(|v| {
                     *v = v.saturating_sub(size);
-                    *v == 0
+                    *v == 0 && active.as_ref().is_none_or(|a| a.seg.id != loc.seg)
                 }),
             }
         };
-        // A sealed segment with no live record left goes whole (`sweep`):
-        // no hole is punched in it first.
-        let active = || self.active.lock().as_ref().map(|a| a.seg.id);
-        if emptied && active() != Some(loc.seg) {
+        if sealed_and_empty {
             return;
         }
         let Some(seg) = self.segs.read().get(&loc.seg).cloned() else {
@@ -522,29 +527,35 @@ impl SegmentStore {
                     .collect()
             };
             for &id in &dead {
-                self.removing.lock().insert(id);
-                self.segs.write().remove(&id);
+                if let Some(seg) = self.segs.write().remove(&id) {
+                    self.removing.lock().insert(id, seg);
+                }
                 self.live.lock().remove(&id);
                 self.unsynced.lock().remove(&id);
                 self.kept.lock().remove(&id);
             }
             dead
         };
-        // Every file is tried; one that stays keeps its id out of use until
-        // the next open, which removes it (no record names it).
+        // Every file is tried; one that could not be removed goes back to
+        // the store, for the next sweep.
         let mut done = Ok(dead.len());
         for &id in &dead {
-            match self.remove_file(id) {
-                Ok(()) => {
-                    self.removing.lock().remove(&id);
-                }
-                Err(e) => {
-                    log::error!("removing {}: {e}", self.path(id).display());
-                    if done.is_ok() {
-                        done = Err(e);
-                    }
+            let removed = self.remove_file(id);
+            let mut removing = self.removing.lock();
+            let seg = removing.remove(&id);
+            if let (Err(e), Some(seg)) = (removed, seg) {
+                self.segs.write().insert(id, seg);
+                if done.is_ok() {
+                    done = Err(e);
                 }
             }
+            self.removed.notify_all();
+        }
+        // And the files other sweeps are removing: their room is what a
+        // write short of it reclaims for.
+        let mut removing = self.removing.lock();
+        while !removing.is_empty() {
+            self.removed.wait(&mut removing);
         }
         done
     }

@@ -324,6 +324,30 @@ fn a_sealed_segment_emptied_is_removed_whole_without_punching() {
     assert!(!seg_path(dir.path(), &WARM, 1).exists());
 }
 
+/// A new segment never takes the id of one whose file a sweep is still
+/// removing (the newest segment, sealed with nothing active): the pending
+/// unlink would take the new segment's file.
+#[test]
+fn a_segment_being_removed_keeps_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(9, 0, 1, &[1u8; 100]).unwrap();
+    w.sync().unwrap();
+    w.seal_active();
+    w.release(&a);
+    // As `sweep` leaves it between taking the segment out of the store and
+    // removing its file.
+    let seg = w.segs.write().remove(&1).unwrap();
+    w.removing.lock().insert(1, seg);
+    let b = w.append(9, 1, 2, &[2u8; 100]).unwrap();
+    assert_eq!(b.seg, 2);
+    w.remove_file(1).unwrap();
+    w.removing.lock().remove(&1);
+    let mut out = Vec::new();
+    w.read(&b, &mut out).unwrap();
+    assert_eq!(out, vec![2u8; 100]);
+}
+
 #[test]
 fn read_only_opens_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
