@@ -127,14 +127,22 @@ impl Meta {
     /// Files made one after another have numbers close together, so when
     /// `inos` lie densely in their range, one scan of that range reads each
     /// of sled's leaves once, where a get per inode walks the tree from its
-    /// root for each; a sparse set is read with gets.
+    /// root for each; a sparse set is read with gets. Those in the inode
+    /// cache are not read at all.
     pub fn entry_inodes(&self, inos: &[u64]) -> Result<Vec<Result<Option<Inode>>>> {
-        let mut sorted = inos.to_vec();
+        let cached: Vec<Option<Inode>> = inos.iter().map(|&i| self.icache.get(i)).collect();
+        let mut sorted: Vec<u64> = inos
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(&i, _)| i)
+            .collect();
         sorted.sort_unstable();
         sorted.dedup();
         let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else {
-            return Ok(Vec::new());
+            return Ok(cached.into_iter().map(Ok).collect());
         };
+        let stamps: Vec<_> = sorted.iter().map(|&i| self.icache.stamp(i)).collect();
         let mut found: Vec<Option<sled::IVec>> = vec![None; sorted.len()];
         if sorted.len() > 1 && hi - lo < 4 * sorted.len() as u64 {
             let range = key_ino(TAG_INODE, lo)..=key_ino(TAG_INODE, hi);
@@ -154,9 +162,20 @@ impl Meta {
         }
         Ok(inos
             .iter()
-            .map(|&ino| match &found[sorted.binary_search(&ino).unwrap()] {
-                Some(v) => Inode::decode(ino, v).map(Some),
-                None => Ok(None),
+            .zip(cached)
+            .map(|(&ino, c)| {
+                if let Some(inode) = c {
+                    return Ok(Some(inode));
+                }
+                let i = sorted.binary_search(&ino).expect("read above");
+                match &found[i] {
+                    Some(v) => {
+                        let inode = Inode::decode(ino, v)?;
+                        self.icache.fill(stamps[i], ino, v);
+                        Ok(Some(inode))
+                    }
+                    None => Ok(None),
+                }
             })
             .collect())
     }

@@ -204,12 +204,12 @@ impl Meta {
                     _ => {}
                 }
                 if n == UPGRADE_BATCH {
-                    self.write_direct(|db| db.apply_batch(std::mem::take(&mut batch)))?;
+                    self.write_direct_inodes(|db| db.apply_batch(std::mem::take(&mut batch)))?;
                     changed += n as u64;
                     n = 0;
                 }
             }
-            self.write_direct(|db| db.apply_batch(batch))?;
+            self.write_direct_inodes(|db| db.apply_batch(batch))?;
             changed += n as u64;
         }
         self.write_direct(|db| db.remove(meta_key(FLAGS_UPGRADE_KEY)))?;

@@ -217,7 +217,8 @@ impl Meta {
             Some(Ok(l)) if l == *old => {
                 let mut v = r[..INODE_LEN].to_vec();
                 v.extend_from_slice(&new.encode());
-                self.db.insert(key, v)?;
+                self.db.insert(key, &v[..])?;
+                self.cache_wrote(&(key.to_vec(), Some(v)));
                 self.census_swapped(&key, old, new);
                 Ok(Some(true))
             }
@@ -293,7 +294,7 @@ impl Meta {
             let Some(mut last) = last else {
                 break;
             };
-            self.write_direct(|db| db.apply_batch(batch))?;
+            self.write_direct_inodes(|db| db.apply_batch(batch))?;
             moved += n as u64;
             last.push(0);
             from = last;

@@ -25,8 +25,10 @@ mod census;
 mod dirents;
 mod dump;
 mod flags;
+mod icache;
 mod index;
 mod inline;
+mod journal;
 mod packs;
 mod quota;
 mod room;
@@ -43,6 +45,7 @@ pub use dirents::{name_pos, ListFrom};
 pub use dump::Record;
 pub use flags::Flag;
 pub use index::Totals;
+use journal::Journal;
 pub use packs::PackRecords;
 pub use quota::{Limits, LinkDirs, QuotaRecords, Usage};
 use seal::{read_seal, write_seal};
@@ -98,27 +101,6 @@ pub fn release_free_memory() {
 
 /// sled's own cache when the policy does not say (`[meta] cache`).
 pub const DEFAULT_CACHE: u64 = 96 << 20;
-/// Transactions with more changes than this use sled's batch (see `commit`).
-const JOURNAL_MAX_OPS: usize = 64;
-
-/// The key of the journal record (see `Meta::commit`). Stores before this
-/// layout numbered theirs (`J` + u64); `replay_journal` reads both.
-const JOURNAL_KEY: [u8; 9] = [TAG_JOURNAL, 0, 0, 0, 0, 0, 0, 0, 0];
-
-/// What the journal record holds, under `Meta::commit_lock`.
-#[derive(Default)]
-struct Journal {
-    /// It is there, holding the last transaction committed, all of whose
-    /// changes were applied after it.
-    live: bool,
-    /// Applying its transaction failed part way: nothing more is written
-    /// until the next open completes it. (Its callers took the failure as
-    /// "nothing happened" and let go of what it would have named: chunk
-    /// space, quota. sled itself takes a failed log write as fatal until
-    /// it is opened again.)
-    unfinished: bool,
-}
-
 /// Proof that the metadata write lock is held: every read-modify-write of
 /// metadata happens under it, and a transaction can only be committed with
 /// it (`Meta::commit`). Lock order: a file's content lock, then this.
@@ -167,6 +149,9 @@ pub struct Meta {
     /// Disk room held past the end of sled's log while the daemon serves
     /// (`hold_room`).
     room: std::sync::OnceLock<room::Room>,
+    /// The inode records last read or written (`icache`), told of every
+    /// write of one.
+    icache: icache::InodeCache,
 }
 
 impl Meta {
@@ -178,10 +163,12 @@ impl Meta {
         Meta::open_with(dir, uid, gid, DEFAULT_CACHE)
     }
 
-    /// Opens as `open` does, with `cache` bytes of memory for sled's cache.
-    /// sled charges its cache by on-disk size and keeps about twice that
-    /// in memory (NOTES-fuser-sled-mmap.md), so it gets a third of `cache`.
+    /// Opens as `open` does, with `cache` bytes of memory for the metadata
+    /// caches: a twelfth for the decoded inode records (`icache`), and a
+    /// third of the rest for sled's, which charges its cache by on-disk
+    /// size and keeps about twice that in memory (NOTES-fuser-sled-mmap.md).
     pub fn open_with(dir: &Path, uid: u32, gid: u32, cache: u64) -> Result<Meta> {
+        let icache_bytes = cache / 12;
         let seal_path = dir.with_extension("seal");
         let sealed = read_seal(&seal_path)?;
         let damaged = |what: String| {
@@ -195,7 +182,7 @@ impl Meta {
         };
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity((cache / 3).max(4 << 20))
+            .cache_capacity(((cache - icache_bytes) / 3).max(4 << 20))
             // The crash harness flushes only where tierfs does: what sled
             // would write on its own it may or may not have written.
             .flush_every_ms((!crate::fault::armed()).then_some(500));
@@ -232,6 +219,7 @@ impl Meta {
             walk_done: parking_lot::Condvar::new(),
             inode_count_saved: AtomicU64::new(u64::MAX),
             room: std::sync::OnceLock::new(),
+            icache: icache::InodeCache::new(icache_bytes),
         };
         let replayed = meta.replay_journal()?;
         meta.load_id_floor()?;
@@ -417,6 +405,7 @@ impl Meta {
             // Partly applied, maybe: the totals are counted again when
             // next asked for (the next open completes the rest; nothing
             // is written before, `Journal::unfinished`).
+            self.icache.clear();
             self.counted.store(false, Ordering::Release);
             if let Some(w) = self.inode_walk.lock().as_mut() {
                 w.fail();
@@ -427,105 +416,6 @@ impl Meta {
         self.census_committed(census, true);
         self.totals.lock().apply(&delta);
         Ok(())
-    }
-
-    fn apply_txn(&self, j: &mut Journal, t: Txn) -> Result<()> {
-        if t.ops.len() == 1 {
-            self.retire_journal(j)?;
-            return self.apply_one(&t.ops[0]);
-        }
-        if t.ops.len() > JOURNAL_MAX_OPS {
-            self.retire_journal(j)?;
-            let mut b = sled::Batch::default();
-            for (k, v) in t.ops {
-                match v {
-                    Some(v) => b.insert(k, v),
-                    None => b.remove(k),
-                }
-            }
-            self.db.apply_batch(b)?;
-            return Ok(());
-        }
-        // Whatever the insert did, the record may now hold this
-        // transaction or the last: the last is whole, and this one is
-        // whole below or completed at the next open.
-        j.live = true;
-        self.db.insert(JOURNAL_KEY, t.encode())?;
-        j.unfinished = true;
-        for op in &t.ops {
-            self.apply_one(op)?;
-        }
-        j.unfinished = false;
-        Ok(())
-    }
-
-    /// Refuses every write after a transaction whose changes failed part
-    /// way (see `Journal::unfinished`).
-    fn refuse_after_failure(&self, j: &Journal) -> Result<()> {
-        match j.unfinished {
-            false => Ok(()),
-            true => Err(Error::Io(std::io::Error::other(
-                "a metadata transaction failed part way: no more changes until the \
-                 store is mounted again, which completes it",
-            ))),
-        }
-    }
-
-    /// Removes the journal record, if there, before a write that is not
-    /// journaled: a replay must never undo it.
-    fn retire_journal(&self, j: &mut Journal) -> Result<()> {
-        self.refuse_after_failure(j)?;
-        if j.live {
-            self.db.remove(JOURNAL_KEY)?;
-            j.live = false;
-        }
-        Ok(())
-    }
-
-    /// Runs `f`, which writes to sled outside a transaction (upgrades,
-    /// repairs, the seal, pack records), under the commit lock and after
-    /// the journal record is removed (see `commit`).
-    pub(super) fn write_direct<T>(
-        &self,
-        f: impl FnOnce(&sled::Db) -> sled::Result<T>,
-    ) -> Result<T> {
-        let mut j = self.commit_lock.lock();
-        self.retire_journal(&mut j)?;
-        Ok(f(&self.db)?)
-    }
-
-    fn apply_one(&self, (k, v): &(Vec<u8>, Option<Vec<u8>>)) -> Result<()> {
-        match v {
-            Some(v) => self.db.insert(&k[..], &v[..])?,
-            None => self.db.remove(&k[..])?,
-        };
-        Ok(())
-    }
-
-    /// Applies again the transactions whose journal records survived a crash
-    /// (their changes may be partly missing), oldest first, and drops the
-    /// records. Returns how many there were.
-    fn replay_journal(&self) -> Result<usize> {
-        let records: Vec<(sled::IVec, sled::IVec)> = self
-            .db
-            .scan_prefix([TAG_JOURNAL])
-            .collect::<std::result::Result<_, _>>()?;
-        for (k, v) in &records {
-            let t = Txn::decode(v).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "metadata journal record {} is malformed",
-                    be_u64(&k[1..])
-                ))
-            })?;
-            for op in &t.ops {
-                self.apply_one(op)?;
-            }
-            self.db.remove(k)?;
-        }
-        if !records.is_empty() {
-            self.flush()?;
-        }
-        Ok(records.len())
     }
 
     /// From now on keeps disk room past the end of sled's log (`room`),
@@ -571,8 +461,16 @@ impl Meta {
     }
 
     pub fn inode(&self, ino: u64) -> Result<Inode> {
+        if let Some(inode) = self.icache.get(ino) {
+            return Ok(inode);
+        }
+        let stamp = self.icache.stamp(ino);
         match self.db.get(key_ino(TAG_INODE, ino))? {
-            Some(v) => Inode::decode(ino, &v),
+            Some(v) => {
+                let inode = Inode::decode(ino, &v)?;
+                self.icache.fill(stamp, ino, &v);
+                Ok(inode)
+            }
             None => Err(Error::NotFound),
         }
     }

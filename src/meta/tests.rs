@@ -1,5 +1,6 @@
 //! Unit tests of `Meta`: the journal, commits, the seal.
 
+use super::journal::{JOURNAL_KEY, JOURNAL_MAX_OPS};
 use super::*;
 
 #[test]
@@ -580,7 +581,10 @@ fn entry_inodes_reads_what_inode_reads_dense_or_sparse() {
     }
     m.db.insert(key_ino(TAG_INODE, 1100), &b"short"[..])
         .unwrap();
+    // Each side reads sled itself: the inode cache would hand one the
+    // other's reads.
     let one_by_one = |inos: &[u64]| -> Vec<String> {
+        m.icache.clear();
         inos.iter()
             .map(|&ino| match m.inode(ino) {
                 Ok(i) => format!("{i:?}"),
@@ -590,6 +594,7 @@ fn entry_inodes_reads_what_inode_reads_dense_or_sparse() {
             .collect()
     };
     let batched = |inos: &[u64]| -> Vec<String> {
+        m.icache.clear();
         m.entry_inodes(inos)
             .unwrap()
             .into_iter()
@@ -615,4 +620,56 @@ fn entry_inodes_reads_what_inode_reads_dense_or_sparse() {
     for inos in sets {
         assert_eq!(batched(&inos), one_by_one(&inos), "{inos:?}");
     }
+}
+
+/// The inode cache follows every way an inode record is written: a commit
+/// of one change, a journaled transaction, a big one (sled's batch), a
+/// removal, an upgrade's direct batch; and a failed commit empties it.
+#[test]
+fn the_inode_cache_follows_every_write_of_an_inode_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Meta::open(&dir.path().join("meta"), 0, 0).unwrap();
+    let size = |n: u64| {
+        let mut i = Inode::new(500, Kind::File, 0o644, 0, 0);
+        i.size = n;
+        i
+    };
+    let commit = |t: Txn| m.commit(&m.write_lock(), t).unwrap();
+    let seen = || m.inode(500).map(|i| i.size).ok();
+    let mut t = Txn::default();
+    t.put_inode(&size(1));
+    commit(t);
+    assert_eq!(seen(), Some(1));
+    assert_eq!(seen(), Some(1), "read twice: the second from the cache");
+    let mut t = Txn::default();
+    t.put_inode(&size(2));
+    t.put_xattr(500, b"user.a", b"1");
+    commit(t);
+    assert_eq!(seen(), Some(2), "journaled");
+    let mut t = Txn::default();
+    t.put_inode(&size(3));
+    for k in 0..JOURNAL_MAX_OPS as u64 + 4 {
+        t.put_xattr(500, format!("user.{k}").as_bytes(), b"v");
+    }
+    commit(t);
+    assert_eq!(seen(), Some(3), "a batch");
+    let v = size(4).encode();
+    m.write_direct_inodes(|db| db.insert(key_ino(TAG_INODE, 500), &v[..]))
+        .unwrap();
+    assert_eq!(seen(), Some(4), "a direct write of inode records");
+    let mut t = Txn::default();
+    t.del_inode(500);
+    commit(t);
+    assert_eq!(seen(), None, "removed");
+    let mut t = Txn::default();
+    t.put_inode(&size(5));
+    commit(t);
+    assert_eq!(seen(), Some(5));
+    // A record sled holds that no commit wrote (as a transaction that
+    // failed part way may leave): seen once the cache is emptied.
+    m.db.insert(key_ino(TAG_INODE, 500), &size(6).encode()[..])
+        .unwrap();
+    assert_eq!(seen(), Some(5));
+    m.icache.clear();
+    assert_eq!(seen(), Some(6));
 }
