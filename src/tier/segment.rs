@@ -527,7 +527,9 @@ impl SegmentStore {
                     .collect()
             };
             for &id in &dead {
-                if let Some(seg) = self.segs.write().remove(&id) {
+                // (One lock at a time: `segs` is let go of first.)
+                let seg = self.segs.write().remove(&id);
+                if let Some(seg) = seg {
                     self.removing.lock().insert(id, seg);
                 }
                 self.live.lock().remove(&id);
@@ -540,14 +542,19 @@ impl SegmentStore {
         // the store, for the next sweep.
         let mut done = Ok(dead.len());
         for &id in &dead {
-            let removed = self.remove_file(id);
-            let mut removing = self.removing.lock();
-            let seg = removing.remove(&id);
-            if let (Err(e), Some(seg)) = (removed, seg) {
-                self.segs.write().insert(id, seg);
+            if let Err(e) = self.remove_file(id) {
+                // Under the active segment's lock, so that no new segment
+                // takes the id while it is in neither map.
+                let _active = self.active.lock();
+                let seg = self.removing.lock().remove(&id);
+                if let Some(seg) = seg {
+                    self.segs.write().insert(id, seg);
+                }
                 if done.is_ok() {
                     done = Err(e);
                 }
+            } else {
+                self.removing.lock().remove(&id);
             }
             self.removed.notify_all();
         }

@@ -300,6 +300,26 @@ fn released_records_are_punched_and_dead_sealed_segments_removed() {
     assert!(!seg_path(dir.path(), &WARM, 1).exists());
 }
 
+/// A segment whose file could not be removed goes back to the store: the
+/// next sweep removes it.
+#[test]
+fn a_segment_whose_removal_failed_is_swept_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
+    let a = w.append(9, 0, 1, &[1u8; 100]).unwrap();
+    w.sync().unwrap();
+    w.seal_active();
+    w.release(&a);
+    crate::fault::arm(Some(0));
+    assert!(w.sweep().is_err(), "the removal fails");
+    assert!(crate::fault::disarm().crashed.is_some());
+    assert_eq!(w.segment_ids(), vec![1], "back in the store");
+    assert!(seg_path(dir.path(), &WARM, 1).exists());
+    assert!(w.removing.lock().is_empty());
+    assert_eq!(w.sweep().unwrap(), 1);
+    assert!(!seg_path(dir.path(), &WARM, 1).exists());
+}
+
 /// A new segment never takes the id of one whose file a sweep is still
 /// removing (the newest segment, sealed with nothing active): the pending
 /// unlink would take the new segment's file.
