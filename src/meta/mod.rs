@@ -99,7 +99,8 @@ pub fn release_free_memory() {
     }
 }
 
-/// sled's own cache when the policy does not say (`[meta] cache`).
+/// Memory for the metadata caches (sled's and the inode cache, see
+/// `open_with`) when the policy does not say (`[meta] cache`).
 pub const DEFAULT_CACHE: u64 = 96 << 20;
 /// Proof that the metadata write lock is held: every read-modify-write of
 /// metadata happens under it, and a transaction can only be committed with
