@@ -645,13 +645,21 @@ impl SegmentStore {
     fn remove_file(&self, id: u64) -> Result<()> {
         fault::check(Point::Remove, &self.path(id))?;
         fault::hold_point("segment-remove");
-        match std::fs::remove_file(seg_path(&self.dir, &self.fmt, id)) {
+        self.unlink(id)?;
+        log::debug!("removed {}: no live records", self.path(id).display());
+        Ok(())
+    }
+
+    /// Unlinks segment `id`'s file (gone already is fine), durably. Never
+    /// under the active segment's lock: an unlink of a 64 MiB file takes
+    /// milliseconds, which appends and every write's room check would wait.
+    fn unlink(&self, id: u64) -> Result<()> {
+        match std::fs::remove_file(self.path(id)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
         File::open(&self.dir)?.sync_all()?;
-        log::debug!("removed {}: no live records", self.path(id).display());
         Ok(())
     }
 

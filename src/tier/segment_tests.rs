@@ -300,16 +300,23 @@ fn released_records_are_punched_and_dead_sealed_segments_removed() {
     assert!(!seg_path(dir.path(), &WARM, 1).exists());
 }
 
+/// A store whose one segment (1, the newest) is sealed, with nothing
+/// active, and has no live record left.
+fn newest_segment_emptied(dir: &Path) -> SegmentStore {
+    let w = SegmentStore::open(dir, WARM, Access::ReadWrite).unwrap();
+    let a = w.append(9, 0, 1, &[1u8; 100]).unwrap();
+    w.sync().unwrap();
+    w.seal_active();
+    w.release(&a);
+    w
+}
+
 /// A segment whose file could not be removed goes back to the store: the
 /// next sweep removes it.
 #[test]
 fn a_segment_whose_removal_failed_is_swept_again() {
     let dir = tempfile::tempdir().unwrap();
-    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
-    let a = w.append(9, 0, 1, &[1u8; 100]).unwrap();
-    w.sync().unwrap();
-    w.seal_active();
-    w.release(&a);
+    let w = newest_segment_emptied(dir.path());
     crate::fault::arm(Some(0));
     assert!(w.sweep().is_err(), "the removal fails");
     assert!(crate::fault::disarm().crashed.is_some());
@@ -326,11 +333,7 @@ fn a_segment_whose_removal_failed_is_swept_again() {
 #[test]
 fn a_segment_being_removed_keeps_its_id() {
     let dir = tempfile::tempdir().unwrap();
-    let w = SegmentStore::open(dir.path(), WARM, Access::ReadWrite).unwrap();
-    let a = w.append(9, 0, 1, &[1u8; 100]).unwrap();
-    w.sync().unwrap();
-    w.seal_active();
-    w.release(&a);
+    let w = newest_segment_emptied(dir.path());
     // As `sweep` leaves it between taking the segment out of the store and
     // removing its file.
     let seg = w.segs.write().remove(&1).unwrap();

@@ -62,26 +62,22 @@ impl SegmentStore {
 
     /// Segment `id` is now the object `name` in object store `target`:
     /// reads go there, and the local file goes (a reader holding it keeps
-    /// its map until done).
+    /// its map until done; the id stays taken, as an uploaded pack's).
     pub fn now_remote(&self, id: u64, target: u32, name: String) -> Result<()> {
-        // Never the pack appends go to: records appended after its upload
-        // are in no object.
-        let active = self.active.lock();
-        if active.as_ref().is_some_and(|a| a.seg.id == id) {
-            return Err(Error::Corrupt(format!(
-                "pack {id:016x} was uploaded but is the one appends go to"
-            )));
+        {
+            // Never the pack appends go to: records appended after its
+            // upload are in no object.
+            let active = self.active.lock();
+            if active.as_ref().is_some_and(|a| a.seg.id == id) {
+                return Err(Error::Corrupt(format!(
+                    "pack {id:016x} was uploaded but is the one appends go to"
+                )));
+            }
+            self.remote.insert(id, target, name);
+            self.segs.write().remove(&id);
+            self.unsynced.lock().remove(&id);
         }
-        self.remote.insert(id, target, name);
-        self.segs.write().remove(&id);
-        self.unsynced.lock().remove(&id);
-        match std::fs::remove_file(self.path(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        self.unlink(id)
     }
 
     /// Uploaded packs whose local file is still here (a crash came between

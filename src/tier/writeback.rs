@@ -175,13 +175,9 @@ impl Tiers {
         let _appending = self.appending();
         let mut written: Vec<Written> = Vec::with_capacity(inos.len());
         let mut used = [false; 2];
-        let retire_all = |written: &[Written]| {
-            let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
-            self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
-        };
         if let Err(e) = self.copy_out(inos, held, whole, &mut written, &mut used) {
             // Records appended for a write-back that failed are never named.
-            retire_all(&written);
+            self.abandon(&written);
             return Err(e);
         }
         if matches!(whole, Whole::Only) && written.iter().all(|w| w.chunks.is_empty()) {
@@ -190,7 +186,7 @@ impl Tiers {
         for (i, store) in [&self.warm, &self.cold].into_iter().enumerate() {
             if used[i] {
                 if let Err(e) = store.sync() {
-                    retire_all(&written);
+                    self.abandon(&written);
                     return Err(e);
                 }
             }
@@ -304,8 +300,7 @@ impl Tiers {
                 Ok(inode) => sizes.insert(w.ino, inode.size),
                 Err(Error::NotFound) => None,
                 Err(e) => {
-                    let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
-                    self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
+                    self.abandon(&written);
                     return Err(e);
                 }
             };
@@ -368,8 +363,7 @@ impl Tiers {
         })();
         if let Err(e) = committed {
             // Nothing of this write-back is named: every copy goes.
-            let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
-            self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
+            self.abandon(&written);
             return Err(e);
         }
         // The pending size stays visible until the inode carrying it is
@@ -393,6 +387,12 @@ impl Tiers {
         }
         self.unstore_and_retire(written.iter().map(|w| w.ino), old.into_iter().chain(stale));
         Ok(())
+    }
+
+    /// A write-back that fails names none of its copies: each goes.
+    fn abandon(&self, written: &[Written]) {
+        let locs = written.iter().flat_map(|w| w.chunks.iter().map(|c| c.2));
+        self.unstore_and_retire(written.iter().map(|w| w.ino), locs);
     }
 
     /// Forgets the chunks write-backs of `inos` stored (`storing`) and
